@@ -1,0 +1,32 @@
+"""Shared fixtures: the real app from the app factory on the simulated sky."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from wanda.app import create_app
+from wanda.config import Config
+
+
+@pytest.fixture
+def config(tmp_path) -> Config:
+    return Config(camera="sim", captures=tmp_path / "captures", port=0)
+
+
+@pytest.fixture
+def make_client(aiohttp_client, config):
+    """Build a test client for the real app; keyword arguments change the config."""
+
+    async def make(**changes):
+        app = create_app(dataclasses.replace(config, **changes))
+        return await aiohttp_client(app)
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client):
+    return await make_client()
+

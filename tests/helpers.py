@@ -1,0 +1,39 @@
+"""Helpers for tests that read MJPEG streams and wait on the server."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import StreamReader
+
+
+async def read_part(content: StreamReader) -> tuple[dict[str, str], bytes]:
+    """One multipart part from an MJPEG stream: (headers, JPEG bytes)."""
+    while True:
+        line = await content.readline()
+        if not line:
+            raise EOFError("stream ended")
+        if line.strip() == b"--frame":
+            break
+    headers = {}
+    while True:
+        line = (await content.readline()).strip()
+        if not line:
+            break
+        name, _, value = line.decode("ascii").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = await content.readexactly(int(headers["content-length"]))
+    return headers, body
+
+
+async def wait_until(predicate, attempts: int = 200, pause: float = 0.05):
+    """Poll a condition that the server reaches on its own; fail if it never does."""
+    for _ in range(attempts):
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        await asyncio.sleep(pause)
+    raise AssertionError("condition not reached")
+

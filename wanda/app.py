@@ -1,0 +1,75 @@
+"""The app factory: the one place that wires WANDA together.
+
+Shared objects live under typed AppKeys; each resource is started and stopped by its own cleanup
+context, so a failed start unwinds what had started before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from wanda.camera import CameraBackend, CameraWorker, create_backend
+from wanda.config import Config
+from wanda.errors import error_middleware
+from wanda.frames import FrameHub
+from wanda.handlers import stream, system
+from wanda.jpeg import JpegEncoder
+from wanda.keys import CAMERA, CONFIG, HUB, LAG, STARTED
+from wanda.monitor import LoopLagMonitor
+
+log = logging.getLogger(__name__)
+
+def create_app(config: Config, *, camera: CameraBackend | None = None) -> web.Application:
+    """Build the application. ``camera`` replaces the backend that ``config.camera`` selects."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
+    app[CONFIG] = config
+    app[HUB] = FrameHub()
+    app[LAG] = LoopLagMonitor()
+    app[STARTED] = time.time()
+
+    app.cleanup_ctx.append(_camera_ctx(camera))
+    app.cleanup_ctx.append(_lag_monitor_ctx)
+    app.on_shutdown.append(_end_streams)
+
+    app.add_routes(stream.routes)
+    app.add_routes(system.routes)
+    system.add_static_routes(app)
+    return app
+
+
+def _camera_ctx(backend: CameraBackend | None):
+    async def camera_ctx(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG]
+        chosen = backend if backend is not None else create_backend(config)
+        worker = CameraWorker(
+            chosen,
+            JpegEncoder(config.jpeg_quality),
+            app[HUB],
+            asyncio.get_running_loop(),
+            max_fps=config.max_fps,
+        )
+        await asyncio.to_thread(worker.start)
+        app[CAMERA] = worker
+        log.info("camera %s started (%dx%d preview)", chosen.name, *chosen.preview_size)
+        yield
+        await asyncio.to_thread(worker.stop)
+
+    return camera_ctx
+
+
+async def _lag_monitor_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[LAG].run(), name="loop-lag-monitor")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _end_streams(app: web.Application) -> None:
+    app[HUB].close()

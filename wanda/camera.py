@@ -1,0 +1,261 @@
+"""The camera: the backend interface, the worker thread that owns the backend, backend selection.
+
+The worker is an actor. One thread owns the backend object and runs, in turn, the preview loop and
+jobs submitted from the event loop (set controls, still captures, mode switches), so a still can
+never race the preview. Each preview frame is JPEG-encoded once, only while somebody wants frames,
+and handed to the FrameHub with ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from wanda.frames import Frame, FrameHub, RateMeter, multipart_part
+from wanda.jpeg import JpegEncoder
+
+log = logging.getLogger(__name__)
+
+
+class CameraUnavailable(RuntimeError):
+    """The requested camera cannot be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewFrame:
+    pixels: np.ndarray  # (height, width, channels) uint8
+    pixel_format: str  # "RGB", "BGR" (picamera2's "RGB888") or "RGBX"
+    timestamp: float  # sensor read-out time, Unix seconds
+    exposure_s: float
+    gain: float
+
+
+class CameraBackend(Protocol):
+    """What the worker needs from a camera. Called only from the worker thread."""
+
+    name: str
+    preview_size: tuple[int, int]
+    exposure_limits: tuple[float, float]
+    gain_limits: tuple[float, float]
+    exposure_s: float  # the exposure in use (read from the loop for time-outs)
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def set_controls(self, *, exposure_s: float | None = None, gain: float | None = None) -> None: ...
+
+    def capture_preview(self, wake: threading.Event, max_fps: float) -> PreviewFrame | None:
+        """Block until the next preview frame; return None early when ``wake`` is set."""
+        ...
+
+
+Job = Callable[..., Any]
+
+
+class CameraWorker:
+    """The thread that owns a camera backend."""
+
+    def __init__(
+        self,
+        backend: CameraBackend,
+        encoder: JpegEncoder,
+        hub: FrameHub,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_fps: float = 30.0,
+    ):
+        self.backend = backend
+        self.encoder = encoder
+        self._hub = hub
+        self._loop = loop
+        self.max_fps = max_fps
+        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future, Job, tuple, dict]] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._seq = 0
+        self._stats_lock = threading.Lock()
+        self._captured = RateMeter()
+        self._encoded = RateMeter()
+        self.frames_captured = 0
+        self.frames_encoded = 0
+        self.preview_errors = 0
+        hub.set_demand_callback(self.wake)
+
+    # -- lifecycle (called from the loop thread, off the loop via to_thread) ------------------
+
+    def start(self) -> None:
+        """Start the thread and wait until the backend is open; raise its error if it fails."""
+        opened: concurrent.futures.Future = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, args=(opened,), name="camera", daemon=True)
+        self._thread.start()
+        opened.result()
+
+    def stop(self, timeout: float = 1.5) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("camera thread did not stop within %.1f s", timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def submit(self, job: Job, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        """Run ``job(backend, *args, **kwargs)`` on the camera thread between preview frames."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        if self._stopping:
+            future.set_exception(CameraUnavailable("the camera is shutting down"))
+            return future
+        self._jobs.put((future, job, args, kwargs))
+        self._wake.set()
+        return future
+
+    async def call(self, job: Job, *args: Any, **kwargs: Any) -> Any:
+        """Await a job from the event loop without blocking it."""
+        return await asyncio.wrap_future(self.submit(job, *args, **kwargs))
+
+    def wake(self) -> None:
+        """Thread-safe: demand appeared or a job is waiting."""
+        self._wake.set()
+
+    # -- statistics ----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        with self._stats_lock:
+            return {
+                "captured_fps": round(self._captured.rate(), 2),
+                "encoded_fps": round(self._encoded.rate(), 2),
+                "frames_captured": self.frames_captured,
+                "frames_encoded": self.frames_encoded,
+                "preview_errors": self.preview_errors,
+            }
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _run(self, opened: concurrent.futures.Future) -> None:
+        try:
+            self.backend.open()
+        except BaseException as exc:
+            opened.set_exception(exc)
+            return
+        opened.set_result(None)
+        try:
+            while not self._stopping:
+                self._wake.clear()  # before looking at jobs and demand, so no wake-up is lost
+                self._run_jobs()
+                if self._stopping:
+                    break
+                if not self._hub.wants_frames:
+                    self._wake.wait(1.0)
+                    continue
+                self._preview_once()
+        finally:
+            self._fail_pending_jobs()
+            try:
+                self.backend.close()
+            except Exception:
+                log.exception("closing the camera failed")
+
+    def _run_jobs(self) -> None:
+        while True:
+            try:
+                future, job, args, kwargs = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job(self.backend, *args, **kwargs))
+            except BaseException as exc:  # the awaiting coroutine gets it, whatever it is
+                future.set_exception(exc)
+
+    def _fail_pending_jobs(self) -> None:
+        while True:
+            try:
+                future, *_ = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_exception(CameraUnavailable("the camera stopped"))
+
+    def _preview_once(self) -> None:
+        try:
+            preview = self.backend.capture_preview(self._wake, self.max_fps)
+        except Exception:
+            with self._stats_lock:
+                self.preview_errors += 1
+            log.exception("preview frame failed; retrying")
+            self._wake.wait(1.0)
+            return
+        if preview is None:  # interrupted: a job or a stop is waiting
+            return
+        with self._stats_lock:
+            self.frames_captured += 1
+            self._captured.tick()
+        if not self._hub.wants_frames:  # the last viewer left during the exposure
+            return
+        jpeg = self.encoder.encode(preview.pixels, preview.pixel_format)
+        self._seq += 1
+        height, width = preview.pixels.shape[:2]
+        frame = Frame(self._seq, preview.timestamp, width, height, jpeg, multipart_part(jpeg, preview.timestamp, self._seq))
+        with self._stats_lock:
+            self.frames_encoded += 1
+            self._encoded.tick()
+        try:
+            self._loop.call_soon_threadsafe(self._hub.publish, frame)
+        except RuntimeError:  # the loop is closed: we are shutting down
+            self._stopping = True
+
+
+def _probe_picamera2() -> tuple[bool, str]:
+    """Can picamera2 be imported, and does it list a camera? (ok, reason)"""
+    try:
+        from picamera2 import Picamera2  # noqa: PLC0415  (only on a Pi)
+    except ImportError as exc:
+        return False, f"picamera2 is not importable ({exc})"
+    try:
+        cameras = Picamera2.global_camera_info()
+    except Exception as exc:  # libcamera errors come in many types
+        return False, f"picamera2 could not list cameras ({exc})"
+    if not cameras:
+        return False, "picamera2 lists no camera"
+    return True, f"picamera2 lists {len(cameras)} camera(s): {cameras[0].get('Model', '?')}"
+
+
+def create_backend(config) -> CameraBackend:
+    """The backend ``config.camera`` asks for; ``auto`` falls back to the simulated sky."""
+    from wanda.sky import SimulatedSky
+
+    def sky() -> CameraBackend:
+        return SimulatedSky(fwhm=config.sim_fwhm, plate_scale=config.sim_plate_scale, seed=config.sim_seed)
+
+    if config.camera == "sim":
+        log.info("camera: simulated sky (--camera sim)")
+        return sky()
+    available, reason = _probe_picamera2()
+    if config.camera == "picamera2" and not available:
+        raise CameraUnavailable(
+            f"--camera picamera2: {reason}. On a Raspberry Pi install python3-picamera2 with apt and "
+            "create the virtual environment with --system-site-packages"
+        )
+    if available:
+        raise CameraUnavailable(
+            f"{reason}, but this version of WANDA has no picamera2 backend yet: run with --camera sim"
+        )
+    log.info("camera: simulated sky, because %s (--camera auto)", reason)
+    return sky()
+

@@ -1,0 +1,101 @@
+"""The `wanda` command (also `python -m wanda`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from wanda import __version__
+from wanda.app import create_app
+from wanda.camera import CameraUnavailable
+from wanda.config import CAMERA_CHOICES, LOG_LEVELS, Config, ConfigError, load_config
+from wanda.jpeg import JpegUnavailable
+
+log = logging.getLogger("wanda")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wanda",
+        description="WANDA telescope controller: live view, camera, mount and captures in the browser.",
+        epilog="Each option can also come from the environment (WANDA_PORT=...) or the --config file.",
+    )
+    # Defaults are None so the command line only overrides what was given (see wanda.config).
+    add = parser.add_argument
+    add("--host", help="address to listen on (default 0.0.0.0: every interface)")
+    add("--port", type=int, help="port to listen on (default 5000)")
+    add("--camera", choices=CAMERA_CHOICES, help="camera backend (default auto: picamera2 if present, else sim)")
+    add("--captures", type=Path, metavar="DIR", help="where captured images go")
+    add("--config", type=Path, metavar="FILE", help="TOML configuration file")
+    add("--log-level", type=str.upper, choices=LOG_LEVELS, help="logging level (default INFO)")
+    add("--sim-fwhm", type=float, metavar="PX", help="star size (FWHM, pixels) of the simulated sky (default 3)")
+    add("--version", action="version", version=f"wanda {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    config_file = args.pop("config")
+    try:
+        config = load_config(args, config_file=config_file)
+    except ConfigError as exc:
+        parser.exit(2, f"wanda: error: {exc}\n")
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(serve(config))
+    except (CameraUnavailable, JpegUnavailable) as exc:
+        print(f"wanda: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the port is taken, the address does not exist, ...
+        print(f"wanda: error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    app = create_app(config)
+    access_log = logging.getLogger("aiohttp.access") if config.log_level == "DEBUG" else None
+    runner = web.AppRunner(app, shutdown_timeout=config.shutdown_timeout, access_log=access_log)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port)
+        await site.start()
+        port = runner.addresses[0][1] if runner.addresses else config.port
+        log.info("wanda %s serving: open %s", __version__, " or ".join(_urls(config.host, port)))
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
+
+
+def _urls(host: str, port: int) -> list[str]:
+    """URLs a person can open: the machine's name and addresses when listening everywhere."""
+    if host not in ("0.0.0.0", "::", ""):
+        return [f"http://{host}:{port}/"]
+    urls = [f"http://{socket.gethostname()}.local:{port}/"]
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+        urls += sorted({f"http://{info[4][0]}:{port}/" for info in infos if not info[4][0].startswith("127.")})
+    except OSError:
+        pass
+    urls.append(f"http://127.0.0.1:{port}/")
+    return urls

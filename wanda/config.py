@@ -1,0 +1,131 @@
+"""WANDA's configuration: one frozen dataclass.
+
+Sources, strongest first: the command line, ``WANDA_*`` environment variables, the TOML file
+(``--config FILE`` or ``WANDA_CONFIG``), the defaults below. Every field may come from any source;
+the environment variable of a field is ``WANDA_`` + its name in upper case (``WANDA_PORT``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+CAMERA_CHOICES = ("auto", "sim", "picamera2")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the field and the source."""
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "0.0.0.0"
+    port: int = 5000  # the original backend's port: existing scripts and bookmarks keep working
+    camera: str = "auto"
+    captures: Path | None = None
+    log_level: str = "INFO"
+
+    # The simulated sky.
+    sim_fwhm: float = 3.0  # star FWHM in preview pixels
+    sim_plate_scale: float = 2.0  # arcseconds per preview pixel: sets the sidereal drift speed
+    sim_seed: int = 1
+
+    # The frame path.
+    max_fps: float = 30.0
+    jpeg_quality: int = 80
+    write_timeout: float = 10.0  # a viewer that takes longer to accept a frame is dropped
+    snapshot_timeout: float = 5.0  # on top of the current frame interval
+    shutdown_timeout: float = 1.0  # handlers still running after this are cancelled
+
+    def __post_init__(self) -> None:
+        _check(self.camera in CAMERA_CHOICES, "camera", f"must be one of {', '.join(CAMERA_CHOICES)}")
+        _check(self.log_level in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+        _check(0 <= self.port <= 65535, "port", "must be 0..65535")
+        _check(0.5 <= self.sim_fwhm <= 30, "sim_fwhm", "must be 0.5..30 pixels")
+        _check(0.01 <= self.sim_plate_scale <= 100, "sim_plate_scale", "must be 0.01..100 arcsec/pixel")
+        _check(1 <= self.max_fps <= 60, "max_fps", "must be 1..60")
+        _check(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be 1..100")
+        for name in ("write_timeout", "snapshot_timeout", "shutdown_timeout"):
+            _check(getattr(self, name) > 0, name, "must be > 0")
+
+
+def _check(condition: bool, name: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{name}: {message}")
+
+
+_HINTS = typing.get_type_hints(Config)
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Turn a value from a file, the environment or argparse into the field's type."""
+    hint = _HINTS[name]
+    optional = isinstance(hint, types.UnionType) and type(None) in hint.__args__
+    base = next(a for a in hint.__args__ if a is not type(None)) if optional else hint
+    if optional and value in (None, ""):
+        return None
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if base is int and isinstance(value, float | bool):
+            raise ValueError(value)  # 5000.7 or true for a port is a mistake, not a number
+        if base is Path:
+            return Path(str(value)).expanduser()
+        if base is str and name == "log_level":
+            return str(value).upper()
+        return base(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} (from {source}): {value!r} is not a valid {base.__name__}") from None
+
+
+def load_config(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Config:
+    """Merge the sources. ``cli`` holds only the options given (None means not given)."""
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    env = os.environ if env is None else env
+    names = {f.name for f in fields(Config)}
+    values: dict[str, Any] = {}
+
+    path = config_file or (Path(env["WANDA_CONFIG"]) if env.get("WANDA_CONFIG") else None)
+    if path is not None:
+        try:
+            table = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        table = table.get("wanda", table)  # a [wanda] table or top-level keys
+        for key, value in table.items():
+            name = key.replace("-", "_")
+            if name not in names:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[name] = _coerce(name, value, f"config file {path}")
+
+    for name in names:
+        var = f"WANDA_{name.upper()}"
+        if var in env:
+            values[name] = _coerce(name, env[var], f"${var}")
+
+    for name, value in cli.items():
+        if name in names:
+            values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
+
+    return Config(**values)
+

@@ -1,0 +1,1 @@
+"""aiohttp handlers: one RouteTableDef per module."""

@@ -1,0 +1,16 @@
+"""Typed keys of the shared objects on the aiohttp application (never module globals)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from wanda.camera import CameraWorker
+from wanda.config import Config
+from wanda.frames import FrameHub
+from wanda.monitor import LoopLagMonitor
+
+CONFIG = web.AppKey("config", Config)
+HUB = web.AppKey("hub", FrameHub)
+CAMERA = web.AppKey("camera", CameraWorker)
+LAG = web.AppKey("lag", LoopLagMonitor)
+STARTED = web.AppKey("started", float)  # Unix time the app was built
