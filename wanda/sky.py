@@ -89,18 +89,48 @@ def pixel_profile(offsets: np.ndarray, centres: np.ndarray, sigma: float, trail:
     """Share of a star's light falling on each pixel along one axis.
 
     ``offsets`` are pixel indices relative to the stamp origin (K,), ``centres`` the star centres
-    in the same coordinates (N,). The Gaussian is integrated over each pixel and, when ``trail``
+    at the start of the exposure in the same coordinates (N,). The Gaussian is integrated over each pixel and, when ``trail``
     pixels of drift happen during the exposure, averaged along the trail.
     """
+    if trail < 0.5:  # smear under half a pixel does not show: a plain profile at its middle
+        lo = (offsets[None, :] - 0.5 - (centres[:, None] + trail / 2)) / sigma
+        hi = lo + 1.0 / sigma
+        return _gauss_cdf(hi) - _gauss_cdf(lo)
     lo = (offsets[None, :] - 0.5 - centres[:, None]) / sigma
     hi = lo + 1.0 / sigma
-    if trail < 0.5:  # smear under half a pixel does not show; the plain profile is cheaper
-        return _gauss_cdf(hi) - _gauss_cdf(lo)
     s = trail / sigma
     # (1/L) * integral over u in [0, L] of [Phi(hi - u) - Phi(lo - u)] du, in closed form.
     return (
         _gauss_cdf_integral(hi) - _gauss_cdf_integral(hi - s) - _gauss_cdf_integral(lo) + _gauss_cdf_integral(lo - s)
     ) / s
+
+
+def _stamp(canvas: np.ndarray, x0: np.ndarray, y0: np.ndarray, stamps: np.ndarray) -> None:
+    """Add stamps (N, h, w) to ``canvas`` at origins (x0, y0), where stamps may overlap.
+
+    ``np.add.at`` would do it in one call but holds the GIL for milliseconds, which stalls the
+    event loop thread. Instead stamps are split into groups that cannot overlap and each group is
+    added with plain fancy indexing (which releases the GIL): on a grid of stamp-sized cells, two
+    stamps in different cells of the same parity class are at least a stamp apart, and stamps
+    sharing a cell go to different groups by their rank in it.
+    """
+    count, height, width = stamps.shape
+    row = canvas.shape[1]
+    cell_x, cell_y = x0 // width, y0 // height
+    cell = cell_y * (row // width + 2) + cell_x
+    order = np.argsort(cell, kind="stable")
+    sorted_cells = cell[order]
+    first = np.searchsorted(sorted_cells, sorted_cells, side="left")
+    rank = np.empty(count, np.int64)
+    rank[order] = np.arange(count) - first
+    group = rank * 4 + (cell_x % 2) * 2 + (cell_y % 2)
+    offsets = (np.arange(height)[:, None] * row + np.arange(width)[None, :]).ravel()
+    origins = y0 * row + x0
+    flat = canvas.reshape(-1)
+    values = stamps.reshape(count, -1)
+    for g in np.unique(group):
+        members = group == g
+        flat[(origins[members, None] + offsets[None, :]).ravel()] += values[members].ravel()
 
 
 class SimulatedSky:
@@ -150,10 +180,9 @@ class SimulatedSky:
         self._star_flux = 1.17e7 * 10 ** (-0.4 * (magnitude - m_bright))
 
         # Hot pixels: fixed on the sensor, dark current of hundreds to thousands of e-/s.
-        hot = 40
-        self._hot_x = rng.integers(0, width, hot)
-        self._hot_y = rng.integers(0, height, hot)
-        self._hot_rate = 10 ** rng.uniform(2.5, 4.0, hot)
+        hot = rng.choice(width * height, 40, replace=False)
+        self._hot_y, self._hot_x = np.divmod(hot, width)
+        self._hot_rate = 10 ** rng.uniform(2.5, 4.0, hot.size)
 
         # Background shape: a light-pollution gradient times vignetting (relative, mean ~1).
         yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -169,6 +198,8 @@ class SimulatedSky:
         )
         self._canvas = np.empty((height + 2 * self._pad, width + 2 * self._pad), np.float32)
         self._bg_cache: tuple[tuple[float, float, int], np.ndarray] | None = None
+        self._rgbx_buffers = (np.empty((height, width), np.uint32), np.empty((height, width), np.uint32))
+        self._rgbx_turn = 0
 
         self._lock = threading.Lock()  # guards the drift state
         self._tracking = False
@@ -285,16 +316,20 @@ class SimulatedSky:
         # minutes would otherwise need stamps of hundreds of megabytes.
         trail = 0.0 if self._tracking else min(self.drift_rate * exposure_s, width / 3)
         self._add_stars(canvas, exposure_s, adu_per_e, offset, trail)
-        np.add.at(image, (self._hot_y, self._hot_x), self._hot_rate * exposure_s * adu_per_e)
+        image[self._hot_y, self._hot_x] += self._hot_rate * exposure_s * adu_per_e  # unique positions
         np.clip(image, 0, 2**bits - 1, out=image)
         self._last_truth = self._truth_at(offset, trail, exposure_s, gain)
         return image
 
     def _render_rgbx(self, exposure_s: float, gain: float, offset: float) -> np.ndarray:
-        luminance = self.render_luminance(exposure_s, gain, offset).astype(np.uint8)
+        # Two preview buffers in turn: a frame stays valid while the worker encodes it and the
+        # next one renders, and no frame allocates (fresh 6 MB arrays make the heap creep).
+        self._rgbx_turn ^= 1
+        packed = self._rgbx_buffers[self._rgbx_turn]
+        np.copyto(packed, self.render_luminance(exposure_s, gain, offset), casting="unsafe")
         # Grey to RGBX in one multiply: the little-endian bytes of L * 0x010101 are L, L, L, 0.
-        packed = luminance.astype(np.uint32) * np.uint32(0x010101)
-        return packed.view(np.uint8).reshape(luminance.shape[0], luminance.shape[1], 4)
+        packed *= np.uint32(0x010101)
+        return packed.view(np.uint8).reshape(packed.shape[0], packed.shape[1], 4)
 
     def _background(self, level: float, black: float) -> np.ndarray:
         key = (round(level, 9), round(black, 9), id(self._bg_shape))
@@ -340,10 +375,7 @@ class SimulatedSky:
             values *= self._rng.standard_normal(signal.shape, dtype=np.float32)
         values += signal
         values *= np.float32(adu_per_e)
-        row = canvas.shape[1]
-        stamp = (np.arange(2 * half + 1)[:, None] * row + np.arange(span_x)[None, :]).ravel()
-        origin = (y0 + pad) * row + (x0 + pad)
-        np.add.at(canvas.reshape(-1), (origin[:, None] + stamp[None, :]).ravel(), values.reshape(-1))
+        _stamp(canvas, x0 + pad, y0 + pad, values)
 
     def _truth_at(self, offset: float, trail: float, exposure_s: float, gain: float) -> SkyTruth:
         width, height = PREVIEW_SIZE

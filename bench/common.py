@@ -1,0 +1,119 @@
+"""Shared pieces of the benchmarks: start a `wanda` on the simulated sky, read its process figures,
+read MJPEG streams, summarise latencies. Loopback only; every loop is bounded in time."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import aiohttp
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_wanda(*args: str):
+    """Start `python -m wanda --camera sim` on a free loopback port; yield (url, pid)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wanda", "--camera", "sim", "--host", "127.0.0.1", "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in process.stderr:
+            if "serving: open" in line:
+                break
+        else:
+            raise RuntimeError("wanda did not start")
+        yield f"http://127.0.0.1:{port}", process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+@dataclass
+class ViewerResult:
+    frames: int = 0
+    ages: list[float] = field(default_factory=list)  # seconds from capture to arrival
+    errors: list[str] = field(default_factory=list)
+
+
+async def view_stream(session: aiohttp.ClientSession, url: str, until: float, result: ViewerResult) -> None:
+    """Read an MJPEG stream until the monotonic time ``until``, recording each part's age."""
+    try:
+        async with session.get(url) as response:
+            content = response.content
+            while time.monotonic() < until:
+                timestamp = None
+                length = 0
+                line = await content.readline()
+                if not line:
+                    raise ConnectionError("stream ended")
+                if not line.startswith(b"--"):
+                    continue
+                while True:
+                    line = await content.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    name, _, value = line.partition(b":")
+                    name = name.lower()
+                    if name == b"content-length":
+                        length = int(value)
+                    elif name == b"x-timestamp":
+                        timestamp = float(value)
+                await content.readexactly(length)
+                if timestamp is not None:
+                    result.ages.append(time.time() - timestamp)
+                result.frames += 1
+    except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError) as exc:
+        result.errors.append(repr(exc))
+
+
+def stalled_viewer(url: str, path: str = "/stream") -> socket.socket:
+    """A viewer that asks for the stream and then never reads."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    return sock

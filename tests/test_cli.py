@@ -1,0 +1,168 @@
+"""The `wanda` command and its configuration, through the door a user uses: the command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from wanda.config import Config, ConfigError, load_config
+
+
+def test_defaults_match_the_original_backend():
+    config = load_config({}, env={})
+    assert (config.host, config.port, config.camera) == ("0.0.0.0", 5000, "auto")
+
+
+def test_command_line_beats_environment_beats_file_beats_defaults(tmp_path):
+    file = tmp_path / "wanda.toml"
+    file.write_text('port = 6000\nsim_fwhm = 4.5\nlog_level = "debug"\ncaptures = "~/frames"\n')
+    env = {"WANDA_PORT": "7000", "WANDA_SIM_FWHM": "2.5"}
+    config = load_config({"port": 8000}, env=env, config_file=file)
+    assert config.port == 8000  # command line
+    assert config.sim_fwhm == 2.5  # environment over file
+    assert config.log_level == "DEBUG"  # file over default
+    assert config.captures == Path("~/frames").expanduser()
+    assert load_config({}, env=env, config_file=file).port == 7000
+    assert load_config({}, env={}, config_file=file).port == 6000
+    # WANDA_CONFIG names the file when --config is not given; a [wanda] table works too.
+    file.write_text("[wanda]\nport = 6100\n")
+    assert load_config({}, env={"WANDA_CONFIG": str(file)}).port == 6100
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"env": {"WANDA_PORT": "fifty"}}, "port (from $WANDA_PORT): 'fifty' is not a valid int"),
+        ({"env": {"WANDA_CAMERA": "webcam"}}, "camera: must be one of auto, sim, picamera2"),
+        ({"file": "colour = 'red'\n"}, "unknown setting 'colour'"),
+        ({"file": "port = 5000.5\n"}, "port (from config file"),
+        ({"file": "port = [\n"}, "config file"),
+        ({"env": {"WANDA_SIM_FWHM": "0"}}, "sim_fwhm: must be 0.5..30 pixels"),
+    ],
+)
+def test_bad_configuration_names_the_field(tmp_path, source, message):
+    file = None
+    if "file" in source:
+        file = tmp_path / "bad.toml"
+        file.write_text(source["file"])
+    with pytest.raises(ConfigError, match=None) as caught:
+        load_config({}, env=source.get("env", {}), config_file=file)
+    assert message in str(caught.value)
+
+
+def test_config_is_frozen():
+    with pytest.raises(AttributeError):
+        Config().port = 1  # type: ignore[misc]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wanda(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in env.items() if not k.startswith("WANDA_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "wanda", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs
+    )
+
+
+def _wait_for_log(process: subprocess.Popen, needle: str) -> list[str]:
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError("wanda exited before logging %r:\n%s" % (needle, "".join(lines)))
+
+
+def test_bad_option_exits_2_with_one_line():
+    result = subprocess.run([sys.executable, "-m", "wanda", "--camera", "webcam"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "invalid choice: 'webcam'" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "wanda"], capture_output=True, text=True, env={**os.environ, "WANDA_PORT": "x"}
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "wanda: error: port (from $WANDA_PORT): 'x' is not a valid int"
+
+
+def test_picamera2_off_the_pi_is_one_readable_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "wanda", "--camera", "picamera2", "--port", str(_free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("wanda: error: --camera picamera2: picamera2 is not importable")
+    assert "--system-site-packages" in last
+
+
+def test_a_taken_port_is_one_readable_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "wanda", "--camera", "sim", "--host", "127.0.0.1", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"wanda: error: cannot listen on 127.0.0.1:{port}")
+
+
+def _read_some_stream(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    received = b""
+    while received.count(b"--frame") < 2:
+        received += sock.recv(65536)
+    return sock
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_wanda_serves_the_sky_and_stops_cleanly_with_a_stalled_viewer(signum):
+    port = _free_port()
+    process = _wanda("--camera", "auto", "--host", "127.0.0.1", "--port", str(port), "--sim-fwhm", "2.5")
+    try:
+        lines = _wait_for_log(process, "serving: open")
+        log = "".join(lines)
+        assert "simulated sky, because picamera2 is not importable" in log  # auto says why
+        assert f"http://127.0.0.1:{port}/" in lines[-1]
+
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", port))
+        stalled.sendall(b"GET /video_feed HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        reader = _read_some_stream(port)
+        time.sleep(1.0)  # let the stalled viewer's buffers fill
+
+        process.send_signal(signum)
+        assert process.wait(timeout=15) == 0
+        rest = process.stderr.read()
+        assert "Traceback" not in rest and "stopped" in rest
+        # The reading viewer's stream was ended by the server, not left hanging.
+        reader.settimeout(5)
+        while reader.recv(65536):
+            pass
+        stalled.close()
+        reader.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
