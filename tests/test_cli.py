@@ -166,3 +166,21 @@ def test_wanda_serves_the_sky_and_stops_cleanly_with_a_stalled_viewer(signum):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_missing_libturbojpeg_stops_with_one_line_naming_the_package(monkeypatch, capsys):
+    import types
+
+    from wanda import cli
+
+    class MissingLibrary:
+        def __init__(self, *args, **kwargs):
+            raise OSError("Unable to locate turbojpeg library automatically.")
+
+    fake = types.ModuleType("turbojpeg")
+    fake.TurboJPEG = MissingLibrary
+    monkeypatch.setitem(sys.modules, "turbojpeg", fake)
+    code = cli.main(["--camera", "sim", "--host", "127.0.0.1", "--port", str(_free_port())])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "wanda: error: libjpeg-turbo is missing: install it with `sudo apt-get install libturbojpeg0`"

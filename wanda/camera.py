@@ -253,9 +253,10 @@ def create_backend(config) -> CameraBackend:
             "create the virtual environment with --system-site-packages"
         )
     if available:
-        raise CameraUnavailable(
-            f"{reason}, but this version of WANDA has no picamera2 backend yet: run with --camera sim"
-        )
+        from wanda.picam import Picamera2Backend
+
+        log.info("camera: picamera2, because %s (--camera %s)", reason, config.camera)
+        return Picamera2Backend()
     log.info("camera: simulated sky, because %s (--camera auto)", reason)
     return sky()
 
