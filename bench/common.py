@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,10 +26,15 @@ def free_port() -> int:
 
 @contextmanager
 def running_wanda(*args: str):
-    """Start `python -m wanda --camera sim` on a free loopback port; yield (url, pid)."""
+    """Start `python -m wanda --camera sim` on a free loopback port, with its captures and state in
+    a temporary directory (so a benchmark never inherits a user's settings); yield (url, pid)."""
     port = free_port()
+    scratch = tempfile.TemporaryDirectory(prefix="wanda-bench-")
     process = subprocess.Popen(
-        [sys.executable, "-m", "wanda", "--camera", "sim", "--host", "127.0.0.1", "--port", str(port), *args],
+        [
+            sys.executable, "-m", "wanda", "--camera", "sim", "--host", "127.0.0.1", "--port", str(port),
+            "--captures", f"{scratch.name}/captures", "--data-dir", f"{scratch.name}/state", *args,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -46,6 +52,7 @@ def running_wanda(*args: str):
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+        scratch.cleanup()
 
 
 def cpu_seconds(pid: int) -> float:

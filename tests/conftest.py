@@ -12,7 +12,7 @@ from wanda.config import Config
 
 @pytest.fixture
 def config(tmp_path) -> Config:
-    return Config(camera="sim", captures=tmp_path / "captures", port=0)
+    return Config(camera="sim", captures=tmp_path / "captures", data_dir=tmp_path / "state", port=0)
 
 
 @pytest.fixture

@@ -136,9 +136,12 @@ def _read_some_stream(port: int) -> socket.socket:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_wanda_serves_the_sky_and_stops_cleanly_with_a_stalled_viewer(signum):
+def test_wanda_serves_the_sky_and_stops_cleanly_with_a_stalled_viewer(signum, tmp_path):
     port = _free_port()
-    process = _wanda("--camera", "auto", "--host", "127.0.0.1", "--port", str(port), "--sim-fwhm", "2.5")
+    process = _wanda(
+        "--camera", "auto", "--host", "127.0.0.1", "--port", str(port), "--sim-fwhm", "2.5",
+        "--captures", str(tmp_path / "captures"), "--data-dir", str(tmp_path / "state"),
+    )
     try:
         lines = _wait_for_log(process, "serving: open")
         log = "".join(lines)

@@ -3,6 +3,7 @@ the library edge (no camera is attached to these machines)."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import types
@@ -136,8 +137,8 @@ def test_picam_preview_sets_astro_controls_and_reads_bgr_frames(fake_picamera2):
     assert camera.closed
 
 
-async def test_picam_frames_reach_a_viewer_through_the_app(fake_picamera2, aiohttp_client):
-    client = await aiohttp_client(create_app(Config(camera="auto")))
+async def test_picam_frames_reach_a_viewer_through_the_app(fake_picamera2, aiohttp_client, config):
+    client = await aiohttp_client(create_app(dataclasses.replace(config, camera="auto")))
     response = await client.get("/stream")
     headers, jpeg = await read_part(response.content)
     from wanda.jpeg import JpegEncoder
@@ -146,3 +147,17 @@ async def test_picam_frames_reach_a_viewer_through_the_app(fake_picamera2, aioht
     # The fake's bytes were B=200: decoded as RGB the frame must be blue, not red.
     assert pixels[..., 2].mean() > 150 and pixels[..., 0].mean() < 50
     assert (await (await client.get("/state")).json())["data"]["backend"] == "picamera2"
+
+
+async def test_picam_still_through_the_api_records_what_the_sensor_applied(fake_picamera2, aiohttp_client, config):
+    client = await aiohttp_client(create_app(dataclasses.replace(config, camera="auto")))
+    response = await client.post("/api/camera/settings", json={"exposure_seconds": 0.25, "iso": 400})
+    assert response.status == 200
+    body = await (await client.post("/api/camera/capture")).json()
+    assert body["success"] is True, body
+    data = body["data"]
+    assert data["exposure_seconds"] == 0.25 and data["gain"] == 4.0
+    (camera,) = fake_picamera2.instances
+    assert camera.controls["AeEnable"] is False and camera.controls["ExposureTime"] == 250000
+    saved = config.captures / data["file"]
+    assert saved.is_file() and saved.read_bytes()[:2] == b"\xff\xd8"

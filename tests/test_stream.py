@@ -174,6 +174,7 @@ class _SilentCamera:
     exposure_limits = (0.0001, 230.0)
     gain_limits = (1.0, 16.0)
     exposure_s = 0.01
+    gain = 1.0
 
     def open(self):
         pass
@@ -187,6 +188,9 @@ class _SilentCamera:
     def capture_preview(self, wake, max_fps):
         wake.wait(0.2)
         return None
+
+    def capture_still(self, exposure_s, gain, cancel, skip_frames=0):
+        raise RuntimeError("a hung camera takes no stills")
 
 
 async def test_snapshot_without_frames_is_a_503(aiohttp_client, config):

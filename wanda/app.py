@@ -1,7 +1,7 @@
 """The app factory: the one place that wires WANDA together.
 
-Shared objects live under typed AppKeys; each resource is started and stopped by its own cleanup
-context, so a failed start unwinds what had started before it.
+Shared objects live under typed AppKeys (wanda/keys.py); each resource is started and stopped by
+its own cleanup context, so a failed start unwinds what had started before it.
 """
 
 from __future__ import annotations
@@ -12,33 +12,38 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from wanda.camera import CameraBackend, CameraWorker, create_backend
 from wanda.config import Config
+from wanda.control import CameraControl
 from wanda.errors import error_middleware
+from wanda.events import EventBus
 from wanda.frames import FrameHub
-from wanda.handlers import stream, system
+from wanda.handlers import camera_api, captures, stream, system, ws
 from wanda.jpeg import JpegEncoder
-from wanda.keys import CAMERA, CONFIG, HUB, LAG, STARTED
+from wanda.keys import BUS, CAMERA, CONFIG, CONTROL, HUB, LAG, STARTED
 from wanda.monitor import LoopLagMonitor
+from wanda.security import origin_middleware
 
 log = logging.getLogger(__name__)
 
+
 def create_app(config: Config, *, camera: CameraBackend | None = None) -> web.Application:
     """Build the application. ``camera`` replaces the backend that ``config.camera`` selects."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[error_middleware, origin_middleware], client_max_size=1024 * 1024)
     app[CONFIG] = config
     app[HUB] = FrameHub()
+    app[BUS] = EventBus()
     app[LAG] = LoopLagMonitor()
     app[STARTED] = time.time()
 
     app.cleanup_ctx.append(_camera_ctx(camera))
     app.cleanup_ctx.append(_lag_monitor_ctx)
-    app.on_shutdown.append(_end_streams)
+    app.on_shutdown.append(_on_shutdown)
 
-    app.add_routes(stream.routes)
-    app.add_routes(system.routes)
+    for module in (stream, camera_api, captures, ws, system):
+        app.add_routes(module.routes)
     system.add_static_routes(app)
     return app
 
@@ -55,10 +60,16 @@ def _camera_ctx(backend: CameraBackend | None):
             max_fps=config.max_fps,
         )
         await asyncio.to_thread(worker.start)
-        app[CAMERA] = worker
-        log.info("camera %s started (%dx%d preview)", chosen.name, *chosen.preview_size)
-        yield
-        await asyncio.to_thread(worker.stop)
+        try:
+            log.info("camera %s started (%dx%d preview); captures go to %s", chosen.name, *chosen.preview_size, config.captures_dir)
+            app[CAMERA] = worker
+            app[CONTROL] = await CameraControl.start(
+                worker, app[BUS], captures_root=config.captures_dir, data_dir=config.state_dir
+            )
+            yield
+            await asyncio.to_thread(app[CONTROL].close)
+        finally:
+            await asyncio.to_thread(worker.stop)
 
     return camera_ctx
 
@@ -71,5 +82,9 @@ async def _lag_monitor_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-async def _end_streams(app: web.Application) -> None:
+async def _on_shutdown(app: web.Application) -> None:
+    """End what would keep handlers running: streams, a running exposure, WebSockets."""
     app[HUB].close()
+    app[CONTROL].cancel()
+    subscribers = list(app[BUS].subscribers)
+    await asyncio.gather(*(s.close(WSCloseCode.GOING_AWAY, "server shutting down") for s in subscribers))

@@ -38,6 +38,21 @@ class PreviewFrame:
     gain: float
 
 
+class CaptureCancelled(Exception):
+    """A still exposure was cancelled before it finished; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class StillImage:
+    pixels: np.ndarray  # (height, width, 3) uint8, for JPEG
+    pixel_format: str  # "RGB" or "BGR"
+    linear: np.ndarray | None  # the linear sensor data (uint16), for science formats
+    started: float  # exposure start, Unix seconds
+    exposure_s: float  # as the sensor applied it
+    gain: float
+    metadata: dict[str, Any]
+
+
 class CameraBackend(Protocol):
     """What the worker needs from a camera. Called only from the worker thread."""
 
@@ -55,6 +70,12 @@ class CameraBackend(Protocol):
 
     def capture_preview(self, wake: threading.Event, max_fps: float) -> PreviewFrame | None:
         """Block until the next preview frame; return None early when ``wake`` is set."""
+        ...
+
+    def capture_still(
+        self, exposure_s: float, gain: float, cancel: threading.Event, skip_frames: int = 0
+    ) -> StillImage:
+        """Take one exposure; raise CaptureCancelled as soon as ``cancel`` is set."""
         ...
 
 
@@ -89,6 +110,8 @@ class CameraWorker:
         self.frames_captured = 0
         self.frames_encoded = 0
         self.preview_errors = 0
+        self.preview_gain = 1.0  # night vision: digital gain on preview frames only (set from the loop)
+        self._gain_table: tuple[float, np.ndarray] | None = None
         hub.set_demand_callback(self.wake)
 
     # -- lifecycle (called from the loop thread, off the loop via to_thread) ------------------
@@ -208,7 +231,10 @@ class CameraWorker:
             self._captured.tick()
         if not self._hub.wants_frames:  # the last viewer left during the exposure
             return
-        jpeg = self.encoder.encode(preview.pixels, preview.pixel_format)
+        pixels = preview.pixels
+        if self.preview_gain != 1.0:
+            pixels = self._brighten(pixels, self.preview_gain)
+        jpeg = self.encoder.encode(pixels, preview.pixel_format)
         self._seq += 1
         height, width = preview.pixels.shape[:2]
         frame = Frame(self._seq, preview.timestamp, width, height, jpeg, multipart_part(jpeg, preview.timestamp, self._seq))
@@ -219,6 +245,14 @@ class CameraWorker:
             self._loop.call_soon_threadsafe(self._hub.publish, frame)
         except RuntimeError:  # the loop is closed: we are shutting down
             self._stopping = True
+
+
+    def _brighten(self, pixels: np.ndarray, gain: float) -> np.ndarray:
+        """Multiply 8-bit pixels by ``gain``, saturating, through a lookup table."""
+        if self._gain_table is None or self._gain_table[0] != gain:
+            table = np.minimum(np.arange(256, dtype=np.float32) * gain, 255).astype(np.uint8)
+            self._gain_table = (gain, table)
+        return self._gain_table[1][pixels]
 
 
 def _probe_picamera2() -> tuple[bool, str]:

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--port", type=int, help="port to listen on (default 5000)")
     add("--camera", choices=CAMERA_CHOICES, help="camera backend (default auto: picamera2 if present, else sim)")
     add("--captures", type=Path, metavar="DIR", help="where captured images go")
+    add("--data-dir", type=Path, metavar="DIR", help="where WANDA keeps its state (default ~/.local/share/wanda)")
     add("--config", type=Path, metavar="FILE", help="TOML configuration file")
     add("--log-level", type=str.upper, choices=LOG_LEVELS, help="logging level (default INFO)")
     add("--sim-fwhm", type=float, metavar="PX", help="star size (FWHM, pixels) of the simulated sky (default 3)")

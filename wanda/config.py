@@ -29,8 +29,11 @@ class Config:
     host: str = "0.0.0.0"
     port: int = 5000  # the original backend's port: existing scripts and bookmarks keep working
     camera: str = "auto"
-    captures: Path | None = None
+    captures: Path | None = None  # default: ~/wanda_captures
+    data_dir: Path | None = None  # WANDA's own state (settings); default: ~/.local/share/wanda
     log_level: str = "INFO"
+    # Web pages from these origins may change state (POST, WebSocket) besides the page WANDA serves.
+    allowed_origins: tuple[str, ...] = ()
 
     # The simulated sky.
     sim_fwhm: float = 3.0  # star FWHM in preview pixels
@@ -56,6 +59,18 @@ class Config:
             _check(getattr(self, name) > 0, name, "must be > 0")
 
 
+    @property
+    def captures_dir(self) -> Path:
+        return self.captures or Path.home() / "wanda_captures"
+
+    @property
+    def state_dir(self) -> Path:
+        if self.data_dir is not None:
+            return self.data_dir
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(base) / "wanda"
+
+
 def _check(condition: bool, name: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{name}: {message}")
@@ -72,6 +87,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     if optional and value in (None, ""):
         return None
     try:
+        if typing.get_origin(base) is tuple:
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+                raise ValueError(value)
+            return tuple(i.strip() for i in items if i.strip())
         if base is bool:
             if isinstance(value, bool):
                 return value
@@ -89,7 +109,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return str(value).upper()
         return base(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} (from {source}): {value!r} is not a valid {base.__name__}") from None
+        kind = "list of strings" if typing.get_origin(base) is tuple else base.__name__
+        raise ConfigError(f"{name} (from {source}): {value!r} is not a valid {kind}") from None
 
 
 def load_config(

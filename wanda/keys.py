@@ -6,11 +6,15 @@ from aiohttp import web
 
 from wanda.camera import CameraWorker
 from wanda.config import Config
+from wanda.control import CameraControl
+from wanda.events import EventBus
 from wanda.frames import FrameHub
 from wanda.monitor import LoopLagMonitor
 
 CONFIG = web.AppKey("config", Config)
 HUB = web.AppKey("hub", FrameHub)
 CAMERA = web.AppKey("camera", CameraWorker)
+CONTROL = web.AppKey("control", CameraControl)
+BUS = web.AppKey("bus", EventBus)
 LAG = web.AppKey("lag", LoopLagMonitor)
 STARTED = web.AppKey("started", float)  # Unix time the app was built

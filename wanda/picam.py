@@ -1,8 +1,9 @@
 """The picamera2 backend: the Raspberry Pi HQ camera (IMX477) through libcamera.
 
-This is the preview path: a 1440x1080 stream with the astro controls fixed (no auto exposure, no
-auto white balance), frames read on the camera thread. Stills at full sensor size, DNG, tuning
-files and the hardware encoder build on it.
+This is the preview path, a 1440x1080 stream with the astro controls fixed (no auto exposure, no
+auto white balance), and stills taken from that stream with the exposure and gain of the still.
+Stills at full sensor size through a mode switch, cancelling inside a long exposure, DNG, tuning
+files and the hardware encoder are still to come.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
-from wanda.camera import CameraUnavailable, PreviewFrame
+from wanda.camera import CameraUnavailable, CaptureCancelled, PreviewFrame, StillImage
 
 PREVIEW_SIZE = (1440, 1080)
 
@@ -91,4 +92,32 @@ class Picamera2Backend:
             time.time(),
             metadata.get("ExposureTime", self.exposure_s * 1e6) / 1e6,
             metadata.get("AnalogueGain", self.gain),
+        )
+
+    def capture_still(
+        self, exposure_s: float, gain: float, cancel: threading.Event, skip_frames: int = 0
+    ) -> StillImage:
+        self.set_controls(exposure_s=exposure_s, gain=gain)
+        # Frames already in the pipeline were exposed with the old controls: let them pass.
+        for _ in range(skip_frames + 2):
+            if cancel.is_set():
+                raise CaptureCancelled("the exposure was cancelled")
+            self._camera.capture_request().release()
+        if cancel.is_set():
+            raise CaptureCancelled("the exposure was cancelled")
+        started = time.time()
+        request = self._camera.capture_request()
+        try:
+            pixels = request.make_array("main")
+            metadata = request.get_metadata()
+        finally:
+            request.release()
+        return StillImage(
+            pixels=pixels,
+            pixel_format="BGR",
+            linear=None,
+            started=started - self.exposure_s,
+            exposure_s=metadata.get("ExposureTime", self.exposure_s * 1e6) / 1e6,
+            gain=metadata.get("AnalogueGain", self.gain),
+            metadata={k: v for k, v in metadata.items() if isinstance(v, int | float | str)},
         )

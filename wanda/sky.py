@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wanda.camera import PreviewFrame
+from wanda.camera import CaptureCancelled, PreviewFrame, StillImage
 
 SIDEREAL_RATE = 15.041  # arcseconds per second of time, on the celestial equator
 
@@ -219,10 +219,35 @@ class SimulatedSky:
 
     def set_controls(self, *, exposure_s: float | None = None, gain: float | None = None) -> None:
         if exposure_s is not None:
-            self.exposure_s = min(max(float(exposure_s), EXPOSURE_LIMITS[0]), EXPOSURE_LIMITS[1])
+            exposure_s = min(max(float(exposure_s), EXPOSURE_LIMITS[0]), EXPOSURE_LIMITS[1])
+            self.exposure_s = round(exposure_s * 1e6) / 1e6  # whole microseconds, like the sensor
         if gain is not None:
             self.gain = min(max(float(gain), GAIN_LIMITS[0]), GAIN_LIMITS[1])
         self._pending = None
+
+    def capture_still(
+        self, exposure_s: float, gain: float, cancel: threading.Event, skip_frames: int = 0
+    ) -> StillImage:
+        """A real-time exposure: it takes ``exposure_s`` (cancellable), then renders the sky as it
+        moved meanwhile (trails if not tracking) at 16 bits. ``skip_frames`` has nothing to flush."""
+        self.set_controls(exposure_s=exposure_s, gain=gain)
+        started = self._wall_clock()
+        if cancel.wait(self.exposure_s):
+            raise CaptureCancelled("the exposure was cancelled")
+        linear = self.render_luminance(self.exposure_s, self.gain, self._offset_at(self._clock()), bits=16)
+        linear = linear.astype(np.uint16)
+        grey = (linear >> 8).astype(np.uint8)
+        pixels = np.repeat(grey[:, :, None], 3, axis=2)
+        self._next_due = None  # the preview starts afresh after the still
+        return StillImage(
+            pixels=pixels,
+            pixel_format="RGB",
+            linear=linear,
+            started=started,
+            exposure_s=self.exposure_s,
+            gain=self.gain,
+            metadata={"tracking": self._tracking, "drift_px_per_s": 0.0 if self._tracking else self.drift_rate},
+        )
 
     def frame_interval(self, max_fps: float) -> float:
         return max(1.0 / max_fps, self.exposure_s)

@@ -1,0 +1,142 @@
+"""EventBus: server events to every WebSocket client, without one slow client delaying another.
+
+An event is serialised once per broadcast and the same text goes into each subscriber's bounded
+queue; each subscriber has its own writer task. A subscriber whose queue is full first has its
+queue coalesced (only the latest ``status`` or ``*_progress`` event per topic is kept) and, if that
+does not make room, is closed: it could not keep up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSCloseCode
+
+log = logging.getLogger(__name__)
+
+TOPICS = ("camera", "mount", "session", "system")
+QUEUE_LIMIT = 256
+SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is dropped
+
+
+def encode_event(topic: str, event: str, data: dict[str, Any]) -> str:
+    return json.dumps({"topic": topic, "event": event, "data": data, "ts": round(time.time(), 6)}, separators=(",", ":"))
+
+
+def _coalescible(event: str) -> bool:
+    """Events whose latest value says it all: older ones can be dropped for a slow client."""
+    return event == "status" or event.endswith("_progress")
+
+
+@dataclass(slots=True)
+class Message:
+    text: str
+    key: tuple[str, str] | None  # (topic, event) when the message may be coalesced
+
+
+class Subscriber:
+    """One WebSocket client's outbound side: a bounded queue and the writer task that drains it."""
+
+    def __init__(
+        self,
+        send: Callable[[str], Awaitable[None]],
+        close: Callable[[int, str], Awaitable[Any]],
+        limit: int = QUEUE_LIMIT,
+        send_timeout: float = SEND_TIMEOUT,
+    ):
+        self.topics: set[str] = set(TOPICS)
+        self._send = send
+        self._close = close
+        self._limit = limit
+        self._send_timeout = send_timeout
+        self._queue: deque[Message] = deque()
+        self._ready = asyncio.Event()
+        self.closing = False
+        self.coalesced = 0
+        self.sent = 0
+
+    def offer(self, message: Message) -> None:
+        """Queue a message (never blocks). Called by the bus and for replies."""
+        if self.closing:
+            return
+        if len(self._queue) >= self._limit:
+            self._coalesce()
+            if len(self._queue) >= self._limit:
+                log.info("closing a WebSocket client that cannot keep up (%d messages queued)", len(self._queue))
+                self.closing = True
+                self._ready.set()
+                return
+        self._queue.append(message)
+        self._ready.set()
+
+    def _coalesce(self) -> None:
+        latest: dict[tuple[str, str], int] = {}
+        for index, message in enumerate(self._queue):
+            if message.key is not None:
+                latest[message.key] = index
+        kept = deque(m for i, m in enumerate(self._queue) if m.key is None or latest[m.key] == i)
+        self.coalesced += len(self._queue) - len(kept)
+        self._queue = kept
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the client now (server shutdown); a client that does not answer is cut off."""
+        self.closing = True
+        try:
+            async with asyncio.timeout(1.0):
+                await self._close(code, reason)
+        except (TimeoutError, ConnectionError):
+            pass
+
+    async def run(self) -> None:
+        """The writer task: drain the queue in order until closed."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            if self.closing:
+                await self._close(WSCloseCode.TRY_AGAIN_LATER, "too slow: messages were dropped")
+                return
+            while self._queue:
+                message = self._queue.popleft()
+                try:
+                    async with asyncio.timeout(self._send_timeout):
+                        await self._send(message.text)
+                except TimeoutError:
+                    self.closing = True
+                    await self._close(WSCloseCode.TRY_AGAIN_LATER, "too slow: a message took too long")
+                    return
+                except ConnectionError:
+                    return
+                self.sent += 1
+
+
+class EventBus:
+    """Lives in the event loop. Topics are fixed; status providers feed new clients."""
+
+    def __init__(self) -> None:
+        self.subscribers: set[Subscriber] = set()
+        self._status: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.published = 0
+
+    def add_status_provider(self, topic: str, provider: Callable[[], dict[str, Any]]) -> None:
+        """``provider()`` gives the topic's current status, sent to each client on connect."""
+        self._status[topic] = provider
+
+    def status_messages(self) -> list[Message]:
+        return [Message(encode_event(topic, "status", provider()), None) for topic, provider in self._status.items()]
+
+    def publish(self, topic: str, event: str, data: dict[str, Any]) -> None:
+        assert topic in TOPICS, topic
+        self.published += 1
+        if not self.subscribers:
+            return
+        message = Message(encode_event(topic, event, data), (topic, event) if _coalescible(event) else None)
+        for subscriber in self.subscribers:
+            if topic in subscriber.topics:
+                subscriber.offer(message)

@@ -1,0 +1,52 @@
+"""The camera's REST API (the original backend's paths and fields)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from wanda.errors import ApiError, ok
+from wanda.keys import CONTROL
+
+routes = web.RouteTableDef()
+
+
+async def read_json(request: web.Request, *, required: bool = True) -> Any:
+    """The request body as JSON; INVALID_REQUEST when it is not JSON. Empty means {} if optional."""
+    raw = await request.read()
+    if not raw.strip():
+        if required:
+            raise ApiError(400, "INVALID_REQUEST", "the body must be a JSON object")
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "INVALID_REQUEST", "the body is not valid JSON") from None
+
+
+@routes.get("/api/camera/status")
+async def camera_status(request: web.Request) -> web.Response:
+    return ok(request.app[CONTROL].status())
+
+
+@routes.post("/api/camera/settings")
+async def camera_settings(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    return ok(await request.app[CONTROL].update(body), "settings applied")
+
+
+@routes.post("/api/camera/capture")
+async def camera_capture(request: web.Request) -> web.Response:
+    body = await read_json(request, required=False)
+    if body != {}:
+        raise ApiError(400, "VALIDATION_ERROR", "capture takes no parameters: set them with /api/camera/settings")
+    result = await request.app[CONTROL].capture()
+    return ok(result, f"saved {result['file']}")
+
+
+@routes.post("/api/camera/capture/cancel")
+async def camera_capture_cancel(request: web.Request) -> web.Response:
+    result = request.app[CONTROL].cancel()
+    return ok(result, "exposure cancelled" if result["cancelled"] else "no exposure was running")

@@ -1,0 +1,170 @@
+"""The WebSocket: events from the server, commands from scripts and the browser.
+
+Server to client: ``{"topic", "event", "data", "ts"}``. Client to server:
+``{"id": <any>, "action": "camera.set", "params": {...}}``, answered with
+``{"id", "ok": true, "data"}`` or ``{"id", "ok": false, "error": {"code", "message"}}``.
+Each command runs in its own task, so a capture's reply comes when it is done while other commands
+on the same socket keep being answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from wanda import __version__
+from wanda.errors import ApiError
+from wanda.events import TOPICS, Message, Subscriber, encode_event
+from wanda.keys import BUS, CONTROL
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+MAX_MESSAGE = 64 * 1024  # larger messages close the socket with 1009 (message too big)
+MAX_PENDING = 16  # commands in flight per socket
+HEARTBEAT = 20.0  # seconds between pings; a peer that does not answer is closed
+
+Action = Callable[[web.Application, Subscriber, dict[str, Any]], Awaitable[Any]]
+ACTIONS: dict[str, Action] = {}
+
+
+def action(name: str) -> Callable[[Action], Action]:
+    def register(handler: Action) -> Action:
+        ACTIONS[name] = handler
+        return handler
+
+    return register
+
+
+def _no_params(params: dict[str, Any]) -> None:
+    if params:
+        raise ApiError(400, "VALIDATION_ERROR", f"{sorted(params)[0]}: this action takes no parameters")
+
+
+@action("camera.status")
+async def _camera_status(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
+    _no_params(params)
+    return app[CONTROL].status()
+
+
+@action("camera.set")
+async def _camera_set(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
+    return await app[CONTROL].update(params)
+
+
+@action("camera.capture")
+async def _camera_capture(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
+    _no_params(params)
+    return await app[CONTROL].capture()
+
+
+@action("camera.cancel")
+async def _camera_cancel(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
+    _no_params(params)
+    return app[CONTROL].cancel()
+
+
+@action("subscribe")
+async def _subscribe(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
+    topics = params.get("topics")
+    if set(params) - {"topics"}:
+        raise ApiError(400, "VALIDATION_ERROR", f"{sorted(set(params) - {'topics'})[0]}: unknown parameter")
+    if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+        raise ApiError(400, "VALIDATION_ERROR", "topics: must be a list of topic names")
+    unknown = sorted(set(topics) - set(TOPICS))
+    if unknown:
+        raise ApiError(400, "VALIDATION_ERROR", f"topics: unknown topic {unknown[0]!r} (topics: {', '.join(TOPICS)})")
+    subscriber.topics = set(topics) | {"system"}  # system messages (errors, hello) always arrive
+    return {"topics": sorted(subscriber.topics)}
+
+
+def _reply(request_id: Any, data: Any = None, error: ApiError | None = None) -> Message:
+    if error is None:
+        body = {"id": request_id, "ok": True, "data": data}
+    else:
+        body = {"id": request_id, "ok": False, "error": {"code": error.code, "message": error.message}}
+    return Message(json.dumps(body, separators=(",", ":")), None)
+
+
+class Connection:
+    """One client: parses its messages and runs its commands."""
+
+    def __init__(self, app: web.Application, subscriber: Subscriber):
+        self.app = app
+        self.subscriber = subscriber
+        self.pending: set[asyncio.Task] = set()
+
+    def receive(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except (ValueError, RecursionError):
+            self.subscriber.offer(_reply(None, error=ApiError(400, "INVALID_REQUEST", "the message is not valid JSON")))
+            return
+        if not isinstance(message, dict):
+            self.subscriber.offer(_reply(None, error=ApiError(400, "INVALID_REQUEST", "the message must be a JSON object")))
+            return
+        request_id = message.get("id")
+        name = message.get("action")
+        params = message.get("params", {})
+        if not isinstance(name, str):
+            error = ApiError(400, "INVALID_REQUEST", "action: must be a string naming the command")
+        elif name not in ACTIONS:
+            error = ApiError(400, "INVALID_ACTION", f"unknown action {name[:64]!r} (actions: {', '.join(sorted(ACTIONS))})")
+        elif not isinstance(params, dict):
+            error = ApiError(400, "VALIDATION_ERROR", "params: must be a JSON object")
+        elif len(self.pending) >= MAX_PENDING:
+            error = ApiError(429, "TOO_MANY_REQUESTS", f"at most {MAX_PENDING} commands may be in flight")
+        else:
+            task = asyncio.create_task(self._run(request_id, ACTIONS[name], params), name=f"ws:{name}")
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+            return
+        self.subscriber.offer(_reply(request_id, error=error))
+
+    async def _run(self, request_id: Any, handler: Action, params: dict[str, Any]) -> None:
+        try:
+            data = await handler(self.app, self.subscriber, params)
+        except ApiError as error:
+            self.subscriber.offer(_reply(request_id, error=error))
+        except Exception:
+            log.exception("WebSocket command failed")
+            self.subscriber.offer(_reply(request_id, error=ApiError(500, "INTERNAL_ERROR", "internal server error")))
+        else:
+            self.subscriber.offer(_reply(request_id, data))
+
+
+@routes.get("/ws")
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_MESSAGE)
+    await ws.prepare(request)
+    bus = request.app[BUS]
+
+    async def close(code: int, reason: str) -> None:
+        await ws.close(code=code, message=reason.encode())
+
+    subscriber = Subscriber(ws.send_str, close)
+    connection = Connection(request.app, subscriber)
+    hello = {"version": __version__, "topics": list(TOPICS), "actions": sorted(ACTIONS)}
+    subscriber.offer(Message(encode_event("system", "hello", hello), None))
+    for message in bus.status_messages():
+        subscriber.offer(message)
+    writer = asyncio.create_task(subscriber.run(), name="ws-writer")
+    bus.subscribers.add(subscriber)
+    try:
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                connection.receive(message.data)
+            elif message.type == WSMsgType.BINARY:
+                error = ApiError(400, "INVALID_REQUEST", "binary messages are not supported: send JSON text")
+                subscriber.offer(_reply(None, error=error))
+    finally:
+        bus.subscribers.discard(subscriber)
+        subscriber.closing = True
+        writer.cancel()
+        # Commands already running (a capture) finish on their own; their replies go nowhere.
+    return ws

@@ -1,0 +1,124 @@
+"""Files on disk: atomic writes and the capture directory.
+
+Every file WANDA writes goes to a hidden temporary name beside its final name, is flushed to disk,
+and is then renamed into place, so a crash, a kill or a full disk leaves either the whole file or
+nothing under the final name (and the gallery never lists the hidden temporaries).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMP_PREFIX = "."  # temporaries are hidden files; listings skip names starting with it
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # some filesystems (and platforms) cannot open a directory; the rename still holds
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, overwrite: bool = True) -> None:
+    """Write ``data`` to ``path`` all or nothing.
+
+    With ``overwrite=False`` an existing file is never replaced (FileExistsError), also on
+    filesystems without hard links (FAT and exFAT USB drives).
+    """
+    temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(temp, "xb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        if overwrite:
+            os.replace(temp, path)
+        else:
+            _rename_exclusive(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _rename_exclusive(temp: Path, path: Path) -> None:
+    try:
+        os.link(temp, path)  # atomic and fails if the name exists
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise FileExistsError(errno.EEXIST, "file exists", str(path)) from None
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+            raise
+        # No hard links here: only WANDA writes these names, and one writer at a time.
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "file exists", str(path)) from None
+        os.replace(temp, path)
+    else:
+        temp.unlink()
+
+
+_NUMBERED = re.compile(r"^(?P<stem>[A-Za-z]+)_(?P<number>\d+)\.")
+
+
+@dataclass(frozen=True)
+class SavedFile:
+    path: Path
+    sidecar: Path | None
+
+
+class NumberedFiles:
+    """Hands out ``<stem>_0001.<ext>``, ``<stem>_0002.<ext>``, ... in one folder: numbering goes on
+    after a restart (from the highest number on disk) and a name on disk is never reused."""
+
+    def __init__(self, folder: Path, stem: str):
+        self.folder = folder
+        self.stem = stem
+        self._lock = threading.Lock()
+        self._next: int | None = None
+
+    def _highest_on_disk(self) -> int:
+        highest = 0
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            match = _NUMBERED.match(name)
+            if match and match["stem"] == self.stem:
+                highest = max(highest, int(match["number"]))
+        return highest
+
+    def save(self, extension: str, data: bytes, sidecar: dict | None = None) -> SavedFile:
+        """Write the next numbered file (and its JSON sidecar) atomically; never overwrite."""
+        with self._lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if self._next is None:
+                self._next = self._highest_on_disk() + 1
+            while True:
+                name = f"{self.stem}_{self._next:04d}"
+                self._next += 1
+                path = self.folder / f"{name}.{extension}"
+                try:
+                    write_atomic(path, data, overwrite=False)
+                except FileExistsError:
+                    continue  # put there by someone else: take the next number
+                break
+        sidecar_path = None
+        if sidecar is not None:
+            # The image lands first: a crash in between leaves an image without notes, never
+            # notes without an image.
+            sidecar_path = path.with_suffix(".json")
+            write_atomic(sidecar_path, json.dumps(sidecar, indent=2).encode("utf-8"))
+        return SavedFile(path, sidecar_path)
