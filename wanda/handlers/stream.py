@@ -11,7 +11,7 @@ from aiohttp import web
 
 from wanda.errors import ApiError, ok
 from wanda.frames import BOUNDARY, Frame, FrameHub, Viewer
-from wanda.keys import CAMERA, CONFIG, HUB
+from wanda.keys import CAMERA, CONFIG, CONTROL, HUB
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -159,6 +159,7 @@ async def state(request: web.Request) -> web.Response:
     width, height = camera.backend.preview_size
     latest = hub.latest
     viewers = sorted((v.describe() for v in hub.viewers), key=lambda v: v["id"])
+    exposure = request.app[CONTROL].exposure
     return ok(
         {
             "backend": camera.backend.name,
@@ -168,6 +169,7 @@ async def state(request: web.Request) -> web.Response:
             "viewer_count": len(viewers),
             "viewers": viewers,
             "frames_skipped": hub.frames_skipped,
+            "exposing": exposure.progress() if exposure else None,
             "latest_frame": None
             if latest is None
             else {

@@ -28,6 +28,7 @@ routes = web.RouteTableDef()
 MAX_MESSAGE = 64 * 1024  # larger messages close the socket with 1009 (message too big)
 MAX_PENDING = 16  # commands in flight per socket
 HEARTBEAT = 20.0  # seconds between pings; a peer that does not answer is closed
+CLOSE_TIMEOUT = 1.0  # seconds to wait for the peer's answer to our close
 
 Action = Callable[[web.Application, Subscriber, dict[str, Any]], Awaitable[Any]]
 ACTIONS: dict[str, Action] = {}
@@ -145,7 +146,12 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     bus = request.app[BUS]
 
     async def close(code: int, reason: str) -> None:
-        await ws.close(code=code, message=reason.encode())
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await ws.close(code=code, message=reason.encode())
+        except TimeoutError:  # a peer that does not read does not answer the close either
+            if request.transport is not None:
+                request.transport.abort()
 
     subscriber = Subscriber(ws.send_str, close)
     connection = Connection(request.app, subscriber)
