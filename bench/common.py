@@ -124,3 +124,46 @@ def stalled_viewer(url: str, path: str = "/stream") -> socket.socket:
     sock.connect((host, int(port)))
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
     return sock
+
+
+async def _api_worker(session, base, paths, until, budget, pause, latencies, errors) -> None:
+    i = 0
+    while time.monotonic() < until and (budget is None or budget[0] > 0):
+        if budget is not None:
+            budget[0] -= 1
+        path = paths[i % len(paths)]
+        i += 1
+        started = time.perf_counter()
+        try:
+            async with session.get(base + path) as response:
+                await response.read()
+                if response.status != 200:
+                    errors.append(f"{path}: HTTP {response.status}")
+        except aiohttp.ClientError as exc:
+            errors.append(f"{path}: {exc!r}")
+        latencies.append(time.perf_counter() - started)
+        if pause:
+            await asyncio.sleep(pause)
+
+
+def api_load(
+    base: str, workers: int, paths: tuple[str, ...], seconds: float | None, total: int | None, pause: float = 0.0
+) -> tuple[list[float], list[str]]:
+    """API requests from ``workers`` concurrent clients for ``seconds`` or ``total`` requests.
+
+    Meant to run in a process of its own (ProcessPoolExecutor), so that the load generator's other
+    work does not sit inside the measured latencies. Returns (latencies in seconds, errors).
+    """
+
+    async def load():
+        latencies: list[float] = []
+        errors: list[str] = []
+        until = time.monotonic() + (seconds if seconds is not None else 3600)
+        budget = [total] if total is not None else None
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            await asyncio.gather(
+                *(_api_worker(session, base, paths, until, budget, pause, latencies, errors) for _ in range(workers))
+            )
+        return latencies, errors
+
+    return asyncio.run(load())

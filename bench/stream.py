@@ -31,6 +31,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     ViewerResult,
+    api_load,
     cpu_seconds,
     percentile,
     rss_mb,
@@ -40,37 +41,6 @@ from common import (  # noqa: E402
 )
 
 API_PATHS = ("/api/health", "/state")
-
-
-async def api_worker(session: aiohttp.ClientSession, base: str, until: float, pause: float, latencies, errors):
-    i = 0
-    while time.monotonic() < until:
-        path = API_PATHS[i % len(API_PATHS)]
-        i += 1
-        started = time.perf_counter()
-        try:
-            async with session.get(base + path) as response:
-                await response.read()
-                if response.status != 200:
-                    errors.append(f"{path}: HTTP {response.status}")
-        except aiohttp.ClientError as exc:
-            errors.append(f"{path}: {exc!r}")
-        latencies.append(time.perf_counter() - started)
-        if pause:
-            await asyncio.sleep(pause)
-
-
-def api_load(base: str, workers: int, seconds: float, pause: float) -> tuple[list[float], list[str]]:
-    async def load():
-        latencies: list[float] = []
-        errors: list[str] = []
-        until = time.monotonic() + seconds
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            await asyncio.gather(*(api_worker(session, base, until, pause, latencies, errors) for _ in range(workers)))
-        return latencies, errors
-
-    return asyncio.run(load())
-
 
 async def phase(base: str, pid: int | None, *, viewers: int, stalled: int, api_workers: int, api_pause: float, seconds: float, warmup: float):
     connector = aiohttp.TCPConnector(limit=0)
@@ -95,7 +65,7 @@ async def phase(base: str, pid: int | None, *, viewers: int, stalled: int, api_w
                     # API clients run in a process of their own, so that the viewers' parsing
                     # does not sit inside the measured latencies.
                     api = asyncio.get_running_loop().run_in_executor(
-                        pool, api_load, base, api_workers, seconds, api_pause
+                        pool, api_load, base, api_workers, API_PATHS, seconds, None, api_pause
                     )
                 await asyncio.gather(*(view_stream(session, base + "/stream", until, r) for r in results))
                 if api is not None:
