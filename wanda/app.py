@@ -20,17 +20,20 @@ from wanda.control import CameraControl
 from wanda.errors import error_middleware
 from wanda.events import EventBus
 from wanda.frames import FrameHub
-from wanda.handlers import camera_api, captures, stream, system, ws
+from wanda.handlers import camera_api, captures, mount_api, stream, system, ws
 from wanda.jpeg import JpegEncoder
-from wanda.keys import BUS, CAMERA, CONFIG, CONTROL, HUB, LAG, STARTED
+from wanda.keys import BUS, CAMERA, CONFIG, CONTROL, HUB, LAG, MOUNT, STARTED
 from wanda.monitor import LoopLagMonitor
+from wanda.mount import MountControl, StepperMount, StepperPins, create_pins
 from wanda.security import origin_middleware
 
 log = logging.getLogger(__name__)
 
 
-def create_app(config: Config, *, camera: CameraBackend | None = None) -> web.Application:
-    """Build the application. ``camera`` replaces the backend that ``config.camera`` selects."""
+def create_app(
+    config: Config, *, camera: CameraBackend | None = None, pins: StepperPins | None = None
+) -> web.Application:
+    """Build the application. ``camera`` and ``pins`` replace what ``config`` selects."""
     app = web.Application(middlewares=[error_middleware, origin_middleware], client_max_size=1024 * 1024)
     app[CONFIG] = config
     app[HUB] = FrameHub()
@@ -39,10 +42,11 @@ def create_app(config: Config, *, camera: CameraBackend | None = None) -> web.Ap
     app[STARTED] = time.time()
 
     app.cleanup_ctx.append(_camera_ctx(camera))
+    app.cleanup_ctx.append(_mount_ctx(pins))
     app.cleanup_ctx.append(_lag_monitor_ctx)
     app.on_shutdown.append(_on_shutdown)
 
-    for module in (stream, camera_api, captures, ws, system):
+    for module in (stream, camera_api, mount_api, captures, ws, system):
         app.add_routes(module.routes)
     system.add_static_routes(app)
     return app
@@ -72,6 +76,26 @@ def _camera_ctx(backend: CameraBackend | None):
             await asyncio.to_thread(worker.stop)
 
     return camera_ctx
+
+
+def _mount_ctx(pins: StepperPins | None):
+    async def mount_ctx(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG]
+        mount = StepperMount(
+            pins if pins is not None else create_pins(config),
+            interval=config.mount_step_interval,
+            clockwise=config.mount_clockwise,
+        )
+        mount.start()
+        try:
+            # The simulated sky holds still while the mount tracks and drifts when it does not.
+            coupling = getattr(app[CAMERA].backend, "set_tracking", None)
+            app[MOUNT] = MountControl(mount, app[BUS], on_tracking=coupling)
+            yield
+        finally:
+            await asyncio.to_thread(mount.close)  # coils off
+
+    return mount_ctx
 
 
 async def _lag_monitor_ctx(app: web.Application) -> AsyncIterator[None]:

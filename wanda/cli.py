@@ -15,8 +15,9 @@ from aiohttp import web
 from wanda import __version__
 from wanda.app import create_app
 from wanda.camera import CameraUnavailable
-from wanda.config import CAMERA_CHOICES, LOG_LEVELS, Config, ConfigError, load_config
+from wanda.config import CAMERA_CHOICES, LOG_LEVELS, MOUNT_CHOICES, Config, ConfigError, load_config
 from wanda.jpeg import JpegUnavailable
+from wanda.mount import MountUnavailable
 
 log = logging.getLogger("wanda")
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--host", help="address to listen on (default 0.0.0.0: every interface)")
     add("--port", type=int, help="port to listen on (default 5000)")
     add("--camera", choices=CAMERA_CHOICES, help="camera backend (default auto: picamera2 if present, else sim)")
+    add("--mount", choices=MOUNT_CHOICES, help="mount driver (default auto: GPIO on a Raspberry Pi, else sim)")
     add("--captures", type=Path, metavar="DIR", help="where captured images go")
     add("--data-dir", type=Path, metavar="DIR", help="where WANDA keeps its state (default ~/.local/share/wanda)")
     add("--config", type=Path, metavar="FILE", help="TOML configuration file")
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         asyncio.run(serve(config))
-    except (CameraUnavailable, JpegUnavailable) as exc:
+    except (CameraUnavailable, JpegUnavailable, MountUnavailable) as exc:
         print(f"wanda: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # the port is taken, the address does not exist, ...

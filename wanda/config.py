@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 CAMERA_CHOICES = ("auto", "sim", "picamera2")
+MOUNT_CHOICES = ("auto", "sim", "gpio")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -35,6 +36,15 @@ class Config:
     # Web pages from these origins may change state (POST, WebSocket) besides the page WANDA serves.
     allowed_origins: tuple[str, ...] = ()
 
+    # The mount: a unipolar stepper on four BCM pins (the original wiring).
+    mount: str = "auto"  # auto: GPIO on a Raspberry Pi, else simulated pins
+    mount_pins: tuple[int, ...] = (23, 24, 25, 8)
+    mount_step_interval: float = 3.523  # seconds per half step at the sidereal rate
+    mount_clockwise: bool = True
+
+    # Sessions refuse to start, and stop, when free space would fall below this.
+    min_free_mb: int = 200
+
     # The simulated sky.
     sim_fwhm: float = 3.0  # star FWHM in preview pixels
     sim_plate_scale: float = 2.0  # arcseconds per preview pixel: sets the sidereal drift speed
@@ -48,6 +58,10 @@ class Config:
     shutdown_timeout: float = 1.0  # handlers still running after this are cancelled
 
     def __post_init__(self) -> None:
+        _check(self.mount in MOUNT_CHOICES, "mount", f"must be one of {', '.join(MOUNT_CHOICES)}")
+        _check(len(self.mount_pins) == 4, "mount_pins", "must be 4 BCM pin numbers")
+        _check(0.1 <= self.mount_step_interval <= 10, "mount_step_interval", "must be 0.1..10 seconds per step")
+        _check(self.min_free_mb >= 0, "min_free_mb", "must be >= 0")
         _check(self.camera in CAMERA_CHOICES, "camera", f"must be one of {', '.join(CAMERA_CHOICES)}")
         _check(self.log_level in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         _check(0 <= self.port <= 65535, "port", "must be 0..65535")
@@ -88,10 +102,17 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         return None
     try:
         if typing.get_origin(base) is tuple:
-            items = value.split(",") if isinstance(value, str) else value
-            if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            element = typing.get_args(base)[0]
+            items = [i.strip() for i in value.split(",") if i.strip()] if isinstance(value, str) else value
+            if not isinstance(items, list | tuple):
                 raise ValueError(value)
-            return tuple(i.strip() for i in items if i.strip())
+            if element is int:
+                if any(isinstance(i, bool | float) for i in items):
+                    raise ValueError(value)
+                return tuple(int(i) for i in items)
+            if not all(isinstance(i, str) for i in items):
+                raise ValueError(value)
+            return tuple(items)
         if base is bool:
             if isinstance(value, bool):
                 return value
@@ -109,7 +130,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return str(value).upper()
         return base(value)
     except (TypeError, ValueError):
-        kind = "list of strings" if typing.get_origin(base) is tuple else base.__name__
+        kind = f"list of {typing.get_args(base)[0].__name__}" if typing.get_origin(base) is tuple else base.__name__
         raise ConfigError(f"{name} (from {source}): {value!r} is not a valid {kind}") from None
 
 

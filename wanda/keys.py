@@ -10,11 +10,13 @@ from wanda.control import CameraControl
 from wanda.events import EventBus
 from wanda.frames import FrameHub
 from wanda.monitor import LoopLagMonitor
+from wanda.mount import MountControl
 
 CONFIG = web.AppKey("config", Config)
 HUB = web.AppKey("hub", FrameHub)
 CAMERA = web.AppKey("camera", CameraWorker)
 CONTROL = web.AppKey("control", CameraControl)
 BUS = web.AppKey("bus", EventBus)
+MOUNT = web.AppKey("mount", MountControl)
 LAG = web.AppKey("lag", LoopLagMonitor)
 STARTED = web.AppKey("started", float)  # Unix time the app was built

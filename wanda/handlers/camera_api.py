@@ -8,6 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from wanda.errors import ApiError, ok
+from wanda.events import Subscriber
+from wanda.handlers.ws import action, no_params
 from wanda.keys import CONTROL
 
 routes = web.RouteTableDef()
@@ -50,3 +52,29 @@ async def camera_capture(request: web.Request) -> web.Response:
 async def camera_capture_cancel(request: web.Request) -> web.Response:
     result = request.app[CONTROL].cancel()
     return ok(result, "exposure cancelled" if result["cancelled"] else "no exposure was running")
+
+
+# The same, as WebSocket commands.
+
+
+@action("camera.status")
+async def _camera_status(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
+    no_params(params)
+    return app[CONTROL].status()
+
+
+@action("camera.set")
+async def _camera_set(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
+    return await app[CONTROL].update(params)
+
+
+@action("camera.capture")
+async def _camera_capture(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
+    no_params(params)
+    return await app[CONTROL].capture()
+
+
+@action("camera.cancel")
+async def _camera_cancel(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
+    no_params(params)
+    return app[CONTROL].cancel()

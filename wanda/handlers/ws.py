@@ -20,7 +20,7 @@ from aiohttp import WSMsgType, web
 from wanda import __version__
 from wanda.errors import ApiError
 from wanda.events import TOPICS, Message, Subscriber, encode_event
-from wanda.keys import BUS, CONTROL
+from wanda.keys import BUS
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -42,32 +42,9 @@ def action(name: str) -> Callable[[Action], Action]:
     return register
 
 
-def _no_params(params: dict[str, Any]) -> None:
+def no_params(params: dict[str, Any]) -> None:
     if params:
         raise ApiError(400, "VALIDATION_ERROR", f"{sorted(params)[0]}: this action takes no parameters")
-
-
-@action("camera.status")
-async def _camera_status(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
-    _no_params(params)
-    return app[CONTROL].status()
-
-
-@action("camera.set")
-async def _camera_set(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
-    return await app[CONTROL].update(params)
-
-
-@action("camera.capture")
-async def _camera_capture(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
-    _no_params(params)
-    return await app[CONTROL].capture()
-
-
-@action("camera.cancel")
-async def _camera_cancel(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
-    _no_params(params)
-    return app[CONTROL].cancel()
 
 
 @action("subscribe")

@@ -1,0 +1,351 @@
+"""The equatorial mount: a 4-pin unipolar stepper driven with the 8-phase half-step sequence.
+
+One thread owns the pins. Step k of a schedule is due at ``anchor + k * interval`` on the
+monotonic clock, so timing errors never add up (the old code slept ``interval`` after each step and
+drifted by every late wake-up). A change of speed or direction re-anchors the schedule at the last
+step's due time, so the motor neither jumps nor pauses. The coils are switched off when tracking
+stops, when the mount closes, and if the thread dies.
+
+Pin drivers: ``GpioPins`` (gpiozero with the lgpio pin factory: Raspberry Pi 4 and 5; RPi.GPIO does
+not work on a Pi 5) and ``SimulatedPins`` (records every step's time), the default off the Pi.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from wanda.errors import ApiError
+from wanda.events import EventBus
+
+log = logging.getLogger(__name__)
+
+HALF_STEP_SEQUENCE = (
+    (1, 0, 0, 0),
+    (1, 1, 0, 0),
+    (0, 1, 0, 0),
+    (0, 1, 1, 0),
+    (0, 0, 1, 0),
+    (0, 0, 1, 1),
+    (0, 0, 0, 1),
+    (1, 0, 0, 1),
+)
+COILS_OFF = (0, 0, 0, 0)
+SPEED_LIMITS = (0.1, 10.0)  # seconds per step, the original contract's clamp
+MAX_CATCH_UP_STEPS = 10  # further behind than this (a frozen machine), the schedule restarts
+
+
+class MountUnavailable(RuntimeError):
+    """The requested mount driver cannot be used; the message says why."""
+
+
+class StepperPins(Protocol):
+    name: str
+
+    def set(self, pattern: tuple[int, int, int, int]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SimulatedPins:
+    """Pins that record what they are told, and when."""
+
+    name = "sim"
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, keep: int = 200_000):
+        self._clock = clock
+        self.pattern: tuple[int, int, int, int] = COILS_OFF
+        self.history: deque[tuple[float, tuple[int, int, int, int]]] = deque(maxlen=keep)
+        self.closed = False
+
+    def set(self, pattern: tuple[int, int, int, int]) -> None:
+        self.pattern = tuple(pattern)
+        self.history.append((self._clock(), self.pattern))
+
+    @property
+    def coils_on(self) -> bool:
+        return any(self.pattern)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class GpioPins:
+    """BCM pins through gpiozero and lgpio (works on the Raspberry Pi 4 and 5)."""
+
+    name = "gpio"
+
+    def __init__(self, pins: tuple[int, ...]):
+        if len(pins) != 4:
+            raise MountUnavailable(f"the stepper needs 4 pins, got {len(pins)}")
+        try:
+            from gpiozero import OutputDevice
+            from gpiozero.pins.lgpio import LGPIOFactory
+        except ImportError as exc:
+            raise MountUnavailable(
+                f"gpiozero with lgpio is not importable ({exc}): install python3-gpiozero and python3-lgpio with apt"
+            ) from None
+        try:
+            factory = LGPIOFactory()
+            self._outputs = [OutputDevice(pin, pin_factory=factory, initial_value=False) for pin in pins]
+        except Exception as exc:  # gpiozero raises its own hierarchy and OSError
+            raise MountUnavailable(f"cannot open GPIO pins {pins}: {exc}") from None
+
+    def set(self, pattern: tuple[int, int, int, int]) -> None:
+        for output, value in zip(self._outputs, pattern):
+            output.value = value
+
+    def close(self) -> None:
+        self.set(COILS_OFF)
+        for output in self._outputs:
+            output.close()
+
+
+def on_raspberry_pi() -> bool:
+    try:
+        return "Raspberry Pi" in Path("/proc/device-tree/model").read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def create_pins(config) -> StepperPins:
+    """The pin driver ``config.mount`` asks for; ``auto`` takes GPIO on a Raspberry Pi."""
+    if config.mount == "sim" or (config.mount == "auto" and not on_raspberry_pi()):
+        log.info("mount: simulated pins (--mount %s)", config.mount)
+        return SimulatedPins()
+    pins = GpioPins(tuple(config.mount_pins))
+    log.info("mount: GPIO pins %s through gpiozero/lgpio", ",".join(map(str, config.mount_pins)))
+    return pins
+
+
+class StepperMount:
+    """Owns the pins on a thread of its own. Thread-safe; listeners are called on that thread."""
+
+    def __init__(
+        self,
+        pins: StepperPins,
+        *,
+        interval: float = 3.523,
+        clockwise: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.pins = pins
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._interval = interval
+        self._clockwise = clockwise
+        self._tracking = False
+        self._anchor = 0.0  # due time of step 0 of the current schedule
+        self._next = 0  # index of the next step in the current schedule
+        self._phase = 0  # position in HALF_STEP_SEQUENCE
+        self._coils_on = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.steps = 0
+        self.restarts = 0  # schedules restarted because the thread fell too far behind
+        self.last_error = 0.0  # seconds the last step was late (actual - due)
+        self.max_error = 0.0
+        self._sum_abs_error = 0.0
+        self.failure: str | None = None
+        self.listeners: list[Callable[[str], None]] = []  # called with "mount_error"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mount", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 1.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._coils_off()
+        self.pins.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- commands (any thread) -------------------------------------------------------------
+
+    def track(self, interval: float, clockwise: bool) -> None:
+        """Start tracking, or change speed and direction while tracking, without a jump."""
+        with self._cond:
+            if self.failure is not None:
+                raise MountUnavailable(f"the mount failed: {self.failure}")
+            now = self._clock()
+            if not self._tracking:
+                self._anchor, self._next = now, 0  # the first step now: energise the coils
+            else:
+                last_due = self._anchor + (self._next - 1) * self._interval
+                self._anchor, self._next = last_due, 1
+                if last_due + interval < now:  # much faster than before: step now, do not burst
+                    self._anchor = now - interval
+            self._interval = interval
+            self._clockwise = clockwise
+            self._tracking = True
+            self._cond.notify_all()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop tracking; return once the mount thread has switched the coils off."""
+        with self._cond:
+            self._tracking = False
+            self._cond.notify_all()
+            if self.alive:
+                self._cond.wait_for(lambda: not self._coils_on, timeout)
+
+    def status(self) -> dict[str, Any]:
+        with self._cond:
+            tracking = self._tracking
+            return {
+                "status": f"Error: {self.failure}" if self.failure else ("Tracking" if tracking else "Stopped"),
+                "tracking": tracking,
+                "direction": self._clockwise,
+                "speed": self._interval,
+                "steps": self.steps,
+                "timing_error_ms": round(self.last_error * 1000, 3),
+                "max_timing_error_ms": round(self.max_error * 1000, 3),
+                "mean_timing_error_ms": round(self._sum_abs_error / self.steps * 1000, 3) if self.steps else 0.0,
+                "coils_on": self._coils_on,
+                "pins": self.pins.name,
+            }
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            with self._cond:
+                while not self._stopping:
+                    if not self._tracking:
+                        self._coils_off()
+                        self._cond.notify_all()  # stop() waits for the coils to be off
+                        self._cond.wait()
+                        continue
+                    due = self._anchor + self._next * self._interval
+                    now = self._clock()
+                    if now < due:
+                        self._cond.wait(due - now)
+                        continue  # a command may have changed the schedule meanwhile
+                    if now - due > MAX_CATCH_UP_STEPS * self._interval:
+                        log.warning("mount fell %.1f s behind; restarting the step schedule", now - due)
+                        self.restarts += 1
+                        self._anchor, self._next, due = now, 0, now
+                    self._step(due)
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.exception("the mount thread died")
+            for listener in self.listeners:
+                listener("mount_error")
+        finally:
+            self._tracking = False
+            try:
+                self._coils_off()
+            except Exception:
+                log.exception("could not switch the coils off")
+
+    def _step(self, due: float) -> None:
+        self._phase = (self._phase + (1 if self._clockwise else -1)) % len(HALF_STEP_SEQUENCE)
+        actual = self._clock()
+        self.pins.set(HALF_STEP_SEQUENCE[self._phase])
+        self._coils_on = True
+        error = actual - due
+        self.steps += 1
+        self._next += 1
+        self.last_error = error
+        self.max_error = max(self.max_error, abs(error))
+        self._sum_abs_error += abs(error)
+
+    def _coils_off(self) -> None:
+        if self._coils_on:
+            self.pins.set(COILS_OFF)
+            self._coils_on = False
+
+
+DIRECTION_WORDS = {"cw": True, "clockwise": True, "ccw": False, "counterclockwise": False}
+
+
+def parse_direction(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in DIRECTION_WORDS:
+        return DIRECTION_WORDS[value.strip().lower()]
+    raise ApiError(
+        400, "VALIDATION_ERROR", f"direction: must be true, false, cw, ccw, clockwise or counterclockwise, got {value!r}"
+    )
+
+
+def parse_speed(value: Any) -> float:
+    """Seconds per step, clamped to 0.1..10 as the original backend did."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ApiError(400, "VALIDATION_ERROR", f"speed: must be a number of seconds per step, got {value!r}")
+    return min(max(float(value), SPEED_LIMITS[0]), SPEED_LIMITS[1])
+
+
+class MountControl:
+    """The mount as the API sees it (REST, WebSocket and sessions). Lives in the event loop."""
+
+    def __init__(self, mount: StepperMount, bus: EventBus, *, on_tracking: Callable[[bool], None] | None = None):
+        self.mount = mount
+        self.bus = bus
+        self._on_tracking = on_tracking
+        loop = asyncio.get_running_loop()
+        mount.listeners.append(lambda event: loop.call_soon_threadsafe(self._thread_failed))
+        bus.add_status_provider("mount", self.status)
+
+    def status(self) -> dict[str, Any]:
+        return self.mount.status()
+
+    @property
+    def tracking(self) -> bool:
+        return self.mount.status()["tracking"]
+
+    async def apply(self, body: Any) -> dict[str, Any]:
+        """The original ``POST /api/mount/tracking`` body: action start/stop, speed, direction."""
+        if not isinstance(body, dict):
+            raise ApiError(400, "INVALID_REQUEST", "the body must be a JSON object")
+        unknown = sorted(set(body) - {"action", "speed", "direction"})
+        if unknown:
+            raise ApiError(400, "VALIDATION_ERROR", f"{unknown[0]}: unknown field (fields: action, speed, direction)")
+        action = body.get("action")
+        if action == "stop":
+            await self.stop()
+        elif action == "start":
+            current = self.mount.status()
+            speed = parse_speed(body["speed"]) if "speed" in body else current["speed"]
+            clockwise = parse_direction(body["direction"]) if "direction" in body else current["direction"]
+            self.start(speed, clockwise)
+        else:
+            raise ApiError(400, "INVALID_ACTION", f"action: must be start or stop, got {action!r}")
+        return self.status()
+
+    def start(self, speed: float, clockwise: bool) -> None:
+        was_tracking = self.tracking
+        try:
+            self.mount.track(speed, clockwise)
+        except MountUnavailable as exc:
+            raise ApiError(503, "MOUNT_ERROR", str(exc)) from None
+        self.bus.publish("mount", "status" if was_tracking else "tracking_start", self.status())
+        if self._on_tracking is not None:
+            self._on_tracking(True)
+
+    async def stop(self) -> None:
+        was_tracking = self.tracking
+        await asyncio.to_thread(self.mount.stop)  # waits for the mount thread: off the loop
+        if was_tracking:
+            self.bus.publish("mount", "tracking_stop", self.status())
+        if self._on_tracking is not None:
+            self._on_tracking(False)
+
+    def _thread_failed(self) -> None:
+        if self._on_tracking is not None:
+            self._on_tracking(False)
+        self.bus.publish("mount", "mount_error", {**self.status(), "error": self.mount.failure})
