@@ -20,12 +20,13 @@ from wanda.control import CameraControl
 from wanda.errors import error_middleware
 from wanda.events import EventBus
 from wanda.frames import FrameHub
-from wanda.handlers import camera_api, captures, mount_api, stream, system, ws
+from wanda.handlers import camera_api, captures, mount_api, session_api, stream, system, ws
 from wanda.jpeg import JpegEncoder
-from wanda.keys import BUS, CAMERA, CONFIG, CONTROL, HUB, LAG, MOUNT, STARTED
+from wanda.keys import BUS, CAMERA, CONFIG, CONTROL, HUB, LAG, MOUNT, SESSIONS, STARTED
 from wanda.monitor import LoopLagMonitor
 from wanda.mount import MountControl, StepperMount, StepperPins, create_pins
 from wanda.security import origin_middleware
+from wanda.session import SessionManager
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,11 @@ def create_app(
 
     app.cleanup_ctx.append(_camera_ctx(camera))
     app.cleanup_ctx.append(_mount_ctx(pins))
+    app.cleanup_ctx.append(_sessions_ctx)
     app.cleanup_ctx.append(_lag_monitor_ctx)
     app.on_shutdown.append(_on_shutdown)
 
-    for module in (stream, camera_api, mount_api, captures, ws, system):
+    for module in (stream, camera_api, mount_api, session_api, captures, ws, system):
         app.add_routes(module.routes)
     system.add_static_routes(app)
     return app
@@ -98,6 +100,17 @@ def _mount_ctx(pins: StepperPins | None):
     return mount_ctx
 
 
+async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    sessions = SessionManager(
+        app[CONTROL], app[MOUNT], app[BUS], captures_root=config.captures_dir, min_free_bytes=config.min_free_mb * 2**20
+    )
+    await sessions.recover()
+    app[SESSIONS] = sessions
+    yield
+    await sessions.shutdown()
+
+
 async def _lag_monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(app[LAG].run(), name="loop-lag-monitor")
     yield
@@ -107,7 +120,8 @@ async def _lag_monitor_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    """End what would keep handlers running: streams, a running exposure, WebSockets."""
+    """End what would keep handlers running: a session, streams, an exposure, WebSockets."""
+    await app[SESSIONS].shutdown()  # first, so its metadata says interrupted
     app[HUB].close()
     app[CONTROL].cancel()
     subscribers = list(app[BUS].subscribers)

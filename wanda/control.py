@@ -96,6 +96,7 @@ class CameraControl:
         # One storage thread owns image encoding and writing for stills.
         self._storage = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="storage")
         self._still_encoder = JpegEncoder(STILL_QUALITY)
+        self._last_still_bytes: int | None = None
         self._set_preview_gain(settings)
         bus.add_status_provider("camera", self.status)
 
@@ -232,6 +233,13 @@ class CameraControl:
         cancel.set()
         return {"cancelled": True}
 
+    def estimated_still_bytes(self) -> int:
+        """What the next still will take on disk: the last one's size, or a generous guess."""
+        if self._last_still_bytes is not None:
+            return self._last_still_bytes
+        width, height = self.worker.backend.preview_size
+        return width * height * 3 // 8
+
     def url_of(self, path: Path) -> str:
         return "/api/captures/" + quote(str(path.relative_to(self.captures_root)))
 
@@ -249,6 +257,7 @@ class CameraControl:
     ) -> SavedFile:
         """Storage thread: encode and write the image and its sidecar, atomically."""
         jpeg = self._still_encoder.encode(image.pixels, image.pixel_format)
+        self._last_still_bytes = len(jpeg)
         height, width = image.pixels.shape[:2]
         sidecar = {
             "software": f"WANDA {__version__}",

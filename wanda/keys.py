@@ -11,6 +11,7 @@ from wanda.events import EventBus
 from wanda.frames import FrameHub
 from wanda.monitor import LoopLagMonitor
 from wanda.mount import MountControl
+from wanda.session import SessionManager
 
 CONFIG = web.AppKey("config", Config)
 HUB = web.AppKey("hub", FrameHub)
@@ -18,5 +19,6 @@ CAMERA = web.AppKey("camera", CameraWorker)
 CONTROL = web.AppKey("control", CameraControl)
 BUS = web.AppKey("bus", EventBus)
 MOUNT = web.AppKey("mount", MountControl)
+SESSIONS = web.AppKey("sessions", SessionManager)
 LAG = web.AppKey("lag", LoopLagMonitor)
 STARTED = web.AppKey("started", float)  # Unix time the app was built

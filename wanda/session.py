@@ -1,0 +1,584 @@
+"""Capture sessions: N frames into a folder of their own, rapid or spread over hours.
+
+A session runs as an asyncio task that submits camera jobs through CameraControl, so it shares the
+one camera with everything else and never blocks the loop. Frame i of a timed session is due at
+``t0 + i * T / N`` (a frame longer than its slot makes the session late, and the status says so).
+``session_metadata.json`` is rewritten atomically after every frame; a session that a crash or kill
+left ``running`` is marked ``interrupted`` (and reconciled with the files on disk) at the next start,
+and ``resume`` continues it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wanda import __version__
+from wanda.control import CameraControl, utc_iso
+from wanda.errors import ApiError
+from wanda.events import EventBus
+from wanda.mount import MountControl
+from wanda.settings import CameraSettings, parse_changes
+from wanda.storage import TEMP_PREFIX, NumberedFiles, write_atomic
+
+log = logging.getLogger(__name__)
+
+METADATA = "session_metadata.json"
+CONFIG_FILE = "session_config.json"
+FRAME_STEM = "image"
+MAX_IMAGES = 100_000
+MAX_HOURS = 240.0
+RESUMABLE = ("interrupted", "stopped", "error")
+FINISHED = ("completed", "stopped", "error", "interrupted")
+
+
+def _invalid(field_name: str, message: str) -> ApiError:
+    return ApiError(400, "VALIDATION_ERROR", f"{field_name}: {message}")
+
+
+def validate_name(name: Any) -> str:
+    """1-64 printable characters, no path separator, not ``.`` or ``..``, not hidden."""
+    if not isinstance(name, str):
+        raise _invalid("name", "must be a string")
+    if not 1 <= len(name) <= 64:
+        raise _invalid("name", "must be 1 to 64 characters")
+    if not name.isprintable() or "/" in name or "\\" in name:
+        raise _invalid("name", "may hold printable characters only, and no / or \\")
+    if name in (".", "..") or name.startswith(TEMP_PREFIX):
+        raise _invalid("name", "may not be . or .. or start with a dot")
+    return name
+
+
+def _positive_int(field_name: str, value: Any, limit: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(field_name, f"must be a whole number, got {json.dumps(value)}")
+    if not 0 < value <= limit:
+        raise _invalid(field_name, f"must be 1..{limit}")
+    return value
+
+
+def _hours(field_name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _invalid(field_name, f"must be a number of hours, got {json.dumps(value)}")
+    if not 0 < value <= MAX_HOURS:
+        raise _invalid(field_name, f"must be above 0 and at most {MAX_HOURS:g}")
+    return float(value)
+
+
+def _bool(field_name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _invalid(field_name, f"must be true or false, got {json.dumps(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    name: str
+    total_images: int
+    total_time_hours: float | None
+    enable_tracking: bool
+    use_current_settings: bool
+    settings: CameraSettings
+
+
+SETTING_FIELDS = ("exposure_seconds", "iso", "gain", "frame_type")
+START_FIELDS = ("name", "total_images", "use_current_settings", "enable_tracking", "total_time_hours", *SETTING_FIELDS)
+
+
+def parse_start(body: Any, control: CameraControl) -> SessionRequest:
+    if not isinstance(body, dict):
+        raise ApiError(400, "INVALID_REQUEST", "the body must be a JSON object")
+    unknown = sorted(set(body) - set(START_FIELDS))
+    if unknown:
+        raise _invalid(unknown[0], f"unknown field (fields: {', '.join(START_FIELDS)})")
+    if "name" not in body:
+        raise _invalid("name", "is required")
+    if "total_images" not in body:
+        raise _invalid("total_images", "is required")
+    name = validate_name(body["name"])
+    total = _positive_int("total_images", body["total_images"], MAX_IMAGES)
+    hours = body.get("total_time_hours")
+    hours = None if hours is None else _hours("total_time_hours", hours)
+    use_current = _bool("use_current_settings", body.get("use_current_settings", True))
+    tracking = _bool("enable_tracking", body.get("enable_tracking", False))
+    given = {k: body[k] for k in SETTING_FIELDS if k in body}
+    if use_current and given:
+        raise _invalid(sorted(given)[0], "use_current_settings is true: leave the camera fields out or set it false")
+    settings = dataclasses.replace(control.settings, **parse_changes(given, control.limits))
+    return SessionRequest(name, total, hours, tracking, use_current, settings)
+
+
+def free_bytes(path: Path) -> int:
+    """Free space on the filesystem holding ``path`` (or its nearest existing parent)."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def read_metadata(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / METADATA).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_metadata(folder: Path, metadata: dict[str, Any]) -> None:
+    write_atomic(folder / METADATA, json.dumps(metadata, indent=2).encode("utf-8"))
+
+
+def reconcile(folder: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Make the frame list agree with the images on disk (a crash between saving an image and
+    rewriting the metadata leaves one image unlisted; a listed image can't be missing, but check)."""
+    listed = {frame["file"]: frame for frame in metadata.get("frames", []) if isinstance(frame, dict) and "file" in frame}
+    on_disk = sorted(p.name for p in folder.glob(f"{FRAME_STEM}_*.jpg"))
+    frames = []
+    for name in on_disk:
+        frame = listed.get(name)
+        if frame is None:
+            sidecar = folder / Path(name).with_suffix(".json")
+            try:
+                notes = json.loads(sidecar.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                notes = {}
+            frame = {
+                "index": notes.get("frame"),
+                "file": name,
+                "exposure_seconds": notes.get("exposure_seconds"),
+                "gain": notes.get("gain"),
+                "started": notes.get("date_obs"),
+                "recovered": True,
+            }
+        frames.append(frame)
+    metadata["frames"] = frames
+    metadata["captured_images"] = len(frames)
+    return metadata
+
+
+@dataclass
+class SessionRun:
+    """A session in progress (or the last one), as the runner and the status see it."""
+
+    folder: Path
+    metadata: dict[str, Any]
+    interval: float  # seconds between frame starts; 0 for rapid
+    schedule_start: float  # loop time of the first frame of this run
+    first_index: int  # frames already taken when this run started (a resume)
+    started_monotonic: float = field(default_factory=time.monotonic)
+    tracking_started_here: bool = False
+    stop_reason: str | None = None  # "stopped" or "interrupted" once asked to end
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+
+    @property
+    def total(self) -> int:
+        return self.metadata["total_images"]
+
+    @property
+    def captured(self) -> int:
+        return len(self.metadata["frames"])
+
+    def due(self, index: int) -> float:
+        return self.schedule_start + (index - self.first_index) * self.interval
+
+
+class SessionManager:
+    def __init__(
+        self, control: CameraControl, mount: MountControl, bus: EventBus, *, captures_root: Path, min_free_bytes: int
+    ):
+        self.control = control
+        self.mount = mount
+        self.bus = bus
+        self.root = captures_root
+        self.min_free_bytes = min_free_bytes
+        self.run: SessionRun | None = None
+        self._lock = asyncio.Lock()
+        bus.add_status_provider("session", self.status)
+
+    @property
+    def active(self) -> bool:
+        return self.run is not None and self.run.task is not None and not self.run.task.done()
+
+    # -- start-up: no session stays "running" after a crash ------------------------------------
+
+    async def recover(self) -> list[str]:
+        """Mark sessions left running by a crash or kill as interrupted (reconciled with disk)."""
+        return await asyncio.to_thread(self._recover)
+
+    def _recover(self) -> list[str]:
+        marked = []
+        if not self.root.is_dir():
+            return marked
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            metadata = read_metadata(folder)
+            if metadata is None or metadata.get("status") != "running":
+                continue
+            metadata = reconcile(folder, metadata)
+            metadata["status"] = "interrupted"
+            metadata["ended"] = metadata.get("ended") or utc_iso(time.time())
+            write_metadata(folder, metadata)
+            log.warning("session %s was left running (a crash?): marked interrupted", folder.name)
+            marked.append(folder.name)
+        return marked
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def start(self, body: Any) -> dict[str, Any]:
+        request = parse_start(body, self.control)
+        async with self._lock:
+            if self.active:
+                raise ApiError(409, "SESSION_START_FAILED", "a session is already running: stop it first")
+            await self._check_space(request.total_images)
+            folder = await asyncio.to_thread(self._new_folder, request.name)
+            hours = request.total_time_hours
+            metadata = {
+                "format": 1,
+                "software": f"WANDA {__version__}",
+                "name": request.name,
+                "folder": folder.name,
+                "status": "running",
+                "mode": "timed" if hours else "rapid",
+                "total_images": request.total_images,
+                "captured_images": 0,
+                "total_time_hours": hours,
+                "interval_s": hours * 3600 / request.total_images if hours else 0.0,
+                "enable_tracking": request.enable_tracking,
+                "use_current_settings": request.use_current_settings,
+                "settings": {
+                    "exposure_seconds": request.settings.exposure_seconds,
+                    "gain": request.settings.gain,
+                    "iso": request.settings.iso,
+                    "frame_type": request.settings.frame_type,
+                },
+                "created": utc_iso(time.time()),
+                "started": utc_iso(time.time()),
+                "ended": None,
+                "resumed": [],
+                "late": False,
+                "max_lateness_s": 0.0,
+                "error": None,
+                "frames": [],
+            }
+            await asyncio.to_thread(write_metadata, folder, metadata)
+            self._launch(folder, metadata)
+        self.bus.publish("session", "session_start", self.status())
+        return self.status()
+
+    async def resume(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or set(body) - {"name"}:
+            raise ApiError(400, "VALIDATION_ERROR", "resume takes an optional name (the session's folder) only")
+        async with self._lock:
+            if self.active:
+                raise ApiError(409, "SESSION_START_FAILED", "a session is already running")
+            folder, metadata = await asyncio.to_thread(self._resumable, body.get("name"))
+            remaining = metadata["total_images"] - len(metadata["frames"])
+            await self._check_space(remaining)
+            metadata["status"] = "running"
+            metadata["ended"] = None
+            metadata["error"] = None
+            metadata["resumed"].append(utc_iso(time.time()))
+            await asyncio.to_thread(write_metadata, folder, metadata)
+            self._launch(folder, metadata)
+        self.bus.publish("session", "session_start", {**self.status(), "resumed": True})
+        return self.status()
+
+    async def stop(self, reason: str = "stopped") -> dict[str, Any]:
+        run = self.run
+        if not self.active or run is None:
+            raise ApiError(409, "SESSION_STOP_FAILED", "no session is running")
+        await self._end(run, reason)
+        return self.status()
+
+    async def shutdown(self) -> None:
+        """Server shutdown: the running session ends as ``interrupted`` (resumable)."""
+        if self.active and self.run is not None:
+            await self._end(self.run, "interrupted")
+
+    async def _end(self, run: SessionRun, reason: str) -> None:
+        run.stop_reason = reason
+        run.wake.set()  # a wait between frames ends now
+        if self.control.exposure is not None:
+            self.control.cancel()  # a frame being exposed is dropped, nothing is written
+        assert run.task is not None
+        try:
+            async with asyncio.timeout(1.5):
+                await asyncio.shield(run.task)
+        except TimeoutError:
+            run.task.cancel()
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        run = self.run
+        if run is None:
+            return {
+                "active": False, "running": False, "status": "idle", "name": None, "folder": None,
+                "total_images": 0, "captured_images": 0, "images_captured": 0, "progress": 0.0,
+                "elapsed_time": 0.0, "remaining_time": 0.0, "session_dir": None, "total_time_hours": None,
+                "estimated_completion": None, "late": False, "lateness_s": 0.0, "mode": None, "error": None,
+            }
+        metadata = run.metadata
+        running = self.active
+        captured, total = run.captured, run.total
+        remaining_s = self._remaining_seconds(run) if running else 0.0
+        return {
+            "active": running,
+            "running": running,
+            "status": metadata["status"],
+            "name": metadata["name"],
+            "folder": metadata["folder"],
+            "total_images": total,
+            "captured_images": captured,
+            "images_captured": captured,
+            "progress": round(100 * captured / total, 1),
+            "elapsed_time": round(time.monotonic() - run.started_monotonic, 1),
+            "remaining_time": round(remaining_s / 3600, 4),
+            "session_dir": str(run.folder),
+            "total_time_hours": metadata["total_time_hours"],
+            "estimated_completion": round(time.time() + remaining_s, 1) if running else None,
+            "late": metadata["late"],
+            "lateness_s": metadata["max_lateness_s"],
+            "mode": metadata["mode"],
+            "frame_type": metadata["settings"]["frame_type"],
+            "exposure_seconds": metadata["settings"]["exposure_seconds"],
+            "enable_tracking": metadata["enable_tracking"],
+            "error": metadata["error"],
+        }
+
+    def _remaining_seconds(self, run: SessionRun) -> float:
+        left = run.total - run.captured
+        exposure = run.metadata["settings"]["exposure_seconds"]
+        if run.interval:
+            last_start = run.due(run.total - 1) - asyncio.get_running_loop().time()
+            return max(0.0, last_start) + exposure
+        return left * exposure
+
+    async def list_sessions(self) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._list)
+
+    def _list(self) -> list[dict[str, Any]]:
+        sessions = []
+        if not self.root.is_dir():
+            return sessions
+        for folder in self.root.iterdir():
+            if not folder.is_dir() or folder.name.startswith(TEMP_PREFIX):
+                continue
+            metadata = read_metadata(folder)
+            if metadata is None:
+                continue
+            sessions.append(
+                {
+                    "name": metadata.get("name"),
+                    "folder": folder.name,
+                    "status": metadata.get("status"),
+                    "captured_images": len(metadata.get("frames", [])),
+                    "total_images": metadata.get("total_images"),
+                    "started": metadata.get("started"),
+                    "ended": metadata.get("ended"),
+                    "mode": metadata.get("mode"),
+                    "frame_type": (metadata.get("settings") or {}).get("frame_type"),
+                }
+            )
+        sessions.sort(key=lambda s: s["started"] or "", reverse=True)
+        return sessions
+
+    # -- the runner ----------------------------------------------------------------------------
+
+    def _launch(self, folder: Path, metadata: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        run = SessionRun(
+            folder=folder,
+            metadata=metadata,
+            interval=metadata["interval_s"],
+            schedule_start=loop.time(),
+            first_index=len(metadata["frames"]),
+        )
+        self.run = run
+        run.task = asyncio.create_task(self._run(run), name=f"session:{folder.name}")
+
+    async def _run(self, run: SessionRun) -> None:
+        metadata = run.metadata
+        files = NumberedFiles(run.folder, FRAME_STEM)
+        settings = dataclasses.replace(
+            self.control.settings,
+            exposure_seconds=metadata["settings"]["exposure_seconds"],
+            gain=metadata["settings"]["gain"],
+            frame_type=metadata["settings"]["frame_type"],
+        )
+        loop = asyncio.get_running_loop()
+        outcome, error = "completed", None
+        try:
+            if metadata["enable_tracking"] and not self.mount.tracking:
+                current = self.mount.status()
+                self.mount.start(current["speed"], current["direction"])
+                run.tracking_started_here = True
+            for index in range(run.captured, run.total):
+                wait = run.due(index) - loop.time()
+                if wait > 0:
+                    try:
+                        await asyncio.wait_for(run.wake.wait(), wait)
+                    except TimeoutError:
+                        pass
+                if run.stop_reason:
+                    break
+                free = await asyncio.to_thread(free_bytes, run.folder)
+                if free < self.min_free_bytes:
+                    raise ApiError(507, "INSUFFICIENT_SPACE", f"free space fell to {free // 2**20} MB, below the floor of {self.min_free_bytes // 2**20} MB")
+                try:
+                    result = await self.control.capture(
+                        files, settings, {"session": metadata["name"], "frame": index + 1}
+                    )
+                except ApiError as exc:
+                    if exc.code == "CAPTURE_CANCELLED":
+                        run.stop_reason = run.stop_reason or "stopped"  # cancelled from outside: a stop
+                        break
+                    raise
+                lateness = loop.time() - run.due(index + 1) if index + 1 < run.total and run.interval else 0.0
+                if lateness > 0:
+                    metadata["late"] = True
+                    metadata["max_lateness_s"] = round(max(metadata["max_lateness_s"], lateness), 3)
+                metadata["frames"].append(
+                    {
+                        "index": index + 1,
+                        "file": result["file"],
+                        "exposure_seconds": result["exposure_seconds"],
+                        "gain": result["gain"],
+                        "started": result["started"],
+                    }
+                )
+                metadata["captured_images"] = len(metadata["frames"])
+                await asyncio.to_thread(write_metadata, run.folder, metadata)
+                self.bus.publish("session", "session_progress", {**self.status(), "file": result["file"], "url": result["url"]})
+                if run.stop_reason:
+                    break
+            if run.stop_reason:
+                outcome = run.stop_reason
+        except ApiError as exc:
+            outcome, error = "error", exc.message
+        except asyncio.CancelledError:
+            outcome = run.stop_reason or "interrupted"
+            raise
+        except Exception:
+            log.exception("session %s failed", run.folder.name)
+            outcome, error = "error", "the session failed (see the server log)"
+        finally:
+            await self._finish(run, outcome, error)
+
+    async def _finish(self, run: SessionRun, outcome: str, error: str | None) -> None:
+        metadata = run.metadata
+        if run.tracking_started_here and outcome != "interrupted":
+            await self.mount.stop()  # only the tracking this session started
+        metadata["status"] = outcome
+        metadata["error"] = error
+        metadata["ended"] = utc_iso(time.time())
+        try:
+            await asyncio.to_thread(write_metadata, run.folder, metadata)
+        except OSError as exc:  # a full disk: the last good metadata stays on disk
+            log.error("could not write the metadata of session %s: %s", run.folder.name, exc)
+        event = {"completed": "session_complete", "error": "session_error"}.get(outcome, "session_stop")
+        self.bus.publish("session", event, self.status())
+        log.info("session %s %s: %d of %d frames", run.folder.name, outcome, run.captured, run.total)
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def _new_folder(self, name: str) -> Path:
+        """The session's folder: its name, or name_2, name_3, ... when that is taken."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        candidate, n = name, 1
+        while True:
+            folder = self.root / candidate
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                n += 1
+                candidate = f"{name}_{n}"
+
+    def _resumable(self, name: str | None) -> tuple[Path, dict[str, Any]]:
+        candidates = []
+        if self.root.is_dir():
+            for folder in self.root.iterdir():
+                if name is not None and folder.name != name:
+                    continue
+                metadata = read_metadata(folder) if folder.is_dir() else None
+                if metadata and metadata.get("status") in RESUMABLE and len(metadata.get("frames", [])) < metadata.get("total_images", 0):
+                    candidates.append((metadata.get("started") or "", folder, metadata))
+        if not candidates:
+            which = f"session {name!r}" if name else "session"
+            raise ApiError(409, "SESSION_START_FAILED", f"no interrupted {which} to resume")
+        _, folder, metadata = max(candidates, key=lambda c: c[0])
+        return folder, reconcile(folder, metadata)
+
+    async def _check_space(self, frames: int) -> None:
+        free = await asyncio.to_thread(free_bytes, self.root)
+        need = frames * self.control.estimated_still_bytes() + self.min_free_bytes
+        if free < need:
+            raise ApiError(
+                409,
+                "INSUFFICIENT_SPACE",
+                f"{frames} frames need about {need // 2**20} MB with the reserve, but {free // 2**20} MB are free",
+            )
+
+
+# -- the session form (the original backend's session_config.json) ------------------------------
+
+CONFIG_DEFAULTS = {
+    "name": "",
+    "totalImages": 10,
+    "enableTracking": False,
+    "useCurrentSettings": True,
+    "sessionMode": "rapid",
+    "totalTimeHours": 1.0,
+}
+
+
+def parse_session_config(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "INVALID_REQUEST", "the body must be a JSON object")
+    unknown = sorted(set(body) - set(CONFIG_DEFAULTS))
+    if unknown:
+        raise _invalid(unknown[0], f"unknown field (fields: {', '.join(CONFIG_DEFAULTS)})")
+    form = dict(CONFIG_DEFAULTS)
+    if "name" in body:
+        if not isinstance(body["name"], str) or len(body["name"]) > 64:
+            raise _invalid("name", "must be a string of at most 64 characters")
+        form["name"] = body["name"]
+    if "totalImages" in body:
+        form["totalImages"] = _positive_int("totalImages", body["totalImages"], MAX_IMAGES)
+    for key in ("enableTracking", "useCurrentSettings"):
+        if key in body:
+            form[key] = _bool(key, body[key])
+    if "sessionMode" in body:
+        if body["sessionMode"] not in ("rapid", "timed"):
+            raise _invalid("sessionMode", "must be rapid or timed")
+        form["sessionMode"] = body["sessionMode"]
+    if "totalTimeHours" in body:
+        form["totalTimeHours"] = None if body["totalTimeHours"] is None else _hours("totalTimeHours", body["totalTimeHours"])
+    if form["sessionMode"] == "timed" and not form["totalTimeHours"]:
+        raise _invalid("totalTimeHours", "a timed session needs totalTimeHours > 0")
+    return form
+
+
+def load_session_config(root: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads((root / CONFIG_FILE).read_text(encoding="utf-8"))
+        return parse_session_config(saved)
+    except FileNotFoundError:
+        return dict(CONFIG_DEFAULTS)
+    except (OSError, ValueError, ApiError) as exc:
+        log.warning("ignoring %s: %s", root / CONFIG_FILE, getattr(exc, "message", exc))
+        return dict(CONFIG_DEFAULTS)
+
+
+def save_session_config(root: Path, form: dict[str, Any]) -> None:
+    os.makedirs(root, exist_ok=True)
+    write_atomic(root / CONFIG_FILE, json.dumps(form, indent=2).encode("utf-8"))
