@@ -37,3 +37,17 @@ async def wait_until(predicate, attempts: int = 200, pause: float = 0.05):
         await asyncio.sleep(pause)
     raise AssertionError("condition not reached")
 
+
+async def receive_until(ws, predicate, limit: int = 500) -> list[dict]:
+    """Messages up to and including the first that matches ``predicate``."""
+    seen = []
+    for _ in range(limit):
+        message = await ws.receive_json(timeout=15)
+        seen.append(message)
+        if predicate(message):
+            return seen
+    raise AssertionError(f"no matching message among {len(seen)}")
+
+
+def is_reply(request_id):
+    return lambda m: m.get("id") == request_id and "ok" in m

@@ -12,26 +12,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from helpers import wait_until
+from helpers import is_reply, receive_until, wait_until
 
 from wanda.keys import BUS, CONTROL
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ws_capture.py"
-
-
-async def receive_until(ws, predicate, limit: int = 500) -> list[dict]:
-    """Messages up to and including the first that matches ``predicate``."""
-    seen = []
-    for _ in range(limit):
-        message = await ws.receive_json(timeout=15)
-        seen.append(message)
-        if predicate(message):
-            return seen
-    raise AssertionError(f"no matching message among {len(seen)}")
-
-
-def is_reply(request_id):
-    return lambda m: m.get("id") == request_id and "ok" in m
 
 
 async def test_a_new_client_gets_hello_and_the_status_of_every_topic(client):

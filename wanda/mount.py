@@ -135,9 +135,12 @@ class StepperMount:
         interval: float = 3.523,
         clockwise: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[threading.Condition, float], Any] | None = None,
     ):
         self.pins = pins
         self._clock = clock
+        # How the thread waits for a due step; tests pass a virtual clock's wait.
+        self._wait = wait or (lambda condition, timeout: condition.wait(timeout))
         self._cond = threading.Condition()
         self._interval = interval
         self._clockwise = clockwise
@@ -233,7 +236,7 @@ class StepperMount:
                     due = self._anchor + self._next * self._interval
                     now = self._clock()
                     if now < due:
-                        self._cond.wait(due - now)
+                        self._wait(self._cond, due - now)
                         continue  # a command may have changed the schedule meanwhile
                     if now - due > MAX_CATCH_UP_STEPS * self._interval:
                         log.warning("mount fell %.1f s behind; restarting the step schedule", now - due)
