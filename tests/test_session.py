@@ -1,0 +1,389 @@
+"""Capture sessions: rapid and timed, names, stop, space, crash recovery, resume, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from helpers import is_reply, receive_until, wait_until
+
+from wanda.app import create_app
+from wanda.keys import CONTROL, MOUNT, SESSIONS
+from wanda.mount import COILS_OFF, SimulatedPins
+
+
+async def set_exposure(client, seconds: float) -> None:
+    response = await client.post("/api/camera/settings", json={"exposure_seconds": seconds})
+    assert response.status == 200
+
+
+async def start(client, **body) -> dict:
+    response = await client.post("/api/session/start", json=body)
+    payload = await response.json()
+    assert response.status == 200, payload
+    return payload["data"]
+
+
+async def finished(client, attempts: int = 400) -> dict:
+    await wait_until(lambda: not client.app[SESSIONS].active, attempts=attempts)
+    return (await (await client.get("/api/session/status")).json())["data"]
+
+
+def metadata(folder: Path) -> dict:
+    return json.loads((folder / "session_metadata.json").read_text())
+
+
+def images(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("image_*.jpg"))
+
+
+def hidden(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob(".*")]
+
+
+async def test_a_rapid_session_fills_its_own_folder_and_reports_each_frame(client, config):
+    await set_exposure(client, 0.05)
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"id": 1, "action": "subscribe", "params": {"topics": ["session"]}})
+    await receive_until(ws, is_reply(1))
+    data = await start(client, name="M31", total_images=3)
+    assert data["session_status"]["status"] == "running" and data["active"] is True
+    events = await receive_until(ws, lambda m: m.get("event") == "session_complete")
+    names = [m["event"] for m in events if m.get("topic") == "session" and m["event"] != "status"]
+    assert names == ["session_start", "session_progress", "session_progress", "session_progress", "session_complete"]
+    assert [m["data"]["captured_images"] for m in events if m.get("event") == "session_progress"] == [1, 2, 3]
+
+    status = await finished(client)
+    assert (status["status"], status["active"], status["captured_images"], status["progress"]) == ("completed", False, 3, 100.0)
+    folder = config.captures / "M31"
+    assert images(folder) == ["image_0001.jpg", "image_0002.jpg", "image_0003.jpg"]
+    meta = metadata(folder)
+    assert meta["status"] == "completed" and meta["captured_images"] == 3 and meta["mode"] == "rapid"
+    assert [f["file"] for f in meta["frames"]] == images(folder)
+    assert all(f["exposure_seconds"] == 0.05 and f["gain"] == 8.0 and f["started"] for f in meta["frames"])
+    sidecar = json.loads((folder / "image_0002.json").read_text())
+    assert sidecar["session"] == "M31" and sidecar["frame"] == 2
+    listed = (await (await client.get("/api/sessions")).json())["data"]["sessions"]
+    assert listed[0] == {**listed[0], "name": "M31", "status": "completed", "captured_images": 3, "total_images": 3}
+    await ws.close()
+
+
+async def test_a_timed_session_spreads_its_frames_over_the_time(client, config):
+    await set_exposure(client, 0.05)
+    await start(client, name="timed", total_images=3, total_time_hours=0.9 / 3600)  # a frame every 0.3 s
+    status = await finished(client)
+    assert status["status"] == "completed" and status["late"] is False and status["mode"] == "timed"
+    starts = [time.mktime(time.strptime(f["started"][:19], "%Y-%m-%dT%H:%M:%S")) + float(f["started"][19:-1])
+              for f in metadata(config.captures / "timed")["frames"]]
+    assert all(b - a >= 0.25 for a, b in zip(starts, starts[1:]))  # held back to the schedule
+
+
+async def test_a_frame_longer_than_its_slot_makes_the_session_late(client, config):
+    await set_exposure(client, 0.3)
+    await start(client, name="late", total_images=3, total_time_hours=0.3 / 3600)  # 0.1 s slots
+    status = await finished(client)
+    assert status["status"] == "completed" and status["captured_images"] == 3
+    assert status["late"] is True and status["lateness_s"] > 0
+    assert metadata(config.captures / "late")["late"] is True
+
+
+async def test_the_session_stops_only_the_tracking_it_started(client):
+    await set_exposure(client, 0.05)
+    await start(client, name="tracked", total_images=2, enable_tracking=True)
+    await wait_until(lambda: client.app[MOUNT].tracking)
+    await finished(client)
+    assert client.app[MOUNT].tracking is False
+
+    await client.post("/api/mount/tracking", json={"action": "start"})
+    await start(client, name="tracked", total_images=2, enable_tracking=True)
+    await finished(client)
+    assert client.app[MOUNT].tracking is True  # it was tracking before: left as found
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "", "total_images": 3}, "name"),
+        ({"name": "a/b", "total_images": 3}, "name"),
+        ({"name": "a\\b", "total_images": 3}, "name"),
+        ({"name": "..", "total_images": 3}, "name"),
+        ({"name": ".", "total_images": 3}, "name"),
+        ({"name": ".hidden", "total_images": 3}, "name"),
+        ({"name": "x" * 65, "total_images": 3}, "name"),
+        ({"name": "bell\x07", "total_images": 3}, "name"),
+        ({"name": 31, "total_images": 3}, "name"),
+        ({"total_images": 3}, "name"),
+        ({"name": "M31"}, "total_images"),
+        ({"name": "M31", "total_images": 0}, "total_images"),
+        ({"name": "M31", "total_images": "3"}, "total_images"),
+        ({"name": "M31", "total_images": True}, "total_images"),
+        ({"name": "M31", "total_images": 3, "total_time_hours": -1}, "total_time_hours"),
+        ({"name": "M31", "total_images": 3, "enable_tracking": "yes"}, "enable_tracking"),
+        ({"name": "M31", "total_images": 3, "exposure_seconds": 2}, "exposure_seconds"),
+        ({"name": "M31", "total_images": 3, "use_current_settings": False, "frame_type": "x"}, "frame_type"),
+        ({"name": "M31", "total_images": 3, "colour": "red"}, "colour"),
+    ],
+)
+async def test_bad_session_requests_name_the_field(client, config, body, field):
+    response = await client.post("/api/session/start", json=body)
+    assert response.status == 400
+    payload = await response.json()
+    assert payload["code"] == "VALIDATION_ERROR" and payload["error"].startswith(f"{field}:")
+    assert not config.captures.exists() or not [p for p in config.captures.iterdir() if p.is_dir()]
+
+
+async def test_a_name_already_used_gets_a_suffix(client, config):
+    await set_exposure(client, 0.01)
+    folders = []
+    for _ in range(3):
+        folders.append((await start(client, name="Orion Nebula é", total_images=1))["folder"])
+        await finished(client)
+    assert folders == ["Orion Nebula é", "Orion Nebula é_2", "Orion Nebula é_3"]
+    assert all(len(images(config.captures / f)) == 1 for f in folders)
+
+
+async def test_a_session_can_take_its_own_settings_and_frame_type(client, config):
+    await set_exposure(client, 0.05)
+    await start(
+        client, name="darks", total_images=2, use_current_settings=False,
+        exposure_seconds=0.1, iso=400, frame_type="dark",
+    )
+    await finished(client)
+    meta = metadata(config.captures / "darks")
+    assert meta["settings"] == {"exposure_seconds": 0.1, "gain": 4.0, "iso": 400.0, "frame_type": "dark"}
+    assert json.loads((config.captures / "darks" / "image_0001.json").read_text())["frame_type"] == "dark"
+    camera = (await (await client.get("/api/camera/status")).json())["data"]
+    assert (camera["exposure_seconds"], camera["frame_type"]) == (0.05, "light")  # untouched
+
+
+async def test_stopping_mid_exposure_cancels_cleanly(client, config):
+    await set_exposure(client, 30)
+    await start(client, name="long", total_images=5)
+    await wait_until(lambda: client.app[CONTROL].exposure is not None)
+    busy = await client.post("/api/session/start", json={"name": "other", "total_images": 1})
+    assert busy.status == 409 and (await busy.json())["code"] == "SESSION_START_FAILED"
+    manual = await client.post("/api/camera/capture")
+    assert manual.status == 409 and (await manual.json())["code"] == "CAPTURE_BUSY"
+
+    response = await asyncio.wait_for(client.post("/api/session/stop"), 10)  # not 30 s
+    data = (await response.json())["data"]
+    assert response.status == 200 and data["status"] == "stopped" and data["active"] is False
+    folder = config.captures / "long"
+    assert images(folder) == [] and hidden(folder) == []
+    meta = metadata(folder)
+    assert meta["status"] == "stopped" and meta["frames"] == [] and meta["ended"]
+    again = await client.post("/api/session/stop")
+    assert again.status == 409 and (await again.json())["code"] == "SESSION_STOP_FAILED"
+
+
+async def test_a_session_that_will_not_fit_is_refused(make_client, config):
+    client = await make_client(min_free_mb=10**9)  # a reserve no disk has
+    response = await client.post("/api/session/start", json={"name": "big", "total_images": 10})
+    assert response.status == 409
+    payload = await response.json()
+    assert payload["code"] == "INSUFFICIENT_SPACE" and "MB" in payload["error"]
+    assert not (config.captures / "big").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real, small filesystem (tmpfs) to fill up: a full USB stick on a cold night."""
+    mountpoint = tmp_path / "usb"
+    mountpoint.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {result.stderr.strip()}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(disk: Path, leave: int) -> None:
+    """Take all free space on ``disk`` but ``leave`` bytes."""
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with open(disk / "someone_elses_file.bin", "wb") as ballast:
+        ballast.write(b"\0" * max(0, free - leave))
+
+
+async def test_free_space_falling_below_the_floor_ends_the_session_with_an_error(make_client, small_disk):
+    client = await make_client(captures=small_disk / "captures", min_free_mb=1)
+    await set_exposure(client, 0.05)
+    assert (await client.post("/api/camera/capture")).status == 200  # teaches the size of a frame
+    await start(client, name="filling", total_images=5, total_time_hours=2.0 / 3600)  # every 0.4 s
+    folder = small_disk / "captures" / "filling"
+    await wait_until(lambda: len(images(folder)) >= 1)
+    fill(small_disk, leave=512 * 1024)
+    status = await finished(client)
+    assert status["status"] == "error" and "below the floor" in status["error"]
+    meta = metadata(folder)
+    assert meta["status"] == "error" and [f["file"] for f in meta["frames"]] == images(folder)
+    assert hidden(small_disk) == []
+
+
+async def test_a_full_disk_mid_frame_leaves_no_partial_file(make_client, small_disk):
+    client = await make_client(captures=small_disk / "captures", min_free_mb=0)
+    await set_exposure(client, 0.05)
+    assert (await client.post("/api/camera/capture")).status == 200
+    ws = await client.ws_connect("/ws")
+    await start(client, name="full", total_images=5, total_time_hours=2.0 / 3600)
+    folder = small_disk / "captures" / "full"
+    await wait_until(lambda: len(images(folder)) >= 1)
+    fill(small_disk, leave=20 * 1024)  # less than one frame
+    error = (await receive_until(ws, lambda m: m.get("event") == "session_error"))[-1]
+    assert "disk is full" in error["data"]["error"]
+    status = await finished(client)
+    assert status["status"] == "error"
+    meta = metadata(folder)  # parses, and lists exactly the complete images on disk
+    assert [f["file"] for f in meta["frames"]] == images(folder)
+    assert hidden(small_disk) == []
+    for name in images(folder):
+        assert (folder / name).read_bytes()[-2:] == b"\xff\xd9"  # every image is whole
+    await ws.close()
+
+
+async def test_shutdown_mid_session_marks_it_interrupted_and_switches_the_coils_off(aiohttp_client, config):
+    pins = SimulatedPins()
+    client = await aiohttp_client(create_app(config, pins=pins))
+    await set_exposure(client, 30)
+    await start(client, name="night", total_images=5, enable_tracking=True)
+    await wait_until(lambda: client.app[CONTROL].exposure is not None)
+    await wait_until(lambda: pins.coils_on)
+    await asyncio.wait_for(client.close(), 10)
+    meta = metadata(config.captures / "night")
+    assert meta["status"] == "interrupted" and meta["frames"] == []
+    assert pins.pattern == COILS_OFF and pins.closed
+    assert images(config.captures / "night") == [] and hidden(config.captures) == []
+
+
+# -- crashes: a real `wanda` process, killed ---------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class WandaProcess:
+    def __init__(self, config):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WANDA_")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "wanda", "--camera", "sim", "--mount", "sim", "--host", "127.0.0.1",
+             "--port", str(self.port), "--captures", str(config.captures), "--data-dir", str(config.data_dir)],
+            stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for line in self.process.stderr:
+            if "serving: open" in line:
+                return
+        raise AssertionError("wanda did not start")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+async def _post(session, url, body):
+    async with session.post(url, json=body) as response:
+        return response.status, await response.json()
+
+
+async def test_a_killed_session_is_interrupted_at_the_next_start_and_resumes(aiohttp_client, config):
+    server = WandaProcess(config)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _post(session, server.url + "/api/camera/settings", {"exposure_seconds": 0.2})
+            status, _ = await _post(session, server.url + "/api/session/start", {"name": "crash", "total_images": 6})
+            assert status == 200
+            folder = config.captures / "crash"
+            await wait_until(lambda: len(images(folder)) >= 2)
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+    finally:
+        server.stop()
+    assert metadata(folder)["status"] == "running"  # what the kill left behind
+    taken = images(folder)
+
+    client = await aiohttp_client(create_app(config))
+    meta = metadata(folder)
+    assert meta["status"] == "interrupted" and [f["file"] for f in meta["frames"]] == taken
+    listed = (await (await client.get("/api/sessions")).json())["data"]["sessions"]
+    assert listed[0]["status"] == "interrupted"
+
+    response = await client.post("/api/session/resume", json={"name": "crash"})
+    assert response.status == 200, await response.json()
+    status = await finished(client)
+    assert status["status"] == "completed" and status["captured_images"] == 6
+    meta = metadata(folder)
+    assert meta["status"] == "completed" and len(meta["resumed"]) == 1
+    assert [f["file"] for f in meta["frames"]] == images(folder) == [f"image_000{i}.jpg" for i in range(1, 7)]
+    again = await client.post("/api/session/resume", json={})
+    assert again.status == 409
+
+
+async def test_sigterm_mid_session_exits_cleanly_and_leaves_it_interrupted(config):
+    server = WandaProcess(config)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _post(session, server.url + "/api/camera/settings", {"exposure_seconds": 30})
+            await _post(session, server.url + "/api/session/start", {"name": "term", "total_images": 3, "enable_tracking": True})
+            async with session.get(server.url + "/api/camera/status") as response:
+                while (await response.json())["data"]["capture_status"] != "Capturing":
+                    await asyncio.sleep(0.05)
+                    response = await session.get(server.url + "/api/camera/status")
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=15) == 0
+        log = server.process.stderr.read()
+        assert "Traceback" not in log and "session term interrupted" in log
+    finally:
+        server.stop()
+    meta = metadata(config.captures / "term")
+    assert meta["status"] == "interrupted" and meta["frames"] == []
+    assert images(config.captures / "term") == [] and hidden(config.captures) == []
+
+
+# -- the session form -------------------------------------------------------------------------
+
+
+async def test_the_session_form_is_remembered(client, config):
+    form = (await (await client.get("/api/session/config")).json())["data"]
+    assert form == {
+        "name": "", "totalImages": 10, "enableTracking": False, "useCurrentSettings": True,
+        "sessionMode": "rapid", "totalTimeHours": 1.0,
+    }
+    saved = {"name": "M42", "totalImages": 40, "enableTracking": True, "useCurrentSettings": True,
+             "sessionMode": "timed", "totalTimeHours": 2.5}
+    response = await client.post("/api/session/config", json=saved)
+    assert response.status == 200 and (await response.json())["data"] == saved
+    assert json.loads((config.captures / "session_config.json").read_text()) == saved
+    assert (await (await client.get("/api/session/config")).json())["data"] == saved
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"sessionMode": "timed", "totalTimeHours": 0}, "totalTimeHours"),
+        ({"sessionMode": "timed", "totalTimeHours": None}, "totalTimeHours"),
+        ({"sessionMode": "slow"}, "sessionMode"),
+        ({"totalImages": -1}, "totalImages"),
+        ({"enableTracking": "no"}, "enableTracking"),
+        ({"nombre": "x"}, "nombre"),
+    ],
+)
+async def test_a_bad_session_form_is_refused(client, body, field):
+    response = await client.post("/api/session/config", json=body)
+    assert response.status == 400
+    payload = await response.json()
+    assert payload["code"] == "VALIDATION_ERROR" and payload["error"].startswith(f"{field}:")
