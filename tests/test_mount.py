@@ -48,7 +48,7 @@ def clock():
 @pytest.fixture
 def mount(clock):
     pins = SimulatedPins(clock=clock)
-    mount = StepperMount(pins, interval=2.0, clock=clock, wait=clock.wait)
+    mount = StepperMount(pins, interval=2.0, clock=clock, wait=clock.wait, spin=0)
     mount.start()
     yield mount
     mount.close()
@@ -145,7 +145,7 @@ class FailingPins(SimulatedPins):
 
 async def test_a_dying_mount_thread_switches_the_coils_off_and_says_so(clock):
     pins = FailingPins(clock, fail_at=4)
-    mount = StepperMount(pins, interval=1.0, clock=clock, wait=clock.wait)
+    mount = StepperMount(pins, interval=1.0, clock=clock, wait=clock.wait, spin=0)
     failures = []
     mount.listeners.append(failures.append)
     mount.start()

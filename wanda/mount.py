@@ -136,11 +136,15 @@ class StepperMount:
         clockwise: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wait: Callable[[threading.Condition, float], Any] | None = None,
+        spin: float = 0.002,
     ):
+        """``spin``: the thread wakes this long before a step is due and spins to it, so the
+        step does not wait on the operating system's wake-up (tests with a virtual clock pass 0)."""
         self.pins = pins
         self._clock = clock
         # How the thread waits for a due step; tests pass a virtual clock's wait.
         self._wait = wait or (lambda condition, timeout: condition.wait(timeout))
+        self._spin = spin
         self._cond = threading.Condition()
         self._interval = interval
         self._clockwise = clockwise
@@ -235,9 +239,11 @@ class StepperMount:
                         continue
                     due = self._anchor + self._next * self._interval
                     now = self._clock()
-                    if now < due:
-                        self._wait(self._cond, due - now)
+                    if now < due - self._spin:
+                        self._wait(self._cond, due - now - self._spin)
                         continue  # a command may have changed the schedule meanwhile
+                    while self._clock() < due:
+                        pass  # the last moments: spin rather than trust a wake-up to be on time
                     if now - due > MAX_CATCH_UP_STEPS * self._interval:
                         log.warning("mount fell %.1f s behind; restarting the step schedule", now - due)
                         self.restarts += 1
