@@ -167,3 +167,11 @@ def api_load(
         return latencies, errors
 
     return asyncio.run(load())
+
+
+def report(checks: list[tuple[str, bool, str]]) -> int:
+    """Print PASS/FAIL for each (name, passed, value); the exit code is 0 when all passed."""
+    print()
+    for name, passed, value in checks:
+        print(f"{'PASS' if passed else 'FAIL'}  {name:<34} {value}")
+    return 0 if all(passed for _, passed, _ in checks) else 1

@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ViewerResult, api_load, percentile, running_wanda, view_stream  # noqa: E402
+from common import ViewerResult, api_load, percentile, report, running_wanda, view_stream  # noqa: E402
 
 API_PATHS = ("/api/camera/status", "/state", "/api/health")
 
@@ -121,10 +121,7 @@ async def run(args, base: str) -> int:
         (">= 1 progress event/s per client", fewest_per_s >= 1 and worst_gap <= 1.0, f"{fewest_per_s:.1f}/s, gap {worst_gap:.2f} s"),
         ("all API requests made", len(latencies) == args.requests, str(len(latencies))),
     ]
-    print()
-    for name, passed, value in checks:
-        print(f"{'PASS' if passed else 'FAIL'}  {name:<34} {value}")
-    return 0 if all(passed for _, passed, _ in checks) else 1
+    return report(checks)
 
 
 def main() -> int:

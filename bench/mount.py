@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ViewerResult, running_wanda, view_stream  # noqa: E402
+from common import ViewerResult, report, running_wanda, view_stream  # noqa: E402
 
 
 async def run(args, base: str) -> int:
@@ -69,10 +69,7 @@ async def run(args, base: str) -> int:
          f"{status['steps'] - expected:+d} steps, last {status['timing_error_ms']:.3f} ms"),
         ("viewers without errors", not errors, str(len(errors))),
     ]
-    print()
-    for name, passed, value in checks:
-        print(f"{'PASS' if passed else 'FAIL'}  {name:<30} {value}")
-    return 0 if all(passed for _, passed, _ in checks) else 1
+    return report(checks)
 
 
 def main() -> int:

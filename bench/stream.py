@@ -31,6 +31,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     ViewerResult,
+    report,
     api_load,
     cpu_seconds,
     percentile,
@@ -139,10 +140,7 @@ async def run(args, base: str, pid: int | None) -> int:
             ("RSS growth < 15 MB", rss_end - rss_start < 15, f"{rss_start:.1f} -> {rss_end:.1f} MB"),
         ]
         print(f"\nRSS: idle {rss_idle:.1f} MB, after one viewer {rss_start:.1f} MB, after the load {rss_end:.1f} MB")
-    print()
-    for name, passed, value in checks:
-        print(f"{'PASS' if passed else 'FAIL'}  {name:<34} {value}")
-    return 0 if all(passed for _, passed, _ in checks) else 1
+    return report(checks)
 
 
 def main() -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -24,6 +23,7 @@ from typing import Any, Protocol
 
 from wanda.errors import ApiError
 from wanda.events import EventBus
+from wanda.validate import invalid, json_object, known_fields, number
 
 log = logging.getLogger(__name__)
 
@@ -287,16 +287,12 @@ def parse_direction(value: Any) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in DIRECTION_WORDS:
         return DIRECTION_WORDS[value.strip().lower()]
-    raise ApiError(
-        400, "VALIDATION_ERROR", f"direction: must be true, false, cw, ccw, clockwise or counterclockwise, got {value!r}"
-    )
+    raise invalid("direction", f"must be true, false, cw, ccw, clockwise or counterclockwise, got {value!r}")
 
 
 def parse_speed(value: Any) -> float:
     """Seconds per step, clamped to 0.1..10 as the original backend did."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ApiError(400, "VALIDATION_ERROR", f"speed: must be a number of seconds per step, got {value!r}")
-    return min(max(float(value), SPEED_LIMITS[0]), SPEED_LIMITS[1])
+    return min(max(number("speed", value, "a number of seconds per step"), SPEED_LIMITS[0]), SPEED_LIMITS[1])
 
 
 class MountControl:
@@ -319,11 +315,7 @@ class MountControl:
 
     async def apply(self, body: Any) -> dict[str, Any]:
         """The original ``POST /api/mount/tracking`` body: action start/stop, speed, direction."""
-        if not isinstance(body, dict):
-            raise ApiError(400, "INVALID_REQUEST", "the body must be a JSON object")
-        unknown = sorted(set(body) - {"action", "speed", "direction"})
-        if unknown:
-            raise ApiError(400, "VALIDATION_ERROR", f"{unknown[0]}: unknown field (fields: action, speed, direction)")
+        known_fields(json_object(body), ("action", "speed", "direction"))
         action = body.get("action")
         if action == "stop":
             await self.stop()

@@ -76,16 +76,19 @@ class Picamera2Backend:
         if self._camera is not None:
             self._camera.set_controls(self._controls())
 
+    def _capture(self):
+        """The next frame's pixels and metadata; the request goes back to picamera2 at once."""
+        request = self._camera.capture_request()
+        try:
+            return request.make_array("main"), request.get_metadata()
+        finally:
+            request.release()
+
     def capture_preview(self, wake: threading.Event, max_fps: float) -> PreviewFrame | None:
         if max_fps != self._max_fps:
             self._max_fps = max_fps
             self._camera.set_controls(self._controls())
-        request = self._camera.capture_request()
-        try:
-            pixels = request.make_array("main")
-            metadata = request.get_metadata()
-        finally:
-            request.release()
+        pixels, metadata = self._capture()
         return PreviewFrame(
             pixels,
             "BGR",
@@ -106,12 +109,7 @@ class Picamera2Backend:
         if cancel.is_set():
             raise CaptureCancelled("the exposure was cancelled")
         started = time.time()
-        request = self._camera.capture_request()
-        try:
-            pixels = request.make_array("main")
-            metadata = request.get_metadata()
-        finally:
-            request.release()
+        pixels, metadata = self._capture()
         return StillImage(
             pixels=pixels,
             pixel_format="BGR",

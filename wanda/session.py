@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -29,6 +28,7 @@ from wanda.events import EventBus
 from wanda.mount import MountControl
 from wanda.settings import CameraSettings, parse_changes
 from wanda.storage import TEMP_PREFIX, NumberedFiles, write_atomic
+from wanda.validate import boolean, invalid, json_object, known_fields, number, whole, within
 
 log = logging.getLogger(__name__)
 
@@ -41,43 +41,28 @@ RESUMABLE = ("interrupted", "stopped", "error")
 FINISHED = ("completed", "stopped", "error", "interrupted")
 
 
-def _invalid(field_name: str, message: str) -> ApiError:
-    return ApiError(400, "VALIDATION_ERROR", f"{field_name}: {message}")
-
-
 def validate_name(name: Any) -> str:
     """1-64 printable characters, no path separator, not ``.`` or ``..``, not hidden."""
     if not isinstance(name, str):
-        raise _invalid("name", "must be a string")
+        raise invalid("name", "must be a string")
     if not 1 <= len(name) <= 64:
-        raise _invalid("name", "must be 1 to 64 characters")
+        raise invalid("name", "must be 1 to 64 characters")
     if not name.isprintable() or "/" in name or "\\" in name:
-        raise _invalid("name", "may hold printable characters only, and no / or \\")
+        raise invalid("name", "may hold printable characters only, and no / or \\")
     if name in (".", "..") or name.startswith(TEMP_PREFIX):
-        raise _invalid("name", "may not be . or .. or start with a dot")
+        raise invalid("name", "may not be . or .. or start with a dot")
     return name
 
 
-def _positive_int(field_name: str, value: Any, limit: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid(field_name, f"must be a whole number, got {json.dumps(value)}")
-    if not 0 < value <= limit:
-        raise _invalid(field_name, f"must be 1..{limit}")
-    return value
+def _count(field_name: str, value: Any) -> int:
+    return int(within(field_name, whole(field_name, value), 1, MAX_IMAGES))
 
 
 def _hours(field_name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _invalid(field_name, f"must be a number of hours, got {json.dumps(value)}")
-    if not 0 < value <= MAX_HOURS:
-        raise _invalid(field_name, f"must be above 0 and at most {MAX_HOURS:g}")
-    return float(value)
-
-
-def _bool(field_name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _invalid(field_name, f"must be true or false, got {json.dumps(value)}")
-    return value
+    hours = number(field_name, value, "a number of hours")
+    if not 0 < hours <= MAX_HOURS:
+        raise invalid(field_name, f"must be above 0 and at most {MAX_HOURS:g}")
+    return hours
 
 
 @dataclass(frozen=True)
@@ -95,24 +80,20 @@ START_FIELDS = ("name", "total_images", "use_current_settings", "enable_tracking
 
 
 def parse_start(body: Any, control: CameraControl) -> SessionRequest:
-    if not isinstance(body, dict):
-        raise ApiError(400, "INVALID_REQUEST", "the body must be a JSON object")
-    unknown = sorted(set(body) - set(START_FIELDS))
-    if unknown:
-        raise _invalid(unknown[0], f"unknown field (fields: {', '.join(START_FIELDS)})")
+    known_fields(json_object(body), START_FIELDS)
     if "name" not in body:
-        raise _invalid("name", "is required")
+        raise invalid("name", "is required")
     if "total_images" not in body:
-        raise _invalid("total_images", "is required")
+        raise invalid("total_images", "is required")
     name = validate_name(body["name"])
-    total = _positive_int("total_images", body["total_images"], MAX_IMAGES)
+    total = _count("total_images", body["total_images"])
     hours = body.get("total_time_hours")
     hours = None if hours is None else _hours("total_time_hours", hours)
-    use_current = _bool("use_current_settings", body.get("use_current_settings", True))
-    tracking = _bool("enable_tracking", body.get("enable_tracking", False))
+    use_current = boolean("use_current_settings", body.get("use_current_settings", True))
+    tracking = boolean("enable_tracking", body.get("enable_tracking", False))
     given = {k: body[k] for k in SETTING_FIELDS if k in body}
     if use_current and given:
-        raise _invalid(sorted(given)[0], "use_current_settings is true: leave the camera fields out or set it false")
+        raise invalid(sorted(given)[0], "use_current_settings is true: leave the camera fields out or set it false")
     settings = dataclasses.replace(control.settings, **parse_changes(given, control.limits))
     return SessionRequest(name, total, hours, tracking, use_current, settings)
 
@@ -542,29 +523,25 @@ CONFIG_DEFAULTS = {
 
 
 def parse_session_config(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ApiError(400, "INVALID_REQUEST", "the body must be a JSON object")
-    unknown = sorted(set(body) - set(CONFIG_DEFAULTS))
-    if unknown:
-        raise _invalid(unknown[0], f"unknown field (fields: {', '.join(CONFIG_DEFAULTS)})")
+    known_fields(json_object(body), CONFIG_DEFAULTS)
     form = dict(CONFIG_DEFAULTS)
     if "name" in body:
         if not isinstance(body["name"], str) or len(body["name"]) > 64:
-            raise _invalid("name", "must be a string of at most 64 characters")
+            raise invalid("name", "must be a string of at most 64 characters")
         form["name"] = body["name"]
     if "totalImages" in body:
-        form["totalImages"] = _positive_int("totalImages", body["totalImages"], MAX_IMAGES)
+        form["totalImages"] = _count("totalImages", body["totalImages"])
     for key in ("enableTracking", "useCurrentSettings"):
         if key in body:
-            form[key] = _bool(key, body[key])
+            form[key] = boolean(key, body[key])
     if "sessionMode" in body:
         if body["sessionMode"] not in ("rapid", "timed"):
-            raise _invalid("sessionMode", "must be rapid or timed")
+            raise invalid("sessionMode", "must be rapid or timed")
         form["sessionMode"] = body["sessionMode"]
     if "totalTimeHours" in body:
         form["totalTimeHours"] = None if body["totalTimeHours"] is None else _hours("totalTimeHours", body["totalTimeHours"])
     if form["sessionMode"] == "timed" and not form["totalTimeHours"]:
-        raise _invalid("totalTimeHours", "a timed session needs totalTimeHours > 0")
+        raise invalid("totalTimeHours", "a timed session needs totalTimeHours > 0")
     return form
 
 

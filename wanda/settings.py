@@ -16,6 +16,7 @@ from typing import Any
 
 from wanda.errors import ApiError
 from wanda.storage import write_atomic
+from wanda.validate import boolean, choice, invalid, json_object, known_fields, number, whole, within
 
 log = logging.getLogger(__name__)
 
@@ -53,35 +54,6 @@ class Limits:
     gain: tuple[float, float]
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(400, "VALIDATION_ERROR", f"{field}: {message}")
-
-
-def _number(field: str, value: Any) -> float:
-    # bool is an int in Python, but `true` is not an exposure.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _invalid(field, f"must be a number, got {json.dumps(value)}")
-    return float(value)
-
-
-def _boolean(field: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _invalid(field, f"must be true or false, got {json.dumps(value)}")
-    return value
-
-
-def _choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise _invalid(field, f"must be one of {', '.join(choices)}, got {json.dumps(value)}")
-    return value
-
-
-def _within(field: str, value: float, low: float, high: float, unit: str = "") -> float:
-    if not low <= value <= high:
-        raise _invalid(field, f"{value:g}{unit} is outside the limits {low:g}..{high:g}{unit}")
-    return value
-
-
 SETTABLE = (
     "exposure_seconds",
     "iso",
@@ -101,44 +73,38 @@ def parse_changes(body: Any, limits: Limits) -> dict[str, Any]:
     Raises ApiError: INVALID_REQUEST when the body is not a JSON object, VALIDATION_ERROR naming
     the field for a wrong type, an unknown field or a value outside what the sensor can do.
     """
-    if not isinstance(body, dict):
-        raise ApiError(400, "INVALID_REQUEST", "the body must be a JSON object")
-    unknown = sorted(set(body) - set(SETTABLE))
-    if unknown:
-        raise _invalid(unknown[0], f"unknown field (settable: {', '.join(SETTABLE)})")
+    known_fields(json_object(body), SETTABLE)
     changes: dict[str, Any] = {}
     if "exposure_seconds" in body:
-        exposure = _number("exposure_seconds", body["exposure_seconds"])
+        exposure = number("exposure_seconds", body["exposure_seconds"])
         if exposure <= 0:
-            raise _invalid("exposure_seconds", "must be > 0")
-        changes["exposure_seconds"] = _within("exposure_seconds", exposure, *limits.exposure, unit=" s")
+            raise invalid("exposure_seconds", "must be > 0")
+        changes["exposure_seconds"] = within("exposure_seconds", exposure, *limits.exposure, unit=" s")
     if "iso" in body:
-        iso = _number("iso", body["iso"])
+        iso = number("iso", body["iso"])
         if iso <= 0:
-            raise _invalid("iso", "must be > 0")
+            raise invalid("iso", "must be > 0")
         low, high = limits.gain
-        changes["gain"] = _within("iso", iso, low * 100, high * 100) / 100
+        changes["gain"] = within("iso", iso, low * 100, high * 100) / 100
     if "gain" in body:
-        gain = _within("gain", _number("gain", body["gain"]), *limits.gain)
+        gain = within("gain", number("gain", body["gain"]), *limits.gain)
         if "gain" in changes and not math.isclose(changes["gain"], gain):
-            raise _invalid("iso", f"iso {body['iso']} and gain {gain:g} disagree (iso = gain x 100)")
+            raise invalid("iso", f"iso {body['iso']} and gain {gain:g} disagree (iso = gain x 100)")
         changes["gain"] = gain
     if "night_vision_mode" in body:
-        changes["night_vision_mode"] = _boolean("night_vision_mode", body["night_vision_mode"])
+        changes["night_vision_mode"] = boolean("night_vision_mode", body["night_vision_mode"])
     if "night_vision_intensity" in body:
-        intensity = _number("night_vision_intensity", body["night_vision_intensity"])
-        changes["night_vision_intensity"] = _within("night_vision_intensity", intensity, *NIGHT_VISION_LIMITS)
+        intensity = number("night_vision_intensity", body["night_vision_intensity"])
+        changes["night_vision_intensity"] = within("night_vision_intensity", intensity, *NIGHT_VISION_LIMITS)
     if "save_raw" in body:
-        changes["save_raw"] = _boolean("save_raw", body["save_raw"])
+        changes["save_raw"] = boolean("save_raw", body["save_raw"])
     if "skip_frames" in body:
-        skip = body["skip_frames"]
-        if isinstance(skip, bool) or not isinstance(skip, int):
-            raise _invalid("skip_frames", f"must be a whole number, got {json.dumps(skip)}")
-        changes["skip_frames"] = int(_within("skip_frames", skip, 0, MAX_SKIP_FRAMES))
+        skip = whole("skip_frames", body["skip_frames"])
+        changes["skip_frames"] = int(within("skip_frames", skip, 0, MAX_SKIP_FRAMES))
     if "file_format" in body:
-        changes["file_format"] = _choice("file_format", body["file_format"], FILE_FORMATS)
+        changes["file_format"] = choice("file_format", body["file_format"], FILE_FORMATS)
     if "frame_type" in body:
-        changes["frame_type"] = _choice("frame_type", body["frame_type"], FRAME_TYPES)
+        changes["frame_type"] = choice("frame_type", body["frame_type"], FRAME_TYPES)
     return changes
 
 

@@ -1,0 +1,59 @@
+"""Validation at the edge: each helper checks one value and raises the API's VALIDATION_ERROR
+with a message that starts with the field's name (the original backend's contract)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from wanda.errors import ApiError
+
+
+def invalid(field: str, message: str) -> ApiError:
+    return ApiError(400, "VALIDATION_ERROR", f"{field}: {message}")
+
+
+def json_object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "INVALID_REQUEST", "the body must be a JSON object")
+    return body
+
+
+def known_fields(body: dict[str, Any], allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise invalid(unknown[0], f"unknown field (fields: {', '.join(allowed)})")
+
+
+def number(field: str, value: Any, what: str = "a number") -> float:
+    # bool is an int in Python, but `true` is not an exposure.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise invalid(field, f"must be {what}, got {json.dumps(value)}")
+    return float(value)
+
+
+def whole(field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(field, f"must be a whole number, got {json.dumps(value)}")
+    return value
+
+
+def boolean(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise invalid(field, f"must be true or false, got {json.dumps(value)}")
+    return value
+
+
+def choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise invalid(field, f"must be one of {', '.join(choices)}, got {json.dumps(value)}")
+    return value
+
+
+def within(field: str, value: float, low: float, high: float, unit: str = "") -> float:
+    if not low <= value <= high:
+        raise invalid(field, f"{value:g}{unit} is outside the limits {low:g}..{high:g}{unit}")
+    return value
