@@ -112,7 +112,7 @@ async def view_stream(session: aiohttp.ClientSession, url: str, until: float, re
                 if timestamp is not None:
                     result.ages.append(time.time() - timestamp)
                 result.frames += 1
-    except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError) as exc:
+    except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError, TimeoutError) as exc:
         result.errors.append(repr(exc))
 
 

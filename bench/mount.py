@@ -26,7 +26,8 @@ from common import ViewerResult, report, running_wanda, view_stream  # noqa: E40
 
 async def run(args, base: str) -> int:
     seconds = args.minutes * 60
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=30)  # the streams run for minutes
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
         viewers = [ViewerResult() for _ in range(args.viewers)]
         streaming_since = time.monotonic()
         until = streaming_since + seconds + 3
