@@ -43,9 +43,13 @@ class CameraSettings:
         return round(self.gain * 100, 6)
 
     def as_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        # Not dataclasses.asdict: it deep-copies, and the status is built for every request.
+        data = {f.name: getattr(self, f.name) for f in _FIELDS}
         data["iso"] = self.iso
         return data
+
+
+_FIELDS = dataclasses.fields(CameraSettings)
 
 
 @dataclass(frozen=True)
