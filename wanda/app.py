@@ -22,11 +22,12 @@ from wanda.events import EventBus
 from wanda.frames import FrameHub
 from wanda.handlers import camera_api, captures, mount_api, session_api, stream, system, ws
 from wanda.jpeg import JpegEncoder
-from wanda.keys import BUS, CAMERA, CONFIG, CONTROL, HUB, LAG, MOUNT, SESSIONS, STARTED
+from wanda.keys import BUS, CAMERA, CAPTURES, CONFIG, CONTROL, HUB, LAG, MOUNT, SESSIONS, STARTED
 from wanda.monitor import LoopLagMonitor
 from wanda.mount import MountControl, StepperMount, StepperPins, create_pins
 from wanda.security import origin_middleware
 from wanda.session import SessionManager
+from wanda.storage import choose_captures_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ def create_app(
     app[BUS] = EventBus()
     app[LAG] = LoopLagMonitor()
     app[STARTED] = time.time()
+    app[CAPTURES], reason = choose_captures_dir(config.captures)
+    log.info("captures go to %s (%s)", app[CAPTURES], reason)
 
     app.cleanup_ctx.append(_camera_ctx(camera))
     app.cleanup_ctx.append(_mount_ctx(pins))
@@ -50,6 +53,7 @@ def create_app(
 
     for module in (stream, camera_api, mount_api, session_api, captures, ws, system):
         app.add_routes(module.routes)
+    captures.setup(app)
     system.add_static_routes(app)
     return app
 
@@ -67,10 +71,10 @@ def _camera_ctx(backend: CameraBackend | None):
         )
         await asyncio.to_thread(worker.start)
         try:
-            log.info("camera %s started (%dx%d preview); captures go to %s", chosen.name, *chosen.preview_size, config.captures_dir)
+            log.info("camera %s started (%dx%d preview)", chosen.name, *chosen.preview_size)
             app[CAMERA] = worker
             app[CONTROL] = await CameraControl.start(
-                worker, app[BUS], captures_root=config.captures_dir, data_dir=config.state_dir
+                worker, app[BUS], captures_root=app[CAPTURES], data_dir=config.state_dir
             )
             yield
             await asyncio.to_thread(app[CONTROL].close)
@@ -103,7 +107,7 @@ def _mount_ctx(pins: StepperPins | None):
 async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     sessions = SessionManager(
-        app[CONTROL], app[MOUNT], app[BUS], captures_root=config.captures_dir, min_free_bytes=config.min_free_mb * 2**20
+        app[CONTROL], app[MOUNT], app[BUS], captures_root=app[CAPTURES], min_free_bytes=config.min_free_mb * 2**20
     )
     await sessions.recover()
     app[SESSIONS] = sessions

@@ -19,6 +19,7 @@ from wanda.camera import CameraUnavailable
 from wanda.config import CAMERA_CHOICES, LOG_LEVELS, MOUNT_CHOICES, Config, ConfigError, load_config
 from wanda.jpeg import JpegUnavailable
 from wanda.mount import MountUnavailable
+from wanda.systemd import SystemdNotifier
 
 log = logging.getLogger("wanda")
 
@@ -81,6 +82,8 @@ async def serve(config: Config) -> None:
     gc.collect()
     gc.freeze()
     app = create_app(config)
+    systemd = SystemdNotifier()
+    watchdog: asyncio.Task | None = None
     access_log = logging.getLogger("aiohttp.access") if config.log_level == "DEBUG" else None
     runner = web.AppRunner(app, shutdown_timeout=config.shutdown_timeout, access_log=access_log)
     await runner.setup()
@@ -89,9 +92,16 @@ async def serve(config: Config) -> None:
         await site.start()
         port = runner.addresses[0][1] if runner.addresses else config.port
         log.info("wanda %s serving: open %s", __version__, " or ".join(_urls(config.host, port)))
+        systemd.notify(f"READY=1\nSTATUS=serving on port {port}")
+        if systemd.watchdog_interval is not None:
+            watchdog = asyncio.create_task(systemd.watchdog(), name="systemd-watchdog")
+            log.info("systemd watchdog: pinging every %.1f s", systemd.watchdog_interval)
         await stop.wait()
         log.info("stopping")
+        systemd.notify("STOPPING=1")
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         await runner.cleanup()
     log.info("stopped")
 

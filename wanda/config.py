@@ -30,7 +30,7 @@ class Config:
     host: str = "0.0.0.0"
     port: int = 5000  # the original backend's port: existing scripts and bookmarks keep working
     camera: str = "auto"
-    captures: Path | None = None  # default: ~/wanda_captures
+    captures: Path | None = None  # default: a USB drive under /media/<user>/, else ~/wanda_captures
     data_dir: Path | None = None  # WANDA's own state (settings); default: ~/.local/share/wanda
     log_level: str = "INFO"
     # Web pages from these origins may change state (POST, WebSocket) besides the page WANDA serves.
@@ -72,10 +72,6 @@ class Config:
         for name in ("write_timeout", "snapshot_timeout", "shutdown_timeout"):
             _check(getattr(self, name) > 0, name, "must be > 0")
 
-
-    @property
-    def captures_dir(self) -> Path:
-        return self.captures or Path.home() / "wanda_captures"
 
     @property
     def state_dir(self) -> Path:

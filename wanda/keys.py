@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 
 from wanda.camera import CameraWorker
@@ -22,3 +24,4 @@ MOUNT = web.AppKey("mount", MountControl)
 SESSIONS = web.AppKey("sessions", SessionManager)
 LAG = web.AppKey("lag", LoopLagMonitor)
 STARTED = web.AppKey("started", float)  # Unix time the app was built
+CAPTURES = web.AppKey("captures", Path)  # where captures go (chosen once, at start)

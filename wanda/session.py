@@ -15,7 +15,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from wanda.errors import ApiError
 from wanda.events import EventBus
 from wanda.mount import MountControl
 from wanda.settings import CameraSettings, parse_changes
-from wanda.storage import TEMP_PREFIX, NumberedFiles, write_atomic
+from wanda.storage import TEMP_PREFIX, NumberedFiles, disk_space, write_atomic
 from wanda.validate import boolean, invalid, json_object, known_fields, number, whole, within
 
 log = logging.getLogger(__name__)
@@ -96,13 +95,6 @@ def parse_start(body: Any, control: CameraControl) -> SessionRequest:
         raise invalid(sorted(given)[0], "use_current_settings is true: leave the camera fields out or set it false")
     settings = dataclasses.replace(control.settings, **parse_changes(given, control.limits))
     return SessionRequest(name, total, hours, tracking, use_current, settings)
-
-
-def free_bytes(path: Path) -> int:
-    """Free space on the filesystem holding ``path`` (or its nearest existing parent)."""
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return shutil.disk_usage(path).free
 
 
 def read_metadata(folder: Path) -> dict[str, Any] | None:
@@ -411,7 +403,7 @@ class SessionManager:
                         pass
                 if run.stop_reason:
                     break
-                free = await asyncio.to_thread(free_bytes, run.folder)
+                free, _ = await asyncio.to_thread(disk_space, run.folder)
                 if free < self.min_free_bytes:
                     raise ApiError(507, "INSUFFICIENT_SPACE", f"free space fell to {free // 2**20} MB, below the floor of {self.min_free_bytes // 2**20} MB")
                 try:
@@ -500,7 +492,7 @@ class SessionManager:
         return folder, reconcile(folder, metadata)
 
     async def _check_space(self, frames: int) -> None:
-        free = await asyncio.to_thread(free_bytes, self.root)
+        free, _ = await asyncio.to_thread(disk_space, self.root)
         need = frames * self.control.estimated_still_bytes() + self.min_free_bytes
         if free < need:
             raise ApiError(

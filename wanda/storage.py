@@ -8,14 +8,52 @@ nothing under the final name (and the gallery never lists the hidden temporaries
 from __future__ import annotations
 
 import errno
+import getpass
 import json
+import logging
 import os
 import re
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 TEMP_PREFIX = "."  # temporaries are hidden files; listings skip names starting with it
+USB_SUBFOLDER = "wanda_captures"
+
+
+def choose_captures_dir(
+    configured: Path | None, media_root: Path = Path("/media"), user: str | None = None, home: Path | None = None
+) -> tuple[Path, str]:
+    """Where captures go, and why: ``--captures``, else the first writable USB drive mounted under
+    ``/media/<user>/`` (in its ``wanda_captures`` folder), else ``~/wanda_captures``.
+
+    Raspberry Pi OS mounts a USB drive at ``/media/<user>/<label>`` and removes the folder when the
+    drive goes, so a writable folder there is a mounted drive.
+    """
+    if configured is not None:
+        return configured, "--captures"
+    user = user or getpass.getuser()
+    drives = media_root / user
+    try:
+        candidates = sorted(p for p in drives.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        candidates = []
+    for drive in candidates:
+        if os.access(drive, os.W_OK | os.X_OK):
+            return drive / USB_SUBFOLDER, f"USB drive {drive.name} under {drives}"
+        log.info("USB drive %s is not writable for %s: skipped", drive, user)
+    return (home or Path.home()) / USB_SUBFOLDER, f"no writable USB drive under {drives}"
+
+
+def disk_space(path: Path) -> tuple[int, int]:
+    """(free, total) bytes of the filesystem holding ``path`` (or its nearest existing parent)."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    usage = shutil.disk_usage(path)
+    return usage.free, usage.total
 
 
 def _fsync_dir(directory: Path) -> None:

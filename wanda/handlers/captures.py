@@ -1,39 +1,133 @@
-"""Captured files. (The gallery listing, thumbnails, zips and deletes build on this.)"""
+"""The capture gallery: listings, files, thumbnails, folder zips, deletes, and the storage figures.
+Thin handlers: the disk work is in wanda/gallery.py and runs on threads."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path, PurePosixPath
+import logging
+from pathlib import Path
 
 from aiohttp import web
 
-from wanda.errors import ApiError
-from wanda.keys import CONTROL
-from wanda.storage import TEMP_PREFIX
+from wanda import gallery
+from wanda.errors import ok
+from wanda.jpeg import JpegEncoder
+from wanda.keys import CAPTURES, CONFIG, CONTROL, SESSIONS
+from wanda.storage import disk_space
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
+THUMB_ENCODER = web.AppKey("thumb_encoder", JpegEncoder)
 
 
-def resolve_inside(root: Path, relative: str) -> Path:
-    """The file ``relative`` names under ``root``; ApiError unless it stays inside and exists.
+def _busy_folder(app: web.Application) -> Path | None:
+    sessions = app[SESSIONS]
+    return sessions.run.folder if sessions.active and sessions.run is not None else None
 
-    Refused: NUL bytes, backslashes, absolute paths, ``.`` and ``..`` parts, hidden names (the
-    temporaries of files being written), and symbolic links that lead out of ``root``.
-    """
-    if "\x00" in relative or "\\" in relative:
-        raise ApiError(400, "INVALID_PATH", "the path contains a forbidden character")
-    parts = PurePosixPath(relative).parts
-    if not parts or relative.startswith("/") or any(p in (".", "..") or p.startswith(TEMP_PREFIX) for p in parts):
-        raise ApiError(400, "INVALID_PATH", "the path must name a file inside the capture directory")
-    base = root.resolve()
-    candidate = (base / PurePosixPath(*parts)).resolve()
-    if not candidate.is_relative_to(base) or not candidate.is_file():
-        raise ApiError(404, "FILE_NOT_FOUND", f"no such capture: {relative}")
-    return candidate
+
+@routes.get("/api/storage")
+async def storage(request: web.Request) -> web.Response:
+    root = request.app[CAPTURES]
+    free, total = await asyncio.to_thread(disk_space, root)
+    reserve = request.app[CONFIG].min_free_mb * 2**20
+    frame = request.app[CONTROL].estimated_still_bytes()
+    return ok(
+        {
+            "path": str(root),
+            "free": free,
+            "total": total,
+            "reserve": reserve,
+            "estimated_frame_bytes": frame,
+            "frames_left": max(0, (free - reserve) // frame),
+        }
+    )
+
+
+@routes.get("/api/captures")
+async def captures(request: web.Request) -> web.Response:
+    folder = request.query.get("folder") or None
+    items = await asyncio.to_thread(gallery.list_files, request.app[CAPTURES], folder)
+    return ok({"folder": folder or "", "files": [i["name"] for i in items], "items": items})
+
+
+@routes.get("/api/captures/folders")
+async def folders(request: web.Request) -> web.Response:
+    details = await asyncio.to_thread(gallery.list_folders, request.app[CAPTURES])
+    return ok({"folders": [f["name"] for f in details], "details": details})
+
+
+@routes.get("/api/captures/{folder}.zip")
+async def folder_zip(request: web.Request) -> web.StreamResponse:
+    root = request.app[CAPTURES]
+    name = request.match_info["folder"]
+    try:
+        folder = await asyncio.to_thread(gallery.resolve_inside, root, name, kind="dir")
+    except gallery.ApiError:
+        if await asyncio.to_thread(lambda: (root / f"{name}.zip").is_file()):
+            return await capture_file(request, f"{name}.zip")  # a zip that was captured as such
+        raise
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/zip", "Content-Disposition": f'attachment; filename="{folder.name}.zip"'}
+    )
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
+
+    def emit(chunk: bytes) -> None:  # on the zip thread: blocks while the client is behind
+        future = asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop)
+        while True:
+            try:
+                return future.result(timeout=1.0)
+            except TimeoutError:
+                if sink.cancelled.is_set():
+                    future.cancel()
+                    raise OSError("the download was cancelled") from None
+
+    sink = gallery.ChunkWriter(emit)
+
+    def build() -> None:
+        try:
+            gallery.write_zip(folder, sink)
+        finally:
+            if not sink.cancelled.is_set():
+                asyncio.run_coroutine_threadsafe(chunks.put(None), loop)
+
+    builder = loop.run_in_executor(None, build)
+    try:
+        while (chunk := await chunks.get()) is not None:
+            await response.write(chunk)
+        await builder
+    except (ConnectionError, asyncio.CancelledError):
+        sink.cancelled.set()
+        raise
+    except OSError as exc:
+        log.warning("zip of %s failed: %s", folder, exc)
+        sink.cancelled.set()
+        if request.transport is not None:
+            request.transport.abort()  # a cut-off zip must not look complete
+        return response
+    await response.write_eof()
+    return response
 
 
 @routes.get("/api/captures/{path:.+}")
-async def capture_file(request: web.Request) -> web.FileResponse:
-    root = request.app[CONTROL].captures_root
-    path = await asyncio.to_thread(resolve_inside, root, request.match_info["path"])
-    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+async def capture_file(request: web.Request, path: str | None = None) -> web.FileResponse:
+    root = request.app[CAPTURES]
+    target = await asyncio.to_thread(gallery.resolve_inside, root, path or request.match_info["path"])
+    if request.query.get("thumb") in ("1", "true"):
+        encoder = request.app[THUMB_ENCODER]
+        target = await asyncio.to_thread(gallery.thumbnail, root, target, encoder)
+        return web.FileResponse(target, headers={"Cache-Control": "max-age=86400", "Content-Type": "image/jpeg"})
+    return web.FileResponse(target, headers={"Cache-Control": "no-cache"})
+
+
+@routes.delete("/api/captures/{path:.+}")
+async def delete_capture(request: web.Request) -> web.Response:
+    result = await asyncio.to_thread(
+        gallery.delete, request.app[CAPTURES], request.match_info["path"], _busy_folder(request.app)
+    )
+    return ok(result, f"deleted {result['deleted']}")
+
+
+def setup(app: web.Application) -> None:
+    app[THUMB_ENCODER] = JpegEncoder(80)

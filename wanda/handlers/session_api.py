@@ -11,7 +11,7 @@ from wanda.errors import ok
 from wanda.events import Subscriber
 from wanda.handlers.camera_api import read_json
 from wanda.handlers.ws import action, no_params
-from wanda.keys import CONFIG, SESSIONS
+from wanda.keys import CAPTURES, SESSIONS
 from wanda.session import load_session_config, parse_session_config, save_session_config
 
 routes = web.RouteTableDef()
@@ -47,14 +47,14 @@ async def sessions_list(request: web.Request) -> web.Response:
 
 @routes.get("/api/session/config")
 async def session_config(request: web.Request) -> web.Response:
-    root = request.app[CONFIG].captures_dir
+    root = request.app[CAPTURES]
     return ok(await asyncio.to_thread(load_session_config, root))
 
 
 @routes.post("/api/session/config")
 async def session_config_save(request: web.Request) -> web.Response:
     form = parse_session_config(await read_json(request))
-    await asyncio.to_thread(save_session_config, request.app[CONFIG].captures_dir, form)
+    await asyncio.to_thread(save_session_config, request.app[CAPTURES], form)
     return ok(form, "session form saved")
 
 

@@ -1,0 +1,217 @@
+"""The capture gallery on disk: confinement, listings, thumbnails, zips, deletes.
+
+Every function here blocks (it touches the disk) and is called from a thread, never the loop.
+Every path a client names is resolved and must stay inside the capture directory; hidden names
+(the temporaries of files being written, the thumbnail cache) are never listed or served.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import zipfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote
+
+from wanda.errors import ApiError
+from wanda.jpeg import JpegEncoder
+from wanda.storage import TEMP_PREFIX, write_atomic
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".fits", ".fit", ".dng")
+THUMBS = ".thumbs"  # the thumbnail cache, hidden inside the capture directory
+THUMB_MIN_WIDTH = 320
+ZIP_CHUNK = 256 * 1024
+
+
+def _parts(relative: str) -> tuple[str, ...]:
+    if "\x00" in relative or "\\" in relative:
+        raise ApiError(400, "INVALID_PATH", "the path contains a forbidden character")
+    parts = PurePosixPath(relative).parts
+    if not parts or relative.startswith("/") or any(p in (".", "..") or p.startswith(TEMP_PREFIX) for p in parts):
+        raise ApiError(400, "INVALID_PATH", "the path must name something inside the capture directory")
+    return parts
+
+
+def resolve_inside(root: Path, relative: str, *, kind: str = "file") -> Path:
+    """The file (or folder, or either: ``kind``) that ``relative`` names under ``root``.
+
+    Refused: NUL bytes, backslashes, absolute paths, ``.`` and ``..`` parts, hidden names, and
+    symbolic links that lead out of ``root``: 400 for a malformed path, 404 for anything else.
+    """
+    parts = _parts(relative)
+    base = root.resolve()
+    candidate = (base / PurePosixPath(*parts)).resolve()
+    found = candidate.is_relative_to(base) and candidate != base and (
+        (kind in ("file", "any") and candidate.is_file()) or (kind in ("dir", "any") and candidate.is_dir())
+    )
+    if not found:
+        raise ApiError(404, "FILE_NOT_FOUND", f"no such capture: {relative}")
+    return candidate
+
+
+def url_of(root: Path, path: Path) -> str:
+    return "/api/captures/" + quote(path.relative_to(root.resolve()).as_posix())
+
+
+def _visible(entry: os.DirEntry) -> bool:
+    return not entry.name.startswith(TEMP_PREFIX)
+
+
+def list_files(root: Path, folder: str | None) -> list[dict[str, Any]]:
+    """The images of the capture directory (or one folder in it), newest first."""
+    base = root.resolve()
+    directory = resolve_inside(root, folder, kind="dir") if folder else base
+    if not directory.is_dir():
+        return []
+    items = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if not _visible(entry) or not entry.name.lower().endswith(IMAGE_SUFFIXES):
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                continue  # no links: what they point to may be anywhere
+            stat = entry.stat(follow_symlinks=False)
+            path = Path(entry.path)
+            sidecar = path.with_suffix(".json")
+            url = url_of(root, path)
+            items.append(
+                {
+                    "name": entry.name,
+                    "path": path.relative_to(base).as_posix(),
+                    "size": stat.st_size,
+                    "modified": round(stat.st_mtime, 3),
+                    "url": url,
+                    "thumb_url": url + "?thumb=1" if entry.name.lower().endswith((".jpg", ".jpeg")) else None,
+                    "sidecar": sidecar.name if sidecar.is_file() else None,
+                }
+            )
+    items.sort(key=lambda item: (item["modified"], item["name"]), reverse=True)
+    return items
+
+
+def list_folders(root: Path) -> list[dict[str, Any]]:
+    base = root.resolve()
+    if not base.is_dir():
+        return []
+    folders = []
+    with os.scandir(base) as entries:
+        for entry in entries:
+            if _visible(entry) and entry.is_dir(follow_symlinks=False):
+                images = list_files(root, entry.name)
+                folders.append(
+                    {
+                        "name": entry.name,
+                        "images": len(images),
+                        "size": sum(i["size"] for i in images),
+                        "modified": max((i["modified"] for i in images), default=round(entry.stat().st_mtime, 3)),
+                        "session": (Path(entry.path) / "session_metadata.json").is_file(),
+                    }
+                )
+    folders.sort(key=lambda f: f["name"])
+    return folders
+
+
+def thumbnail(root: Path, image: Path, encoder: JpegEncoder) -> Path:
+    """A small JPEG of ``image``, made once and cached under ``.thumbs`` (keyed by its mtime)."""
+    if not image.name.lower().endswith((".jpg", ".jpeg")):
+        raise ApiError(415, "NO_THUMBNAIL", "thumbnails are made of JPEG images only")
+    stat = image.stat()
+    key = image.relative_to(root.resolve()).as_posix().replace("/", "__")
+    cache = root.resolve() / THUMBS
+    cached = cache / f"{key}.{stat.st_mtime_ns}.{stat.st_size}.jpg"
+    if cached.is_file():
+        return cached
+    data = image.read_bytes()
+    width = _jpeg_width(data)
+    # libjpeg scales while it decodes: take the smallest size still at least THUMB_MIN_WIDTH wide.
+    factor = max((f for f in (1, 2, 4, 8) if width // f >= THUMB_MIN_WIDTH), default=1)
+    pixels = encoder.decode(data, scale=(1, factor))
+    cache.mkdir(exist_ok=True)
+    for old in cache.glob(f"{key}.*.jpg"):  # an earlier version of the same image
+        old.unlink(missing_ok=True)
+    write_atomic(cached, encoder.encode(pixels, "RGB", quality=80))
+    return cached
+
+
+def _jpeg_width(data: bytes) -> int:
+    """The width in a JPEG's frame header (SOFn), without decoding the image."""
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(data[i + 7 : i + 9], "big")
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    raise ApiError(415, "NO_THUMBNAIL", "the image is not a readable JPEG")
+
+
+class ChunkWriter:
+    """A file-like sink for zipfile that hands 256 KiB chunks to ``emit`` (which may block: that
+    is the back-pressure from a slow client). Setting ``cancelled`` stops the writer."""
+
+    def __init__(self, emit: Callable[[bytes], None]):
+        self._emit = emit
+        self._buffer = bytearray()
+        self.cancelled = threading.Event()
+
+    def write(self, data: bytes) -> int:
+        if self.cancelled.is_set():
+            raise OSError("the download was cancelled")
+        self._buffer += data
+        if len(self._buffer) >= ZIP_CHUNK:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._emit(bytes(self._buffer))
+            self._buffer.clear()
+
+
+def write_zip(folder: Path, sink: ChunkWriter) -> None:
+    """The folder's visible files as a zip, written as it is built (nothing whole in memory)."""
+    base = folder.resolve()
+    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for path in sorted(base.rglob("*")):
+            relative = path.relative_to(base)
+            if any(part.startswith(TEMP_PREFIX) for part in relative.parts):
+                continue
+            if path.is_symlink() or not path.is_file():
+                continue  # never follow a link out of the capture directory
+            archive.write(path, relative.as_posix())
+    sink.flush()
+
+
+def delete(root: Path, relative: str, busy_folder: Path | None) -> dict[str, Any]:
+    """Delete one capture (with its sidecar and thumbnails) or a whole folder."""
+    target = resolve_inside(root, relative, kind="any")
+    base = root.resolve()
+    if target.is_dir():
+        if busy_folder is not None and busy_folder.resolve() == target:
+            raise ApiError(409, "FOLDER_IN_USE", f"{relative} belongs to the running session: stop it first")
+        count = sum(1 for p in target.rglob("*") if p.is_file())
+        shutil.rmtree(target)
+        _forget_thumbnails(base, target.relative_to(base).as_posix() + "__")
+        return {"deleted": target.relative_to(base).as_posix(), "files": count}
+    if busy_folder is not None and target.parent == busy_folder.resolve():
+        raise ApiError(409, "FOLDER_IN_USE", f"{relative} belongs to the running session: stop it first")
+    target.unlink()
+    removed = 1
+    sidecar = target.with_suffix(".json")
+    if sidecar != target and sidecar.is_file():
+        sidecar.unlink()
+        removed += 1
+    _forget_thumbnails(base, target.relative_to(base).as_posix().replace("/", "__") + ".")
+    return {"deleted": target.relative_to(base).as_posix(), "files": removed}
+
+
+def _forget_thumbnails(base: Path, prefix: str) -> None:
+    cache = base / THUMBS
+    if cache.is_dir():
+        for cached in cache.glob(f"{prefix.replace('/', '__')}*"):
+            cached.unlink(missing_ok=True)
