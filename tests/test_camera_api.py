@@ -245,3 +245,46 @@ async def test_capture_paths_stay_inside_the_capture_directory(client, config, t
 async def test_exposure_state_is_reported_in_state(client):
     state = (await (await client.get("/state")).json())["data"]
     assert state["exposing"] is None
+
+
+async def test_numbers_too_large_for_a_float_are_a_validation_error(client):
+    response = await client.post(
+        "/api/camera/settings", data='{"exposure_seconds": 1' + "0" * 400 + "}", headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    assert (await response.json())["code"] == "VALIDATION_ERROR"
+
+
+async def test_a_page_reached_through_a_foreign_name_is_refused(client):
+    # DNS rebinding: evil.example re-pointed at this machine makes the page "same origin".
+    headers = {"Origin": f"http://evil.example:{client.port}", "Host": f"evil.example:{client.port}"}
+    response = await client.post("/api/camera/settings", json={"iso": 200}, headers=headers)
+    assert response.status == 403 and (await response.json())["code"] == "FORBIDDEN_ORIGIN"
+    local = {"Origin": f"http://localhost:{client.port}", "Host": f"localhost:{client.port}"}
+    assert (await client.post("/api/camera/settings", json={"iso": 200}, headers=local)).status == 200
+
+
+async def test_waiting_viewers_leave_no_waiters_behind(aiohttp_client, config):
+    import dataclasses
+
+    from test_stream import _SilentCamera
+
+    from wanda.keys import HUB
+
+    client = await aiohttp_client(create_app(dataclasses.replace(config), camera=_SilentCamera()))
+    hub = client.app[HUB]
+    responses = [await client.get("/stream") for _ in range(3)]
+    await asyncio.sleep(3.5)  # no frame comes: each viewer re-waits every second
+    assert len(hub._waiters) <= 3
+    for response in responses:
+        response.close()
+
+
+def test_a_job_for_a_camera_that_is_not_running_fails_at_once():
+    from wanda.camera import CameraUnavailable, CameraWorker
+    from wanda.frames import FrameHub
+    from wanda.sky import SimulatedSky
+
+    worker = CameraWorker(SimulatedSky(), None, FrameHub(), asyncio.new_event_loop())
+    with pytest.raises(CameraUnavailable):
+        worker.submit(lambda backend: None).result(timeout=1)

@@ -120,6 +120,10 @@ async def test_the_session_stops_only_the_tracking_it_started(client):
         ({"name": ".hidden", "total_images": 3}, "name"),
         ({"name": "x" * 65, "total_images": 3}, "name"),
         ({"name": "bell\x07", "total_images": 3}, "name"),
+        ({"name": "M31: core", "total_images": 3}, "name"),
+        ({"name": "what?", "total_images": 3}, "name"),
+        ({"name": "ends with a dot.", "total_images": 3}, "name"),
+        ({"name": "ends with a space ", "total_images": 3}, "name"),
         ({"name": 31, "total_images": 3}, "name"),
         ({"total_images": 3}, "name"),
         ({"name": "M31"}, "total_images"),
@@ -163,6 +167,8 @@ async def test_a_session_can_take_its_own_settings_and_frame_type(client, config
     assert json.loads((config.captures / "darks" / "image_0001.json").read_text())["frame_type"] == "dark"
     camera = (await (await client.get("/api/camera/status")).json())["data"]
     assert (camera["exposure_seconds"], camera["frame_type"]) == (0.05, "light")  # untouched
+    backend = client.app[CONTROL].worker.backend
+    assert (backend.exposure_s, backend.gain) == (0.05, 8.0)  # the preview is back on them too
 
 
 async def test_stopping_mid_exposure_cancels_cleanly(client, config):
@@ -387,3 +393,15 @@ async def test_a_bad_session_form_is_refused(client, body, field):
     assert response.status == 400
     payload = await response.json()
     assert payload["code"] == "VALIDATION_ERROR" and payload["error"].startswith(f"{field}:")
+
+
+async def test_half_written_files_from_a_killed_run_are_swept_at_start(aiohttp_client, config):
+    folder = config.captures / "old"
+    folder.mkdir(parents=True)
+    (config.captures / ".capture_0009.jpg.4242.1234.tmp").write_bytes(b"half")
+    (folder / ".image_0003.jpg.4242.1234.tmp").write_bytes(b"half")
+    (folder / ".notes").write_text("not ours: kept")
+    await aiohttp_client(create_app(config))
+    assert not (config.captures / ".capture_0009.jpg.4242.1234.tmp").exists()
+    assert not (folder / ".image_0003.jpg.4242.1234.tmp").exists()
+    assert (folder / ".notes").exists()

@@ -22,10 +22,10 @@ from wanda.events import EventBus
 from wanda.frames import FrameHub
 from wanda.handlers import camera_api, captures, mount_api, session_api, stream, system, ws
 from wanda.jpeg import JpegEncoder
-from wanda.keys import BUS, CAMERA, CAPTURES, CONFIG, CONTROL, HUB, LAG, MOUNT, SESSIONS, STARTED
+from wanda.keys import BUS, CAMERA, CAPTURES, CONFIG, CONTROL, HUB, LAG, MOUNT, SESSIONS, STARTED, TRUSTED_HOSTS
 from wanda.monitor import LoopLagMonitor
 from wanda.mount import MountControl, StepperMount, StepperPins, create_pins
-from wanda.security import origin_middleware
+from wanda.security import origin_middleware, trusted_hosts
 from wanda.session import SessionManager
 from wanda.storage import choose_captures_dir
 
@@ -42,6 +42,7 @@ def create_app(
     app[BUS] = EventBus()
     app[LAG] = LoopLagMonitor()
     app[STARTED] = time.time()
+    app[TRUSTED_HOSTS] = trusted_hosts(config.allowed_origins)
     app[CAPTURES], reason = choose_captures_dir(config.captures)
     log.info("captures go to %s (%s)", app[CAPTURES], reason)
 

@@ -140,8 +140,8 @@ class CameraWorker:
     def submit(self, job: Job, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
         """Run ``job(backend, *args, **kwargs)`` on the camera thread between preview frames."""
         future: concurrent.futures.Future = concurrent.futures.Future()
-        if self._stopping:
-            future.set_exception(CameraUnavailable("the camera is shutting down"))
+        if self._stopping or not self.alive:
+            future.set_exception(CameraUnavailable("the camera is not running (see the server log)"))
             return future
         self._jobs.put((future, job, args, kwargs))
         self._wake.set()
@@ -217,13 +217,15 @@ class CameraWorker:
 
     def _preview_once(self) -> None:
         try:
-            preview = self.backend.capture_preview(self._wake, self.max_fps)
-        except Exception:
+            self._preview_frame()
+        except Exception:  # a bad frame must not kill the thread that every job depends on
             with self._stats_lock:
                 self.preview_errors += 1
             log.exception("preview frame failed; retrying")
             self._wake.wait(1.0)
-            return
+
+    def _preview_frame(self) -> None:
+        preview = self.backend.capture_preview(self._wake, self.max_fps)
         if preview is None:  # interrupted: a job or a stop is waiting
             return
         with self._stats_lock:

@@ -86,12 +86,13 @@ async def serve(config: Config) -> None:
     watchdog: asyncio.Task | None = None
     access_log = logging.getLogger("aiohttp.access") if config.log_level == "DEBUG" else None
     runner = web.AppRunner(app, shutdown_timeout=config.shutdown_timeout, access_log=access_log)
-    await runner.setup()
     try:
+        await runner.setup()  # a start that fails half-way is unwound by the cleanup below
         site = web.TCPSite(runner, config.host, config.port)
         await site.start()
         port = runner.addresses[0][1] if runner.addresses else config.port
-        log.info("wanda %s serving: open %s", __version__, " or ".join(_urls(config.host, port)))
+        urls = await asyncio.to_thread(_urls, config.host, port)  # name lookups may block
+        log.info("wanda %s serving: open %s", __version__, " or ".join(urls))
         systemd.notify(f"READY=1\nSTATUS=serving on port {port}")
         if systemd.watchdog_interval is not None:
             watchdog = asyncio.create_task(systemd.watchdog(), name="systemd-watchdog")

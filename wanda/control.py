@@ -169,25 +169,30 @@ class CameraControl:
         extra_metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Take one still with the current (or given) settings; return when its file is saved."""
-        if self.exposure is not None:
-            raise ApiError(409, "CAPTURE_BUSY", "a capture is already running")
         files = files or self.root_captures
-        settings = settings or self.settings
-        cancel = threading.Event()
-        self.exposure = Exposure(time.monotonic(), time.time(), settings.exposure_seconds, files.stem)
-        self._cancel = cancel
+        async with self._settings_lock:  # a settings change in flight lands first
+            if self.exposure is not None:
+                raise ApiError(409, "CAPTURE_BUSY", "a capture is already running")
+            settings = settings or self.settings
+            cancel = threading.Event()
+            self.exposure = Exposure(time.monotonic(), time.time(), settings.exposure_seconds, files.stem)
+            self._cancel = cancel
         self.bus.publish("camera", "capture_start", {**self._capture_state(), **self.exposure.progress()})
         self.bus.publish("camera", "status", self.status())
         ticker = asyncio.create_task(self._publish_progress(), name="capture-progress")
         failure: ApiError | None = None
         try:
-            image = await self.worker.call(_take_still, settings, cancel)
-            saved = await asyncio.get_running_loop().run_in_executor(
-                self._storage, self._save_still, files, image, settings, extra_metadata or {}
-            )
-        except asyncio.CancelledError:
-            cancel.set()  # nobody waits for this still any more: do not leave the sensor exposing
-            raise
+            try:
+                image = await self.worker.call(_take_still, settings, cancel)
+            except asyncio.CancelledError:
+                cancel.set()  # nobody waits for this still any more: do not leave the sensor exposing
+                raise
+            self._cancel = None  # the exposure is over; saving is not cancelled half-way
+            saved = await self._save(files, image, settings, extra_metadata or {})
+            if (image.exposure_s, image.gain) != (self.settings.exposure_seconds, self.settings.gain):
+                # A session's own settings must not stay on the sensor: the preview follows the
+                # settings the status shows.
+                await self.worker.call(_apply_controls, self.settings.exposure_seconds, self.settings.gain)
         except CaptureCancelled:
             failure = ApiError(409, "CAPTURE_CANCELLED", "the capture was cancelled")
         except OSError as exc:
@@ -224,6 +229,18 @@ class CameraControl:
         self.bus.publish("camera", "capture_complete", result)
         self.bus.publish("camera", "status", self.status())
         return result
+
+    async def _save(
+        self, files: NumberedFiles, image: StillImage, settings: CameraSettings, extra: dict[str, Any]
+    ) -> SavedFile:
+        """Encode and write on the storage thread. A cancellation meanwhile waits for the write to
+        finish, so whoever keeps records (a session) can trust the files on disk."""
+        save = asyncio.get_running_loop().run_in_executor(self._storage, self._save_still, files, image, settings, extra)
+        try:
+            return await asyncio.shield(save)
+        except asyncio.CancelledError:
+            await asyncio.wait({save})
+            raise
 
     def cancel(self) -> dict[str, Any]:
         """Abort a running exposure; nothing is written. Harmless when nothing runs."""

@@ -143,8 +143,12 @@ class FrameHub:
         try:
             return await waiter
         finally:
-            if not waiter.done():  # cancelled or timed out: do not leave it behind
+            # Cancelled or timed out (a cancelled future is "done" too): do not leave it behind.
+            # After a publish it is no longer in the list.
+            try:
                 self._waiters.remove(waiter)
+            except ValueError:
+                pass
 
     # -- viewers -------------------------------------------------------------------------------
 

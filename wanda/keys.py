@@ -25,3 +25,4 @@ SESSIONS = web.AppKey("sessions", SessionManager)
 LAG = web.AppKey("lag", LoopLagMonitor)
 STARTED = web.AppKey("started", float)  # Unix time the app was built
 CAPTURES = web.AppKey("captures", Path)  # where captures go (chosen once, at start)
+TRUSTED_HOSTS = web.AppKey("trusted_hosts", frozenset)  # Host names a browser may use to reach us

@@ -8,11 +8,14 @@ the configuration's ``allowed_origins``.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+
 from aiohttp import web
 from yarl import URL
 
 from wanda.errors import ApiError
-from wanda.keys import CONFIG
+from wanda.keys import CONFIG, TRUSTED_HOSTS
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -34,12 +37,38 @@ def _changes_state(request: web.Request) -> bool:
     return request.method in STATE_CHANGING or request.headers.get("Upgrade", "").lower() == "websocket"
 
 
+def trusted_hosts(allowed_origins: tuple[str, ...]) -> frozenset[str]:
+    """Names this server answers to: localhost, the machine's name (also with .local, as
+    mDNS gives it on a Pi) and the hosts of allowed_origins. IP addresses are always trusted."""
+    name = socket.gethostname().lower()
+    hosts = {"localhost", name, f"{name}.local"}
+    hosts.update((URL(origin).host or "").lower() for origin in allowed_origins)
+    return frozenset(hosts - {""})
+
+
+def _trusted(host: str, trusted: frozenset[str]) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return host in trusted
+
+
 @web.middleware
 async def origin_middleware(request: web.Request, handler):
     origin = request.headers.get("Origin")
-    if origin is not None and _changes_state(request) and not same_origin(origin, request):
-        if origin.rstrip("/") not in request.app[CONFIG].allowed_origins:
-            raise ApiError(
-                403, "FORBIDDEN_ORIGIN", f"requests from the web page at {origin} are not allowed (see allowed_origins)"
-            )
+    if origin is not None and _changes_state(request):
+        config = request.app[CONFIG]
+        if origin.rstrip("/") not in config.allowed_origins:
+            if not same_origin(origin, request):
+                raise ApiError(
+                    403, "FORBIDDEN_ORIGIN", f"requests from the web page at {origin} are not allowed (see allowed_origins)"
+                )
+            # Same origin, but is it us? A page whose name was re-pointed at this machine (DNS
+            # rebinding) is "same origin" with itself: its Host is not one of our names.
+            host, _ = _host_port(URL(f"{request.scheme}://{request.host}"))
+            if not _trusted(host, request.app[TRUSTED_HOSTS]):
+                raise ApiError(
+                    403, "FORBIDDEN_ORIGIN", f"this server does not answer to {host!r} (add it to allowed_origins)"
+                )
     return await handler(request)

@@ -15,6 +15,8 @@ import dataclasses
 import json
 import logging
 import os
+import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,8 @@ FRAME_STEM = "image"
 MAX_IMAGES = 100_000
 MAX_HOURS = 240.0
 RESUMABLE = ("interrupted", "stopped", "error")
+# Path separators, and what FAT and exFAT USB drives (the usual capture disks) refuse in names.
+FORBIDDEN_IN_NAMES = '/\\<>:"|?*'
 FINISHED = ("completed", "stopped", "error", "interrupted")
 
 
@@ -46,10 +50,12 @@ def validate_name(name: Any) -> str:
         raise invalid("name", "must be a string")
     if not 1 <= len(name) <= 64:
         raise invalid("name", "must be 1 to 64 characters")
-    if not name.isprintable() or "/" in name or "\\" in name:
-        raise invalid("name", "may hold printable characters only, and no / or \\")
+    if not name.isprintable() or any(c in FORBIDDEN_IN_NAMES for c in name):
+        raise invalid("name", f"may hold printable characters only, none of {' '.join(FORBIDDEN_IN_NAMES)}")
     if name in (".", "..") or name.startswith(TEMP_PREFIX):
         raise invalid("name", "may not be . or .. or start with a dot")
+    if name != name.rstrip(". "):
+        raise invalid("name", "may not end with a dot or a space (USB drives drop them)")
     return name
 
 
@@ -97,6 +103,33 @@ def parse_start(body: Any, control: CameraControl) -> SessionRequest:
     return SessionRequest(name, total, hours, tracking, use_current, settings)
 
 
+_FRAME_NUMBER = re.compile(rf"^{FRAME_STEM}_(\d+)\.jpg$")
+_OUR_TEMPORARY = re.compile(r"^\..+\.\d+\.\d+\.tmp$")  # write_atomic's names
+
+
+class MetadataWriter:
+    """Writes one session's metadata in order: a write that was overtaken (its task cancelled
+    while the thread still ran) never replaces a newer one."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._lock = threading.Lock()
+        self._version = 0
+        self._written = 0
+
+    async def write(self, metadata: dict[str, Any]) -> None:
+        self._version += 1
+        data = json.dumps(metadata).encode("utf-8")  # a snapshot, taken in the loop
+        await asyncio.to_thread(self._write, data, self._version)
+
+    def _write(self, data: bytes, version: int) -> None:
+        with self._lock:
+            if version <= self._written:
+                return
+            write_atomic(self.folder / METADATA, data)
+            self._written = version
+
+
 def read_metadata(folder: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((folder / METADATA).read_text(encoding="utf-8"))
@@ -106,14 +139,17 @@ def read_metadata(folder: Path) -> dict[str, Any] | None:
 
 
 def write_metadata(folder: Path, metadata: dict[str, Any]) -> None:
-    write_atomic(folder / METADATA, json.dumps(metadata, indent=2).encode("utf-8"))
+    write_atomic(folder / METADATA, json.dumps(metadata).encode("utf-8"))
 
 
 def reconcile(folder: Path, metadata: dict[str, Any]) -> dict[str, Any]:
     """Make the frame list agree with the images on disk (a crash between saving an image and
     rewriting the metadata leaves one image unlisted; a listed image can't be missing, but check)."""
     listed = {frame["file"]: frame for frame in metadata.get("frames", []) if isinstance(frame, dict) and "file" in frame}
-    on_disk = sorted(p.name for p in folder.glob(f"{FRAME_STEM}_*.jpg"))
+    on_disk = sorted(
+        (p.name for p in folder.iterdir() if _FRAME_NUMBER.match(p.name)),
+        key=lambda name: int(_FRAME_NUMBER.match(name)[1]),  # image_10000 after image_9999
+    )
     frames = []
     for name in on_disk:
         frame = listed.get(name)
@@ -147,6 +183,7 @@ class SessionRun:
     schedule_start: float  # loop time of the first frame of this run
     first_index: int  # frames already taken when this run started (a resume)
     started_monotonic: float = field(default_factory=time.monotonic)
+    writer: MetadataWriter | None = None
     tracking_started_here: bool = False
     stop_reason: str | None = None  # "stopped" or "interrupted" once asked to end
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -188,20 +225,34 @@ class SessionManager:
         return await asyncio.to_thread(self._recover)
 
     def _recover(self) -> list[str]:
+        """Sweep the temporaries a kill left behind, make every session's metadata agree with its
+        files, and mark the sessions left running as interrupted."""
         marked = []
         if not self.root.is_dir():
             return marked
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+        self._sweep(self.root)
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()):
+            self._sweep(folder)
             metadata = read_metadata(folder)
-            if metadata is None or metadata.get("status") != "running":
+            if metadata is None:
                 continue
+            before = json.dumps(metadata)
             metadata = reconcile(folder, metadata)
-            metadata["status"] = "interrupted"
-            metadata["ended"] = metadata.get("ended") or utc_iso(time.time())
-            write_metadata(folder, metadata)
-            log.warning("session %s was left running (a crash?): marked interrupted", folder.name)
-            marked.append(folder.name)
+            if metadata.get("status") == "running":
+                metadata["status"] = "interrupted"
+                metadata["ended"] = metadata.get("ended") or utc_iso(time.time())
+                log.warning("session %s was left running (a crash?): marked interrupted", folder.name)
+                marked.append(folder.name)
+            if json.dumps(metadata) != before:
+                write_metadata(folder, metadata)
         return marked
+
+    @staticmethod
+    def _sweep(folder: Path) -> None:
+        for path in folder.iterdir():
+            if _OUR_TEMPORARY.match(path.name) and path.is_file():
+                log.info("removing %s, left half-written by an earlier run", path)
+                path.unlink(missing_ok=True)
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -210,6 +261,8 @@ class SessionManager:
         async with self._lock:
             if self.active:
                 raise ApiError(409, "SESSION_START_FAILED", "a session is already running: stop it first")
+            if self.control.exposure is not None:
+                raise ApiError(409, "CAPTURE_BUSY", "a capture is running: start the session when it is done")
             await self._check_space(request.total_images)
             folder = await asyncio.to_thread(self._new_folder, request.name)
             hours = request.total_time_hours
@@ -252,6 +305,8 @@ class SessionManager:
         async with self._lock:
             if self.active:
                 raise ApiError(409, "SESSION_START_FAILED", "a session is already running")
+            if self.control.exposure is not None:
+                raise ApiError(409, "CAPTURE_BUSY", "a capture is running: resume when it is done")
             folder, metadata = await asyncio.to_thread(self._resumable, body.get("name"))
             remaining = metadata["total_images"] - len(metadata["frames"])
             await self._check_space(remaining)
@@ -374,6 +429,7 @@ class SessionManager:
             interval=metadata["interval_s"],
             schedule_start=loop.time(),
             first_index=len(metadata["frames"]),
+            writer=MetadataWriter(folder),
         )
         self.run = run
         run.task = asyncio.create_task(self._run(run), name=f"session:{folder.name}")
@@ -429,7 +485,7 @@ class SessionManager:
                     }
                 )
                 metadata["captured_images"] = len(metadata["frames"])
-                await asyncio.to_thread(write_metadata, run.folder, metadata)
+                await run.writer.write(metadata)
                 self.bus.publish("session", "session_progress", {**self.status(), "file": result["file"], "url": result["url"]})
                 if run.stop_reason:
                     break
@@ -454,7 +510,10 @@ class SessionManager:
         metadata["error"] = error
         metadata["ended"] = utc_iso(time.time())
         try:
-            await asyncio.to_thread(write_metadata, run.folder, metadata)
+            # A frame saved while the session was told to end (or whose sidecar failed) is on
+            # disk: list it, so the metadata agrees with the files.
+            await asyncio.to_thread(reconcile, run.folder, metadata)
+            await run.writer.write(metadata)
         except OSError as exc:  # a full disk: the last good metadata stays on disk
             log.error("could not write the metadata of session %s: %s", run.folder.name, exc)
         event = {"completed": "session_complete", "error": "session_error"}.get(outcome, "session_stop")

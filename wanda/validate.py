@@ -30,9 +30,15 @@ def known_fields(body: dict[str, Any], allowed: Iterable[str]) -> None:
 
 def number(field: str, value: Any, what: str = "a number") -> float:
     # bool is an int in Python, but `true` is not an exposure.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise invalid(field, f"must be {what}, got {json.dumps(value)}")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid(field, f"must be {what}, got {json.dumps(value)[:40]}")
+    try:
+        result = float(value)  # an integer of 400 digits does not fit a float
+    except OverflowError:
+        raise invalid(field, "is far too large") from None
+    if not math.isfinite(result):
+        raise invalid(field, f"must be {what}, got {value}")
+    return result
 
 
 def whole(field: str, value: Any) -> int:

@@ -4,13 +4,14 @@ Thin handlers: the disk work is in wanda/gallery.py and runs on threads."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from pathlib import Path
 
 from aiohttp import web
 
 from wanda import gallery
-from wanda.errors import ok
+from wanda.errors import ApiError, ok
 from wanda.jpeg import JpegEncoder
 from wanda.keys import CAPTURES, CONFIG, CONTROL, SESSIONS
 from wanda.storage import disk_space
@@ -18,6 +19,9 @@ from wanda.storage import disk_space
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 THUMB_ENCODER = web.AppKey("thumb_encoder", JpegEncoder)
+ZIP_THREADS = web.AppKey("zip_threads", concurrent.futures.ThreadPoolExecutor)
+ZIP_SLOTS = web.AppKey("zip_slots", asyncio.Semaphore)
+MAX_ZIPS = 2
 
 
 def _busy_folder(app: web.Application) -> Path | None:
@@ -62,10 +66,17 @@ async def folder_zip(request: web.Request) -> web.StreamResponse:
     name = request.match_info["folder"]
     try:
         folder = await asyncio.to_thread(gallery.resolve_inside, root, name, kind="dir")
-    except gallery.ApiError:
+    except ApiError:
         if await asyncio.to_thread(lambda: (root / f"{name}.zip").is_file()):
             return await capture_file(request, f"{name}.zip")  # a zip that was captured as such
         raise
+    if request.app[ZIP_SLOTS].locked():
+        raise ApiError(503, "BUSY", f"{MAX_ZIPS} zips are being made: try again when one is done")
+    async with request.app[ZIP_SLOTS]:
+        return await _stream_zip(request, folder)
+
+
+async def _stream_zip(request: web.Request, folder: Path) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "application/zip", "Content-Disposition": f'attachment; filename="{folder.name}.zip"'}
     )
@@ -92,13 +103,18 @@ async def folder_zip(request: web.Request) -> web.StreamResponse:
             if not sink.cancelled.is_set():
                 asyncio.run_coroutine_threadsafe(chunks.put(None), loop)
 
-    builder = loop.run_in_executor(None, build)
+    builder = loop.run_in_executor(request.app[ZIP_THREADS], build)
+    write_timeout = request.app[CONFIG].write_timeout
     try:
         while (chunk := await chunks.get()) is not None:
-            await response.write(chunk)
+            async with asyncio.timeout(write_timeout):  # a client that stops reading is let go
+                await response.write(chunk)
         await builder
-    except (ConnectionError, asyncio.CancelledError):
+    except (ConnectionError, TimeoutError, asyncio.CancelledError) as exc:
         sink.cancelled.set()
+        if isinstance(exc, TimeoutError) and request.transport is not None:
+            request.transport.abort()
+            return response
         raise
     except OSError as exc:
         log.warning("zip of %s failed: %s", folder, exc)
@@ -131,3 +147,13 @@ async def delete_capture(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app[THUMB_ENCODER] = JpegEncoder(80)
+    app[ZIP_SLOTS] = asyncio.Semaphore(MAX_ZIPS)
+    app.cleanup_ctx.append(_zip_threads)
+
+
+async def _zip_threads(app: web.Application):
+    # Zips get threads of their own: a client that reads slowly holds its builder for as long as
+    # it takes, and must not take the shared threads every other disk task needs.
+    app[ZIP_THREADS] = concurrent.futures.ThreadPoolExecutor(MAX_ZIPS, thread_name_prefix="zip")
+    yield
+    app[ZIP_THREADS].shutdown(wait=False, cancel_futures=True)
