@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wanda",
         description="WANDA telescope controller: live view, camera, mount and captures in the browser.",
-        epilog="Each option can also come from the environment (WANDA_PORT=...) or the --config file.",
+        epilog="Each option can also come from the environment (WANDA_PORT=...) or the --config file. "
+        "`wanda doctor [options]` checks the installation instead of serving.",
     )
     # Defaults are None so the command line only overrides what was given (see wanda.config).
     add = parser.add_argument
@@ -46,13 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    doctor = bool(argv) and argv[0] == "doctor"  # `wanda doctor [options]`: check, do not serve
     parser = build_parser()
+    if doctor:
+        parser.prog = "wanda doctor"
+        argv = argv[1:]
     args = vars(parser.parse_args(argv))
     config_file = args.pop("config")
     try:
         config = load_config(args, config_file=config_file)
     except ConfigError as exc:
         parser.exit(2, f"wanda: error: {exc}\n")
+    if doctor:
+        from wanda.doctor import main as run_doctor
+
+        return run_doctor(config)
     logging.basicConfig(
         level=config.log_level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",

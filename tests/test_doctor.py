@@ -1,0 +1,65 @@
+"""`wanda doctor`, through the command line."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import types
+
+from wanda import cli
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def doctor(capsys, *args: str) -> tuple[int, str]:
+    code = cli.main(["doctor", "--host", "127.0.0.1", *args])
+    return code, capsys.readouterr().out
+
+
+def line(output: str, name: str) -> str:
+    return next(row for row in output.splitlines() if row[6:].startswith(name))
+
+
+def test_doctor_passes_on_a_sound_machine_and_warns_about_what_is_optional(capsys, tmp_path):
+    code, out = doctor(capsys, "--camera", "sim", "--mount", "sim", "--port", str(_free_port()), "--captures", str(tmp_path))
+    assert code == 0 and "all required checks pass" in out
+    assert line(out, "python").startswith("ok") and line(out, "libturbojpeg").startswith("ok")
+    assert line(out, "captures").startswith("ok") and str(tmp_path) in line(out, "captures")
+    assert line(out, "picamera2").startswith("WARN")  # not needed for the simulated sky
+    assert "python3-picamera2" in out and "--system-site-packages" in out
+
+
+def test_doctor_fails_on_a_taken_port_with_the_fix(capsys, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out = doctor(capsys, "--camera", "sim", "--port", str(port), "--captures", str(tmp_path))
+    assert code == 1
+    assert line(out, "port").startswith("FAIL") and "pick --port" in out
+    assert "1 required check(s) failed: port" in out
+
+
+def test_doctor_fails_when_the_camera_asked_for_is_missing(capsys, tmp_path):
+    code, out = doctor(capsys, "--camera", "picamera2", "--port", str(_free_port()), "--captures", str(tmp_path))
+    assert code == 1 and line(out, "picamera2").startswith("FAIL")
+
+
+def test_doctor_lists_the_cameras_picamera2_reports(capsys, tmp_path, monkeypatch):
+    fake = types.ModuleType("picamera2")
+    fake.Picamera2 = type("Picamera2", (), {"global_camera_info": staticmethod(lambda: [{"Model": "imx477"}])})
+    monkeypatch.setitem(sys.modules, "picamera2", fake)
+    code, out = doctor(capsys, "--camera", "picamera2", "--port", str(_free_port()), "--captures", str(tmp_path))
+    assert line(out, "picamera2").startswith("ok") and "imx477" in line(out, "picamera2")
+    assert code == 0
+
+
+def test_doctor_fails_when_captures_cannot_be_written(capsys, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code, out = doctor(capsys, "--camera", "sim", "--port", str(_free_port()), "--captures", str(blocker / "captures"))
+    assert code == 1 and line(out, "captures").startswith("FAIL")

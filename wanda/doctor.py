@@ -1,0 +1,147 @@
+"""`wanda doctor`: checks the things that cost users hours on a fresh Pi, each with its fix.
+
+Prints a table and exits non-zero when a required check fails. Nothing here changes the system.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from wanda.config import Config
+from wanda.storage import choose_captures_dir, disk_space
+
+OK, WARN, FAIL = "ok", "WARN", "FAIL"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def check_python() -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    if sys.version_info >= (3, 11):
+        return Check("python", OK, f"Python {version}")
+    return Check("python", FAIL, f"Python {version}", "WANDA needs Python 3.11 or newer (Raspberry Pi OS Bookworm has it)")
+
+
+def check_picamera2(config: Config) -> Check:
+    required = config.camera == "picamera2"
+    missing = FAIL if required else WARN
+    try:
+        from picamera2 import Picamera2  # noqa: PLC0415  (only on a Pi)
+    except ImportError as exc:
+        return Check(
+            "picamera2", missing, f"not importable ({exc})",
+            "sudo apt install python3-picamera2, and make the venv with --system-site-packages",
+        )
+    try:
+        cameras = Picamera2.global_camera_info()
+    except Exception as exc:  # libcamera raises many kinds
+        return Check("picamera2", missing, f"cannot list cameras ({exc})", "check libcamera: rpicam-hello --list-cameras")
+    if not cameras:
+        return Check(
+            "picamera2", missing, "no camera listed",
+            "check the ribbon cable and dtoverlay=imx477 in /boot/firmware/config.txt, then reboot",
+        )
+    return Check("picamera2", OK, ", ".join(str(c.get("Model", "?")) for c in cameras))
+
+
+def check_turbojpeg() -> Check:
+    from wanda.jpeg import JpegEncoder, JpegUnavailable
+
+    try:
+        JpegEncoder()
+    except JpegUnavailable as exc:
+        return Check("libturbojpeg", FAIL, "not loadable", str(exc))
+    return Check("libturbojpeg", OK, "loads")
+
+
+def check_gpio(config: Config) -> Check:
+    required = config.mount == "gpio"
+    chips = sorted(Path("/dev").glob("gpiochip*"))
+    if not chips:
+        return Check("gpio", FAIL if required else WARN, "no /dev/gpiochip*", "GPIO exists on a Raspberry Pi only")
+    usable = [c for c in chips if os.access(c, os.R_OK | os.W_OK)]
+    if not usable:
+        return Check("gpio", FAIL if required else WARN, f"{chips[0]} not accessible", "add the user to the gpio group")
+    try:
+        import lgpio  # noqa: F401, PLC0415
+        from gpiozero.pins.lgpio import LGPIOFactory  # noqa: F401, PLC0415
+    except ImportError as exc:
+        return Check("gpio", FAIL if required else WARN, f"gpiozero/lgpio not importable ({exc})",
+                     "sudo apt install python3-gpiozero python3-lgpio (venv with --system-site-packages)")
+    return Check("gpio", OK, ", ".join(c.name for c in usable))
+
+
+def check_captures(config: Config) -> Check:
+    root, reason = choose_captures_dir(config.captures)
+    probe = root
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        return Check("captures", FAIL, f"{root} is not writable", "chown it to the user running wanda, or pass --captures")
+    free, _ = disk_space(root)
+    detail = f"{root} ({reason}), {free / 2**30:.1f} GiB free"
+    if free < config.min_free_mb * 2**20:
+        return Check("captures", WARN, detail, f"less than the {config.min_free_mb} MB reserve: sessions will refuse to start")
+    return Check("captures", OK, detail)
+
+
+def check_port(config: Config) -> Check:
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((config.host, config.port))
+        except OSError as exc:
+            return Check("port", FAIL, f"{config.host}:{config.port}: {exc.strerror or exc}",
+                         "stop what listens there (sudo ss -ltnp) or pick --port")
+    return Check("port", OK, f"{config.host}:{config.port} is free")
+
+
+def check_systemd() -> Check:
+    if shutil.which("systemctl") is None:
+        return Check("systemd unit", WARN, "systemctl not found", "run wanda by hand, or on a systemd system")
+    try:
+        enabled = subprocess.run(["systemctl", "is-enabled", "wanda"], capture_output=True, text=True, timeout=5)
+        active = subprocess.run(["systemctl", "is-active", "wanda"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("systemd unit", WARN, f"cannot ask systemd ({exc})")
+    state = f"{enabled.stdout.strip() or 'not installed'}, {active.stdout.strip() or 'unknown'}"
+    if enabled.returncode != 0:
+        return Check("systemd unit", WARN, state, "install it: see 'Running under systemd' in the README")
+    return Check("systemd unit", OK, state)
+
+
+def run_checks(config: Config) -> list[Check]:
+    return [
+        check_python(),
+        check_picamera2(config),
+        check_turbojpeg(),
+        check_gpio(config),
+        check_captures(config),
+        check_port(config),
+        check_systemd(),
+    ]
+
+
+def main(config: Config) -> int:
+    checks = run_checks(config)
+    width = max(len(c.name) for c in checks)
+    for check in checks:
+        print(f"{check.status:<4}  {check.name:<{width}}  {check.detail}")
+        if check.fix and check.status != OK:
+            print(f"      {'':<{width}}  fix: {check.fix}")
+    failed = [c.name for c in checks if c.status == FAIL]
+    print(f"\n{len(failed)} required check(s) failed: {', '.join(failed)}" if failed else "\nall required checks pass")
+    return 1 if failed else 0
