@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from aiohttp import StreamReader
 
@@ -51,3 +52,10 @@ async def receive_until(ws, predicate, limit: int = 500) -> list[dict]:
 
 def is_reply(request_id):
     return lambda m: m.get("id") == request_id and "ok" in m
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import free_port
+
 from wanda.config import Config, ConfigError, load_config
 
 
@@ -62,11 +64,6 @@ def test_config_is_frozen():
         Config().port = 1  # type: ignore[misc]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _wanda(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -98,7 +95,7 @@ def test_bad_option_exits_2_with_one_line():
 
 def test_picamera2_off_the_pi_is_one_readable_line():
     result = subprocess.run(
-        [sys.executable, "-m", "wanda", "--camera", "picamera2", "--port", str(_free_port())],
+        [sys.executable, "-m", "wanda", "--camera", "picamera2", "--port", str(free_port())],
         capture_output=True,
         text=True,
         timeout=30,
@@ -137,7 +134,7 @@ def _read_some_stream(port: int) -> socket.socket:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_wanda_serves_the_sky_and_stops_cleanly_with_a_stalled_viewer(signum, tmp_path):
-    port = _free_port()
+    port = free_port()
     process = _wanda(
         "--camera", "auto", "--host", "127.0.0.1", "--port", str(port), "--sim-fwhm", "2.5",
         "--captures", str(tmp_path / "captures"), "--data-dir", str(tmp_path / "state"),
@@ -183,7 +180,7 @@ def test_missing_libturbojpeg_stops_with_one_line_naming_the_package(monkeypatch
     fake = types.ModuleType("turbojpeg")
     fake.TurboJPEG = MissingLibrary
     monkeypatch.setitem(sys.modules, "turbojpeg", fake)
-    code = cli.main(["--camera", "sim", "--host", "127.0.0.1", "--port", str(_free_port())])
+    code = cli.main(["--camera", "sim", "--host", "127.0.0.1", "--port", str(free_port())])
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "wanda: error: libjpeg-turbo is missing: install it with `sudo apt-get install libturbojpeg0`"

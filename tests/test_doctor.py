@@ -6,13 +6,10 @@ import socket
 import sys
 import types
 
+from helpers import free_port
+
 from wanda import cli
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def doctor(capsys, *args: str) -> tuple[int, str]:
@@ -25,7 +22,7 @@ def line(output: str, name: str) -> str:
 
 
 def test_doctor_passes_on_a_sound_machine_and_warns_about_what_is_optional(capsys, tmp_path):
-    code, out = doctor(capsys, "--camera", "sim", "--mount", "sim", "--port", str(_free_port()), "--captures", str(tmp_path))
+    code, out = doctor(capsys, "--camera", "sim", "--mount", "sim", "--port", str(free_port()), "--captures", str(tmp_path))
     assert code == 0 and "all required checks pass" in out
     assert line(out, "python").startswith("ok") and line(out, "libturbojpeg").startswith("ok")
     assert line(out, "captures").startswith("ok") and str(tmp_path) in line(out, "captures")
@@ -45,7 +42,7 @@ def test_doctor_fails_on_a_taken_port_with_the_fix(capsys, tmp_path):
 
 
 def test_doctor_fails_when_the_camera_asked_for_is_missing(capsys, tmp_path):
-    code, out = doctor(capsys, "--camera", "picamera2", "--port", str(_free_port()), "--captures", str(tmp_path))
+    code, out = doctor(capsys, "--camera", "picamera2", "--port", str(free_port()), "--captures", str(tmp_path))
     assert code == 1 and line(out, "picamera2").startswith("FAIL")
 
 
@@ -53,7 +50,7 @@ def test_doctor_lists_the_cameras_picamera2_reports(capsys, tmp_path, monkeypatc
     fake = types.ModuleType("picamera2")
     fake.Picamera2 = type("Picamera2", (), {"global_camera_info": staticmethod(lambda: [{"Model": "imx477"}])})
     monkeypatch.setitem(sys.modules, "picamera2", fake)
-    code, out = doctor(capsys, "--camera", "picamera2", "--port", str(_free_port()), "--captures", str(tmp_path))
+    code, out = doctor(capsys, "--camera", "picamera2", "--port", str(free_port()), "--captures", str(tmp_path))
     assert line(out, "picamera2").startswith("ok") and "imx477" in line(out, "picamera2")
     assert code == 0
 
@@ -61,5 +58,5 @@ def test_doctor_lists_the_cameras_picamera2_reports(capsys, tmp_path, monkeypatc
 def test_doctor_fails_when_captures_cannot_be_written(capsys, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    code, out = doctor(capsys, "--camera", "sim", "--port", str(_free_port()), "--captures", str(blocker / "captures"))
+    code, out = doctor(capsys, "--camera", "sim", "--port", str(free_port()), "--captures", str(blocker / "captures"))
     assert code == 1 and line(out, "captures").startswith("FAIL")

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from helpers import is_reply, receive_until, wait_until
+from helpers import free_port, is_reply, receive_until, wait_until
 
 from wanda.app import create_app
 from wanda.keys import CONTROL, MOUNT, SESSIONS
@@ -274,15 +273,10 @@ async def test_shutdown_mid_session_marks_it_interrupted_and_switches_the_coils_
 # -- crashes: a real `wanda` process, killed ---------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 class WandaProcess:
     def __init__(self, config):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("WANDA_")}
         self.process = subprocess.Popen(

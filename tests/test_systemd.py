@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from helpers import free_port
+
 from wanda.systemd import SystemdNotifier
 
 
@@ -25,11 +27,6 @@ def notify_socket(tmp_path):
     sock.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_wanda_says_ready_pings_the_watchdog_and_says_stopping(notify_socket, tmp_path):
     path, sock = notify_socket
@@ -37,7 +34,7 @@ def test_wanda_says_ready_pings_the_watchdog_and_says_stopping(notify_socket, tm
     env.update(NOTIFY_SOCKET=str(path), WATCHDOG_USEC="200000")  # a ping every 0.1 s
     process = subprocess.Popen(
         [sys.executable, "-m", "wanda", "--camera", "sim", "--mount", "sim", "--host", "127.0.0.1",
-         "--port", str(_free_port()), "--captures", str(tmp_path / "c"), "--data-dir", str(tmp_path / "d")],
+         "--port", str(free_port()), "--captures", str(tmp_path / "c"), "--data-dir", str(tmp_path / "d")],
         env=env, stderr=subprocess.PIPE, text=True,
     )
     try:
