@@ -257,19 +257,37 @@ class CameraWorker:
         return self._gain_table[1][pixels]
 
 
-def _probe_picamera2() -> tuple[bool, str]:
-    """Can picamera2 be imported, and does it list a camera? (ok, reason)"""
+@dataclass(frozen=True)
+class Picamera2Probe:
+    """Can picamera2 be imported, and does it list a camera? If not, why, and what fixes it."""
+
+    ok: bool
+    reason: str
+    fix: str = ""
+
+
+def probe_picamera2() -> Picamera2Probe:
     try:
         from picamera2 import Picamera2  # noqa: PLC0415  (only on a Pi)
     except ImportError as exc:
-        return False, f"picamera2 is not importable ({exc})"
+        return Picamera2Probe(
+            False,
+            f"picamera2 is not importable ({exc})",
+            "on a Raspberry Pi install python3-picamera2 with apt and create the virtual environment "
+            "with --system-site-packages",
+        )
     try:
         cameras = Picamera2.global_camera_info()
     except Exception as exc:  # libcamera errors come in many types
-        return False, f"picamera2 could not list cameras ({exc})"
+        return Picamera2Probe(False, f"picamera2 could not list cameras ({exc})", "check libcamera: rpicam-hello --list-cameras")
     if not cameras:
-        return False, "picamera2 lists no camera"
-    return True, f"picamera2 lists {len(cameras)} camera(s): {cameras[0].get('Model', '?')}"
+        return Picamera2Probe(
+            False,
+            "picamera2 lists no camera",
+            "check the ribbon cable and dtoverlay=imx477 in /boot/firmware/config.txt, then reboot",
+        )
+    models = ", ".join(str(c.get("Model", "?")) for c in cameras)
+    return Picamera2Probe(True, f"picamera2 lists {len(cameras)} camera(s): {models}")
 
 
 def create_backend(config) -> CameraBackend:
@@ -282,17 +300,14 @@ def create_backend(config) -> CameraBackend:
     if config.camera == "sim":
         log.info("camera: simulated sky (--camera sim)")
         return sky()
-    available, reason = _probe_picamera2()
-    if config.camera == "picamera2" and not available:
-        raise CameraUnavailable(
-            f"--camera picamera2: {reason}. On a Raspberry Pi install python3-picamera2 with apt and "
-            "create the virtual environment with --system-site-packages"
-        )
-    if available:
+    probe = probe_picamera2()
+    if config.camera == "picamera2" and not probe.ok:
+        raise CameraUnavailable(f"--camera picamera2: {probe.reason}: {probe.fix}")
+    if probe.ok:
         from wanda.picam import Picamera2Backend
 
-        log.info("camera: picamera2, because %s (--camera %s)", reason, config.camera)
+        log.info("camera: picamera2, because %s (--camera %s)", probe.reason, config.camera)
         return Picamera2Backend()
-    log.info("camera: simulated sky, because %s (--camera auto)", reason)
+    log.info("camera: simulated sky, because %s (--camera auto)", probe.reason)
     return sky()
 

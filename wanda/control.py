@@ -125,8 +125,7 @@ class CameraControl:
         limits = self.limits
         return {
             "mode": "capture" if exposing else "preview",
-            "capture_status": "Capturing" if exposing else "Idle",
-            "recording": exposing,
+            **self._capture_state(),
             **self.settings.as_dict(),
             "backend": self.worker.backend.name,
             "limits": {

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from wanda.camera import probe_picamera2
 from wanda.config import Config
 from wanda.storage import choose_captures_dir, disk_space
 
@@ -35,25 +36,10 @@ def check_python() -> Check:
 
 
 def check_picamera2(config: Config) -> Check:
-    required = config.camera == "picamera2"
-    missing = FAIL if required else WARN
-    try:
-        from picamera2 import Picamera2  # noqa: PLC0415  (only on a Pi)
-    except ImportError as exc:
-        return Check(
-            "picamera2", missing, f"not importable ({exc})",
-            "sudo apt install python3-picamera2, and make the venv with --system-site-packages",
-        )
-    try:
-        cameras = Picamera2.global_camera_info()
-    except Exception as exc:  # libcamera raises many kinds
-        return Check("picamera2", missing, f"cannot list cameras ({exc})", "check libcamera: rpicam-hello --list-cameras")
-    if not cameras:
-        return Check(
-            "picamera2", missing, "no camera listed",
-            "check the ribbon cable and dtoverlay=imx477 in /boot/firmware/config.txt, then reboot",
-        )
-    return Check("picamera2", OK, ", ".join(str(c.get("Model", "?")) for c in cameras))
+    probe = probe_picamera2()
+    if probe.ok:
+        return Check("picamera2", OK, probe.reason)
+    return Check("picamera2", FAIL if config.camera == "picamera2" else WARN, probe.reason, probe.fix)
 
 
 def check_turbojpeg() -> Check:

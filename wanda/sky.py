@@ -197,7 +197,7 @@ class SimulatedSky:
             (height + self._noise_slack, width + self._noise_slack), dtype=np.float32
         )
         self._canvas = np.empty((height + 2 * self._pad, width + 2 * self._pad), np.float32)
-        self._bg_cache: tuple[tuple[float, float, int], np.ndarray] | None = None
+        self._bg_cache: tuple[tuple[float, float], np.ndarray] | None = None
         self._rgbx_buffers = (np.empty((height, width), np.uint32), np.empty((height, width), np.uint32))
         self._rgbx_turn = 0
 
@@ -357,7 +357,7 @@ class SimulatedSky:
         return packed.view(np.uint8).reshape(packed.shape[0], packed.shape[1], 4)
 
     def _background(self, level: float, black: float) -> np.ndarray:
-        key = (round(level, 9), round(black, 9), id(self._bg_shape))
+        key = (round(level, 9), round(black, 9))
         if self._bg_cache is None or self._bg_cache[0] != key:
             self._bg_cache = (key, self._bg_shape * np.float32(level) + np.float32(black))
         return self._bg_cache[1]
