@@ -175,6 +175,7 @@ class _SilentCamera:
     gain_limits = (1.0, 16.0)
     exposure_s = 0.01
     gain = 1.0
+    encodes_preview = False
 
     def open(self):
         pass
@@ -189,7 +190,7 @@ class _SilentCamera:
         wake.wait(0.2)
         return None
 
-    def capture_still(self, exposure_s, gain, cancel, skip_frames=0):
+    def capture_still(self, exposure_s, gain, cancel, skip_frames=0, *, raw=False):
         raise RuntimeError("a hung camera takes no stills")
 
 

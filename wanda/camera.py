@@ -51,6 +51,7 @@ class StillImage:
     exposure_s: float  # as the sensor applied it
     gain: float
     metadata: dict[str, Any]
+    raw_dng: bytes | None = None  # the raw sensor frame as DNG, when asked for and the backend can
 
 
 class CameraBackend(Protocol):
@@ -61,6 +62,9 @@ class CameraBackend(Protocol):
     exposure_limits: tuple[float, float]
     gain_limits: tuple[float, float]
     exposure_s: float  # the exposure in use (read from the loop for time-outs)
+    # True when the backend encodes the preview itself (picamera2's hardware MJPEG encoder): the
+    # worker then starts and stops that stream with the demand instead of calling capture_preview.
+    encodes_preview: bool
 
     def open(self) -> None: ...
 
@@ -73,10 +77,17 @@ class CameraBackend(Protocol):
         ...
 
     def capture_still(
-        self, exposure_s: float, gain: float, cancel: threading.Event, skip_frames: int = 0
+        self, exposure_s: float, gain: float, cancel: threading.Event, skip_frames: int = 0, *, raw: bool = False
     ) -> StillImage:
-        """Take one exposure; raise CaptureCancelled as soon as ``cancel`` is set."""
+        """Take one exposure; raise CaptureCancelled as soon as ``cancel`` is set. ``raw`` asks for
+        the raw sensor frame as DNG too (``StillImage.raw_dng``), where the backend has one."""
         ...
+
+    def start_stream(self, on_jpeg: Callable[[bytes, float], None]) -> None:
+        """Only when ``encodes_preview``: call ``on_jpeg(jpeg, unix_time)`` for each frame."""
+        ...
+
+    def stop_stream(self) -> None: ...
 
 
 Job = Callable[..., Any]
@@ -112,6 +123,7 @@ class CameraWorker:
         self.preview_errors = 0
         self.preview_gain = 1.0  # night vision: digital gain on preview frames only (set from the loop)
         self._gain_table: tuple[float, np.ndarray] | None = None
+        self._streaming = False  # the backend's own (hardware-encoded) stream is running
         hub.set_demand_callback(self.wake)
 
     # -- lifecycle (called from the loop thread, off the loop via to_thread) ------------------
@@ -182,6 +194,10 @@ class CameraWorker:
                 self._run_jobs()
                 if self._stopping:
                     break
+                if self.backend.encodes_preview:
+                    self._follow_demand()
+                    self._wake.wait(1.0)
+                    continue
                 if not self._hub.wants_frames:
                     self._wake.wait(1.0)
                     continue
@@ -237,9 +253,14 @@ class CameraWorker:
         if self.preview_gain != 1.0:
             pixels = self._brighten(pixels, self.preview_gain)
         jpeg = self.encoder.encode(pixels, preview.pixel_format)
-        self._seq += 1
         height, width = preview.pixels.shape[:2]
-        frame = Frame(self._seq, preview.timestamp, width, height, jpeg, multipart_part(jpeg, preview.timestamp, self._seq))
+        self._publish(jpeg, preview.timestamp, width, height)
+
+    def _publish(self, jpeg: bytes, timestamp: float, width: int, height: int) -> None:
+        """Hand one encoded frame to the hub (on the loop); called from the camera thread, or from
+        picamera2's encoder thread when the hardware encodes (one producer at a time)."""
+        self._seq += 1
+        frame = Frame(self._seq, timestamp, width, height, jpeg, multipart_part(jpeg, timestamp, self._seq))
         with self._stats_lock:
             self.frames_encoded += 1
             self._encoded.tick()
@@ -248,6 +269,30 @@ class CameraWorker:
         except RuntimeError:  # the loop is closed: we are shutting down
             self._stopping = True
 
+    def _follow_demand(self) -> None:
+        """Hardware encoding: run the backend's stream exactly while somebody wants frames."""
+        try:
+            self._switch_stream()
+        except Exception:  # like a bad preview frame: never fatal for the thread
+            with self._stats_lock:
+                self.preview_errors += 1
+            log.exception("starting or stopping the hardware-encoded preview failed; retrying")
+
+    def _switch_stream(self) -> None:
+        if self._hub.wants_frames and not self._streaming:
+            width, height = self.backend.preview_size
+
+            def on_jpeg(jpeg: bytes, timestamp: float) -> None:
+                with self._stats_lock:
+                    self.frames_captured += 1
+                    self._captured.tick()
+                self._publish(jpeg, timestamp, width, height)
+
+            self.backend.start_stream(on_jpeg)
+            self._streaming = True
+        elif not self._hub.wants_frames and self._streaming:
+            self.backend.stop_stream()
+            self._streaming = False
 
     def _brighten(self, pixels: np.ndarray, gain: float) -> np.ndarray:
         """Multiply 8-bit pixels by ``gain``, saturating, through a lookup table."""
@@ -307,7 +352,9 @@ def create_backend(config) -> CameraBackend:
         from wanda.picam import Picamera2Backend
 
         log.info("camera: picamera2, because %s (--camera %s)", probe.reason, config.camera)
-        return Picamera2Backend()
+        return Picamera2Backend(
+            colour_gains=config.colour_gains, tuning_file=config.tuning_file, preview_encoder=config.preview_encoder
+        )
     log.info("camera: simulated sky, because %s (--camera auto)", probe.reason)
     return sky()
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from wanda import __version__
 from wanda.app import create_app
 from wanda.camera import CameraUnavailable
-from wanda.config import CAMERA_CHOICES, LOG_LEVELS, MOUNT_CHOICES, Config, ConfigError, load_config
+from wanda.config import CAMERA_CHOICES, LOG_LEVELS, MOUNT_CHOICES, PREVIEW_ENCODERS, Config, ConfigError, load_config
 from wanda.jpeg import JpegUnavailable
 from wanda.mount import MountUnavailable
 from wanda.systemd import SystemdNotifier
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data-dir", type=Path, metavar="DIR", help="where WANDA keeps its state (default ~/.local/share/wanda)")
     add("--config", type=Path, metavar="FILE", help="TOML configuration file")
     add("--log-level", type=str.upper, choices=LOG_LEVELS, help="logging level (default INFO)")
+    add("--preview-encoder", choices=PREVIEW_ENCODERS, help="preview JPEG encoder on the Pi (default auto)")
+    add("--tuning-file", metavar="FILE", help="libcamera tuning file for the Pi camera, e.g. imx477_scientific.json")
     add("--sim-fwhm", type=float, metavar="PX", help="star size (FWHM, pixels) of the simulated sky (default 3)")
     add("--version", action="version", version=f"wanda {__version__}")
     return parser

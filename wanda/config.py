@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 CAMERA_CHOICES = ("auto", "sim", "picamera2")
+PREVIEW_ENCODERS = ("auto", "software", "hardware")
 MOUNT_CHOICES = ("auto", "sim", "gpio")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -45,6 +46,17 @@ class Config:
     # Sessions refuse to start, and stop, when free space would fall below this.
     min_free_mb: int = 200
 
+    # The Raspberry Pi camera (picamera2).
+    # Fixed white balance for stills and preview: (red, blue) gains. Auto white balance would shift
+    # the colour of every frame of a night differently.
+    colour_gains: tuple[float, ...] = (2.4, 1.7)
+    # A libcamera tuning file: a name looked up where libcamera keeps them (imx477_scientific.json)
+    # or a path. Empty: the sensor's default tuning.
+    tuning_file: str = ""
+    # How the preview is JPEG-encoded: libjpeg-turbo (software), picamera2's hardware MJPEG encoder
+    # (hardware, VC4 = Raspberry Pi 4 and older), or auto (hardware where there is one).
+    preview_encoder: str = "auto"
+
     # The simulated sky.
     sim_fwhm: float = 3.0  # star FWHM in preview pixels
     sim_plate_scale: float = 2.0  # arcseconds per preview pixel: sets the sidereal drift speed
@@ -63,6 +75,16 @@ class Config:
         _check(0.1 <= self.mount_step_interval <= 10, "mount_step_interval", "must be 0.1..10 seconds per step")
         _check(self.min_free_mb >= 0, "min_free_mb", "must be >= 0")
         _check(self.camera in CAMERA_CHOICES, "camera", f"must be one of {', '.join(CAMERA_CHOICES)}")
+        _check(
+            self.preview_encoder in PREVIEW_ENCODERS,
+            "preview_encoder",
+            f"must be one of {', '.join(PREVIEW_ENCODERS)}",
+        )
+        _check(
+            len(self.colour_gains) == 2 and all(0 < g <= 32 for g in self.colour_gains),
+            "colour_gains",
+            "must be two gains (red, blue), each above 0 and at most 32",
+        )
         _check(self.log_level in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         _check(0 <= self.port <= 65535, "port", "must be 0..65535")
         _check(0.5 <= self.sim_fwhm <= 30, "sim_fwhm", "must be 0.5..30 pixels")
@@ -106,6 +128,10 @@ def _coerce(name: str, value: Any, source: str) -> Any:
                 if any(isinstance(i, bool | float) for i in items):
                     raise ValueError(value)
                 return tuple(int(i) for i in items)
+            if element is float:
+                if any(isinstance(i, bool) for i in items):
+                    raise ValueError(value)
+                return tuple(float(i) for i in items)
             if not all(isinstance(i, str) for i in items):
                 raise ValueError(value)
             return tuple(items)

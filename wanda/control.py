@@ -71,7 +71,9 @@ def _apply_controls(backend: CameraBackend, exposure_s: float, gain: float) -> t
 
 
 def _take_still(backend: CameraBackend, settings: CameraSettings, cancel: threading.Event) -> StillImage:
-    return backend.capture_still(settings.exposure_seconds, settings.gain, cancel, settings.skip_frames)
+    return backend.capture_still(
+        settings.exposure_seconds, settings.gain, cancel, settings.skip_frames, raw=settings.save_raw
+    )
 
 
 class CameraControl:
@@ -219,6 +221,7 @@ class CameraControl:
             "path": str(saved.path.relative_to(self.captures_root)),
             "url": self.url_of(saved.path),
             "sidecar": saved.sidecar.name if saved.sidecar else None,
+            "raw_file": saved.companions[0].name if saved.companions else None,
             "exposure_seconds": image.exposure_s,
             "gain": image.gain,
             "iso": round(image.gain * 100, 6),
@@ -273,7 +276,8 @@ class CameraControl:
     ) -> SavedFile:
         """Storage thread: encode and write the image and its sidecar, atomically."""
         jpeg = self._still_encoder.encode(image.pixels, image.pixel_format)
-        self._last_still_bytes = len(jpeg)
+        companions = {"dng": image.raw_dng} if image.raw_dng is not None else {}
+        self._last_still_bytes = len(jpeg) + len(image.raw_dng or b"")
         height, width = image.pixels.shape[:2]
         sidecar = {
             "software": f"WANDA {__version__}",
@@ -286,11 +290,12 @@ class CameraControl:
             "frame_type": settings.frame_type,
             "width": width,
             "height": height,
+            "raw": "dng" if companions else ("not available from this camera" if settings.save_raw else None),
             "saved": utc_iso(time.time()),
             "camera": image.metadata,
             **extra,
         }
-        return files.save("jpg", jpeg, sidecar)
+        return files.save("jpg", jpeg, sidecar, companions)
 
 
 def _limits(backend: CameraBackend) -> Limits:

@@ -482,6 +482,7 @@ class SessionManager:
                         "exposure_seconds": result["exposure_seconds"],
                         "gain": result["gain"],
                         "started": result["started"],
+                        **({"raw_file": result["raw_file"]} if result["raw_file"] else {}),
                     }
                 )
                 metadata["captured_images"] = len(metadata["frames"])

@@ -141,6 +141,7 @@ class SimulatedSky:
     preview_size = PREVIEW_SIZE
     exposure_limits = EXPOSURE_LIMITS
     gain_limits = GAIN_LIMITS
+    encodes_preview = False
 
     def __init__(
         self,
@@ -226,10 +227,11 @@ class SimulatedSky:
         self._pending = None
 
     def capture_still(
-        self, exposure_s: float, gain: float, cancel: threading.Event, skip_frames: int = 0
+        self, exposure_s: float, gain: float, cancel: threading.Event, skip_frames: int = 0, *, raw: bool = False
     ) -> StillImage:
         """A real-time exposure: it takes ``exposure_s`` (cancellable), then renders the sky as it
-        moved meanwhile (trails if not tracking) at 16 bits. ``skip_frames`` has nothing to flush."""
+        moved meanwhile (trails if not tracking) at 16 bits. ``skip_frames`` has nothing to flush;
+        there is no raw Bayer frame to give for ``raw`` (the 16-bit linear data is the raw here)."""
         self.set_controls(exposure_s=exposure_s, gain=gain)
         started = self._wall_clock()
         if cancel.wait(self.exposure_s):

@@ -114,6 +114,7 @@ _NUMBERED = re.compile(r"^(?P<stem>[A-Za-z]+)_(?P<number>\d+)\.")
 class SavedFile:
     path: Path
     sidecar: Path | None
+    companions: tuple[Path, ...] = ()  # the same frame in other formats (the raw DNG)
 
 
 class NumberedFiles:
@@ -138,8 +139,11 @@ class NumberedFiles:
                 highest = max(highest, int(match["number"]))
         return highest
 
-    def save(self, extension: str, data: bytes, sidecar: dict | None = None) -> SavedFile:
-        """Write the next numbered file (and its JSON sidecar) atomically; never overwrite."""
+    def save(
+        self, extension: str, data: bytes, sidecar: dict | None = None, companions: dict[str, bytes] | None = None
+    ) -> SavedFile:
+        """Write the next numbered file, its companions (``{"dng": bytes}``: the same name with that
+        extension) and its JSON sidecar, each atomically; never overwrite."""
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
             if self._next is None:
@@ -153,10 +157,15 @@ class NumberedFiles:
                 except FileExistsError:
                     continue  # put there by someone else: take the next number
                 break
+        written = []
+        for companion_extension, companion_data in (companions or {}).items():
+            companion = path.with_suffix(f".{companion_extension}")
+            write_atomic(companion, companion_data, overwrite=False)
+            written.append(companion)
         sidecar_path = None
         if sidecar is not None:
-            # The image lands first: a crash in between leaves an image without notes, never
+            # The images land first: a crash in between leaves images without notes, never
             # notes without an image.
             sidecar_path = path.with_suffix(".json")
             write_atomic(sidecar_path, json.dumps(sidecar, indent=2).encode("utf-8"))
-        return SavedFile(path, sidecar_path)
+        return SavedFile(path, sidecar_path, tuple(written))
