@@ -3,6 +3,8 @@
 #   scripts/setup.sh        the server
 #   scripts/setup.sh test   the server and everything its test suite needs
 # System packages come from apt (as root, or through sudo); Python packages from PyPI.
+# On a Raspberry Pi it also installs picamera2 and lgpio from apt (they are not on PyPI in a form
+# that works with the Pi's libcamera) and gives the venv the system's site packages to see them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,11 @@ packages=(libturbojpeg0)
 extras=""
 if [ "${1:-}" = "test" ]; then
     extras="[test]"
+fi
+on_pi=false
+if grep -qs "Raspberry Pi" /proc/device-tree/model; then
+    on_pi=true
+    packages+=(python3-picamera2 python3-lgpio python3-gpiozero)
 fi
 
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
@@ -30,5 +37,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
+if $on_pi; then
+    # picamera2 lives in the system's site packages; a venv made without them cannot see it.
+    if [ -x .venv/bin/python ] && ! grep -qs "include-system-site-packages = true" .venv/pyvenv.cfg; then
+        echo "recreating .venv with --system-site-packages (picamera2 comes from apt)" >&2
+        rm -rf .venv
+    fi
+    [ -x .venv/bin/python ] || python3 -m venv --system-site-packages .venv
+else
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import fake_picamera2
@@ -18,7 +19,7 @@ import pytest
 from helpers import free_port, read_part, wait_until
 
 from wanda.app import create_app
-from wanda.camera import CameraUnavailable, CaptureCancelled, create_backend
+from wanda.camera import CameraUnavailable, CaptureCancelled, create_backend, probe_picamera2
 from wanda.config import Config
 from wanda.jpeg import JpegEncoder
 from wanda.picam import Picamera2Backend
@@ -352,3 +353,15 @@ async def test_picam_hardware_mjpeg_on_a_pi4_streams_while_watched_and_pauses_fo
     assert state["frames_encoded"] >= 4 and state["encodes"] == 0  # all by the hardware, none by us
     response.close()
     await wait_until(lambda: not camera.encoding)  # the last viewer left: the encoder stops
+
+
+def test_picam_numpy_mismatch_names_its_fix(monkeypatch):
+    module = types.ModuleType("picamera2")
+
+    def compiled_against_another_numpy(name):
+        raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")
+
+    module.__getattr__ = compiled_against_another_numpy
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    probe = probe_picamera2()
+    assert not probe.ok and "numpy" in probe.reason and "pip uninstall -y numpy" in probe.fix

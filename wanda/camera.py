@@ -315,12 +315,16 @@ def probe_picamera2() -> Picamera2Probe:
     try:
         from picamera2 import Picamera2  # noqa: PLC0415  (only on a Pi)
     except ImportError as exc:
+        if "numpy" in str(exc):
+            return _numpy_mismatch(exc)
         return Picamera2Probe(
             False,
             f"picamera2 is not importable ({exc})",
             "on a Raspberry Pi install python3-picamera2 with apt and create the virtual environment "
             "with --system-site-packages",
         )
+    except ValueError as exc:  # "numpy.dtype size changed": compiled against another numpy
+        return _numpy_mismatch(exc)
     try:
         cameras = Picamera2.global_camera_info()
     except Exception as exc:  # libcamera errors come in many types
@@ -333,6 +337,15 @@ def probe_picamera2() -> Picamera2Probe:
         )
     models = ", ".join(str(c.get("Model", "?")) for c in cameras)
     return Picamera2Probe(True, f"picamera2 lists {len(cameras)} camera(s): {models}")
+
+
+def _numpy_mismatch(exc: Exception) -> Picamera2Probe:
+    return Picamera2Probe(
+        False,
+        f"picamera2 does not load with the numpy of this environment ({exc})",
+        "picamera2 from apt needs Debian's numpy: .venv/bin/pip uninstall -y numpy, so the virtual "
+        "environment uses the system one",
+    )
 
 
 def create_backend(config) -> CameraBackend:

@@ -256,8 +256,10 @@ class CameraControl:
         """What the next still will take on disk: the last one's size, or a generous guess."""
         if self._last_still_bytes is not None:
             return self._last_still_bytes
-        width, height = self.worker.backend.preview_size
-        return width * height * 3 // 8
+        backend = self.worker.backend
+        width, height = getattr(backend, "sensor_size", backend.preview_size)  # stills may be full size
+        raw = width * height * 2 if self.settings.save_raw else 0  # a DNG holds 16 bits a pixel
+        return width * height * 3 // 8 + raw
 
     def url_of(self, path: Path) -> str:
         return "/api/captures/" + quote(str(path.relative_to(self.captures_root)))
