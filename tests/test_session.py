@@ -60,6 +60,8 @@ async def test_a_rapid_session_fills_its_own_folder_and_reports_each_frame(clien
     names = [m["event"] for m in events if m.get("topic") == "session" and m["event"] != "status"]
     assert names == ["session_start", "session_progress", "session_progress", "session_progress", "session_complete"]
     assert [m["data"]["captured_images"] for m in events if m.get("event") == "session_progress"] == [1, 2, 3]
+    complete = events[-1]["data"]  # what a browser shows at the end: the session is over
+    assert (complete["status"], complete["active"], complete["running"]) == ("completed", False, False)
 
     status = await finished(client)
     assert (status["status"], status["active"], status["captured_images"], status["progress"]) == ("completed", False, 3, 100.0)

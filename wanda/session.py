@@ -355,7 +355,8 @@ class SessionManager:
                 "estimated_completion": None, "late": False, "lateness_s": 0.0, "mode": None, "error": None,
             }
         metadata = run.metadata
-        running = self.active
+        # The task is still finishing when it announces the outcome: the status decides.
+        running = self.active and metadata["status"] == "running"
         captured, total = run.captured, run.total
         remaining_s = self._remaining_seconds(run) if running else 0.0
         return {
