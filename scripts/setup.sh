@@ -12,6 +12,7 @@ packages=(libturbojpeg0)
 extras=""
 if [ "${1:-}" = "test" ]; then
     extras="[test]"
+    packages+=(chromium)  # the browser tests drive Debian's Chromium through Playwright
 fi
 on_pi=false
 if grep -qs "Raspberry Pi" /proc/device-tree/model; then

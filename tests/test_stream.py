@@ -232,7 +232,13 @@ async def test_health_reports_loop_lag_uptime_and_viewers(client):
     assert 0 <= data["loop_lag"]["now_ms"] <= data["loop_lag"]["max_1m_ms"] + 1e-9
 
 
-async def test_index_page_is_served(client):
+async def test_index_page_and_its_assets_are_served(client):
     response = await client.get("/")
-    assert response.status == 200
-    assert "/stream" in await response.text()
+    assert response.status == 200 and response.headers["Cache-Control"] == "no-cache"
+    assert '<script type="module" src="/static/app.js">' in await response.text()
+    script = await client.get("/static/app.js")
+    # A module script must come with a JavaScript type, or the browser refuses to run it.
+    assert script.status == 200 and script.content_type in ("text/javascript", "application/javascript")
+    assert script.headers["Cache-Control"] == "no-cache"  # an upgrade reaches the browser at once
+    assert "/stream" in await script.text()
+    assert (await client.get("/static/style.css")).content_type == "text/css"

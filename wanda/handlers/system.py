@@ -44,5 +44,12 @@ def add_static_routes(app: web.Application) -> None:
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(root / "index.html", headers={"Cache-Control": "no-cache"})
 
+    async def revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
+        # The browser asks again each time (a 304 when unchanged), so after an upgrade the page
+        # never runs yesterday's script against today's server.
+        if request.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-cache"
+
     app.router.add_get("/", index)
     app.router.add_static("/static/", root)
+    app.on_response_prepare.append(revalidate_static)

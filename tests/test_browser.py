@@ -1,0 +1,443 @@
+"""The browser client in a real browser: Playwright driving Debian's Chromium (headless) against a
+real `wanda` process on the simulated sky.
+
+Screenshots go to a temporary folder, or to $WANDA_SCREENSHOTS (`WANDA_SCREENSHOTS=docs/screenshots
+.venv/bin/python -m pytest tests/test_browser.py` refreshes the README's set)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import free_port
+from playwright.sync_api import Page, expect, sync_playwright
+
+
+CHROMIUM = "/usr/bin/chromium"
+# Headless, and nothing that reaches for the internet (this machine and the field have none).
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+WAIT_MS = 15000
+
+
+class Wanda:
+    """A `wanda` process on a fixed port that a test may stop and start again."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.root / "wanda.log", "ab")  # noqa: SIM115  (the process owns it)
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "wanda", "--camera", "sim", "--mount", "sim", "--host", "127.0.0.1",
+                "--port", str(self.port), "--captures", str(self.root / "captures"),
+                "--data-dir", str(self.root / "state"),
+            ],
+            stdout=log, stderr=log,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                self.get("/api/health")
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"wanda did not start: {(self.root / 'wanda.log').read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=15)
+            self.process = None
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return json.loads(response.read())["data"]
+
+    def post(self, path: str, body: dict) -> dict:
+        request = urllib.request.Request(
+            self.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())["data"]
+
+
+def eventually(check, timeout: float = WAIT_MS / 1000):
+    """Poll the server until ``check()`` is true; fail with the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached: {check.__doc__ or check}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/setup.sh test does it)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def wanda(tmp_path_factory):
+    server = Wanda(tmp_path_factory.mktemp("wanda"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("WANDA_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class Console:
+    """What the page said on its console and the errors it threw."""
+
+    def __init__(self, page: Page):
+        self.errors: list[str] = []
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+
+def open_page(browser, server: Wanda, width: int = 1280, height: int = 900, **context) -> tuple[Page, Console]:
+    page = browser.new_context(viewport={"width": width, "height": height}, **context).new_page()
+    page.set_default_timeout(WAIT_MS)
+    console = Console(page)
+    page.goto(server.url + "/")
+    expect(page.locator("#ws-state")).to_have_text("connected")
+    return page, console
+
+
+def wait_for_live_frame(page: Page) -> None:
+    page.wait_for_function("() => document.getElementById('live').naturalWidth === 1440")
+
+
+def test_browser_page_loads_clean_and_shows_live_frames(browser, wanda, screenshots):
+    page, console = open_page(browser, wanda)
+    wait_for_live_frame(page)
+    # The frame is the sky, not a blank: its pixels vary (stars on a background).
+    spread = page.evaluate(
+        """() => {
+            const image = document.getElementById('live');
+            const canvas = Object.assign(document.createElement('canvas'), {width: 360, height: 270});
+            const context = canvas.getContext('2d');
+            context.drawImage(image, 0, 0, 360, 270);
+            const pixels = context.getImageData(0, 0, 360, 270).data;
+            let low = 255, high = 0;
+            for (let i = 0; i < pixels.length; i += 4) { low = Math.min(low, pixels[i]); high = Math.max(high, pixels[i]); }
+            return high - low;
+        }"""
+    )
+    assert spread > 50
+    expect(page.locator("#stream-stats")).to_contain_text(re.compile(r"\d+\.\d fps · \d+ viewers?"))
+    expect(page.locator("#camera-state")).to_have_text("camera idle")
+    expect(page.locator("#storage-state")).to_contain_text("free")
+    page.screenshot(path=screenshots / "desktop.png")
+    assert console.errors == []
+    page.context.close()
+
+
+def test_browser_exposure_changes_the_camera_and_a_refused_value_shows_the_servers_message(browser, wanda):
+    page, console = open_page(browser, wanda)
+    page.get_by_label("exposure with unit").fill("250 ms")
+    page.get_by_label("exposure with unit").press("Enter")
+    eventually(lambda: wanda.get("/api/camera/status")["exposure_seconds"] == 0.25)
+    page.get_by_label("ISO").fill("400")
+    page.get_by_label("ISO").press("Enter")
+    eventually(lambda: wanda.get("/api/camera/status")["iso"] == 400)
+    # Beyond the sensor: the server refuses, the page says why next to the control.
+    page.get_by_label("exposure with unit").fill("10 min")
+    page.get_by_label("exposure with unit").press("Enter")
+    expect(page.locator("#exposure-error")).to_have_text(re.compile(r"^exposure_seconds: 600 s is outside the limits"))
+    assert wanda.get("/api/camera/status")["exposure_seconds"] == 0.25
+    # The slider moves on a logarithmic scale: its middle is the geometric mean of the range.
+    page.locator("#exposure-slider").fill("500")
+    page.locator("#exposure-slider").dispatch_event("change")
+    low, high = 1e-4, wanda.get("/api/camera/status")["limits"]["exposure_seconds"][1]
+    expected = (low * high) ** 0.5
+    eventually(lambda: abs(wanda.get("/api/camera/status")["exposure_seconds"] / expected - 1) < 0.01)
+    wanda.post("/api/camera/settings", {"exposure_seconds": 0.05, "iso": 800})
+    assert [e for e in console.errors if "400" not in e] == []  # the refused request itself is logged
+    page.context.close()
+
+
+def test_browser_two_pages_stay_in_step(browser, wanda):
+    first, _ = open_page(browser, wanda)
+    second, _ = open_page(browser, wanda)
+    first.get_by_label("ISO").fill("1200")
+    first.get_by_label("ISO").press("Enter")
+    expect(second.get_by_label("ISO")).to_have_value("1200")  # through the WebSocket's status event
+    first.get_by_label("Frame type").select_option("dark")
+    expect(second.get_by_label("Frame type")).to_have_value("dark")
+    wanda.post("/api/camera/settings", {"iso": 800, "frame_type": "light"})
+    expect(first.get_by_label("Frame type")).to_have_value("light")
+    first.context.close()
+    second.context.close()
+
+
+def test_browser_capture_shows_progress_and_adds_the_frame_to_the_gallery(browser, wanda, screenshots):
+    page, console = open_page(browser, wanda)
+    wanda.post("/api/camera/settings", {"exposure_seconds": 2.0})
+    before = len(wanda.get("/api/captures")["files"])
+    page.get_by_role("button", name="Capture", exact=True).click()
+    expect(page.locator("#capture-progress-box")).to_be_visible()
+    expect(page.locator("#capture-countdown")).to_have_text(re.compile(r"^\d+\.\d s$"))
+    expect(page.locator("#camera-state")).to_have_text("exposing 2 s")
+    page.wait_for_function("() => document.getElementById('capture-progress').value >= 40")
+    page.screenshot(path=screenshots / "capture.png")
+    expect(page.locator("#capture-progress-box")).to_be_hidden()
+    expect(page.locator("#camera-state")).to_have_text("camera idle")
+    assert len(wanda.get("/api/captures")["files"]) == before + 1
+    newest = wanda.get("/api/captures")["files"][0]
+    expect(page.locator("#gallery-grid li").first).to_contain_text(newest)
+    expect(page.locator("#last-capture img")).to_have_attribute("alt", f"last capture {newest}")
+    wanda.post("/api/camera/settings", {"exposure_seconds": 0.05})
+    assert console.errors == []
+    page.context.close()
+
+
+def test_browser_cancel_stops_the_exposure(browser, wanda):
+    page, _ = open_page(browser, wanda)
+    wanda.post("/api/camera/settings", {"exposure_seconds": 30.0})
+    page.get_by_role("button", name="Capture", exact=True).click()
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#capture-message")).to_have_text("Cancelled: nothing was saved.")
+    expect(page.locator("#camera-state")).to_have_text("camera idle")
+    wanda.post("/api/camera/settings", {"exposure_seconds": 0.05})
+    page.context.close()
+
+
+def test_browser_gallery_opens_downloads_and_deletes_with_confirmation(browser, wanda):
+    wanda.post("/api/camera/settings", {"exposure_seconds": 0.05})
+    saved = wanda.post("/api/camera/capture", {})["file"]
+    page, console = open_page(browser, wanda)
+    item = page.locator("#gallery-grid li", has_text=saved)
+    item.click()
+    dialog = page.locator("#image-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#image-title")).to_have_text(saved)
+    page.wait_for_function("() => document.getElementById('image-full').naturalWidth > 0")
+    with page.expect_download() as download:
+        page.locator("#image-download").click()
+    assert download.value.suggested_filename == saved
+    page.locator("#image-delete").click()
+    page.locator("#confirm-dialog").get_by_role("button", name="Keep").click()  # changed my mind
+    assert saved in wanda.get("/api/captures")["files"]
+    page.locator("#image-delete").click()
+    page.locator("#confirm-dialog").get_by_role("button", name="Delete").click()
+    eventually(lambda: saved not in wanda.get("/api/captures")["files"])
+    expect(item).to_have_count(0)
+    assert console.errors == []
+    page.context.close()
+
+
+def test_browser_session_started_from_the_page_shows_progress(browser, wanda, screenshots):
+    wanda.post("/api/camera/settings", {"exposure_seconds": 0.5})
+    page, console = open_page(browser, wanda)
+    page.get_by_label("Name").fill("M42 browser")
+    page.get_by_label("Frames").fill("4")
+    page.get_by_label("Rapid").check()
+    page.get_by_role("button", name="Start session").click()
+    expect(page.locator("#session-summary")).to_contain_text(re.compile(r"M42 browser: [0-3] of 4 frames"))
+    expect(page.locator("#session-state")).to_contain_text("M42 browser")
+    expect(page.get_by_role("button", name="Capture", exact=True)).to_be_disabled()
+    page.screenshot(path=screenshots / "session.png")
+    expect(page.locator("#session-form")).to_be_visible(timeout=30000)  # the session completed
+    status = wanda.get("/api/session/status")
+    assert status["captured_images"] == 4 and status["status"] == "completed"
+    # The form is remembered by the server for the next visit.
+    assert wanda.get("/api/session/config")["name"] == "M42 browser"
+    page.reload()
+    expect(page.get_by_label("Name")).to_have_value("M42 browser")
+    page.get_by_label("Folder").select_option("M42 browser")
+    expect(page.locator("#gallery-grid li")).to_have_count(4)
+    expect(page.locator("#folder-zip")).to_have_attribute("href", "/api/captures/M42%20browser.zip")
+    wanda.post("/api/camera/settings", {"exposure_seconds": 0.05})
+    assert console.errors == []
+    page.context.close()
+
+
+def test_browser_stop_and_resume_a_session(browser, wanda):
+    wanda.post("/api/camera/settings", {"exposure_seconds": 0.3})
+    page, _ = open_page(browser, wanda)
+    page.get_by_label("Name").fill("resumable")
+    page.get_by_label("Frames").fill("50")
+    page.get_by_role("button", name="Start session").click()
+    expect(page.locator("#session-summary")).to_contain_text("resumable")
+    page.get_by_role("button", name="Stop session").click()
+    resume = page.locator("#session-resume")
+    expect(resume).to_contain_text(re.compile(r"Resume resumable \(\d+/50\)"))
+    resume.click()
+    expect(page.locator("#session-running")).to_be_visible()
+    eventually(lambda: wanda.get("/api/session/status")["running"])
+    page.get_by_role("button", name="Stop session").click()
+    eventually(lambda: not wanda.get("/api/session/status")["running"])
+    wanda.post("/api/camera/settings", {"exposure_seconds": 0.05})
+    page.context.close()
+
+
+def test_browser_tracking_toggles_and_follows_the_mount(browser, wanda):
+    page, _ = open_page(browser, wanda)
+    toggle = page.get_by_label("Sidereal tracking")
+    toggle.check()
+    eventually(lambda: wanda.get("/api/mount/status")["tracking"])
+    expect(page.locator("#mount-status")).to_contain_text("Tracking")
+    page.get_by_label("Direction").select_option("ccw")
+    eventually(lambda: wanda.get("/api/mount/status")["direction"] is False)
+    wanda.post("/api/mount/tracking", {"action": "stop"})  # from elsewhere: the page follows
+    expect(toggle).not_to_be_checked()
+    expect(page.locator("#mount-status")).to_contain_text("Stopped")
+    page.context.close()
+
+
+def green_or_blue_light(browser, png: bytes, threshold: int = 8) -> tuple[int, int]:
+    """How many pixels of a PNG screenshot have green or blue above ``threshold``, and the most,
+    counted exactly (a lossless decode in a blank page's canvas)."""
+    page = browser.new_page()
+    try:
+        return tuple(page.evaluate(
+            """async (data) => {
+                const image = new Image();
+                image.src = 'data:image/png;base64,' + data;
+                await image.decode();
+                const canvas = Object.assign(document.createElement('canvas'), {width: image.width, height: image.height});
+                const context = canvas.getContext('2d');
+                context.drawImage(image, 0, 0);
+                const pixels = context.getImageData(0, 0, image.width, image.height).data;
+                let lit = 0, brightest = 0;
+                for (let i = 0; i < pixels.length; i += 4) {
+                    const light = Math.max(pixels[i + 1], pixels[i + 2]);
+                    if (light > %d) lit += 1;
+                    brightest = Math.max(brightest, light);
+                }
+                return [lit, brightest];
+            }""" % threshold,
+            base64.b64encode(png).decode(),
+        ))
+    finally:
+        page.close()
+
+
+def test_browser_night_mode_turns_everything_red_and_is_remembered(browser, wanda, screenshots):
+    page, console = open_page(browser, wanda)
+    page.get_by_role("button", name="Night").click()
+    expect(page.get_by_role("button", name="Night")).to_have_attribute("aria-pressed", "true")
+    page.locator("#analysis-panel summary").click()  # open everything there is to see
+    wait_for_live_frame(page)
+    offenders = page.evaluate(
+        """() => {
+            const bad = [];
+            const colour = /rgba?\\((\\d+), (\\d+), (\\d+)(?:, ([\\d.]+))?\\)/g;
+            for (const element of document.querySelectorAll('*')) {
+                if (!element.getClientRects().length) continue;  // not shown
+                const style = getComputedStyle(element);
+                for (const property of ['color', 'background-color', 'border-top-color', 'outline-color', 'accent-color']) {
+                    for (const [, r, g, b, a] of style[property].matchAll(colour)) {
+                        if ((g > 0 || b > 0) && a !== '0') bad.push(`${element.tagName}#${element.id} ${property} ${style[property]}`);
+                    }
+                }
+                if (element.tagName === 'IMG' && !style.filter.includes('red-only')) bad.push(`IMG#${element.id} unfiltered`);
+            }
+            return bad;
+        }"""
+    )
+    assert offenders == []
+    # What reaches the eye: no pixel of the rendered page carries green or blue (JPEG noise aside),
+    # native widgets and the live image included.
+    for y in (0, 900, 1800):
+        page.evaluate(f"window.scrollTo(0, {y})")
+        lit, brightest = green_or_blue_light(browser, page.screenshot())
+        assert lit == 0, f"{lit} pixels give green or blue light at scroll {y} (up to {brightest})"
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=screenshots / "night.png")
+    page.reload()  # remembered
+    expect(page.locator("html")).to_have_class("night")
+    assert console.errors == []
+    page.context.close()
+
+
+def test_browser_phone_layout_has_no_sideways_scroll_and_touch_sized_controls(browser, wanda, screenshots):
+    page, console = open_page(browser, wanda, width=390, height=844, is_mobile=True, has_touch=True)
+    wait_for_live_frame(page)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    small = page.evaluate(
+        """() => [...document.querySelectorAll('button, select, input[type=text], input[type=number], summary')]
+                .filter(e => e.getClientRects().length && e.getBoundingClientRect().height < 44)
+                .map(e => e.id || e.textContent.trim())"""
+    )
+    assert small == []
+    page.get_by_role("button", name="1:1").click()  # focusing: 1:1 pans inside the view, not the page
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.get_by_role("button", name="Fit").click()
+    page.screenshot(path=screenshots / "phone.png", full_page=True)
+    assert console.errors == []
+    page.context.close()
+
+
+def test_browser_every_control_is_labelled_and_reachable_by_keyboard(browser, wanda):
+    page, _ = open_page(browser, wanda)
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll('input, select, button')]
+                .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+                .map(e => e.id)"""
+    )
+    assert unlabelled == []
+    # Tab reaches the capture button, and Enter on it starts a capture.
+    page.locator("#night-toggle").focus()
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "capture-button":
+            break
+    else:
+        raise AssertionError("Tab never reached the Capture button")
+    before = len(wanda.get("/api/captures")["files"])
+    page.keyboard.press("Enter")
+    eventually(lambda: len(wanda.get("/api/captures")["files"]) == before + 1)
+    page.context.close()
+
+
+def test_browser_survives_a_server_restart(browser, tmp_path):
+    server = Wanda(tmp_path)
+    server.start()
+    try:
+        page, console = open_page(browser, server)
+        wait_for_live_frame(page)
+        server.stop()
+        expect(page.locator("#ws-state")).to_have_attribute("data-state", "closed")
+        expect(page.locator("#ws-state")).to_contain_text("reconnecting in")
+        server.start()
+        expect(page.locator("#ws-state")).to_have_text("connected", timeout=30000)
+        wait_for_live_frame(page)
+        # The state came back with the connection: a change made now shows in the page.
+        server.post("/api/camera/settings", {"iso": 1500})
+        expect(page.get_by_label("ISO")).to_have_value("1500")
+        # Only the failed connections while the server was down may be logged.
+        assert [e for e in console.errors if "ERR_CONNECTION_REFUSED" not in e and "WebSocket" not in e] == []
+        page.context.close()
+    finally:
+        server.stop()
