@@ -59,6 +59,30 @@ class SkyTruth:
     exposure_s: float
     gain: float
 
+    def adu_per_e(self, sensor: SensorModel = SensorModel(), bits: int = 8) -> float:
+        return self.gain / sensor.e_per_adu_at_unity / 2 ** (sensor.adc_bits - bits)
+
+    def sky_noise(self, sensor: SensorModel = SensorModel(), bits: int = 8) -> float:
+        """The background's noise in ADU (sky shot noise and read noise)."""
+        return math.sqrt(sensor.sky_e_per_s * self.exposure_s + sensor.read_noise_e**2) * self.adu_per_e(sensor, bits)
+
+    def box_signal(self, sensor: SensorModel = SensorModel(), bits: int = 8, box: int = 3) -> np.ndarray:
+        """Each star's light in the ``box`` x ``box`` pixels around the pixel holding its centre, in
+        ADU of a ``bits``-bit image."""
+        sigma = self.fwhm / (2 * math.sqrt(2 * math.log(2)))
+        half = box / 2
+        fractions = []
+        for centre in (self.x, self.y):
+            pixel = np.round(centre)
+            fractions.append(_gauss_cdf((pixel + half - centre) / sigma) - _gauss_cdf((pixel - half - centre) / sigma))
+        return self.flux_e_per_s * self.exposure_s * fractions[0] * fractions[1] * self.adu_per_e(sensor, bits)
+
+    def count_above(self, sigmas: float = 5.0, sensor: SensorModel = SensorModel(), bits: int = 8) -> int:
+        """Stars brighter than ``sigmas`` sigma: their light in the 3x3 box around their centre
+        stands that many times the sky's noise in the box above the sky (the detection rule of
+        wanda.analysis)."""
+        return int((self.box_signal(sensor, bits) >= sigmas * 3 * self.sky_noise(sensor, bits)).sum())
+
     def peak_snr(self, sensor: SensorModel = SensorModel()) -> np.ndarray:
         """Expected peak signal-to-noise of each star at the truth's exposure and gain."""
         sigma = self.fwhm / (2 * math.sqrt(2 * math.log(2)))
