@@ -14,15 +14,30 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
+from wanda.analysis import AnalysisWorker
 from wanda.camera import CameraBackend, CameraWorker, create_backend
 from wanda.config import Config
 from wanda.control import CameraControl
 from wanda.errors import error_middleware
 from wanda.events import EventBus
 from wanda.frames import FrameHub
-from wanda.handlers import camera_api, captures, mount_api, session_api, stream, system, ws
+from wanda.handlers import analysis_api, camera_api, captures, mount_api, session_api, stream, system, ws
 from wanda.jpeg import JpegEncoder
-from wanda.keys import BUS, CAMERA, CAPTURES, CONFIG, CONTROL, HUB, LAG, MOUNT, SESSIONS, STARTED, TRUSTED_HOSTS
+from wanda.keys import (
+    ANALYSIS,
+    BUS,
+    CAMERA,
+    CAPTURES,
+    CONFIG,
+    CONTROL,
+    HUB,
+    LAG,
+    MOUNT,
+    SESSIONS,
+    STARTED,
+    STRETCHED_HUB,
+    TRUSTED_HOSTS,
+)
 from wanda.monitor import LoopLagMonitor
 from wanda.mount import MountControl, StepperMount, StepperPins, create_pins
 from wanda.security import origin_middleware, trusted_hosts
@@ -39,6 +54,7 @@ def create_app(
     app = web.Application(middlewares=[error_middleware, origin_middleware], client_max_size=1024 * 1024)
     app[CONFIG] = config
     app[HUB] = FrameHub()
+    app[STRETCHED_HUB] = FrameHub()
     app[BUS] = EventBus()
     app[LAG] = LoopLagMonitor()
     app[STARTED] = time.time()
@@ -52,7 +68,7 @@ def create_app(
     app.cleanup_ctx.append(_lag_monitor_ctx)
     app.on_shutdown.append(_on_shutdown)
 
-    for module in (stream, camera_api, mount_api, session_api, captures, ws, system):
+    for module in (stream, camera_api, analysis_api, mount_api, session_api, captures, ws, system):
         app.add_routes(module.routes)
     captures.setup(app)
     system.add_static_routes(app)
@@ -63,13 +79,28 @@ def _camera_ctx(backend: CameraBackend | None):
     async def camera_ctx(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
         chosen = backend if backend is not None else create_backend(config)
+        loop = asyncio.get_running_loop()
+        bus = app[BUS]
+        full_width = getattr(chosen, "sensor_size", chosen.preview_size)[0]
+        analysis = AnalysisWorker(
+            loop,
+            lambda result: bus.publish("analysis", "frame", result),
+            scale=full_width / chosen.preview_size[0],  # figures in pixels of the full frame
+            linear=chosen.preview_linear,
+            stretch_demand=lambda: app[STRETCHED_HUB].wants_frames,
+        )
+        bus.watch_listeners(lambda: analysis.set_listeners(bus.listeners("analysis")))
         worker = CameraWorker(
             chosen,
             JpegEncoder(config.jpeg_quality),
             app[HUB],
-            asyncio.get_running_loop(),
+            loop,
             max_fps=config.max_fps,
+            stretched_hub=app[STRETCHED_HUB],
+            analysis=analysis,
         )
+        app[ANALYSIS] = analysis
+        analysis.start()
         await asyncio.to_thread(worker.start)
         try:
             log.info("camera %s started (%dx%d preview)", chosen.name, *chosen.preview_size)
@@ -81,6 +112,7 @@ def _camera_ctx(backend: CameraBackend | None):
             await asyncio.to_thread(app[CONTROL].close)
         finally:
             await asyncio.to_thread(worker.stop)
+            await asyncio.to_thread(analysis.stop)
 
     return camera_ctx
 
@@ -128,6 +160,7 @@ async def _on_shutdown(app: web.Application) -> None:
     """End what would keep handlers running: a session, streams, an exposure, WebSockets."""
     await app[SESSIONS].shutdown()  # first, so its metadata says interrupted
     app[HUB].close()
+    app[STRETCHED_HUB].close()
     app[CONTROL].cancel()
     subscribers = list(app[BUS].subscribers)
     await asyncio.gather(*(s.close(WSCloseCode.GOING_AWAY, "server shutting down") for s in subscribers))

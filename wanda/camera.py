@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from wanda.analysis import AnalysisWorker
 from wanda.frames import Frame, FrameHub, RateMeter, multipart_part
 from wanda.jpeg import JpegEncoder
 
@@ -65,6 +66,9 @@ class CameraBackend(Protocol):
     # True when the backend encodes the preview itself (picamera2's hardware MJPEG encoder): the
     # worker then starts and stops that stream with the demand instead of calling capture_preview.
     encodes_preview: bool
+    # True when preview pixels are linear in light (the simulated sky); False when the ISP applied
+    # a gamma curve (picamera2), which the analysis undoes.
+    preview_linear: bool
 
     def open(self) -> None: ...
 
@@ -104,10 +108,15 @@ class CameraWorker:
         loop: asyncio.AbstractEventLoop,
         *,
         max_fps: float = 30.0,
+        stretched_hub: FrameHub | None = None,
+        analysis: AnalysisWorker | None = None,
     ):
         self.backend = backend
         self.encoder = encoder
         self._hub = hub
+        # Viewers of /stream?stretch=auto: the same frames with the analysis's auto-stretch.
+        self._stretched_hub = stretched_hub or FrameHub()
+        self.analysis = analysis
         self._loop = loop
         self.max_fps = max_fps
         self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future, Job, tuple, dict]] = queue.SimpleQueue()
@@ -125,6 +134,9 @@ class CameraWorker:
         self._gain_table: tuple[float, np.ndarray] | None = None
         self._streaming = False  # the backend's own (hardware-encoded) stream is running
         hub.set_demand_callback(self.wake)
+        self._stretched_hub.set_demand_callback(self.wake)
+        if analysis is not None:
+            analysis.set_camera_wake(self.wake)
 
     # -- lifecycle (called from the loop thread, off the loop via to_thread) ------------------
 
@@ -195,10 +207,13 @@ class CameraWorker:
                 if self._stopping:
                     break
                 if self.backend.encodes_preview:
-                    self._follow_demand()
-                    self._wake.wait(1.0)
-                    continue
-                if not self._hub.wants_frames:
+                    # The hardware encodes plain viewers' frames; pixels for the analysis or a
+                    # stretch need the software path, which then serves the plain viewers too.
+                    self._follow_demand(hardware=not self._wants_pixels())
+                    if self._streaming or not self._wants_preview():
+                        self._wake.wait(1.0)
+                        continue
+                elif not self._wants_preview():
                     self._wake.wait(1.0)
                     continue
                 self._preview_once()
@@ -240,6 +255,12 @@ class CameraWorker:
             log.exception("preview frame failed; retrying")
             self._wake.wait(1.0)
 
+    def _wants_pixels(self) -> bool:
+        return self._stretched_hub.wants_frames or (self.analysis is not None and self.analysis.wanted)
+
+    def _wants_preview(self) -> bool:
+        return self._hub.wants_frames or self._wants_pixels()
+
     def _preview_frame(self) -> None:
         preview = self.backend.capture_preview(self._wake, self.max_fps)
         if preview is None:  # interrupted: a job or a stop is waiting
@@ -247,50 +268,61 @@ class CameraWorker:
         with self._stats_lock:
             self.frames_captured += 1
             self._captured.tick()
-        if not self._hub.wants_frames:  # the last viewer left during the exposure
-            return
-        pixels = preview.pixels
-        if self.preview_gain != 1.0:
-            pixels = self._brighten(pixels, self.preview_gain)
-        jpeg = self.encoder.encode(pixels, preview.pixel_format)
-        height, width = preview.pixels.shape[:2]
-        self._publish(jpeg, preview.timestamp, width, height)
-
-    def _publish(self, jpeg: bytes, timestamp: float, width: int, height: int) -> None:
-        """Hand one encoded frame to the hub (on the loop); called from the camera thread, or from
-        picamera2's encoder thread when the hardware encodes (one producer at a time)."""
+        if self.analysis is not None:
+            self.analysis.offer(preview.pixels, preview.pixel_format, preview.timestamp)
         self._seq += 1
-        frame = Frame(self._seq, timestamp, width, height, jpeg, multipart_part(jpeg, timestamp, self._seq))
+        height, width = preview.pixels.shape[:2]
+        if self._hub.wants_frames:
+            pixels = preview.pixels
+            if self.preview_gain != 1.0:
+                pixels = self._brighten(pixels, self.preview_gain)
+            jpeg = self.encoder.encode(pixels, preview.pixel_format)
+            self._publish(self._hub, self._seq, jpeg, preview.timestamp, width, height)
+        if self._stretched_hub.wants_frames:
+            # Encoded once per frame for every stretched viewer; unstretched until the first
+            # analysis has measured the sky.
+            table = self.analysis.stretch_table() if self.analysis is not None else None
+            pixels = preview.pixels if table is None else table[preview.pixels]
+            jpeg = self.encoder.encode(pixels, preview.pixel_format)
+            self._publish(self._stretched_hub, self._seq, jpeg, preview.timestamp, width, height)
+
+    def _publish(self, hub: FrameHub, seq: int, jpeg: bytes, timestamp: float, width: int, height: int) -> None:
+        """Hand one encoded frame to a hub (on the loop); called from the camera thread, or from
+        picamera2's encoder thread when the hardware encodes (one producer at a time)."""
+        frame = Frame(seq, timestamp, width, height, jpeg, multipart_part(jpeg, timestamp, seq))
         with self._stats_lock:
             self.frames_encoded += 1
             self._encoded.tick()
         try:
-            self._loop.call_soon_threadsafe(self._hub.publish, frame)
+            self._loop.call_soon_threadsafe(hub.publish, frame)
         except RuntimeError:  # the loop is closed: we are shutting down
             self._stopping = True
 
-    def _follow_demand(self) -> None:
-        """Hardware encoding: run the backend's stream exactly while somebody wants frames."""
+    def _follow_demand(self, hardware: bool) -> None:
+        """Hardware encoding: run the backend's stream exactly while somebody wants frames and
+        the software path is not needed."""
         try:
-            self._switch_stream()
+            self._switch_stream(hardware)
         except Exception:  # like a bad preview frame: never fatal for the thread
             with self._stats_lock:
                 self.preview_errors += 1
             log.exception("starting or stopping the hardware-encoded preview failed; retrying")
 
-    def _switch_stream(self) -> None:
-        if self._hub.wants_frames and not self._streaming:
+    def _switch_stream(self, hardware: bool) -> None:
+        wanted = hardware and self._hub.wants_frames
+        if wanted and not self._streaming:
             width, height = self.backend.preview_size
 
             def on_jpeg(jpeg: bytes, timestamp: float) -> None:
                 with self._stats_lock:
                     self.frames_captured += 1
                     self._captured.tick()
-                self._publish(jpeg, timestamp, width, height)
+                self._seq += 1
+                self._publish(self._hub, self._seq, jpeg, timestamp, width, height)
 
             self.backend.start_stream(on_jpeg)
             self._streaming = True
-        elif not self._hub.wants_frames and self._streaming:
+        elif not wanted and self._streaming:
             self.backend.stop_stream()
             self._streaming = False
 

@@ -21,7 +21,10 @@ from aiohttp import WSCloseCode
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("camera", "mount", "session", "system")
+TOPICS = ("camera", "mount", "session", "system", "analysis")
+# What a client gets until it subscribes: everything but the analysis, which costs the server CPU
+# for as long as somebody listens, so it is asked for by name.
+DEFAULT_TOPICS = frozenset(TOPICS) - {"analysis"}
 QUEUE_LIMIT = 256
 SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is dropped
 
@@ -32,7 +35,7 @@ def encode_event(topic: str, event: str, data: dict[str, Any]) -> str:
 
 def _coalescible(event: str) -> bool:
     """Events whose latest value says it all: older ones can be dropped for a slow client."""
-    return event == "status" or event.endswith("_progress")
+    return event in ("status", "frame") or event.endswith("_progress")
 
 
 @dataclass(slots=True)
@@ -51,7 +54,7 @@ class Subscriber:
         limit: int = QUEUE_LIMIT,
         send_timeout: float = SEND_TIMEOUT,
     ):
-        self.topics: set[str] = set(TOPICS)
+        self.topics: set[str] = set(DEFAULT_TOPICS)
         self._send = send
         self._close = close
         self._limit = limit
@@ -121,7 +124,34 @@ class EventBus:
     def __init__(self) -> None:
         self.subscribers: set[Subscriber] = set()
         self._status: dict[str, Callable[[], dict[str, Any]]] = {}
+        self._watchers: list[Callable[[], None]] = []
         self.published = 0
+
+    # -- who listens ---------------------------------------------------------------------------
+
+    def add(self, subscriber: Subscriber) -> None:
+        self.subscribers.add(subscriber)
+        self._changed()
+
+    def remove(self, subscriber: Subscriber) -> None:
+        if subscriber in self.subscribers:
+            self.subscribers.discard(subscriber)
+            self._changed()
+
+    def set_topics(self, subscriber: Subscriber, topics: set[str]) -> None:
+        subscriber.topics = topics
+        self._changed()
+
+    def listeners(self, topic: str) -> int:
+        return sum(topic in s.topics for s in self.subscribers)
+
+    def watch_listeners(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` whenever a client comes, goes or changes its topics."""
+        self._watchers.append(callback)
+
+    def _changed(self) -> None:
+        for callback in self._watchers:
+            callback()
 
     def add_status_provider(self, topic: str, provider: Callable[[], dict[str, Any]]) -> None:
         """``provider()`` gives the topic's current status, sent to each client on connect."""
@@ -140,4 +170,4 @@ class EventBus:
             if topic in subscriber.topics:
                 subscriber.offer(message)
             if subscriber.closing:  # it could not keep up: it gets nothing more
-                self.subscribers.discard(subscriber)
+                self.remove(subscriber)

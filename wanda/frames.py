@@ -97,6 +97,7 @@ class FrameHub:
 
     def __init__(self, on_demand: Callable[[], None] | None = None):
         self.latest: Frame | None = None
+        self.published = 0
         self.closed = False
         self.viewers: set[Viewer] = set()
         self.frames_skipped_closed = 0  # skipped by viewers that have left
@@ -126,6 +127,7 @@ class FrameHub:
 
     def publish(self, frame: Frame) -> None:
         self.latest = frame
+        self.published += 1
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from wanda.analysis import AnalysisWorker
 from wanda.camera import CameraWorker
 from wanda.config import Config
 from wanda.control import CameraControl
@@ -17,6 +18,8 @@ from wanda.session import SessionManager
 
 CONFIG = web.AppKey("config", Config)
 HUB = web.AppKey("hub", FrameHub)
+STRETCHED_HUB = web.AppKey("stretched_hub", FrameHub)  # /stream?stretch=auto
+ANALYSIS = web.AppKey("analysis", AnalysisWorker)
 CAMERA = web.AppKey("camera", CameraWorker)
 CONTROL = web.AppKey("control", CameraControl)
 BUS = web.AppKey("bus", EventBus)

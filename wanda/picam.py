@@ -45,6 +45,7 @@ NOISE_REDUCTION_OFF = 0  # libcamera's NoiseReductionModeEnum.Off (picamera2 acc
 class Picamera2Backend:
     name = "picamera2"
     preview_size = PREVIEW_SIZE
+    preview_linear = False  # the ISP's preview has a gamma curve (sRGB-like) applied
 
     def __init__(
         self,

@@ -166,6 +166,7 @@ class SimulatedSky:
     exposure_limits = EXPOSURE_LIMITS
     gain_limits = GAIN_LIMITS
     encodes_preview = False
+    preview_linear = True
 
     def __init__(
         self,

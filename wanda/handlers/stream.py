@@ -11,7 +11,7 @@ from aiohttp import web
 
 from wanda.errors import ApiError, ok
 from wanda.frames import BOUNDARY, Frame, FrameHub, Viewer
-from wanda.keys import CAMERA, CONFIG, CONTROL, HUB
+from wanda.keys import CAMERA, CONFIG, CONTROL, HUB, STRETCHED_HUB
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -36,10 +36,18 @@ def _fps_limit(request: web.Request) -> float | None:
     return fps
 
 
+def _hub(request: web.Request) -> FrameHub:
+    """``stretch=auto``: the frames with the analysis's auto-stretch; ``none`` (default): as shot."""
+    stretch = request.query.get("stretch", "none")
+    if stretch not in ("auto", "none"):
+        raise ApiError(400, "VALIDATION_ERROR", f"stretch: must be auto or none, got {stretch[:32]!r}")
+    return request.app[STRETCHED_HUB] if stretch == "auto" else request.app[HUB]
+
+
 @routes.get("/video_feed")
 @routes.get("/stream")
 async def mjpeg_stream(request: web.Request) -> web.StreamResponse:
-    hub = request.app[HUB]
+    hub = _hub(request)
     fps_limit = _fps_limit(request)
     if hub.closed:
         raise ApiError(503, "SHUTTING_DOWN", "the server is shutting down")

@@ -57,7 +57,7 @@ async def _subscribe(app: web.Application, subscriber: Subscriber, params: dict[
     unknown = sorted(set(topics) - set(TOPICS))
     if unknown:
         raise ApiError(400, "VALIDATION_ERROR", f"topics: unknown topic {unknown[0]!r} (topics: {', '.join(TOPICS)})")
-    subscriber.topics = set(topics) | {"system"}  # system messages (errors, hello) always arrive
+    app[BUS].set_topics(subscriber, set(topics) | {"system"})  # system messages (errors, hello) always arrive
     return {"topics": sorted(subscriber.topics)}
 
 
@@ -137,7 +137,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     for message in bus.status_messages():
         subscriber.offer(message)
     writer = asyncio.create_task(subscriber.run(), name="ws-writer")
-    bus.subscribers.add(subscriber)
+    bus.add(subscriber)
     try:
         async for message in ws:
             if message.type == WSMsgType.TEXT:
@@ -146,7 +146,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 error = ApiError(400, "INVALID_REQUEST", "binary messages are not supported: send JSON text")
                 subscriber.offer(_reply(None, error=error))
     finally:
-        bus.subscribers.discard(subscriber)
+        bus.remove(subscriber)
         subscriber.closing = True
         writer.cancel()
         # Commands already running (a capture) finish on their own; their replies go nowhere.

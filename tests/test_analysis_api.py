@@ -1,0 +1,97 @@
+"""The analysis in the server: the `analysis` WebSocket topic, GET /api/analysis, the stretched
+stream, and no work when nobody asks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from helpers import is_reply, read_part, receive_until, wait_until
+
+from wanda.jpeg import JpegEncoder
+from wanda.keys import ANALYSIS, CAMERA
+
+KEYS = {"histogram", "stars", "star_count", "hfr", "fwhm", "stretch", "median", "clipped", "timestamp"}
+
+
+async def subscribe(ws, topics, request_id=1):
+    await ws.send_json({"id": request_id, "action": "subscribe", "params": {"topics": topics}})
+    return await receive_until(ws, is_reply(request_id))
+
+
+async def test_no_analysis_and_no_camera_work_without_a_listener(client):
+    analysis = client.app[ANALYSIS]
+    camera = client.app[CAMERA]
+    ws = await client.ws_connect("/ws")
+    hello = await ws.receive_json()
+    assert "analysis" in hello["data"]["topics"]  # offered, but by name only
+    await asyncio.sleep(1.2)
+    assert analysis.analysed == 0 and camera.frames_captured == 0
+    assert analysis.listeners == 0
+
+
+async def test_a_listener_gets_analysis_events_at_most_twice_a_second(client):
+    await client.post("/api/camera/settings", json={"exposure_seconds": 0.1, "iso": 1600})
+    ws = await client.ws_connect("/ws")
+    await subscribe(ws, ["analysis"])
+    events = []
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while loop.time() - started < 2.4:
+        try:
+            message = await ws.receive_json(timeout=0.5)
+        except TimeoutError:
+            continue
+        if message.get("topic") == "analysis":
+            events.append(message)
+    assert 2 <= len(events) <= 6  # at most one per 0.5 s (plus one at the very start)
+    frame = events[-1]
+    assert frame["event"] == "frame" and KEYS <= set(frame["data"])
+    data = frame["data"]
+    assert len(data["histogram"]["luminance"]) == 256 and data["star_count"] > 20
+    assert 0.5 < data["hfr"] < 3 and len(data["stars"]) == 50
+    assert {"x", "y", "flux", "hfr"} == set(data["stars"][0])
+    # Leaving the topic stops the work.
+    await subscribe(ws, ["camera"], 2)
+    await wait_until(lambda: client.app[ANALYSIS].listeners == 0)
+    await asyncio.sleep(0.6)
+    count = client.app[ANALYSIS].analysed
+    await asyncio.sleep(1.2)
+    assert client.app[ANALYSIS].analysed == count
+
+
+async def test_get_analysis_answers_with_a_fresh_result(client):
+    await client.post("/api/camera/settings", json={"exposure_seconds": 0.1, "iso": 1600})
+    response = await client.get("/api/analysis")
+    assert response.status == 200
+    data = (await response.json())["data"]
+    assert KEYS <= set(data) and data["star_count"] > 20 and data["analysis_ms"] > 0
+    assert data["width"] == 1440 and data["height"] == 1080
+    second = (await (await client.get("/api/analysis")).json())["data"]
+    assert second["timestamp"] >= data["timestamp"]
+
+
+async def test_the_stretched_stream_is_encoded_once_for_its_viewers_and_brighter(client):
+    await client.post("/api/camera/settings", json={"exposure_seconds": 0.05, "iso": 800})
+    plain = await client.get("/stream")
+    stretched = [await client.get("/stream?stretch=auto") for _ in range(3)]
+    camera = client.app[CAMERA]
+    await wait_until(lambda: client.app[ANALYSIS].stretch is not None)
+    for _ in range(3):
+        _, plain_jpeg = await read_part(plain.content)
+        parts = [await read_part(s.content) for s in stretched]
+    # The same frame for the three stretched viewers: one encode, shared.
+    assert len({headers["x-sequence"] for headers, _ in parts}) == 1
+    before = (camera.frames_captured, camera.encoder.encodes)
+    for _ in range(5):
+        await read_part(plain.content)
+        for s in stretched:
+            await read_part(s.content)
+    captured, encodes = camera.frames_captured - before[0], camera.encoder.encodes - before[1]
+    assert encodes <= 2 * captured + 2  # plain + stretched per frame, not one per viewer
+    decoder = JpegEncoder()
+    plain_level = np.median(decoder.decode(plain_jpeg))
+    stretched_level = np.median(decoder.decode(parts[0][1]))
+    assert stretched_level > plain_level + 20  # the faint sky lifted to about a quarter
+    bad = await client.get("/stream?stretch=loud")
+    assert bad.status == 400 and (await bad.json())["code"] == "VALIDATION_ERROR"

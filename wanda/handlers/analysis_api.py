@@ -1,0 +1,35 @@
+"""The analysis of the live image, for scripts: ``GET /api/analysis``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from wanda.errors import ApiError, ok
+from wanda.keys import ANALYSIS, CAMERA
+
+routes = web.RouteTableDef()
+
+# A request keeps the analysis running this long, so a script polling every few seconds gets a
+# fresh result each time without holding a WebSocket.
+HOLD_S = 10.0
+WAIT_MARGIN_S = 5.0  # on top of a frame's exposure and the analysis interval
+
+
+@routes.get("/api/analysis")
+async def get_analysis(request: web.Request) -> web.Response:
+    analysis = request.app[ANALYSIS]
+    camera = request.app[CAMERA]
+    analysis.hold(HOLD_S)
+    frame_s = max(1.0 / camera.max_fps, camera.backend.exposure_s)
+    latest = analysis.latest
+    if latest is not None and time.time() - latest["timestamp"] <= frame_s + 2 * analysis.interval:
+        return ok(latest)
+    wait = frame_s + analysis.interval + WAIT_MARGIN_S
+    try:
+        async with asyncio.timeout(wait):
+            return ok(await analysis.next_result())
+    except TimeoutError:
+        raise ApiError(503, "NO_FRAME", f"no analysed frame within {wait:.1f} s") from None
