@@ -113,7 +113,11 @@ class CompletedRequest:
         stream = self._stream(name)
         width, height = stream["size"]
         if name == "raw":
-            return np.full((height, width), 4096 + self.metadata["ExposureTime"] % 1000, np.uint16)
+            # An unpacked 12-bit mosaic, handed over as picamera2 does: bytes, two per pixel.
+            mosaic = np.full((height, width), 256, np.uint16)
+            mosaic[0::2, 0::2] = 1000  # red sites brighter: the RGGB pattern shows
+            mosaic[1::2, 1::2] = 3000 + self.metadata["ExposureTime"] // 1000 % 1000  # blue
+            return mosaic.view(np.uint8)
         pixels = np.zeros((height, width, 3), np.uint8)
         pixels[..., 0] = PREVIEW_BLUE
         return pixels
@@ -157,6 +161,7 @@ class Picamera2:
         self.camera_num = camera_num
         self.tuning = tuning
         self.camera_controls = imx477_controls()
+        self.camera_properties = {"Model": "imx477", "UnitCellSize": (1550, 1550), "PixelArraySize": SENSOR_SIZE}
         self.sensor_resolution = SENSOR_SIZE
         self.camera_config: dict | None = None
         self.controls: dict = {}
@@ -189,7 +194,7 @@ class Picamera2:
             "use_case": use_case,
             "main": {**default_main, **(main or {})},
             "lores": lores,
-            "raw": None if raw is None else {"size": self.sensor_resolution, **raw},
+            "raw": None if raw is None else {"size": self.sensor_resolution, "format": "SRGGB12_CSI2P", **raw},
             "buffer_count": buffer_count,
             "controls": dict(controls),
         }

@@ -131,24 +131,24 @@ async def test_a_capture_returns_its_file_and_url_and_numbering_continues(make_c
     client = await make_client()
     await client.post("/api/camera/settings", json={"exposure_seconds": 0.05})
     first = (await (await client.post("/api/camera/capture")).json())["data"]
-    assert first["file"] == "capture_0001.jpg" and first["url"] == "/api/captures/capture_0001.jpg"
+    assert first["file"] == "light_0001.jpg" and first["url"] == "/api/captures/light_0001.jpg"
     assert first["capture_status"] == "Idle" and first["recording"] is False
     image = await client.get(first["url"])
     assert image.status == 200 and image.content_type == "image/jpeg"
     assert JpegEncoder().decode(await image.read()).shape == (1080, 1440, 3)
-    sidecar = json.loads((config.captures / "capture_0001.json").read_text())
+    sidecar = json.loads((config.captures / "light_0001.json").read_text())
     assert sidecar["exposure_seconds"] == 0.05 and sidecar["gain"] == 8.0
     assert sidecar["frame_type"] == "light" and sidecar["date_obs"].endswith("Z")
     second = (await (await client.post("/api/camera/capture")).json())["data"]
-    assert second["file"] == "capture_0002.jpg"
+    assert second["file"] == "light_0002.jpg"
     await client.close()
 
     # After a restart numbering goes on from the highest number on disk; nothing is overwritten.
-    (config.captures / "capture_0007.jpg").write_bytes(b"someone else's")
+    (config.captures / "light_0007.jpg").write_bytes(b"someone else's")
     client = await aiohttp_client(create_app(config))
     third = (await (await client.post("/api/camera/capture")).json())["data"]
-    assert third["file"] == "capture_0008.jpg"
-    assert (config.captures / "capture_0007.jpg").read_bytes() == b"someone else's"
+    assert third["file"] == "light_0008.jpg"
+    assert (config.captures / "light_0007.jpg").read_bytes() == b"someone else's"
     assert not [p for p in config.captures.iterdir() if p.name.startswith(".")]
 
 

@@ -87,13 +87,13 @@ async def test_storage_reports_space_and_frames_left(gallery_client, config):
 
 async def test_listings_keep_the_original_shape_newest_first(gallery_client, config):
     root = (await (await gallery_client.get("/api/captures")).json())["data"]
-    assert root["files"] == ["capture_0002.jpg", "capture_0001.jpg"]  # images only, newest first
+    assert root["files"] == ["light_0002.jpg", "light_0001.jpg"]  # images only, newest first
     first = root["items"][1]
-    assert first["url"] == "/api/captures/capture_0001.jpg" and first["sidecar"] == "capture_0001.json"
-    assert first["size"] == (config.captures / "capture_0001.jpg").stat().st_size
+    assert first["url"] == "/api/captures/light_0001.jpg" and first["sidecar"] == "light_0001.json"
+    assert first["size"] == (config.captures / "light_0001.jpg").stat().st_size
     session = (await (await gallery_client.get("/api/captures?folder=M42")).json())["data"]
-    assert session["files"] == ["image_0003.jpg", "image_0002.jpg", "image_0001.jpg"]
-    assert session["items"][0]["url"] == "/api/captures/M42/image_0003.jpg"
+    assert session["files"] == ["light_0003.jpg", "light_0002.jpg", "light_0001.jpg"]
+    assert session["items"][0]["url"] == "/api/captures/M42/light_0003.jpg"
     folders = (await (await gallery_client.get("/api/captures/folders")).json())["data"]
     assert folders["folders"] == ["M42"]
     assert folders["details"][0]["images"] == 3 and folders["details"][0]["session"] is True
@@ -102,25 +102,25 @@ async def test_listings_keep_the_original_shape_newest_first(gallery_client, con
 
 
 async def test_hidden_temporaries_never_show(gallery_client, config):
-    (config.captures / ".capture_0003.jpg.123.tmp").write_bytes(b"half a frame")
+    (config.captures / ".light_0003.jpg.123.tmp").write_bytes(b"half a frame")
     (config.captures / ".thumbs").mkdir(exist_ok=True)
     files = (await (await gallery_client.get("/api/captures")).json())["data"]["files"]
     assert all(not name.startswith(".") for name in files)
-    assert (await gallery_client.get("/api/captures/.capture_0003.jpg.123.tmp")).status == 400
+    assert (await gallery_client.get("/api/captures/.light_0003.jpg.123.tmp")).status == 400
     assert "/.thumbs" not in json.dumps((await (await gallery_client.get("/api/captures/folders")).json()))
 
 
 async def test_thumbnails_are_small_made_once_and_cached(gallery_client, config):
-    response = await gallery_client.get("/api/captures/M42/image_0001.jpg?thumb=1")
+    response = await gallery_client.get("/api/captures/M42/light_0001.jpg?thumb=1")
     assert response.status == 200 and response.content_type == "image/jpeg"
     thumb = JpegEncoder().decode(await response.read())
     assert 320 <= thumb.shape[1] <= 720 and thumb.shape[1] < 1440
-    cached = list((config.captures / ".thumbs").glob("M42__image_0001.jpg.*.jpg"))
+    cached = list((config.captures / ".thumbs").glob("M42__light_0001.jpg.*.jpg"))
     assert len(cached) == 1
     made = cached[0].stat().st_mtime_ns
-    again = await gallery_client.get("/api/captures/M42/image_0001.jpg?thumb=1")
+    again = await gallery_client.get("/api/captures/M42/light_0001.jpg?thumb=1")
     assert await again.read() == cached[0].read_bytes() and cached[0].stat().st_mtime_ns == made
-    sidecar = await gallery_client.get("/api/captures/M42/image_0001.json?thumb=1")
+    sidecar = await gallery_client.get("/api/captures/M42/light_0001.json?thumb=1")
     assert sidecar.status == 415
 
 
@@ -152,15 +152,15 @@ async def test_a_zip_is_built_as_it_is_sent_not_in_memory(gallery_client, config
 
 
 async def test_deletes_take_files_with_their_sidecars_and_whole_folders(gallery_client, config):
-    await gallery_client.get("/api/captures/M42/image_0002.jpg?thumb=1")
-    response = await gallery_client.delete("/api/captures/M42/image_0002.jpg")
+    await gallery_client.get("/api/captures/M42/light_0002.jpg?thumb=1")
+    response = await gallery_client.delete("/api/captures/M42/light_0002.jpg")
     assert response.status == 200
-    assert (await response.json())["data"] == {"deleted": "M42/image_0002.jpg", "files": 2}
-    assert not (config.captures / "M42" / "image_0002.jpg").exists()
-    assert not (config.captures / "M42" / "image_0002.json").exists()
-    assert not list((config.captures / ".thumbs").glob("M42__image_0002.jpg.*"))
-    response = await gallery_client.delete("/api/captures/capture_0001.jpg")
-    assert response.status == 200 and not (config.captures / "capture_0001.jpg").exists()
+    assert (await response.json())["data"] == {"deleted": "M42/light_0002.jpg", "files": 2}
+    assert not (config.captures / "M42" / "light_0002.jpg").exists()
+    assert not (config.captures / "M42" / "light_0002.json").exists()
+    assert not list((config.captures / ".thumbs").glob("M42__light_0002.jpg.*"))
+    response = await gallery_client.delete("/api/captures/light_0001.jpg")
+    assert response.status == 200 and not (config.captures / "light_0001.jpg").exists()
     response = await gallery_client.delete("/api/captures/M42")
     assert response.status == 200 and (await response.json())["data"]["deleted"] == "M42"
     assert not (config.captures / "M42").exists()
@@ -179,9 +179,9 @@ async def test_the_running_sessions_folder_cannot_be_deleted(client, config):
 
 
 async def test_deletes_follow_the_origin_rule(gallery_client, config):
-    response = await gallery_client.delete("/api/captures/capture_0001.jpg", headers={"Origin": "http://evil.example"})
+    response = await gallery_client.delete("/api/captures/light_0001.jpg", headers={"Origin": "http://evil.example"})
     assert response.status == 403
-    assert (config.captures / "capture_0001.jpg").exists()
+    assert (config.captures / "light_0001.jpg").exists()
 
 
 ESCAPES = [

@@ -15,6 +15,7 @@ import types
 from pathlib import Path
 
 import fake_picamera2
+import numpy as np
 import pytest
 from helpers import free_port, read_part, wait_until
 
@@ -267,20 +268,20 @@ async def test_picam_still_through_the_api_writes_jpeg_dng_and_what_the_sensor_a
     assert body["success"] is True, body
     data = body["data"]
     assert (data["exposure_seconds"], round(data["gain"], 3)) == (in_lines(0.25), 4.0)
-    assert data["file"] == "capture_0001.jpg" and data["raw_file"] == "capture_0001.dng"
+    assert data["file"] == "light_0001.jpg" and data["raw_file"] == "light_0001.dng"
     camera = the_camera(picamera2)
-    assert camera.configurations[-2]["raw"] == {"size": (4056, 3040)}  # the still had a raw stream
+    assert camera.configurations[-2]["raw"] == {"size": (4056, 3040), "format": "SRGGB12"}  # unpacked
     (controls,) = still_frames(camera)
     assert controls["ColourGains"] == (2.5, 1.5) and controls["AeEnable"] is False
-    assert (config.captures / "capture_0001.jpg").read_bytes()[:2] == b"\xff\xd8"
-    assert (config.captures / "capture_0001.dng").read_bytes()[:4] == b"II*\x00"
-    sidecar = json.loads((config.captures / "capture_0001.json").read_text())
+    assert (config.captures / "light_0001.jpg").read_bytes()[:2] == b"\xff\xd8"
+    assert (config.captures / "light_0001.dng").read_bytes()[:4] == b"II*\x00"
+    sidecar = json.loads((config.captures / "light_0001.json").read_text())
     assert sidecar["raw"] == "dng" and sidecar["width"] == 4056
     assert sidecar["camera"]["ExposureTime"] == round(in_lines(0.25) * 1e6)  # as the sensor reported it
     assert sidecar["camera"]["requested"] == {"exposure_seconds": 0.25, "gain": 4.0}
     assert not [p for p in config.captures.iterdir() if p.name.startswith(".")]  # no temporaries left
     listing = (await (await client.get("/api/captures")).json())["data"]
-    assert {"capture_0001.jpg", "capture_0001.dng"} <= set(listing["files"])
+    assert {"light_0001.jpg", "light_0001.dng"} <= set(listing["files"])
 
 
 async def test_picam_cancel_through_the_api_writes_nothing_and_viewers_keep_frames(picamera2, aiohttp_client, config):
@@ -365,3 +366,23 @@ def test_picam_numpy_mismatch_names_its_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", module)
     probe = probe_picamera2()
     assert not probe.ok and "numpy" in probe.reason and "pip uninstall -y numpy" in probe.fix
+
+
+async def test_picam_fits_holds_the_raw_bayer_mosaic_with_its_pattern_and_temperature(picamera2, aiohttp_client, config):
+    from astropy.io import fits
+
+    client = await aiohttp_client(create_app(dataclasses.replace(config, camera="auto")))
+    response = await client.post("/api/camera/settings", json={"exposure_seconds": 0.2, "file_format": "fits"})
+    assert response.status == 200
+    data = (await (await client.post("/api/camera/capture")).json())["data"]
+    assert data["files"] == ["light_0001.fits"]
+    camera = the_camera(picamera2)
+    assert camera.configurations[-2]["raw"]["format"] == "SRGGB12"
+    with fits.open(config.captures / "light_0001.fits") as hdus:
+        header, mosaic = hdus[0].header, hdus[0].data
+        assert header["BAYERPAT"] == "RGGB" and header["CCD-TEMP"] == 31.0
+        assert header["INSTRUME"] == "Raspberry Pi camera (imx477)" and header["XPIXSZ"] == 1.55
+        assert header["EXPTIME"] == in_lines(0.2)
+        assert mosaic.shape == (3040, 4056) and mosaic.dtype == np.uint16
+        assert mosaic[0, 0] == 1000 and mosaic[0, 1] == 256  # red, then green: RGGB as read out
+    assert not camera.leaked()

@@ -42,7 +42,7 @@ def metadata(folder: Path) -> dict:
 
 
 def images(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.glob("image_*.jpg"))
+    return sorted(p.name for p in folder.glob("*_[0-9][0-9][0-9][0-9].jpg"))
 
 
 def hidden(folder: Path) -> list[str]:
@@ -66,12 +66,12 @@ async def test_a_rapid_session_fills_its_own_folder_and_reports_each_frame(clien
     status = await finished(client)
     assert (status["status"], status["active"], status["captured_images"], status["progress"]) == ("completed", False, 3, 100.0)
     folder = config.captures / "M31"
-    assert images(folder) == ["image_0001.jpg", "image_0002.jpg", "image_0003.jpg"]
+    assert images(folder) == ["light_0001.jpg", "light_0002.jpg", "light_0003.jpg"]
     meta = metadata(folder)
     assert meta["status"] == "completed" and meta["captured_images"] == 3 and meta["mode"] == "rapid"
     assert [f["file"] for f in meta["frames"]] == images(folder)
     assert all(f["exposure_seconds"] == 0.05 and f["gain"] == 8.0 and f["started"] for f in meta["frames"])
-    sidecar = json.loads((folder / "image_0002.json").read_text())
+    sidecar = json.loads((folder / "light_0002.json").read_text())
     assert sidecar["session"] == "M31" and sidecar["frame"] == 2
     listed = (await (await client.get("/api/sessions")).json())["data"]["sessions"]
     assert listed[0] == {**listed[0], "name": "M31", "status": "completed", "captured_images": 3, "total_images": 3}
@@ -164,8 +164,11 @@ async def test_a_session_can_take_its_own_settings_and_frame_type(client, config
     )
     await finished(client)
     meta = metadata(config.captures / "darks")
-    assert meta["settings"] == {"exposure_seconds": 0.1, "gain": 4.0, "iso": 400.0, "frame_type": "dark"}
-    assert json.loads((config.captures / "darks" / "image_0001.json").read_text())["frame_type"] == "dark"
+    assert meta["settings"] == {
+        "exposure_seconds": 0.1, "gain": 4.0, "iso": 400.0, "frame_type": "dark", "file_format": "jpeg",
+    }
+    assert images(config.captures / "darks") == ["dark_0001.jpg", "dark_0002.jpg"]  # the type names the files
+    assert json.loads((config.captures / "darks" / "dark_0001.json").read_text())["frame_type"] == "dark"
     camera = (await (await client.get("/api/camera/status")).json())["data"]
     assert (camera["exposure_seconds"], camera["frame_type"]) == (0.05, "light")  # untouched
     backend = client.app[CONTROL].worker.backend
@@ -330,7 +333,7 @@ async def test_a_killed_session_is_interrupted_at_the_next_start_and_resumes(aio
     assert status["status"] == "completed" and status["captured_images"] == 6
     meta = metadata(folder)
     assert meta["status"] == "completed" and len(meta["resumed"]) == 1
-    assert [f["file"] for f in meta["frames"]] == images(folder) == [f"image_000{i}.jpg" for i in range(1, 7)]
+    assert [f["file"] for f in meta["frames"]] == images(folder) == [f"light_000{i}.jpg" for i in range(1, 7)]
     again = await client.post("/api/session/resume", json={})
     assert again.status == 409
 
@@ -394,10 +397,10 @@ async def test_a_bad_session_form_is_refused(client, body, field):
 async def test_half_written_files_from_a_killed_run_are_swept_at_start(aiohttp_client, config):
     folder = config.captures / "old"
     folder.mkdir(parents=True)
-    (config.captures / ".capture_0009.jpg.4242.1234.tmp").write_bytes(b"half")
-    (folder / ".image_0003.jpg.4242.1234.tmp").write_bytes(b"half")
+    (config.captures / ".light_0009.jpg.4242.1234.tmp").write_bytes(b"half")
+    (folder / ".light_0003.jpg.4242.1234.tmp").write_bytes(b"half")
     (folder / ".notes").write_text("not ours: kept")
     await aiohttp_client(create_app(config))
-    assert not (config.captures / ".capture_0009.jpg.4242.1234.tmp").exists()
-    assert not (folder / ".image_0003.jpg.4242.1234.tmp").exists()
+    assert not (config.captures / ".light_0009.jpg.4242.1234.tmp").exists()
+    assert not (folder / ".light_0003.jpg.4242.1234.tmp").exists()
     assert (folder / ".notes").exists()

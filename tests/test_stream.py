@@ -177,6 +177,8 @@ class _SilentCamera:
     gain = 1.0
     encodes_preview = False
     preview_linear = True
+    instrument = "a hung camera"
+    pixel_size_um = 1.55
 
     def open(self):
         pass
@@ -191,7 +193,7 @@ class _SilentCamera:
         wake.wait(0.2)
         return None
 
-    def capture_still(self, exposure_s, gain, cancel, skip_frames=0, *, raw=False):
+    def capture_still(self, exposure_s, gain, cancel, skip_frames=0, *, raw=False, dng=False):
         raise RuntimeError("a hung camera takes no stills")
 
 

@@ -72,7 +72,7 @@ async def test_capture_events_arrive_in_order_and_other_commands_are_answered_me
     assert values == sorted(values) and all(0 <= v <= 100 for v in values)
     assert {"elapsed", "remaining", "progress"} <= set(progress[0]["data"])
     reply = rest[-1]
-    assert reply["ok"] is True and reply["data"]["file"] == "capture_0001.jpg"
+    assert reply["ok"] is True and reply["data"]["file"] == "light_0001.jpg"
     await ws.close()
 
 
@@ -236,6 +236,6 @@ async def test_the_example_script_takes_three_frames_against_a_live_server(aioht
     assert process.returncode == 0, stderr.decode()
     output = stdout.decode()
     assert "camera set: exposure 0.4 s, ISO 800" in output
-    assert output.count("saved capture_") == 3 and "exposing:" in output
-    assert sorted(p.name for p in config.captures.glob("*.jpg")) == [f"capture_000{i}.jpg" for i in (1, 2, 3)]
+    assert output.count("saved light_") == 3 and "exposing:" in output
+    assert sorted(p.name for p in config.captures.glob("*.jpg")) == [f"light_000{i}.jpg" for i in (1, 2, 3)]
     assert server.app[CONTROL].exposure is None

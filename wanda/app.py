@@ -106,7 +106,11 @@ def _camera_ctx(backend: CameraBackend | None):
             log.info("camera %s started (%dx%d preview)", chosen.name, *chosen.preview_size)
             app[CAMERA] = worker
             app[CONTROL] = await CameraControl.start(
-                worker, app[BUS], captures_root=app[CAPTURES], data_dir=config.state_dir
+                worker,
+                app[BUS],
+                captures_root=app[CAPTURES],
+                data_dir=config.state_dir,
+                observatory={"telescope": config.telescope, "observer": config.observer, "object": config.object},
             )
             yield
             await asyncio.to_thread(app[CONTROL].close)

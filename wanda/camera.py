@@ -53,6 +53,7 @@ class StillImage:
     gain: float
     metadata: dict[str, Any]
     raw_dng: bytes | None = None  # the raw sensor frame as DNG, when asked for and the backend can
+    bayer: str | None = None  # "RGGB", ... when ``linear`` is the raw Bayer mosaic
 
 
 class CameraBackend(Protocol):
@@ -69,6 +70,8 @@ class CameraBackend(Protocol):
     # True when preview pixels are linear in light (the simulated sky); False when the ISP applied
     # a gamma curve (picamera2), which the analysis undoes.
     preview_linear: bool
+    instrument: str  # FITS INSTRUME
+    pixel_size_um: float  # of a still's pixel (FITS XPIXSZ / YPIXSZ)
 
     def open(self) -> None: ...
 
@@ -81,10 +84,18 @@ class CameraBackend(Protocol):
         ...
 
     def capture_still(
-        self, exposure_s: float, gain: float, cancel: threading.Event, skip_frames: int = 0, *, raw: bool = False
+        self,
+        exposure_s: float,
+        gain: float,
+        cancel: threading.Event,
+        skip_frames: int = 0,
+        *,
+        raw: bool = False,
+        dng: bool = False,
     ) -> StillImage:
         """Take one exposure; raise CaptureCancelled as soon as ``cancel`` is set. ``raw`` asks for
-        the raw sensor frame as DNG too (``StillImage.raw_dng``), where the backend has one."""
+        linear data (``StillImage.linear``; the raw Bayer mosaic on a Pi), ``dng`` for the raw
+        sensor frame as DNG (``StillImage.raw_dng``), where the backend has them."""
         ...
 
     def start_stream(self, on_jpeg: Callable[[bytes, float], None]) -> None:

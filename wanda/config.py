@@ -43,6 +43,12 @@ class Config:
     mount_step_interval: float = 3.523  # seconds per half step at the sidereal rate
     mount_clockwise: bool = True
 
+    # Written into FITS headers (TELESCOP, OBSERVER, OBJECT); a session's object is its name
+    # unless it gives one.
+    telescope: str = ""
+    observer: str = ""
+    object: str = ""
+
     # Sessions refuse to start, and stop, when free space would fall below this.
     min_free_mb: int = 200
 

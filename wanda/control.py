@@ -24,6 +24,7 @@ from wanda import __version__
 from wanda.camera import CameraBackend, CameraUnavailable, CameraWorker, CaptureCancelled, StillImage
 from wanda.errors import ApiError
 from wanda.events import EventBus
+from wanda.fits import fits_bytes
 from wanda.jpeg import JpegEncoder
 from wanda.settings import (
     NIGHT_VISION_LIMITS,
@@ -72,8 +73,16 @@ def _apply_controls(backend: CameraBackend, exposure_s: float, gain: float) -> t
 
 def _take_still(backend: CameraBackend, settings: CameraSettings, cancel: threading.Event) -> StillImage:
     return backend.capture_still(
-        settings.exposure_seconds, settings.gain, cancel, settings.skip_frames, raw=settings.save_raw
+        settings.exposure_seconds,
+        settings.gain,
+        cancel,
+        settings.skip_frames,
+        raw="fits" in settings.file_format,
+        dng=settings.save_raw,
     )
+
+
+IMAGE_TYPES = {"light": "Light Frame", "dark": "Dark Frame", "flat": "Flat Frame", "bias": "Bias Frame"}
 
 
 class CameraControl:
@@ -85,13 +94,17 @@ class CameraControl:
         captures_root: Path,
         data_dir: Path,
         settings: CameraSettings,
+        observatory: dict[str, str] | None = None,
     ):
         self.worker = worker
         self.bus = bus
         self.captures_root = captures_root
         self.data_dir = data_dir
         self.settings = settings
-        self.root_captures = NumberedFiles(captures_root, "capture")
+        # FITS TELESCOP, OBSERVER and OBJECT (a session's object replaces the last).
+        self.observatory = observatory or {}
+        # Single captures are named by frame type: light_0001.jpg, dark_0001.fits, ...
+        self._root_files: dict[str, NumberedFiles] = {}
         self.exposure: Exposure | None = None
         self._cancel: threading.Event | None = None
         self._settings_lock = asyncio.Lock()
@@ -103,13 +116,28 @@ class CameraControl:
         bus.add_status_provider("camera", self.status)
 
     @classmethod
-    async def start(cls, worker: CameraWorker, bus: EventBus, *, captures_root: Path, data_dir: Path) -> CameraControl:
+    async def start(
+        cls,
+        worker: CameraWorker,
+        bus: EventBus,
+        *,
+        captures_root: Path,
+        data_dir: Path,
+        observatory: dict[str, str] | None = None,
+    ) -> CameraControl:
         """Load the saved settings and apply them to the camera before anybody sees it."""
         limits = _limits(worker.backend)
         settings = await asyncio.to_thread(load_settings, data_dir, limits)
         exposure, gain = await worker.call(_apply_controls, settings.exposure_seconds, settings.gain)
         settings = dataclasses.replace(settings, exposure_seconds=exposure, gain=gain)
-        return cls(worker, bus, captures_root=captures_root, data_dir=data_dir, settings=settings)
+        return cls(
+            worker, bus, captures_root=captures_root, data_dir=data_dir, settings=settings, observatory=observatory
+        )
+
+    def root_files(self, frame_type: str) -> NumberedFiles:
+        if frame_type not in self._root_files:
+            self._root_files[frame_type] = NumberedFiles(self.captures_root, frame_type)
+        return self._root_files[frame_type]
 
     def close(self) -> None:
         """Cancel a running exposure (shutdown) and let the storage thread finish its writes."""
@@ -170,11 +198,11 @@ class CameraControl:
         extra_metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Take one still with the current (or given) settings; return when its file is saved."""
-        files = files or self.root_captures
         async with self._settings_lock:  # a settings change in flight lands first
             if self.exposure is not None:
                 raise ApiError(409, "CAPTURE_BUSY", "a capture is already running")
             settings = settings or self.settings
+            files = files or self.root_files(settings.frame_type)
             cancel = threading.Event()
             self.exposure = Exposure(time.monotonic(), time.time(), settings.exposure_seconds, files.stem)
             self._cancel = cancel
@@ -220,8 +248,9 @@ class CameraControl:
             "file": saved.path.name,
             "path": str(saved.path.relative_to(self.captures_root)),
             "url": self.url_of(saved.path),
+            "files": [saved.path.name, *(c.name for c in saved.companions)],
             "sidecar": saved.sidecar.name if saved.sidecar else None,
-            "raw_file": saved.companions[0].name if saved.companions else None,
+            "raw_file": next((c.name for c in saved.companions if c.suffix == ".dng"), None),
             "exposure_seconds": image.exposure_s,
             "gain": image.gain,
             "iso": round(image.gain * 100, 6),
@@ -258,8 +287,10 @@ class CameraControl:
             return self._last_still_bytes
         backend = self.worker.backend
         width, height = getattr(backend, "sensor_size", backend.preview_size)  # stills may be full size
-        raw = width * height * 2 if self.settings.save_raw else 0  # a DNG holds 16 bits a pixel
-        return width * height * 3 // 8 + raw
+        sixteen_bit = width * height * 2  # a DNG or a FITS frame: 16 bits a pixel
+        jpeg = width * height * 3 // 8 if "jpeg" in self.settings.file_format else 0
+        fits = sixteen_bit if "fits" in self.settings.file_format else 0
+        return jpeg + fits + (sixteen_bit if self.settings.save_raw else 0)
 
     def url_of(self, path: Path) -> str:
         return "/api/captures/" + quote(str(path.relative_to(self.captures_root)))
@@ -276,10 +307,20 @@ class CameraControl:
     def _save_still(
         self, files: NumberedFiles, image: StillImage, settings: CameraSettings, extra: dict[str, Any]
     ) -> SavedFile:
-        """Storage thread: encode and write the image and its sidecar, atomically."""
-        jpeg = self._still_encoder.encode(image.pixels, image.pixel_format)
-        companions = {"dng": image.raw_dng} if image.raw_dng is not None else {}
-        self._last_still_bytes = len(jpeg) + len(image.raw_dng or b"")
+        """Storage thread: encode and write the image (in each format asked for), the raw DNG and
+        the sidecar, each atomically."""
+        encoded: dict[str, bytes] = {}
+        if "jpeg" in settings.file_format:
+            encoded["jpg"] = self._still_encoder.encode(image.pixels, image.pixel_format)
+        if "fits" in settings.file_format:
+            if image.linear is None:
+                raise CameraUnavailable("this camera gave no linear data to write as FITS")
+            encoded["fits"] = fits_bytes(image.linear, self._fits_cards(image, settings, extra))
+        if image.raw_dng is not None:
+            encoded["dng"] = image.raw_dng
+        extension, data = next(iter(encoded.items()))  # the first format asked for names the frame
+        companions = dict(list(encoded.items())[1:])
+        self._last_still_bytes = sum(len(b) for b in encoded.values())
         height, width = image.pixels.shape[:2]
         sidecar = {
             "software": f"WANDA {__version__}",
@@ -292,12 +333,35 @@ class CameraControl:
             "frame_type": settings.frame_type,
             "width": width,
             "height": height,
-            "raw": "dng" if companions else ("not available from this camera" if settings.save_raw else None),
+            "file_format": settings.file_format,
+            "raw": "dng" if image.raw_dng is not None else ("not available from this camera" if settings.save_raw else None),
             "saved": utc_iso(time.time()),
             "camera": image.metadata,
             **extra,
         }
-        return files.save("jpg", jpeg, sidecar, companions)
+        return files.save(extension, data, sidecar, companions)
+
+    def _fits_cards(self, image: StillImage, settings: CameraSettings, extra: dict[str, Any]) -> list:
+        backend = self.worker.backend
+        temperature = image.metadata.get("SensorTemperature")
+        return [
+            ("DATE-OBS", utc_iso(image.started).rstrip("Z"), "UTC, start of the exposure"),
+            ("EXPTIME", float(image.exposure_s), "seconds, as the sensor applied it"),
+            ("GAIN", float(image.gain), "analogue gain"),
+            ("ISOSPEED", round(image.gain * 100, 3), "gain x 100, as WANDA names it"),
+            ("IMAGETYP", IMAGE_TYPES[settings.frame_type], "frame type"),
+            ("INSTRUME", backend.instrument, "camera"),
+            ("TELESCOP", self.observatory.get("telescope") or None, ""),
+            ("OBSERVER", self.observatory.get("observer") or None, ""),
+            ("OBJECT", extra.get("object") or self.observatory.get("object") or None, ""),
+            ("XPIXSZ", float(backend.pixel_size_um), "pixel width, microns"),
+            ("YPIXSZ", float(backend.pixel_size_um), "pixel height, microns"),
+            ("CCD-TEMP", float(temperature) if isinstance(temperature, int | float) else None, "sensor, Celsius"),
+            ("BAYERPAT", image.bayer, "raw Bayer mosaic, top-left first"),
+            ("XBAYROFF", 0 if image.bayer else None, ""),
+            ("YBAYROFF", 0 if image.bayer else None, ""),
+            ("SWCREATE", f"WANDA {__version__}", "software"),
+        ]
 
 
 def _limits(backend: CameraBackend) -> Limits:

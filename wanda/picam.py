@@ -25,12 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wanda.camera import CameraUnavailable, CaptureCancelled, PreviewFrame, StillImage
 
 log = logging.getLogger(__name__)
 
 PREVIEW_SIZE = (1440, 1080)
-FULL_SIZE = (4056, 3040)  # the IMX477's full sensor; the camera's own sensor_resolution wins
+FULL_SIZE = (4056, 3040)
+RAW_FORMAT = "SRGGB12"  # the IMX477's Bayer order and depth, unpacked  # the IMX477's full sensor; the camera's own sensor_resolution wins
 LONG_FRAME_S = 1.0  # a preview frame longer than this is aborted when the exposure is shortened
 POLL_S = 0.05  # how often a wait for a frame looks at its stop event
 FRAME_MARGIN_S = 5.0  # how late a preview frame may be before the camera counts as stalled
@@ -63,6 +66,8 @@ class Picamera2Backend:
         self._available: dict[str, tuple] = {}
         self._preview_config = None
         self.sensor_size = FULL_SIZE
+        self.instrument = "Raspberry Pi camera"
+        self.pixel_size_um = 1.55
         self.exposure_limits = (0.0001, 230.0)
         self.gain_limits = (1.0, 16.0)
         self.exposure_s = 1 / 30
@@ -87,6 +92,10 @@ class Picamera2Backend:
             self._available = dict(camera.camera_controls)
             self._read_limits()
             self.sensor_size = tuple(getattr(camera, "sensor_resolution", FULL_SIZE))
+            properties = getattr(camera, "camera_properties", {}) or {}
+            self.instrument = f"Raspberry Pi camera ({properties.get('Model', 'unknown sensor')})"
+            if "UnitCellSize" in properties:  # nanometres
+                self.pixel_size_um = properties["UnitCellSize"][0] / 1000
             self._camera = camera
             self.encodes_preview = self._use_hardware_encoder()
             # "RGB888" in picamera2's naming arrives as B, G, R bytes (hence "BGR" below).
@@ -277,26 +286,35 @@ class Picamera2Backend:
     # -- stills ------------------------------------------------------------------------------------
 
     def capture_still(
-        self, exposure_s: float, gain: float, cancel: threading.Event, skip_frames: int = 0, *, raw: bool = False
+        self,
+        exposure_s: float,
+        gain: float,
+        cancel: threading.Event,
+        skip_frames: int = 0,
+        *,
+        raw: bool = False,
+        dng: bool = False,
     ) -> StillImage:
         """One exposure at full sensor size, then back to the preview; cancellable throughout.
 
-        With ``raw`` the raw Bayer frame comes back too, as DNG bytes."""
+        With ``raw`` the raw Bayer mosaic comes back as the linear data (for FITS), with ``dng``
+        the raw frame as DNG bytes."""
         exposure_s = _clamp(float(exposure_s), *self.exposure_limits)
         gain = _clamp(float(gain), *self.gain_limits)
         streaming = self._stream_sink
         self.stop_stream()  # a mode switch under a running encoder is not supported by picamera2
         try:
-            request = self._expose_full_size(exposure_s, gain, cancel, skip_frames, raw)
+            request = self._expose_full_size(exposure_s, gain, cancel, skip_frames, raw or dng)
             started = time.time() - exposure_s
             try:
                 pixels = request.make_array("main")
                 metadata = request.get_metadata()
-                dng = None
-                if raw:
+                mosaic, bayer = self._mosaic(request) if raw else (None, None)
+                dng_bytes = None
+                if dng:
                     buffer = io.BytesIO()
                     request.save_dng(buffer)
-                    dng = buffer.getvalue()
+                    dng_bytes = buffer.getvalue()
             finally:
                 request.release()
             # The switch back re-applies the preview configuration as it was created: bring the
@@ -312,7 +330,7 @@ class Picamera2Backend:
         return StillImage(
             pixels=pixels,
             pixel_format="BGR",
-            linear=None,
+            linear=mosaic,
             started=started,
             exposure_s=applied_exposure,
             gain=applied_gain,
@@ -320,14 +338,26 @@ class Picamera2Backend:
                 "requested": {"exposure_seconds": exposure_s, "gain": gain},
                 **_plain(metadata),
             },
-            raw_dng=dng,
+            raw_dng=dng_bytes,
+            bayer=bayer,
         )
+
+    def _mosaic(self, request) -> tuple[np.ndarray, str]:
+        """The raw Bayer mosaic as uint16 (the sensor's 12-bit values) and its pattern."""
+        array = request.make_array("raw")
+        width = self.sensor_size[0]
+        if array.dtype == np.uint8:  # picamera2 hands raw buffers over as bytes, stride included
+            array = array.view(np.uint16)
+        mosaic = np.ascontiguousarray(array[:, :width])
+        raw_format = str((getattr(request, "config", None) or {}).get("raw", {}).get("format", RAW_FORMAT))
+        return mosaic, raw_format[1:5]  # "SRGGB12" -> "RGGB"
 
     def _expose_full_size(self, exposure_s: float, gain: float, cancel: threading.Event, skip_frames: int, raw: bool):
         camera = self._camera
         still = camera.create_still_configuration(
             main={"size": self.sensor_size, "format": "RGB888"},
-            raw={"size": self.sensor_size} if raw else None,
+            # Unpacked 12-bit: 16 bits a pixel, the mosaic readable as uint16.
+            raw={"size": self.sensor_size, "format": RAW_FORMAT} if raw else None,
             controls=self._astro_controls(exposure_s, gain, exposure_s),
         )
         if skip_frames:

@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 METADATA = "session_metadata.json"
 CONFIG_FILE = "session_config.json"
-FRAME_STEM = "image"
 MAX_IMAGES = 100_000
 MAX_HOURS = 240.0
 RESUMABLE = ("interrupted", "stopped", "error")
@@ -78,10 +77,15 @@ class SessionRequest:
     enable_tracking: bool
     use_current_settings: bool
     settings: CameraSettings
+    object: str | None  # what is observed, for FITS OBJECT
 
 
-SETTING_FIELDS = ("exposure_seconds", "iso", "gain", "frame_type")
-START_FIELDS = ("name", "total_images", "use_current_settings", "enable_tracking", "total_time_hours", *SETTING_FIELDS)
+SETTING_FIELDS = ("exposure_seconds", "iso", "gain")  # the camera's, unless use_current_settings
+FRAME_FIELDS = ("frame_type", "file_format")  # the session's own, whatever the camera has
+START_FIELDS = (
+    "name", "total_images", "use_current_settings", "enable_tracking", "total_time_hours", "object",
+    *SETTING_FIELDS, *FRAME_FIELDS,
+)
 
 
 def parse_start(body: Any, control: CameraControl) -> SessionRequest:
@@ -99,11 +103,27 @@ def parse_start(body: Any, control: CameraControl) -> SessionRequest:
     given = {k: body[k] for k in SETTING_FIELDS if k in body}
     if use_current and given:
         raise invalid(sorted(given)[0], "use_current_settings is true: leave the camera fields out or set it false")
+    given.update({k: body[k] for k in FRAME_FIELDS if k in body})
     settings = dataclasses.replace(control.settings, **parse_changes(given, control.limits))
-    return SessionRequest(name, total, hours, tracking, use_current, settings)
+    if "object" in body:
+        target = body["object"]
+        if not isinstance(target, str) or not _fits_text(target):
+            raise invalid("object", "must be 1 to 68 printable ASCII characters (it goes into FITS headers)")
+    else:  # the session's name, when FITS can carry it
+        target = name if _fits_text(name) else None
+    return SessionRequest(name, total, hours, tracking, use_current, settings, target)
 
 
-_FRAME_NUMBER = re.compile(rf"^{FRAME_STEM}_(\d+)\.jpg$")
+def _fits_text(text: str) -> bool:
+    return 0 < len(text) <= 68 and text.isascii() and text.isprintable()
+
+
+_FRAME_NUMBER = re.compile(r"^(?P<type>[a-z]+)_(?P<number>\d+)\.(?P<extension>jpg|fits)$")
+
+
+def frame_extension(file_format: str) -> str:
+    """The extension of the file that names a frame (the first format of ``file_format``)."""
+    return "jpg" if file_format.startswith("jpeg") else "fits"
 _OUR_TEMPORARY = re.compile(r"^\..+\.\d+\.\d+\.tmp$")  # write_atomic's names
 
 
@@ -146,9 +166,17 @@ def reconcile(folder: Path, metadata: dict[str, Any]) -> dict[str, Any]:
     """Make the frame list agree with the images on disk (a crash between saving an image and
     rewriting the metadata leaves one image unlisted; a listed image can't be missing, but check)."""
     listed = {frame["file"]: frame for frame in metadata.get("frames", []) if isinstance(frame, dict) and "file" in frame}
+    settings = metadata.get("settings") or {}
+    stem = settings.get("frame_type", "light")
+    extension = frame_extension(settings.get("file_format", "jpeg"))
+
+    def is_frame(name: str) -> bool:
+        match = _FRAME_NUMBER.match(name)
+        return bool(match) and match["type"] == stem and match["extension"] == extension
+
     on_disk = sorted(
-        (p.name for p in folder.iterdir() if _FRAME_NUMBER.match(p.name)),
-        key=lambda name: int(_FRAME_NUMBER.match(name)[1]),  # image_10000 after image_9999
+        (p.name for p in folder.iterdir() if is_frame(p.name)),
+        key=lambda name: int(_FRAME_NUMBER.match(name)["number"]),  # light_10000 after light_9999
     )
     frames = []
     for name in on_disk:
@@ -284,7 +312,9 @@ class SessionManager:
                     "gain": request.settings.gain,
                     "iso": request.settings.iso,
                     "frame_type": request.settings.frame_type,
+                    "file_format": request.settings.file_format,
                 },
+                "object": request.object,
                 "created": utc_iso(time.time()),
                 "started": utc_iso(time.time()),
                 "ended": None,
@@ -378,6 +408,7 @@ class SessionManager:
             "lateness_s": metadata["max_lateness_s"],
             "mode": metadata["mode"],
             "frame_type": metadata["settings"]["frame_type"],
+            "file_format": metadata["settings"].get("file_format", "jpeg"),
             "exposure_seconds": metadata["settings"]["exposure_seconds"],
             "enable_tracking": metadata["enable_tracking"],
             "error": metadata["error"],
@@ -437,13 +468,15 @@ class SessionManager:
 
     async def _run(self, run: SessionRun) -> None:
         metadata = run.metadata
-        files = NumberedFiles(run.folder, FRAME_STEM)
+        files = NumberedFiles(run.folder, metadata["settings"]["frame_type"])
         settings = dataclasses.replace(
             self.control.settings,
             exposure_seconds=metadata["settings"]["exposure_seconds"],
             gain=metadata["settings"]["gain"],
             frame_type=metadata["settings"]["frame_type"],
+            file_format=metadata["settings"].get("file_format", "jpeg"),
         )
+        target = metadata.get("object")
         loop = asyncio.get_running_loop()
         outcome, error = "completed", None
         try:
@@ -465,7 +498,7 @@ class SessionManager:
                     raise ApiError(507, "INSUFFICIENT_SPACE", f"free space fell to {free // 2**20} MB, below the floor of {self.min_free_bytes // 2**20} MB")
                 try:
                     result = await self.control.capture(
-                        files, settings, {"session": metadata["name"], "frame": index + 1}
+                        files, settings, {"session": metadata["name"], "object": target, "frame": index + 1}
                     )
                 except ApiError as exc:
                     if exc.code == "CAPTURE_CANCELLED":
@@ -483,7 +516,7 @@ class SessionManager:
                         "exposure_seconds": result["exposure_seconds"],
                         "gain": result["gain"],
                         "started": result["started"],
-                        **({"raw_file": result["raw_file"]} if result["raw_file"] else {}),
+                        **({"files": result["files"]} if len(result["files"]) > 1 else {}),
                     }
                 )
                 metadata["captured_images"] = len(metadata["frames"])

@@ -21,7 +21,7 @@ from wanda.validate import boolean, choice, invalid, json_object, known_fields, 
 log = logging.getLogger(__name__)
 
 FRAME_TYPES = ("light", "dark", "flat", "bias")
-FILE_FORMATS = ("jpeg",)
+FILE_FORMATS = ("jpeg", "fits", "jpeg+fits")
 NIGHT_VISION_LIMITS = (1.0, 80.0)
 MAX_SKIP_FRAMES = 100
 STATE_FILE = "camera_settings.json"

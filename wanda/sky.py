@@ -167,6 +167,9 @@ class SimulatedSky:
     gain_limits = GAIN_LIMITS
     encodes_preview = False
     preview_linear = True
+    instrument = "WANDA simulated sky (IMX477 model)"
+    # Its 1440 px span the IMX477's 4056 pixels of 1.55 um.
+    pixel_size_um = round(1.55 * 4056 / PREVIEW_SIZE[0], 3)
 
     def __init__(
         self,
@@ -252,11 +255,18 @@ class SimulatedSky:
         self._pending = None
 
     def capture_still(
-        self, exposure_s: float, gain: float, cancel: threading.Event, skip_frames: int = 0, *, raw: bool = False
+        self,
+        exposure_s: float,
+        gain: float,
+        cancel: threading.Event,
+        skip_frames: int = 0,
+        *,
+        raw: bool = False,
+        dng: bool = False,
     ) -> StillImage:
         """A real-time exposure: it takes ``exposure_s`` (cancellable), then renders the sky as it
-        moved meanwhile (trails if not tracking) at 16 bits. ``skip_frames`` has nothing to flush;
-        there is no raw Bayer frame to give for ``raw`` (the 16-bit linear data is the raw here)."""
+        moved meanwhile (trails if not tracking) at 16 bits, always with its linear data (``raw``
+        is given anyway). ``skip_frames`` has nothing to flush; there is no sensor frame for a DNG."""
         self.set_controls(exposure_s=exposure_s, gain=gain)
         started = self._wall_clock()
         if cancel.wait(self.exposure_s):
