@@ -399,6 +399,48 @@ def test_browser_phone_layout_has_no_sideways_scroll_and_touch_sized_controls(br
     page.context.close()
 
 
+def test_browser_analysis_panel_fills_from_the_server_and_the_stretch_lifts_the_sky(browser, wanda, screenshots):
+    wanda.post("/api/camera/settings", {"exposure_seconds": 0.1, "iso": 1600})
+    page, console = open_page(browser, wanda)
+    assert wanda.get("/state")["analysis"]["listeners"] == 0  # closed panel: no analysis asked for
+    page.locator("#analysis-panel summary").click()
+    expect(page.locator("#star-count")).to_have_text(re.compile(r"^[1-9]\d*$"))
+    expect(page.locator("#hfr")).to_have_text(re.compile(r"^\d+\.\d\d$"))
+    assert wanda.get("/state")["analysis"]["listeners"] == 1
+    drawn = """(id) => {
+        const canvas = document.getElementById(id);
+        const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        let lit = 0;
+        for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) lit += 1;
+        return lit;
+    }"""
+    assert page.evaluate(drawn, "histogram") > 500
+    page.wait_for_function(f"() => ({drawn})('hfr-trend') > 50")  # two analyses make a line
+    # The stretch: the live image comes from the stretched stream, and it is brighter.
+    brightness = """() => {
+        const image = document.getElementById('live');
+        const canvas = Object.assign(document.createElement('canvas'), {width: 144, height: 108});
+        const context = canvas.getContext('2d');
+        context.drawImage(image, 0, 0, 144, 108);
+        const pixels = context.getImageData(0, 0, 144, 108).data;
+        let sum = 0;
+        for (let i = 0; i < pixels.length; i += 4) sum += pixels[i];
+        return sum / (pixels.length / 4);
+    }"""
+    wait_for_live_frame(page)
+    plain = page.evaluate(brightness)
+    page.get_by_role("button", name="Stretch").click()
+    expect(page.locator("#live")).to_have_attribute("src", re.compile(r"stretch=auto"))
+    page.wait_for_function(f"() => ({brightness})() > {plain} + 20")
+    page.screenshot(path=screenshots / "stretch.png")
+    page.locator("#analysis-panel").screenshot(path=screenshots / "analysis.png")
+    page.locator("#analysis-panel summary").click()  # closed again: the server stops analysing
+    eventually(lambda: wanda.get("/state")["analysis"]["listeners"] == 0)
+    wanda.post("/api/camera/settings", {"exposure_seconds": 0.05, "iso": 800})
+    assert console.errors == []
+    page.context.close()
+
+
 def test_browser_every_control_is_labelled_and_reachable_by_keyboard(browser, wanda):
     page, _ = open_page(browser, wanda)
     unlabelled = page.evaluate(

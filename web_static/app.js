@@ -119,9 +119,11 @@ function setupNightMode() {
 const live = {
   retry: 1000,
   timer: null,
+  stretch: false,
   start() {
     clearTimeout(this.timer);
-    $("live").src = `/stream?t=${Date.now()}`; // a new URL: a new connection, never a cached one
+    // A new URL each time: a new connection, never a cached one.
+    $("live").src = `/stream?${this.stretch ? "stretch=auto&" : ""}t=${Date.now()}`;
     $("stream-state").textContent = "";
   },
   lost() {
@@ -149,6 +151,13 @@ function setupLiveView() {
       viewport.scrollLeft = (viewport.scrollWidth - viewport.clientWidth) / 2;
       viewport.scrollTop = (viewport.scrollHeight - viewport.clientHeight) / 2;
     }
+  });
+
+  const stretch = $("stretch-toggle");
+  stretch.addEventListener("click", () => {
+    live.stretch = !live.stretch;
+    stretch.setAttribute("aria-pressed", String(live.stretch));
+    live.start();
   });
 
   const crosshair = $("crosshair-toggle");
@@ -186,7 +195,8 @@ function setupLiveView() {
 async function pollStreamState() {
   try {
     const state = await api("GET", "/state");
-    $("stream-stats").textContent = `${state.encoded_fps.toFixed(1)} fps · ${state.viewer_count} viewer${state.viewer_count === 1 ? "" : "s"}`;
+    const viewers = state.viewer_count + (state.stretched_viewer_count || 0);
+    $("stream-stats").textContent = `${state.encoded_fps.toFixed(1)} fps · ${viewers} viewer${viewers === 1 ? "" : "s"}`;
   } catch {
     $("stream-stats").textContent = "– fps · – viewers";
   }
@@ -228,6 +238,7 @@ function showCamera(status) {
   if (editing !== $("nv-intensity")) $("nv-intensity").value = status.night_vision_intensity;
   $("nv-value").textContent = `×${status.night_vision_intensity}`;
   $("frame-type").value = status.frame_type;
+  $("file-format").value = status.file_format;
   $("save-raw").checked = status.save_raw;
   showExposing(status.exposure);
 }
@@ -254,7 +265,8 @@ function setupCamera() {
   $("nv-intensity").addEventListener("input", (event) => { $("nv-value").textContent = `×${event.target.value}`; });
   $("nv-intensity").addEventListener("change", (event) => setCamera({ night_vision_intensity: Number(event.target.value) }, $("nv-error")));
   $("frame-type").addEventListener("change", (event) => setCamera({ frame_type: event.target.value }, $("frame-type-error")));
-  $("save-raw").addEventListener("change", (event) => setCamera({ save_raw: event.target.checked }, $("frame-type-error")));
+  $("file-format").addEventListener("change", (event) => setCamera({ file_format: event.target.value }, $("file-format-error")));
+  $("save-raw").addEventListener("change", (event) => setCamera({ save_raw: event.target.checked }, $("file-format-error")));
 }
 
 // -- capture ---------------------------------------------------------------------------------------
@@ -399,28 +411,65 @@ function setupMount() {
 
 // -- analysis (filled when the server publishes the `analysis` topic) -----------------------------
 
+const TREND_POINTS = 120; // a minute at two analyses a second
+const hfrTrend = [];
+
 function showAnalysis(data) {
   $("analysis-note").textContent = "";
   const figure = (value, digits) => (Number.isFinite(value) ? value.toFixed(digits) : "–");
   $("star-count").textContent = data.star_count ?? "–";
   $("hfr").textContent = figure(data.hfr, 2);
   $("fwhm").textContent = figure(data.fwhm, 2);
+  const clipped = data.clipped ? ` · ${(100 * data.clipped).toFixed(2)} % clipped` : "";
+  $("levels").textContent = `min ${data.min} · median ${data.median} · max ${data.max}${clipped}`;
   const histogram = data.histogram && (data.histogram.luminance || data.histogram);
   if (Array.isArray(histogram)) drawHistogram(histogram);
+  if (Number.isFinite(data.hfr)) {
+    hfrTrend.push(data.hfr);
+    if (hfrTrend.length > TREND_POINTS) hfrTrend.shift();
+    drawTrend();
+  }
+}
+
+function accent() {
+  return getComputedStyle(document.documentElement).getPropertyValue("--accent").trim();
 }
 
 function drawHistogram(bins) {
   const canvas = $("histogram");
   const context = canvas.getContext("2d");
-  const style = getComputedStyle(document.documentElement);
   context.clearRect(0, 0, canvas.width, canvas.height);
   const peak = Math.log1p(Math.max(...bins));
   const width = canvas.width / bins.length;
-  context.fillStyle = style.getPropertyValue("--accent").trim();
+  context.fillStyle = accent();
   bins.forEach((count, index) => {
     const height = peak ? (Math.log1p(count) / peak) * canvas.height : 0; // log: faint tails stay visible
     context.fillRect(index * width, canvas.height - height, Math.max(width, 1), height);
   });
+}
+
+/** HFR over time while focusing: the line goes down as the stars get sharper. */
+function drawTrend() {
+  const canvas = $("hfr-trend");
+  const context = canvas.getContext("2d");
+  context.clearRect(0, 0, canvas.width, canvas.height);
+  if (hfrTrend.length < 2) return;
+  const low = Math.min(...hfrTrend) * 0.95;
+  const high = Math.max(...hfrTrend) * 1.05;
+  const y = (value) => canvas.height - ((value - low) / (high - low || 1)) * canvas.height;
+  context.strokeStyle = accent();
+  context.lineWidth = 2;
+  context.beginPath();
+  hfrTrend.forEach((value, index) => {
+    const x = (index / (TREND_POINTS - 1)) * canvas.width;
+    if (index === 0) context.moveTo(x, y(value));
+    else context.lineTo(x, y(value));
+  });
+  context.stroke();
+  const best = Math.min(...hfrTrend);
+  context.fillStyle = accent();
+  context.font = "14px system-ui, sans-serif";
+  context.fillText(`best ${best.toFixed(2)} px`, 6, 16);
 }
 
 // -- gallery ---------------------------------------------------------------------------------------
@@ -641,6 +690,7 @@ setupSession();
 setupMount();
 setupGallery();
 $("analysis-panel").addEventListener("toggle", subscribe);
+$("hfr-reset").addEventListener("click", () => { hfrTrend.length = 0; drawTrend(); });
 connect();
 refreshAll();
 pollStreamState();

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from wanda.errors import ApiError, ok
 from wanda.frames import BOUNDARY, Frame, FrameHub, Viewer
-from wanda.keys import CAMERA, CONFIG, CONTROL, HUB, STRETCHED_HUB
+from wanda.keys import ANALYSIS, CAMERA, CONFIG, CONTROL, HUB, STRETCHED_HUB
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -177,6 +177,12 @@ async def state(request: web.Request) -> web.Response:
             "viewer_count": len(viewers),
             "viewers": viewers,
             "frames_skipped": hub.frames_skipped,
+            "stretched_viewer_count": len(request.app[STRETCHED_HUB].viewers),
+            "analysis": {
+                "listeners": request.app[ANALYSIS].listeners,
+                "running": request.app[ANALYSIS].wanted,
+                "frames_analysed": request.app[ANALYSIS].analysed,
+            },
             "exposing": exposure.progress() if exposure else None,
             "latest_frame": None
             if latest is None
