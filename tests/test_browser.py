@@ -7,18 +7,13 @@ Screenshots go to a temporary folder, or to $WANDA_SCREENSHOTS (`WANDA_SCREENSHO
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+from live_server import Wanda
 from playwright.sync_api import Page, expect, sync_playwright
 
 
@@ -29,53 +24,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 WAIT_MS = 15000
-
-
-class Wanda:
-    """A `wanda` process on a fixed port that a test may stop and start again."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = open(self.root / "wanda.log", "ab")  # noqa: SIM115  (the process owns it)
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "wanda", "--camera", "sim", "--mount", "sim", "--host", "127.0.0.1",
-                "--port", str(self.port), "--captures", str(self.root / "captures"),
-                "--data-dir", str(self.root / "state"),
-            ],
-            stdout=log, stderr=log,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                self.get("/api/health")
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"wanda did not start: {(self.root / 'wanda.log').read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=15)
-            self.process = None
-
-    def get(self, path: str) -> dict:
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
-            return json.loads(response.read())["data"]
-
-    def post(self, path: str, body: dict) -> dict:
-        request = urllib.request.Request(
-            self.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())["data"]
 
 
 def eventually(check, timeout: float = WAIT_MS / 1000):
@@ -480,6 +428,33 @@ def test_browser_survives_a_server_restart(browser, tmp_path):
         expect(page.get_by_label("ISO")).to_have_value("1500")
         # Only the failed connections while the server was down may be logged.
         assert [e for e in console.errors if "ERR_CONNECTION_REFUSED" not in e and "WebSocket" not in e] == []
+        page.context.close()
+    finally:
+        server.stop()
+
+
+def test_browser_with_a_password_logs_in_once_and_works(browser, tmp_path, screenshots):
+    server = Wanda(tmp_path, password="dark skies")
+    server.start()
+    try:
+        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        page.set_default_timeout(WAIT_MS)
+        console = Console(page)
+        page.goto(server.url + "/")
+        expect(page).to_have_url(server.url + "/login")  # the page itself needs the password
+        page.get_by_label("Password").fill("light pollution")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.locator("#message")).to_have_text("wrong password")
+        page.screenshot(path=screenshots / "login.png")
+        page.get_by_label("Password").fill("dark skies")
+        page.get_by_role("button", name="Log in").click()
+        expect(page).to_have_url(server.url + "/")
+        expect(page.locator("#ws-state")).to_have_text("connected")  # the cookie opened the WebSocket
+        wait_for_live_frame(page)  # and the stream
+        page.get_by_label("ISO").fill("1000")
+        page.get_by_label("ISO").press("Enter")
+        eventually(lambda: server.get("/api/camera/status")["iso"] == 1000)
+        assert [e for e in console.errors if "401" not in e] == []  # the refused login is logged
         page.context.close()
     finally:
         server.stop()

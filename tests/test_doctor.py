@@ -60,3 +60,13 @@ def test_doctor_fails_when_captures_cannot_be_written(capsys, tmp_path):
     blocker.write_text("not a folder")
     code, out = doctor(capsys, "--camera", "sim", "--port", str(free_port()), "--captures", str(blocker / "captures"))
     assert code == 1 and line(out, "captures").startswith("FAIL")
+
+
+def test_doctor_warns_when_anyone_on_the_network_could_drive_the_telescope(capsys, tmp_path):
+    args = ("--camera", "sim", "--mount", "sim", "--port", str(free_port()), "--captures", str(tmp_path))
+    code, out = doctor(capsys, *args, "--host", "0.0.0.0")
+    assert code == 0 and line(out, "password").startswith("WARN") and "WANDA_PASSWORD" in out
+    code, out = doctor(capsys, *args, "--host", "0.0.0.0", "--password", "s3cret")
+    assert line(out, "password").startswith("ok")
+    code, out = doctor(capsys, *args)  # 127.0.0.1: nobody else can reach it
+    assert line(out, "password").startswith("ok")

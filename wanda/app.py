@@ -15,16 +15,18 @@ from collections.abc import AsyncIterator
 from aiohttp import WSCloseCode, web
 
 from wanda.analysis import AnalysisWorker
+from wanda.auth import Guard
 from wanda.camera import CameraBackend, CameraWorker, create_backend
 from wanda.config import Config
 from wanda.control import CameraControl
 from wanda.errors import error_middleware
 from wanda.events import EventBus
 from wanda.frames import FrameHub
-from wanda.handlers import analysis_api, camera_api, captures, mount_api, session_api, stream, system, ws
+from wanda.handlers import analysis_api, camera_api, captures, login, mount_api, session_api, stream, system, ws
 from wanda.jpeg import JpegEncoder
 from wanda.keys import (
     ANALYSIS,
+    AUTH,
     BUS,
     CAMERA,
     CAPTURES,
@@ -40,7 +42,7 @@ from wanda.keys import (
 )
 from wanda.monitor import LoopLagMonitor
 from wanda.mount import MountControl, StepperMount, StepperPins, create_pins
-from wanda.security import origin_middleware, trusted_hosts
+from wanda.security import auth_middleware, origin_middleware, trusted_hosts
 from wanda.session import SessionManager
 from wanda.storage import choose_captures_dir
 
@@ -51,8 +53,12 @@ def create_app(
     config: Config, *, camera: CameraBackend | None = None, pins: StepperPins | None = None
 ) -> web.Application:
     """Build the application. ``camera`` and ``pins`` replace what ``config`` selects."""
-    app = web.Application(middlewares=[error_middleware, origin_middleware], client_max_size=1024 * 1024)
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware, origin_middleware], client_max_size=1024 * 1024
+    )
     app[CONFIG] = config
+    if config.password:
+        app[AUTH] = Guard(config.password)
     app[HUB] = FrameHub()
     app[STRETCHED_HUB] = FrameHub()
     app[BUS] = EventBus()
@@ -68,7 +74,7 @@ def create_app(
     app.cleanup_ctx.append(_lag_monitor_ctx)
     app.on_shutdown.append(_on_shutdown)
 
-    for module in (stream, camera_api, analysis_api, mount_api, session_api, captures, ws, system):
+    for module in (stream, camera_api, analysis_api, mount_api, session_api, captures, ws, system, login):
         app.add_routes(module.routes)
     captures.setup(app)
     system.add_static_routes(app)

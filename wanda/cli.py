@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data-dir", type=Path, metavar="DIR", help="where WANDA keeps its state (default ~/.local/share/wanda)")
     add("--config", type=Path, metavar="FILE", help="TOML configuration file")
     add("--log-level", type=str.upper, choices=LOG_LEVELS, help="logging level (default INFO)")
+    add("--password", help="require this password (better: WANDA_PASSWORD or the config file)")
     add("--preview-encoder", choices=PREVIEW_ENCODERS, help="preview JPEG encoder on the Pi (default auto)")
     add("--tuning-file", metavar="FILE", help="libcamera tuning file for the Pi camera, e.g. imx477_scientific.json")
     add("--sim-fwhm", type=float, metavar="PX", help="star size (FWHM, pixels) of the simulated sky (default 3)")

@@ -36,6 +36,9 @@ class Config:
     log_level: str = "INFO"
     # Web pages from these origins may change state (POST, WebSocket) besides the page WANDA serves.
     allowed_origins: tuple[str, ...] = ()
+    # When set, every endpoint but the login page needs it (Bearer header or the login cookie).
+    # Better in the environment or the config file than on the command line (ps shows that).
+    password: str = ""
 
     # The mount: a unipolar stepper on four BCM pins (the original wiring).
     mount: str = "auto"  # auto: GPIO on a Raspberry Pi, else simulated pins

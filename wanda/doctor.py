@@ -95,6 +95,22 @@ def check_port(config: Config) -> Check:
     return Check("port", OK, f"{config.host}:{config.port} is free")
 
 
+LOCAL_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def check_password(config: Config) -> Check:
+    if config.password:
+        return Check("password", OK, "set: only who knows it can drive the telescope")
+    if config.host in LOCAL_HOSTS:
+        return Check("password", OK, f"none, and listening on {config.host} only")
+    return Check(
+        "password",
+        WARN,
+        f"none, and listening on {config.host}: anyone on the network can move the mount and delete captures",
+        "set WANDA_PASSWORD in /etc/default/wanda (or password in the config file)",
+    )
+
+
 def check_systemd() -> Check:
     if shutil.which("systemctl") is None:
         return Check("systemd unit", WARN, "systemctl not found", "run wanda by hand, or on a systemd system")
@@ -105,7 +121,7 @@ def check_systemd() -> Check:
         return Check("systemd unit", WARN, f"cannot ask systemd ({exc})")
     state = f"{enabled.stdout.strip() or 'not installed'}, {active.stdout.strip() or 'unknown'}"
     if enabled.returncode != 0:
-        return Check("systemd unit", WARN, state, "install it: see 'Running under systemd' in the README")
+        return Check("systemd unit", WARN, state, "install it: see 'Install on a Raspberry Pi' in the README")
     return Check("systemd unit", OK, state)
 
 
@@ -117,6 +133,7 @@ def run_checks(config: Config) -> list[Check]:
         check_gpio(config),
         check_captures(config),
         check_port(config),
+        check_password(config),
         check_systemd(),
     ]
 

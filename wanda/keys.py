@@ -7,6 +7,7 @@ from pathlib import Path
 from aiohttp import web
 
 from wanda.analysis import AnalysisWorker
+from wanda.auth import Guard
 from wanda.camera import CameraWorker
 from wanda.config import Config
 from wanda.control import CameraControl
@@ -29,3 +30,4 @@ LAG = web.AppKey("lag", LoopLagMonitor)
 STARTED = web.AppKey("started", float)  # Unix time the app was built
 CAPTURES = web.AppKey("captures", Path)  # where captures go (chosen once, at start)
 TRUSTED_HOSTS = web.AppKey("trusted_hosts", frozenset)  # Host names a browser may use to reach us
+AUTH = web.AppKey("auth", Guard)  # present only when a password is set

@@ -1,9 +1,10 @@
-"""The Origin rule: a web page from another site may not change anything.
+"""Who may do what: the password, when one is set, and the Origin rule, always.
 
-A browser sends ``Origin`` with every POST and every WebSocket handshake. Without this check any
-page open on the observer's laptop could drive the mount or delete a night's work through the
-browser. Requests without ``Origin`` (scripts, curl) are accepted, as are the origins listed in
-the configuration's ``allowed_origins``.
+With a password (wanda/auth.py) every request but the login page must carry it. Whatever the
+password, a web page from another site may not change anything: a browser sends ``Origin`` with
+every POST and every WebSocket handshake, and without this check any page open on the observer's
+laptop could drive the mount or delete a night's work through the browser. Requests without
+``Origin`` (scripts, curl) are accepted, as are the origins listed in ``allowed_origins``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import socket
 from aiohttp import web
 from yarl import URL
 
+from wanda.auth import PUBLIC
 from wanda.errors import ApiError
-from wanda.keys import CONFIG, TRUSTED_HOSTS
+from wanda.keys import AUTH, CONFIG, TRUSTED_HOSTS
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -72,3 +74,17 @@ async def origin_middleware(request: web.Request, handler):
                     403, "FORBIDDEN_ORIGIN", f"this server does not answer to {host!r} (add it to allowed_origins)"
                 )
     return await handler(request)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler):
+    guard = request.app.get(AUTH)
+    if guard is None or request.path in PUBLIC:
+        return await handler(request)
+    if guard.allowed(request):
+        return await handler(request)
+    if request.method == "GET" and request.path == "/":
+        raise web.HTTPFound("/login")  # a browser: to the login page
+    if guard.offered_credentials(request):
+        await guard.failed(request.remote or "?")
+    raise ApiError(401, "UNAUTHORIZED", "a password is needed: Authorization: Bearer <password>, or log in at /login")

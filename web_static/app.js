@@ -27,6 +27,10 @@ async function api(method, path, body) {
   } catch {
     throw new ApiError("OFFLINE", "the server cannot be reached");
   }
+  if (response.status === 401) {
+    location.assign("/login"); // a password is set and this browser has not logged in (or it changed)
+    throw new ApiError("UNAUTHORIZED", "log in first");
+  }
   let envelope;
   try {
     envelope = await response.json();
@@ -622,6 +626,8 @@ function connect() {
   });
   ws.addEventListener("message", (event) => handleMessage(JSON.parse(event.data)));
   ws.addEventListener("close", () => {
+    // Refused for want of the password? Then the login page, not endless reconnects.
+    fetch("/api/health").then((r) => { if (r.status === 401) location.assign("/login"); }, () => {});
     const wait = socket.retry;
     socket.retry = Math.min(socket.retry * 2, 15000);
     showSocket("closed", `offline, reconnecting in ${Math.round(wait / 1000)} s`);

@@ -8,8 +8,9 @@ from pathlib import Path
 from aiohttp import web
 
 from wanda import __version__
-from wanda.errors import ok
-from wanda.keys import CAMERA, HUB, LAG, STARTED
+from wanda.errors import ApiError, ok
+from wanda.keys import CAMERA, CONTROL, HUB, LAG, STARTED
+from wanda.openapi import build_spec
 
 routes = web.RouteTableDef()
 
@@ -29,6 +30,12 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/api/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI description (plain, not in the envelope: tools read it as it is)."""
+    return web.json_response(build_spec(request.app[CONTROL].limits))
+
+
 def static_dir() -> Path:
     """web_static/ installed inside the package, or beside it in a source checkout."""
     package = Path(__file__).resolve().parent.parent
@@ -40,16 +47,21 @@ def static_dir() -> Path:
 
 def add_static_routes(app: web.Application) -> None:
     root = static_dir()
+    # The client's files, listed once: a request names one of them or gets a 404 in the envelope
+    # (no path is ever joined from what a client sent).
+    files = {path.name: path for path in root.iterdir() if path.is_file() and not path.name.startswith(".")}
+    # The browser asks again each time (a 304 when unchanged), so after an upgrade the page never
+    # runs yesterday's script against today's server.
+    revalidate = {"Cache-Control": "no-cache"}
 
     async def index(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(root / "index.html", headers={"Cache-Control": "no-cache"})
+        return web.FileResponse(files["index.html"], headers=revalidate)
 
-    async def revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
-        # The browser asks again each time (a 304 when unchanged), so after an upgrade the page
-        # never runs yesterday's script against today's server.
-        if request.path.startswith("/static/"):
-            response.headers["Cache-Control"] = "no-cache"
+    async def static_file(request: web.Request) -> web.FileResponse:
+        name = request.match_info["filename"]
+        if name not in files:
+            raise ApiError(404, "NOT_FOUND", f"no such file: /static/{name[:100]}")
+        return web.FileResponse(files[name], headers=revalidate)
 
     app.router.add_get("/", index)
-    app.router.add_static("/static/", root)
-    app.on_response_prepare.append(revalidate_static)
+    app.router.add_get("/static/{filename}", static_file)

@@ -1,0 +1,266 @@
+"""The OpenAPI 3 description of WANDA's HTTP API, served at ``GET /api/openapi.json``.
+
+Written by hand next to the handlers: it says what the validation in wanda/settings.py,
+wanda/session.py and the handlers accepts. tests/test_openapi.py checks that every route the app
+registers is described here and nothing else, and the fuzzing tests hold the server to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wanda import __version__
+from wanda.settings import FILE_FORMATS, FRAME_TYPES, MAX_SKIP_FRAMES, NIGHT_VISION_LIMITS, Limits
+
+ERROR_CODES = [
+    "INVALID_REQUEST", "VALIDATION_ERROR", "INVALID_PATH", "NO_THUMBNAIL", "FOLDER_IN_USE", "FORBIDDEN_ORIGIN",
+    "NOT_FOUND", "FILE_NOT_FOUND", "METHOD_NOT_ALLOWED", "CAPTURE_BUSY", "CAPTURE_CANCELLED", "CAPTURE_FAILED",
+    "INVALID_ACTION", "MOUNT_ERROR", "SESSION_START_FAILED", "SESSION_STOP_FAILED", "INSUFFICIENT_SPACE",
+    "NO_FRAME", "SHUTTING_DOWN", "BUSY", "INTERNAL_ERROR", "UNAUTHORIZED", "TOO_MANY_REQUESTS",
+    "FORBIDDEN", "PAYLOAD_TOO_LARGE", "HTTP_ERROR",
+]
+
+STATUS_TEXT = {
+    400: "bad input", 401: "no or wrong password", 403: "a web page of another site", 404: "no such thing",
+    405: "wrong method", 409: "conflict with what runs", 413: "body too large", 415: "not a JPEG",
+    429: "too many failed logins", 500: "a fault in WANDA or the camera", 503: "not available now",
+    507: "the disk is full",
+}
+
+
+def _error(status: int) -> dict[str, Any]:
+    return {
+        "description": STATUS_TEXT[status],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _ok(description: str = "OK", data: dict[str, Any] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"$ref": "#/components/schemas/Envelope"}
+    if data is not None:
+        schema = {"allOf": [schema, {"type": "object", "properties": {"data": data}}]}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _operation(summary: str, responses: dict[int | str, Any], *errors: int, **extra: Any) -> dict[str, Any]:
+    # Every operation may meet these: an unknown field or a bad body (400, the JSON ones), the
+    # password (401), a server fault (500).
+    all_responses = {str(code): value for code, value in responses.items()}
+    body_errors = (400, 413) if "requestBody" in extra else ()
+    for status in (401, 500, *body_errors, *errors):
+        all_responses.setdefault(str(status), _error(status))
+    return {"summary": summary, "responses": all_responses, **extra}
+
+
+def _json_body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _camera_settings(limits: Limits) -> dict[str, Any]:
+    low, high = limits.exposure
+    gain_low, gain_high = limits.gain
+    return _object(
+        {
+            "exposure_seconds": {"type": "number", "exclusiveMinimum": 0, "minimum": low, "maximum": high},
+            "iso": {"type": "number", "minimum": gain_low * 100, "maximum": gain_high * 100},
+            "gain": {"type": "number", "minimum": gain_low, "maximum": gain_high},
+            "night_vision_mode": {"type": "boolean"},
+            "night_vision_intensity": {"type": "number", "minimum": NIGHT_VISION_LIMITS[0], "maximum": NIGHT_VISION_LIMITS[1]},
+            "save_raw": {"type": "boolean"},
+            "skip_frames": {"type": "integer", "minimum": 0, "maximum": MAX_SKIP_FRAMES},
+            "file_format": {"type": "string", "enum": list(FILE_FORMATS)},
+            "frame_type": {"type": "string", "enum": list(FRAME_TYPES)},
+        }
+    )
+
+
+def build_spec(limits: Limits) -> dict[str, Any]:
+    """The description, with the exposure and gain ranges of the camera in use."""
+    name = {"type": "string", "minLength": 1, "maxLength": 64}
+    session_start = _object(
+        {
+            "name": name,
+            "total_images": {"type": "integer", "minimum": 1, "maximum": 100000},
+            "total_time_hours": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 240},
+            "enable_tracking": {"type": "boolean"},
+            "use_current_settings": {"type": "boolean"},
+            "exposure_seconds": {"type": "number", "minimum": limits.exposure[0], "maximum": limits.exposure[1]},
+            "iso": {"type": "number", "minimum": limits.gain[0] * 100, "maximum": limits.gain[1] * 100},
+            "gain": {"type": "number", "minimum": limits.gain[0], "maximum": limits.gain[1]},
+            "frame_type": {"type": "string", "enum": list(FRAME_TYPES)},
+            "file_format": {"type": "string", "enum": list(FILE_FORMATS)},
+            "object": {"type": "string", "minLength": 1, "maxLength": 68},
+        },
+        ["name", "total_images"],
+    )
+    session_form = _object(
+        {
+            "name": {"type": "string", "maxLength": 64},
+            "totalImages": {"type": "integer", "minimum": 1, "maximum": 100000},
+            "enableTracking": {"type": "boolean"},
+            "useCurrentSettings": {"type": "boolean"},
+            "sessionMode": {"type": "string", "enum": ["rapid", "timed"]},
+            "totalTimeHours": {"type": "number", "exclusiveMinimum": 0, "maximum": 240},
+        }
+    )
+    tracking = _object(
+        {
+            "action": {"type": "string", "enum": ["start", "stop"]},
+            "speed": {"type": "number", "description": "seconds per half step; clamped to 0.1..10"},
+            "direction": {
+                "oneOf": [
+                    {"type": "boolean"},
+                    {"type": "string", "enum": ["cw", "ccw", "clockwise", "counterclockwise"]},
+                ]
+            },
+        },
+        ["action"],
+    )
+    folder_query = {"name": "folder", "in": "query", "required": False, "schema": {"type": "string"}}
+    capture_path = {"name": "path", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+    jpeg = {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}
+    mjpeg = {
+        "description": "multipart/x-mixed-replace; boundary=frame: one JPEG a part, until the client leaves",
+        "content": {"multipart/x-mixed-replace": {"schema": {"type": "string", "format": "binary"}}},
+    }
+    stream_params = [
+        {"name": "fps", "in": "query", "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 60}},
+        {"name": "stretch", "in": "query", "schema": {"type": "string", "enum": ["auto", "none"]}},
+    ]
+    paths: dict[str, Any] = {
+        "/": {"get": _operation("the browser client", {200: {"description": "the page", "content": {"text/html": {}}}})},
+        "/static/{filename}": {
+            "get": _operation(
+                "the browser client's files",
+                {200: {"description": "the file"}},
+                404,
+                parameters=[{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
+            )
+        },
+        "/login": {
+            "get": _operation("the login page (when a password is set)", {200: {"description": "the page", "content": {"text/html": {}}}}),
+            "post": _operation(
+                "log in: sets the session cookie",
+                {200: _ok("logged in")},
+                requestBody=_json_body(_object({"password": {"type": "string", "maxLength": 1024}}, ["password"])),
+            ),
+        },
+        "/stream": {"get": _operation("live MJPEG stream", {200: mjpeg}, 400, 503, parameters=stream_params)},
+        "/video_feed": {"get": _operation("live MJPEG stream (the original path)", {200: mjpeg}, 400, 503, parameters=stream_params)},
+        "/snapshot": {"get": _operation("one fresh JPEG", {200: {"description": "the frame", **jpeg}}, 503)},
+        "/state": {"get": _operation("the stream's state: rates, viewers, analysis", {200: _ok()})},
+        "/ws": {
+            "get": _operation(
+                "the WebSocket (events and commands, see docs/api.md); a plain GET is refused",
+                {101: {"description": "switching to the WebSocket protocol"}},
+                400,
+            )
+        },
+        "/api/openapi.json": {"get": _operation("this description", {200: {"description": "OpenAPI 3", "content": {"application/json": {}}}})},
+        "/api/health": {"get": _operation("event-loop lag, uptime, viewers, the camera", {200: _ok()})},
+        "/api/camera/status": {"get": _operation("camera settings, limits and state", {200: _ok()})},
+        "/api/camera/settings": {
+            "post": _operation(
+                "change camera settings (the applied values come back)",
+                {200: _ok("settings applied")},
+                400, 403, 409, 503,
+                requestBody=_json_body(_camera_settings(limits)),
+            )
+        },
+        "/api/camera/capture": {
+            "post": _operation(
+                "take one still with the current settings; answers when it is saved",
+                {200: _ok("saved")},
+                400, 403, 409, 503, 507,
+                requestBody=_json_body(_object({}), required=False),
+            )
+        },
+        "/api/camera/capture/cancel": {
+            "post": _operation("abort the running exposure", {200: _ok()}, 400, 403, requestBody=_json_body(_object({}), required=False))
+        },
+        "/api/analysis": {"get": _operation("histogram, stretch, stars and focus of the live image", {200: _ok()}, 503)},
+        "/api/mount/status": {"get": _operation("tracking state and step timing", {200: _ok()})},
+        "/api/mount/tracking": {
+            "post": _operation("start or stop tracking", {200: _ok()}, 400, 403, 503, requestBody=_json_body(tracking))
+        },
+        "/api/session/status": {"get": _operation("the running or last session", {200: _ok()})},
+        "/api/session/start": {
+            "post": _operation("start a capture session", {200: _ok()}, 400, 403, 409, requestBody=_json_body(session_start))
+        },
+        "/api/session/stop": {
+            "post": _operation("stop the running session", {200: _ok()}, 400, 403, 409, requestBody=_json_body(_object({}), required=False))
+        },
+        "/api/session/resume": {
+            "post": _operation(
+                "resume an interrupted, stopped or failed session",
+                {200: _ok()},
+                400, 403, 409,
+                requestBody=_json_body(_object({"name": name}), required=False),
+            )
+        },
+        "/api/sessions": {"get": _operation("every session, newest first", {200: _ok()})},
+        "/api/session/config": {
+            "get": _operation("the remembered session form", {200: _ok()}),
+            "post": _operation("remember the session form", {200: _ok()}, 400, 403, requestBody=_json_body(session_form)),
+        },
+        "/api/storage": {"get": _operation("where captures go, free space, frames left", {200: _ok()})},
+        "/api/captures": {"get": _operation("images, newest first", {200: _ok()}, 400, 404, parameters=[folder_query])},
+        "/api/captures/folders": {"get": _operation("folders of the capture directory", {200: _ok()})},
+        "/api/captures/{folder}.zip": {
+            "get": _operation(
+                "a folder as a zip, streamed",
+                {200: {"description": "the zip", "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}},
+                400, 404, 503,
+                parameters=[{"name": "folder", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}],
+            )
+        },
+        "/api/captures/{path}": {
+            "get": _operation(
+                "a capture (or its thumbnail)",
+                {200: {"description": "the file"}},
+                400, 404, 415,
+                parameters=[capture_path, {"name": "thumb", "in": "query", "schema": {"type": "string", "enum": ["1", "true", "0"]}}],
+            ),
+            "delete": _operation("delete a capture or a folder", {200: _ok()}, 400, 403, 404, 409, parameters=[capture_path]),
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "WANDA",
+            "version": __version__,
+            "description": "Telescope controller: camera, mount, sessions, captures. Every JSON answer is the "
+            "envelope {success, data, message} or {success: false, code, error}. See docs/api.md.",
+        },
+        "components": {
+            "schemas": {
+                "Envelope": {
+                    "type": "object",
+                    "required": ["success", "data", "message"],
+                    "properties": {"success": {"const": True}, "data": {}, "message": {"type": "string"}},
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["success", "code", "error"],
+                    "properties": {
+                        "success": {"const": False},
+                        "code": {"type": "string", "enum": ERROR_CODES},
+                        "error": {"type": "string"},
+                    },
+                },
+            },
+            "securitySchemes": {
+                "password": {"type": "http", "scheme": "bearer", "description": "the --password, when one is set"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "wanda_session"},
+            },
+        },
+        "security": [{}, {"password": []}, {"cookie": []}],
+        "paths": paths,
+    }
