@@ -404,3 +404,19 @@ async def test_half_written_files_from_a_killed_run_are_swept_at_start(aiohttp_c
     assert not (config.captures / ".light_0009.jpg.4242.1234.tmp").exists()
     assert not (folder / ".light_0003.jpg.4242.1234.tmp").exists()
     assert (folder / ".notes").exists()
+
+
+async def test_a_session_killed_after_its_last_frame_is_completed_not_interrupted(make_client, config):
+    folder = config.captures / "done"
+    folder.mkdir(parents=True)
+    for name in ("light_0001.jpg", "light_0002.jpg"):
+        (folder / name).write_bytes(b"\xff\xd8 a frame \xff\xd9")
+    (folder / "session_metadata.json").write_text(json.dumps({
+        "name": "done", "folder": "done", "status": "running", "total_images": 2, "started": "2026-11-28T01:00:00Z",
+        "frames": [{"index": 1, "file": "light_0001.jpg"}, {"index": 2, "file": "light_0002.jpg"}],
+        "settings": {"frame_type": "light", "file_format": "jpeg"}, "ended": None,
+    }))
+    client = await make_client()
+    listed = (await (await client.get("/api/sessions")).json())["data"]["sessions"]
+    assert [(s["folder"], s["status"]) for s in listed] == [("done", "completed")]
+    assert metadata(folder)["status"] == "completed" and metadata(folder)["ended"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -267,9 +268,11 @@ class SessionManager:
             before = json.dumps(metadata)
             metadata = reconcile(folder, metadata)
             if metadata.get("status") == "running":
-                metadata["status"] = "interrupted"
+                # Killed after its last frame but before it could say so: it is complete.
+                complete = len(metadata.get("frames", [])) >= metadata.get("total_images", 0) > 0
+                metadata["status"] = "completed" if complete else "interrupted"
                 metadata["ended"] = metadata.get("ended") or utc_iso(time.time())
-                log.warning("session %s was left running (a crash?): marked interrupted", folder.name)
+                log.warning("session %s was left running (a crash?): marked %s", folder.name, metadata["status"])
                 marked.append(folder.name)
             if json.dumps(metadata) != before:
                 write_metadata(folder, metadata)
@@ -432,7 +435,7 @@ class SessionManager:
         for folder in self.root.iterdir():
             if not folder.is_dir() or folder.name.startswith(TEMP_PREFIX):
                 continue
-            metadata = read_metadata(folder)
+            metadata = self._metadata_of(folder)
             if metadata is None:
                 continue
             sessions.append(
@@ -528,6 +531,10 @@ class SessionManager:
                 outcome = run.stop_reason
         except ApiError as exc:
             outcome, error = "error", exc.message
+        except OSError as exc:  # the metadata could not be written
+            log.error("session %s: %s", run.folder.name, exc)
+            disk_full = exc.errno == errno.ENOSPC
+            outcome, error = "error", "the disk is full" if disk_full else f"writing the metadata failed: {exc.strerror or exc}"
         except asyncio.CancelledError:
             outcome = run.stop_reason or "interrupted"
             raise
@@ -570,13 +577,21 @@ class SessionManager:
                 n += 1
                 candidate = f"{name}_{n}"
 
+    def _metadata_of(self, folder: Path) -> dict[str, Any] | None:
+        """A session's metadata: the disk's, unless it is the session that just ended here, whose
+        last write may have failed (a full disk): what it knows in memory is newer."""
+        run = self.run
+        if run is not None and run.folder == folder and not self.active:
+            return json.loads(json.dumps(run.metadata))  # a copy: callers may change it
+        return read_metadata(folder)
+
     def _resumable(self, name: str | None) -> tuple[Path, dict[str, Any]]:
         candidates = []
         if self.root.is_dir():
             for folder in self.root.iterdir():
                 if name is not None and folder.name != name:
                     continue
-                metadata = read_metadata(folder) if folder.is_dir() else None
+                metadata = self._metadata_of(folder) if folder.is_dir() else None
                 if metadata and metadata.get("status") in RESUMABLE and len(metadata.get("frames", [])) < metadata.get("total_images", 0):
                     candidates.append((metadata.get("started") or "", folder, metadata))
         if not candidates:

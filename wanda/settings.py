@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wanda.errors import ApiError
-from wanda.storage import write_atomic
+from wanda.storage import TEMP_PREFIX, write_atomic
 from wanda.validate import boolean, choice, invalid, json_object, known_fields, number, whole, within
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,8 @@ def load_settings(data_dir: Path, limits: Limits) -> CameraSettings:
     """The saved settings, or the defaults when there are none or they no longer validate."""
     path = data_dir / STATE_FILE
     defaults = CameraSettings()
+    for leftover in data_dir.glob(f"{TEMP_PREFIX}{STATE_FILE}.*.tmp"):  # a kill while saving
+        leftover.unlink(missing_ok=True)
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -157,15 +157,22 @@ class NumberedFiles:
                 except FileExistsError:
                     continue  # put there by someone else: take the next number
                 break
-        written = []
-        for companion_extension, companion_data in (companions or {}).items():
-            companion = path.with_suffix(f".{companion_extension}")
-            write_atomic(companion, companion_data, overwrite=False)
-            written.append(companion)
+        written: list[Path] = []
         sidecar_path = None
-        if sidecar is not None:
-            # The images land first: a crash in between leaves images without notes, never
-            # notes without an image.
-            sidecar_path = path.with_suffix(".json")
-            write_atomic(sidecar_path, json.dumps(sidecar, indent=2).encode("utf-8"))
+        try:
+            for companion_extension, companion_data in (companions or {}).items():
+                companion = path.with_suffix(f".{companion_extension}")
+                write_atomic(companion, companion_data, overwrite=False)
+                written.append(companion)
+            if sidecar is not None:
+                # The images land first: a crash in between leaves images without notes, never
+                # notes without an image.
+                sidecar_path = path.with_suffix(".json")
+                write_atomic(sidecar_path, json.dumps(sidecar, indent=2).encode("utf-8"))
+        except BaseException:
+            # A save that fails (a full disk) leaves nothing: the caller reports the frame as not
+            # saved, so no part of it may stay to be listed or counted.
+            for partial in (path, *written):
+                partial.unlink(missing_ok=True)
+            raise
         return SavedFile(path, sidecar_path, tuple(written))
