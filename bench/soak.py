@@ -17,13 +17,16 @@ For --warmup seconds (15) and then --minutes (10) more, all at once:
     each waited for until its status is no longer "running" (the two loops contend for the
     camera: 409 CAPTURE_BUSY and SESSION_START_FAILED are expected and counted, not errors);
   - mount tracking started and stopped every 20 s.
-The server's event-loop lag (loop_lag.max_1m_ms of /api/health) is sampled every 5 s.
+The server's event-loop lag (loop_lag.max_1m_ms of /api/health) is sampled every 5 s; beside it an
+idle event loop in a process of its own measures the machine's own jitter, for reference. The load
+generator runs at --nice 10 (the clients would be other machines; here they share the cores).
 
 An error is a 5xx, a connection error (a viewer's stream cut off counts), a malformed envelope or
 JSON message, an unexpected 4xx, a WebSocket command without its "ok" reply within 10 s, or a
 session that does not end "completed". The process figures (RSS, open file descriptors, threads)
-are read from /proc/<pid> after the warm-up ("start": every client connected and every path run
-once) and at the end of the load period while the load still runs ("end": the same client mix);
+are read from /proc/<pid> after the warm-up ("start": every client connected, every path run
+once, and a burst of 16 requests served on the server's thread pool grew that pool to its size)
+and at the end of the load period while the load still runs ("end": the same client mix);
 RSS also half-way. They need the server's pid: they are printed only when this script started the
 server, or with --pid. A progress line is printed every minute.
 
