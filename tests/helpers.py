@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
 
 from aiohttp import StreamReader
 
@@ -59,3 +65,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def mounted_tmpfs(mountpoint: Path, size: str):
+    """A real, small filesystem to fill up (a full USB stick on a cold night); skips without root."""
+    mountpoint.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {result.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(disk: Path, leave: int) -> None:
+    """Take all free space on ``disk`` but ``leave`` bytes (rounded to the filesystem's blocks)."""
+    usage = os.statvfs(disk)
+    with open(disk / "someone_elses_file.bin", "ab") as ballast:
+        ballast.write(b"\0" * max(0, usage.f_bavail * usage.f_frsize - leave))

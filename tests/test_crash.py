@@ -34,7 +34,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from astropy.io import fits
-from helpers import free_port
+from helpers import fill, free_port, mounted_tmpfs
 
 from wanda.jpeg import JpegEncoder
 
@@ -567,23 +567,8 @@ async def test_random_kills_leave_whole_files_and_agreeing_metadata(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A real, small filesystem (tmpfs) to fill up, as in test_session.py."""
-    mountpoint = tmp_path / "usb"
-    mountpoint.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mountpoint)], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {result.stderr.strip()}")
-    yield mountpoint
-    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-
-
-def fill(disk: Path, leave: int) -> None:
-    """Take all free space on ``disk`` but ``leave`` bytes (rounded to the filesystem's blocks)."""
-    usage = os.statvfs(disk)
-    with open(disk / "someone_elses_file.bin", "ab") as ballast:
-        ballast.write(b"\0" * max(0, usage.f_bavail * usage.f_frsize - leave))
+    with mounted_tmpfs(tmp_path / "usb", "12m") as disk:
+        yield disk
 
 
 @pytest.mark.timeout(60)

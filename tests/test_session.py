@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from helpers import free_port, is_reply, receive_until, wait_until
+from helpers import fill, free_port, is_reply, mounted_tmpfs, receive_until, wait_until
 
 from wanda.app import create_app
 from wanda.keys import CONTROL, MOUNT, SESSIONS
@@ -206,23 +206,8 @@ async def test_a_session_that_will_not_fit_is_refused(make_client, config):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A real, small filesystem (tmpfs) to fill up: a full USB stick on a cold night."""
-    mountpoint = tmp_path / "usb"
-    mountpoint.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {result.stderr.strip()}")
-    yield mountpoint
-    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-
-
-def fill(disk: Path, leave: int) -> None:
-    """Take all free space on ``disk`` but ``leave`` bytes."""
-    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
-    with open(disk / "someone_elses_file.bin", "wb") as ballast:
-        ballast.write(b"\0" * max(0, free - leave))
+    with mounted_tmpfs(tmp_path / "usb", "2m") as disk:
+        yield disk
 
 
 async def test_free_space_falling_below_the_floor_ends_the_session_with_an_error(make_client, small_disk):
