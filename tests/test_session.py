@@ -246,6 +246,22 @@ async def test_a_full_disk_mid_frame_leaves_no_partial_file(make_client, small_d
     await ws.close()
 
 
+async def test_a_frame_that_does_not_fit_never_shows_and_takes_no_number(make_client, small_disk):
+    client = await make_client(captures=small_disk / "captures", min_free_mb=0)
+    await set_exposure(client, 0.05)
+    first = await client.post("/api/camera/capture")
+    assert first.status == 200 and (await first.json())["data"]["files"] == ["light_0001.jpg"]
+    # Its JPEG would fit but not its FITS: every part is written before any name shows, so the
+    # gallery never lists a JPEG that is then taken back, and the number is not used up.
+    assert (await client.post("/api/camera/settings", json={"file_format": "jpeg+fits"})).status == 200
+    refused = await client.post("/api/camera/capture")
+    assert refused.status == 507, await refused.text()
+    assert images(small_disk / "captures") == ["light_0001.jpg"] and hidden(small_disk) == []
+    assert (await client.post("/api/camera/settings", json={"file_format": "jpeg"})).status == 200
+    second = await client.post("/api/camera/capture")
+    assert second.status == 200 and (await second.json())["data"]["files"] == ["light_0002.jpg"]
+
+
 async def test_shutdown_mid_session_marks_it_interrupted_and_switches_the_coils_off(aiohttp_client, config):
     pins = SimulatedPins()
     client = await aiohttp_client(create_app(config, pins=pins))

@@ -75,12 +75,8 @@ def write_atomic(path: Path, data: bytes, *, overwrite: bool = True) -> None:
     With ``overwrite=False`` an existing file is never replaced (FileExistsError), also on
     filesystems without hard links (FAT and exFAT USB drives).
     """
-    temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    temp = _write_temporary(path, data)
     try:
-        with open(temp, "xb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
         if overwrite:
             os.replace(temp, path)
         else:
@@ -89,6 +85,20 @@ def write_atomic(path: Path, data: bytes, *, overwrite: bool = True) -> None:
         temp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _write_temporary(path: Path, data: bytes) -> Path:
+    """``data`` flushed to disk under a hidden temporary name beside ``path``."""
+    temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(temp, "xb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
 
 
 def _rename_exclusive(temp: Path, path: Path) -> None:
@@ -143,36 +153,50 @@ class NumberedFiles:
         self, extension: str, data: bytes, sidecar: dict | None = None, companions: dict[str, bytes] | None = None
     ) -> SavedFile:
         """Write the next numbered file, its companions (``{"dng": bytes}``: the same name with that
-        extension) and its JSON sidecar, each atomically; never overwrite."""
-        with self._lock:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            if self._next is None:
-                self._next = self._highest_on_disk() + 1
-            while True:
-                name = f"{self.stem}_{self._next:04d}"
-                self._next += 1
-                path = self.folder / f"{name}.{extension}"
-                try:
-                    write_atomic(path, data, overwrite=False)
-                except FileExistsError:
-                    continue  # put there by someone else: take the next number
-                break
-        written: list[Path] = []
-        sidecar_path = None
+        extension) and its JSON sidecar; never overwrite an image.
+
+        Every part is written to a temporary before any final name appears, so a full disk fails
+        the save before the gallery could list part of the frame; the parts then take their names
+        by renames, which need no room for data.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        contents = {extension: data, **(companions or {})}
+        if sidecar is not None:
+            contents["json"] = json.dumps(sidecar, indent=2).encode("utf-8")
+        temporaries: dict[str, Path] = {}
+        placed: list[Path] = []
         try:
-            for companion_extension, companion_data in (companions or {}).items():
-                companion = path.with_suffix(f".{companion_extension}")
-                write_atomic(companion, companion_data, overwrite=False)
-                written.append(companion)
+            for part, content in contents.items():
+                # Named after the stem: the number is only chosen once every part is on disk.
+                temporaries[part] = _write_temporary(self.folder / f"{self.stem}.{part}", content)
+            with self._lock:
+                if self._next is None:
+                    self._next = self._highest_on_disk() + 1
+                while True:
+                    path = self.folder / f"{self.stem}_{self._next:04d}.{extension}"
+                    self._next += 1
+                    try:
+                        _rename_exclusive(temporaries[extension], path)
+                    except FileExistsError:
+                        continue  # put there by someone else: take the next number
+                    break
+            placed.append(path)
+            for part in contents:
+                if part in (extension, "json"):
+                    continue
+                _rename_exclusive(temporaries[part], path.with_suffix(f".{part}"))
+                placed.append(path.with_suffix(f".{part}"))
+            sidecar_path = None
             if sidecar is not None:
                 # The images land first: a crash in between leaves images without notes, never
                 # notes without an image.
                 sidecar_path = path.with_suffix(".json")
-                write_atomic(sidecar_path, json.dumps(sidecar, indent=2).encode("utf-8"))
+                os.replace(temporaries["json"], sidecar_path)
+            _fsync_dir(self.folder)
         except BaseException:
-            # A save that fails (a full disk) leaves nothing: the caller reports the frame as not
-            # saved, so no part of it may stay to be listed or counted.
-            for partial in (path, *written):
-                partial.unlink(missing_ok=True)
+            # A save that fails leaves nothing: the caller reports the frame as not saved, so no
+            # part of it may stay to be listed or counted.
+            for leftover in (*placed, *temporaries.values()):
+                leftover.unlink(missing_ok=True)
             raise
-        return SavedFile(path, sidecar_path, tuple(written))
+        return SavedFile(path, sidecar_path, tuple(placed[1:]))
