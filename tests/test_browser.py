@@ -12,9 +12,12 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from live_server import Wanda
 from playwright.sync_api import Page, expect, sync_playwright
+
+from wanda.jpeg import JpegEncoder
 
 
 CHROMIUM = "/usr/bin/chromium"
@@ -203,6 +206,33 @@ def test_browser_gallery_opens_downloads_and_deletes_with_confirmation(browser, 
     assert console.errors == []
     page.context.close()
 
+
+
+def test_browser_gallery_shows_a_big_folder_a_page_at_a_time(browser, wanda):
+    folder = wanda.root / "captures" / "long night"
+    folder.mkdir(parents=True)
+    tiny = JpegEncoder().encode(np.full((48, 64, 3), 40, np.uint8), "RGB")
+    for number in range(1, 131):
+        (folder / f"light_{number:04d}.jpg").write_bytes(tiny)
+        os.utime(folder / f"light_{number:04d}.jpg", (1_700_000_000 + number,) * 2)
+    page, console = open_page(browser, wanda)
+    page.get_by_label("Folder").select_option("long night")
+    grid = page.locator("#gallery-grid li")
+    more = page.get_by_role("button", name=re.compile("Show more"))
+    expect(grid).to_have_count(60)
+    expect(grid.first).to_contain_text("light_0130.jpg")  # newest first
+    expect(more).to_have_text("Show more (70 older)")
+    more.click()
+    expect(grid).to_have_count(120)
+    more.click()
+    expect(grid).to_have_count(130)
+    expect(grid.last).to_contain_text("light_0001.jpg")
+    expect(more).to_be_hidden()
+    page.get_by_label("Folder").select_option("")  # another folder starts from its newest page again
+    page.get_by_label("Folder").select_option("long night")
+    expect(grid).to_have_count(60)
+    assert console.errors == []
+    page.context.close()
 
 def test_browser_session_started_from_the_page_shows_progress(browser, wanda, screenshots):
     wanda.post("/api/camera/settings", {"exposure_seconds": 0.5})

@@ -101,6 +101,38 @@ async def test_listings_keep_the_original_shape_newest_first(gallery_client, con
     assert missing.status == 404 and (await missing.json())["code"] == "FILE_NOT_FOUND"
 
 
+
+async def test_a_big_folder_lists_every_name_and_the_details_of_one_page(client, config):
+    folder = config.captures / "night 1"
+    folder.mkdir(parents=True)
+    for number in range(1, 251):  # a night of frames, each a second newer than the one before
+        image = folder / f"light_{number:04d}.jpg"
+        image.write_bytes(b"\xff\xd8" + bytes(number) + b"\xff\xd9")
+        os.utime(image, (1_700_000_000 + number, 1_700_000_000 + number))
+    (folder / "light_0048.json").write_text("{}")
+
+    default = (await (await client.get("/api/captures", params={"folder": "night 1"})).json())["data"]
+    assert default["total"] == 250 and len(default["files"]) == 250 and default["files"][0] == "light_0250.jpg"
+    assert [item["name"] for item in default["items"]] == default["files"][:100]
+    assert (default["offset"], default["limit"]) == (0, 100)
+
+    page = (await (await client.get("/api/captures", params={"folder": "night 1", "offset": "200", "limit": "60"})).json())["data"]
+    assert [item["name"] for item in page["items"]] == [f"light_{n:04d}.jpg" for n in range(50, 0, -1)]
+    oldest_with_notes = page["items"][2]
+    assert oldest_with_notes["sidecar"] == "light_0048.json" and page["items"][3]["sidecar"] is None
+    assert oldest_with_notes["url"] == "/api/captures/night%201/light_0048.jpg"
+    assert oldest_with_notes["path"] == "night 1/light_0048.jpg" and oldest_with_notes["size"] == 52
+    assert (await client.get(oldest_with_notes["url"])).status == 200
+    beyond = (await (await client.get("/api/captures", params={"folder": "night 1", "offset": "250"})).json())["data"]
+    assert beyond["items"] == [] and beyond["total"] == 250
+
+    for bad in ({"limit": "0"}, {"limit": "1001"}, {"limit": "ten"}, {"offset": "-1"}, {"offset": "1e3"}):
+        response = await client.get("/api/captures", params=bad)
+        payload = await response.json()
+        field = next(iter(bad))
+        assert response.status == 400 and payload["code"] == "VALIDATION_ERROR", bad
+        assert payload["error"].startswith(f"{field}: must be a whole number"), payload
+
 async def test_hidden_temporaries_never_show(gallery_client, config):
     (config.captures / ".light_0003.jpg.123.tmp").write_bytes(b"half a frame")
     (config.captures / ".thumbs").mkdir(exist_ok=True)

@@ -12,6 +12,7 @@ import shutil
 import threading
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
@@ -52,44 +53,71 @@ def resolve_inside(root: Path, relative: str, *, kind: str = "file") -> Path:
     return candidate
 
 
-def url_of(root: Path, path: Path) -> str:
-    return "/api/captures/" + quote(path.relative_to(root.resolve()).as_posix())
-
-
 def _visible(entry: os.DirEntry) -> bool:
     return not entry.name.startswith(TEMP_PREFIX)
 
 
-def list_files(root: Path, folder: str | None) -> list[dict[str, Any]]:
-    """The images of the capture directory (or one folder in it), newest first."""
+@dataclass(frozen=True)
+class _Image:
+    modified: float
+    name: str
+    size: int
+
+
+def _scan(directory: Path) -> tuple[list[_Image], set[str]]:
+    """The images of one folder, newest first, and every visible name in it (for sidecars)."""
+    images = []
+    names = set()
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if not _visible(entry):
+                continue
+            names.add(entry.name)
+            if not entry.name.lower().endswith(IMAGE_SUFFIXES) or not entry.is_file(follow_symlinks=False):
+                continue  # no links: what they point to may be anywhere
+            stat = entry.stat(follow_symlinks=False)
+            images.append(_Image(round(stat.st_mtime, 3), entry.name, stat.st_size))
+    images.sort(key=lambda image: (image.modified, image.name), reverse=True)
+    return images, names
+
+
+@dataclass(frozen=True)
+class Listing:
+    names: list[str]  # every image, newest first
+    items: list[dict[str, Any]]  # the details of one page of them
+
+
+def list_files(root: Path, folder: str | None, offset: int = 0, limit: int | None = None) -> Listing:
+    """The images of the capture directory (or one folder in it), newest first, with the details
+    of ``limit`` of them from ``offset``.
+
+    Only the page gets its details built: a night's folder holds thousands of frames and a phone
+    asks for the listing after every one.
+    """
     base = root.resolve()
     directory = resolve_inside(root, folder, kind="dir") if folder else base
     if not directory.is_dir():
-        return []
+        return Listing([], [])
+    images, names = _scan(directory)
+    relative = directory.relative_to(base).as_posix()
+    prefix = "" if relative == "." else relative + "/"
+    page = images[offset:] if limit is None else images[offset : offset + limit]
     items = []
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            if not _visible(entry) or not entry.name.lower().endswith(IMAGE_SUFFIXES):
-                continue
-            if not entry.is_file(follow_symlinks=False):
-                continue  # no links: what they point to may be anywhere
-            stat = entry.stat(follow_symlinks=False)
-            path = Path(entry.path)
-            sidecar = path.with_suffix(".json")
-            url = url_of(root, path)
-            items.append(
-                {
-                    "name": entry.name,
-                    "path": path.relative_to(base).as_posix(),
-                    "size": stat.st_size,
-                    "modified": round(stat.st_mtime, 3),
-                    "url": url,
-                    "thumb_url": url + "?thumb=1" if entry.name.lower().endswith((".jpg", ".jpeg")) else None,
-                    "sidecar": sidecar.name if sidecar.is_file() else None,
-                }
-            )
-    items.sort(key=lambda item: (item["modified"], item["name"]), reverse=True)
-    return items
+    for image in page:
+        url = "/api/captures/" + quote(prefix + image.name)
+        sidecar = image.name.rsplit(".", 1)[0] + ".json"
+        items.append(
+            {
+                "name": image.name,
+                "path": prefix + image.name,
+                "size": image.size,
+                "modified": image.modified,
+                "url": url,
+                "thumb_url": url + "?thumb=1" if image.name.lower().endswith((".jpg", ".jpeg")) else None,
+                "sidecar": sidecar if sidecar in names else None,
+            }
+        )
+    return Listing([image.name for image in images], items)
 
 
 def list_folders(root: Path) -> list[dict[str, Any]]:
@@ -100,14 +128,14 @@ def list_folders(root: Path) -> list[dict[str, Any]]:
     with os.scandir(base) as entries:
         for entry in entries:
             if _visible(entry) and entry.is_dir(follow_symlinks=False):
-                images = list_files(root, entry.name)
+                images, names = _scan(Path(entry.path))
                 folders.append(
                     {
                         "name": entry.name,
                         "images": len(images),
-                        "size": sum(i["size"] for i in images),
-                        "modified": max((i["modified"] for i in images), default=round(entry.stat().st_mtime, 3)),
-                        "session": (Path(entry.path) / "session_metadata.json").is_file(),
+                        "size": sum(image.size for image in images),
+                        "modified": images[0].modified if images else round(entry.stat().st_mtime, 3),
+                        "session": "session_metadata.json" in names,
                     }
                 )
     folders.sort(key=lambda f: f["name"])

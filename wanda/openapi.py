@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from wanda import __version__
+from wanda.handlers.captures import MAX_OFFSET, MAX_PAGE, PAGE
 from wanda.settings import FILE_FORMATS, FRAME_TYPES, MAX_SKIP_FRAMES, NIGHT_VISION_LIMITS, Limits
 
 ERROR_CODES = [
@@ -211,7 +212,18 @@ def build_spec(limits: Limits) -> dict[str, Any]:
             "post": _operation("remember the session form", {200: _ok()}, 400, 403, requestBody=_json_body(session_form)),
         },
         "/api/storage": {"get": _operation("where captures go, free space, frames left", {200: _ok()})},
-        "/api/captures": {"get": _operation("images, newest first", {200: _ok()}, 400, 404, parameters=[folder_query])},
+        "/api/captures": {
+            "get": _operation(
+                "every image's name, newest first, and the details of one page of them",
+                {200: _ok()},
+                400, 404,
+                parameters=[
+                    folder_query,
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": PAGE}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}},
+                ],
+            )
+        },
         "/api/captures/folders": {"get": _operation("folders of the capture directory", {200: _ok()})},
         "/api/captures/{folder}.zip": {
             "get": _operation(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from wanda.errors import ApiError
@@ -63,3 +63,13 @@ def within(field: str, value: float, low: float, high: float, unit: str = "") ->
     if not low <= value <= high:
         raise invalid(field, f"{value:g}{unit} is outside the limits {low:g}..{high:g}{unit}")
     return value
+
+
+def query_whole(query: Mapping[str, str], field: str, default: int, low: int, high: int) -> int:
+    """A whole number from the URL's query (``?limit=50``); ``default`` when it is absent."""
+    raw = query.get(field)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and low <= int(raw) <= high):
+        raise invalid(field, f"must be a whole number from {low} to {high}, got {raw[:32]!r}")
+    return int(raw)

@@ -478,7 +478,9 @@ function drawTrend() {
 
 // -- gallery ---------------------------------------------------------------------------------------
 
-const gallery = { folder: "" };
+// A night's folder holds thousands of frames: the grid shows the newest page and grows on request.
+const GALLERY_PAGE = 60;
+const gallery = { folder: "", shown: GALLERY_PAGE };
 
 async function refreshFolders() {
   const select = $("gallery-folder");
@@ -495,13 +497,25 @@ async function refreshGallery() {
   const folder = gallery.folder;
   let data;
   try {
-    data = await api("GET", `/api/captures${folder ? `?folder=${encodeURIComponent(folder)}` : ""}`);
+    // The server hands out at most 1000 details an answer.
+    for (let offset = 0; offset < gallery.shown; offset += 1000) {
+      const query = new URLSearchParams({ offset, limit: Math.min(1000, gallery.shown - offset) });
+      if (folder) query.set("folder", folder);
+      const page = await api("GET", `/api/captures?${query}`);
+      if (data) data.items.push(...page.items);
+      else data = page;
+      if (offset + page.items.length >= page.total) break;
+    }
   } catch {
     return;
   }
   const grid = $("gallery-grid");
   grid.replaceChildren(...data.items.map(galleryItem));
   $("gallery-empty").hidden = data.items.length > 0;
+  const more = $("gallery-more");
+  const left = data.total - data.items.length;
+  more.hidden = left <= 0;
+  more.textContent = `Show more (${left} older)`;
   $("folder-zip").hidden = !folder;
   $("folder-delete").hidden = !folder;
   if (folder) $("folder-zip").href = `/api/captures/${encodeURIComponent(folder)}.zip`;
@@ -566,6 +580,11 @@ function confirmDelete(text) {
 function setupGallery() {
   $("gallery-folder").addEventListener("change", (event) => {
     gallery.folder = event.target.value;
+    gallery.shown = GALLERY_PAGE;
+    refreshGallery();
+  });
+  $("gallery-more").addEventListener("click", () => {
+    gallery.shown += GALLERY_PAGE;
     refreshGallery();
   });
   $("folder-delete").addEventListener("click", async () => {

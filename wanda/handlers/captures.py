@@ -15,6 +15,7 @@ from wanda.errors import ApiError, ok
 from wanda.jpeg import JpegEncoder
 from wanda.keys import CAPTURES, CONFIG, CONTROL, SESSIONS
 from wanda.storage import disk_space
+from wanda.validate import query_whole
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -22,6 +23,9 @@ THUMB_ENCODER = web.AppKey("thumb_encoder", JpegEncoder)
 ZIP_THREADS = web.AppKey("zip_threads", concurrent.futures.ThreadPoolExecutor)
 ZIP_SLOTS = web.AppKey("zip_slots", asyncio.Semaphore)
 MAX_ZIPS = 2
+PAGE = 100  # image details per listing unless ?limit= asks otherwise
+MAX_PAGE = 1000
+MAX_OFFSET = 10**8
 
 
 def _busy_folder(app: web.Application) -> Path | None:
@@ -49,9 +53,22 @@ async def storage(request: web.Request) -> web.Response:
 
 @routes.get("/api/captures")
 async def captures(request: web.Request) -> web.Response:
+    """Every image's name (the old contract) and the details of one page of them (``limit`` from
+    ``offset``), newest first."""
     folder = request.query.get("folder") or None
-    items = await asyncio.to_thread(gallery.list_files, request.app[CAPTURES], folder)
-    return ok({"folder": folder or "", "files": [i["name"] for i in items], "items": items})
+    offset = query_whole(request.query, "offset", 0, 0, MAX_OFFSET)
+    limit = query_whole(request.query, "limit", PAGE, 1, MAX_PAGE)
+    listing = await asyncio.to_thread(gallery.list_files, request.app[CAPTURES], folder, offset, limit)
+    return ok(
+        {
+            "folder": folder or "",
+            "files": listing.names,
+            "total": len(listing.names),
+            "offset": offset,
+            "limit": limit,
+            "items": listing.items,
+        }
+    )
 
 
 @routes.get("/api/captures/folders")
