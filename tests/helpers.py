@@ -87,3 +87,17 @@ def fill(disk: Path, leave: int) -> None:
     usage = os.statvfs(disk)
     with open(disk / "someone_elses_file.bin", "ab") as ballast:
         ballast.write(b"\0" * max(0, usage.f_bavail * usage.f_frsize - leave))
+
+
+def was_reset(sock: socket.socket, timeout: float = 5.0) -> bool:
+    """Whether a client socket that stopped reading was let go with a reset. A plain close would
+    leave it reading what was queued for it and then an orderly end (or nothing, for minutes)."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(1 << 20):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return False

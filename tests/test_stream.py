@@ -6,7 +6,7 @@ import asyncio
 import socket
 import time
 
-from helpers import read_part, wait_until
+from helpers import read_part, wait_until, was_reset
 
 from wanda.jpeg import JpegEncoder
 from wanda.keys import CAMERA, HUB
@@ -101,6 +101,7 @@ async def test_a_viewer_that_never_reads_does_not_stop_the_others_and_is_dropped
         assert hub.frames_skipped > 0  # the stalled viewer skipped frames instead of queueing them
         for _ in range(10):  # and the reader goes on as before
             await read_part(reader.content)
+        assert await asyncio.to_thread(was_reset, stalled), "the dropped viewer was not told"
     finally:
         stalled.close()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from helpers import is_reply, receive_until, wait_until
+from helpers import is_reply, receive_until, wait_until, was_reset
 
 from wanda.keys import BUS, CONTROL
 
@@ -194,6 +194,7 @@ async def test_a_client_that_stops_reading_does_not_delay_the_others_and_is_clos
                 break
         assert len(bus.subscribers) == 1, "the stalled client was never dropped"
         assert received >= 100
+        assert await asyncio.to_thread(was_reset, stalled), "the dropped client was not told"
         await ws.close()
     finally:
         stalled.close()

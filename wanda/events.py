@@ -62,6 +62,7 @@ class Subscriber:
         self._queue: deque[Message] = deque()
         self._ready = asyncio.Event()
         self.closing = False
+        self._sending: asyncio.Timeout | None = None  # the deadline of the message being sent
         self.coalesced = 0
         self.sent = 0
 
@@ -75,6 +76,8 @@ class Subscriber:
                 log.info("closing a WebSocket client that cannot keep up (%d messages queued)", len(self._queue))
                 self.closing = True
                 self._ready.set()
+                if self._sending is not None:
+                    self._sending.reschedule(0)  # a writer stuck on this client stops waiting now
                 return
         self._queue.append(message)
         self._ready.set()
@@ -107,14 +110,17 @@ class Subscriber:
             while self._queue:
                 message = self._queue.popleft()
                 try:
-                    async with asyncio.timeout(self._send_timeout):
+                    async with asyncio.timeout(self._send_timeout) as self._sending:
                         await self._send(message.text)
                 except TimeoutError:
+                    reason = "messages were dropped" if self.closing else "a message took too long"
                     self.closing = True
-                    await self._close(WSCloseCode.TRY_AGAIN_LATER, "too slow: a message took too long")
+                    await self._close(WSCloseCode.TRY_AGAIN_LATER, f"too slow: {reason}")
                     return
                 except ConnectionError:
                     return
+                finally:
+                    self._sending = None
                 self.sent += 1
 
 

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from wanda import gallery
 from wanda.errors import ApiError, ok
+from wanda.handlers import drop_client
 from wanda.jpeg import JpegEncoder
 from wanda.keys import CAPTURES, CONFIG, CONTROL, SESSIONS
 from wanda.storage import disk_space
@@ -129,15 +130,14 @@ async def _stream_zip(request: web.Request, folder: Path) -> web.StreamResponse:
         await builder
     except (ConnectionError, TimeoutError, asyncio.CancelledError) as exc:
         sink.cancelled.set()
-        if isinstance(exc, TimeoutError) and request.transport is not None:
-            request.transport.abort()
+        if isinstance(exc, TimeoutError):
+            drop_client(request)
             return response
         raise
     except OSError as exc:
         log.warning("zip of %s failed: %s", folder, exc)
         sink.cancelled.set()
-        if request.transport is not None:
-            request.transport.abort()  # a cut-off zip must not look complete
+        drop_client(request)  # a cut-off zip must not look complete
         return response
     await response.write_eof()
     return response

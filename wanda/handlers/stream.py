@@ -11,6 +11,7 @@ from aiohttp import web
 
 from wanda.errors import ApiError, ok
 from wanda.frames import BOUNDARY, Frame, FrameHub, Viewer
+from wanda.handlers import drop_client
 from wanda.keys import ANALYSIS, CAMERA, CONFIG, CONTROL, HUB, STRETCHED_HUB
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,7 @@ async def _write_part(
         return True
     except TimeoutError:
         log.info("viewer %d (%s) dropped: a frame took over %.1f s to send", viewer.id, viewer.client, write_timeout)
-        if request.transport is not None:
-            request.transport.abort()  # drop what is buffered for it, free the memory now
+        drop_client(request)  # drop what is buffered for it, free the memory now
         return False
     except ConnectionError:
         return False

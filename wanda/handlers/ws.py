@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 from wanda import __version__
 from wanda.errors import ApiError
 from wanda.events import TOPICS, Message, Subscriber, encode_event
+from wanda.handlers import drop_client
 from wanda.keys import BUS
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,13 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await ws.close(code=code, message=reason.encode())
         except TimeoutError:  # a peer that does not read does not answer the close either
-            if request.transport is not None:
-                request.transport.abort()
+            drop_client(request)
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():
+                raise  # we are being cancelled
+            # Not a cancel of ours: aiohttp shares one drain waiter per connection, and the send we
+            # gave up on cancelled it, so the close frame cannot be sent behind it either.
+            drop_client(request)
 
     subscriber = Subscriber(ws.send_str, close)
     connection = Connection(request.app, subscriber)
@@ -147,7 +153,14 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 subscriber.offer(_reply(None, error=error))
     finally:
         bus.remove(subscriber)
-        subscriber.closing = True
-        writer.cancel()
+        try:
+            if subscriber.closing:
+                # We are closing this client (too slow, or shutting down): let the writer finish
+                # the close, which ends in a reset for a peer that does not read. Cancelling it
+                # would leave the close frame queued behind everything the peer never read.
+                await asyncio.wait({writer}, timeout=2 * CLOSE_TIMEOUT)
+        finally:
+            subscriber.closing = True
+            writer.cancel()
         # Commands already running (a capture) finish on their own; their replies go nowhere.
     return ws
