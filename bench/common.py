@@ -12,6 +12,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
@@ -30,21 +31,23 @@ def running_wanda(*args: str):
     a temporary directory (so a benchmark never inherits a user's settings); yield (url, pid)."""
     port = free_port()
     scratch = tempfile.TemporaryDirectory(prefix="wanda-bench-")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "wanda", "--camera", "sim", "--host", "127.0.0.1", "--port", str(port),
-            "--captures", f"{scratch.name}/captures", "--data-dir", f"{scratch.name}/state", *args,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # The server's log goes to a file: a pipe nobody reads would fill and block its logging.
+    log = Path(scratch.name) / "wanda.log"
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "wanda", "--camera", "sim", "--host", "127.0.0.1", "--port", str(port),
+                "--captures", f"{scratch.name}/captures", "--data-dir", f"{scratch.name}/state", *args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
     try:
-        for line in process.stderr:
-            if "serving: open" in line:
-                break
-        else:
-            raise RuntimeError("wanda did not start")
+        deadline = time.monotonic() + 30
+        while "serving: open" not in log.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"wanda did not start:\n{log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.05)
         yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -260,6 +261,26 @@ async def test_a_frame_that_does_not_fit_never_shows_and_takes_no_number(make_cl
     assert (await client.post("/api/camera/settings", json={"file_format": "jpeg"})).status == 200
     second = await client.post("/api/camera/capture")
     assert second.status == 200 and (await second.json())["data"]["files"] == ["light_0002.jpg"]
+
+
+async def test_a_new_session_may_start_as_soon_as_the_status_says_the_last_one_ended(client):
+    await set_exposure(client, 30)
+    await start(client, name="first", total_images=1)
+    sessions = client.app[SESSIONS]
+    await wait_until(lambda: client.app[CONTROL].exposure is not None)
+    # The ending session's last metadata write is held up, as on a slow USB stick; its status
+    # already says "stopped" meanwhile.
+    held = sessions.run.writer._lock
+    held.acquire()
+    threading.Timer(1.0, held.release).start()
+    stopping = asyncio.create_task(client.post("/api/session/stop"))
+    await wait_until(lambda: sessions.status()["status"] == "stopped")
+    assert sessions.active  # still writing
+    await set_exposure(client, 0.05)
+    second = await start(client, name="second", total_images=1)  # waits for the write, no 409
+    assert second["name"] == "second"
+    assert (await stopping).status == 200
+    assert metadata(client.app[SESSIONS].root / "first")["status"] == "stopped"
 
 
 async def test_shutdown_mid_session_marks_it_interrupted_and_switches_the_coils_off(aiohttp_client, config):

@@ -290,6 +290,7 @@ class SessionManager:
     async def start(self, body: Any) -> dict[str, Any]:
         request = parse_start(body, self.control)
         async with self._lock:
+            await self._ended()
             if self.active:
                 raise ApiError(409, "SESSION_START_FAILED", "a session is already running: stop it first")
             if self.control.exposure is not None:
@@ -336,6 +337,7 @@ class SessionManager:
         if not isinstance(body, dict) or set(body) - {"name"}:
             raise ApiError(400, "VALIDATION_ERROR", "resume takes an optional name (the session's folder) only")
         async with self._lock:
+            await self._ended()
             if self.active:
                 raise ApiError(409, "SESSION_START_FAILED", "a session is already running")
             if self.control.exposure is not None:
@@ -351,6 +353,13 @@ class SessionManager:
             self._launch(folder, metadata)
         self.bus.publish("session", "session_start", {**self.status(), "resumed": True})
         return self.status()
+
+    async def _ended(self) -> None:
+        """A session whose status already says how it ended may still be writing its metadata:
+        wait for that, so a client that saw "completed" and starts the next one is not refused."""
+        run = self.run
+        if run is not None and run.task is not None and not run.task.done() and run.metadata["status"] != "running":
+            await asyncio.wait({run.task})
 
     async def stop(self, reason: str = "stopped") -> dict[str, Any]:
         run = self.run
