@@ -263,7 +263,7 @@ async def test_a_frame_that_does_not_fit_never_shows_and_takes_no_number(make_cl
     assert second.status == 200 and (await second.json())["data"]["files"] == ["light_0002.jpg"]
 
 
-async def test_a_new_session_may_start_as_soon_as_the_status_says_the_last_one_ended(client):
+async def test_as_soon_as_the_status_says_a_session_ended_it_is_listed_so_and_the_next_may_start(client):
     await set_exposure(client, 30)
     await start(client, name="first", total_images=1)
     sessions = client.app[SESSIONS]
@@ -276,6 +276,8 @@ async def test_a_new_session_may_start_as_soon_as_the_status_says_the_last_one_e
     stopping = asyncio.create_task(client.post("/api/session/stop"))
     await wait_until(lambda: sessions.status()["status"] == "stopped")
     assert sessions.active  # still writing
+    listed = (await (await client.get("/api/sessions")).json())["data"]["sessions"]
+    assert [(s["folder"], s["status"]) for s in listed] == [("first", "stopped")]
     await set_exposure(client, 0.05)
     second = await start(client, name="second", total_images=1)  # waits for the write, no 409
     assert second["name"] == "second"

@@ -356,7 +356,8 @@ class SessionManager:
 
     async def _ended(self) -> None:
         """A session whose status already says how it ended may still be writing its metadata:
-        wait for that, so a client that saw "completed" and starts the next one is not refused."""
+        wait for that, so a client that saw "completed" and at once lists the sessions or starts
+        the next one sees it ended and is not refused."""
         run = self.run
         if run is not None and run.task is not None and not run.task.done() and run.metadata["status"] != "running":
             await asyncio.wait({run.task})
@@ -435,6 +436,7 @@ class SessionManager:
         return left * exposure
 
     async def list_sessions(self) -> list[dict[str, Any]]:
+        await self._ended()  # an ending session is listed as it ended, not as its disk still says
         return await asyncio.to_thread(self._list)
 
     def _list(self) -> list[dict[str, Any]]:
