@@ -207,7 +207,6 @@ def test_browser_gallery_opens_downloads_and_deletes_with_confirmation(browser, 
     page.context.close()
 
 
-
 def test_browser_gallery_shows_a_big_folder_a_page_at_a_time(browser, wanda):
     folder = wanda.root / "captures" / "long night"
     folder.mkdir(parents=True)
@@ -233,6 +232,7 @@ def test_browser_gallery_shows_a_big_folder_a_page_at_a_time(browser, wanda):
     expect(grid).to_have_count(60)
     assert console.errors == []
     page.context.close()
+
 
 def test_browser_session_started_from_the_page_shows_progress(browser, wanda, screenshots):
     wanda.post("/api/camera/settings", {"exposure_seconds": 0.5})

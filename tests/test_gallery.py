@@ -101,7 +101,6 @@ async def test_listings_keep_the_original_shape_newest_first(gallery_client, con
     assert missing.status == 404 and (await missing.json())["code"] == "FILE_NOT_FOUND"
 
 
-
 async def test_a_big_folder_lists_every_name_and_the_details_of_one_page(client, config):
     folder = config.captures / "night 1"
     folder.mkdir(parents=True)
@@ -132,6 +131,7 @@ async def test_a_big_folder_lists_every_name_and_the_details_of_one_page(client,
         field = next(iter(bad))
         assert response.status == 400 and payload["code"] == "VALIDATION_ERROR", bad
         assert payload["error"].startswith(f"{field}: must be a whole number"), payload
+
 
 async def test_hidden_temporaries_never_show(gallery_client, config):
     (config.captures / ".light_0003.jpg.123.tmp").write_bytes(b"half a frame")
@@ -275,7 +275,6 @@ def test_paths_are_checked_without_the_server(tmp_path):
     for bad in ("/etc/passwd", "", "a.jpg\x00", "../captures/a.jpg", "sub/../../x"):
         with pytest.raises(ApiError):
             resolve_inside(root, bad)
-
 
 
 async def test_raw_requests_that_no_client_would_normalise_are_refused_too(gallery_client, config, tmp_path):

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -272,17 +271,22 @@ async def test_as_soon_as_the_status_says_a_session_ended_it_is_listed_so_and_th
     # already says "stopped" meanwhile.
     held = sessions.run.writer._lock
     held.acquire()
-    threading.Timer(1.0, held.release).start()
-    stopping = asyncio.create_task(client.post("/api/session/stop"))
-    await wait_until(lambda: sessions.status()["status"] == "stopped")
-    assert sessions.active  # still writing
-    listed = (await (await client.get("/api/sessions")).json())["data"]["sessions"]
+    try:
+        stopping = asyncio.create_task(client.post("/api/session/stop"))
+        await wait_until(lambda: sessions.status()["status"] == "stopped")
+        assert sessions.active  # still writing
+        listing = asyncio.create_task(client.get("/api/sessions"))
+        starting = asyncio.create_task(client.post("/api/session/start", json={"name": "second", "total_images": 1, "use_current_settings": False, "exposure_seconds": 0.05}))
+        await asyncio.sleep(0.2)
+        assert not listing.done() and not starting.done()  # both wait for the write, neither answers early
+    finally:
+        held.release()
+    listed = (await (await listing).json())["data"]["sessions"]
     assert [(s["folder"], s["status"]) for s in listed] == [("first", "stopped")]
-    await set_exposure(client, 0.05)
-    second = await start(client, name="second", total_images=1)  # waits for the write, no 409
-    assert second["name"] == "second"
+    second = await starting
+    assert second.status == 200, await second.text()
     assert (await stopping).status == 200
-    assert metadata(client.app[SESSIONS].root / "first")["status"] == "stopped"
+    assert metadata(sessions.root / "first")["status"] == "stopped"
 
 
 async def test_shutdown_mid_session_marks_it_interrupted_and_switches_the_coils_off(aiohttp_client, config):

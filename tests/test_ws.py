@@ -225,6 +225,49 @@ async def test_status_events_are_coalesced_for_a_slow_client(client):
     writer.cancel()
 
 
+async def test_an_overflow_stops_a_send_stuck_on_the_client_even_as_its_deadline_falls():
+    from wanda.events import Message, Subscriber
+
+    closed: list[str] = []
+
+    async def stuck_send(text: str) -> None:
+        await asyncio.Event().wait()  # a client that takes nothing
+
+    async def close(code, reason):
+        closed.append(reason)
+
+    loop = asyncio.get_running_loop()
+    # An overflow while a send waits: the writer stops waiting at once (not after the 60 s).
+    subscriber = Subscriber(stuck_send, close, limit=1, send_timeout=60)
+    writer = asyncio.create_task(subscriber.run())
+    subscriber.offer(Message("a", None))
+    await wait_until(lambda: subscriber._sending is not None)
+    subscriber.offer(Message("b", None))
+    subscriber.offer(Message("c", None))  # over the limit
+    await asyncio.wait_for(writer, 5)
+    assert closed == ["too slow: messages were dropped"] and subscriber.too_slow
+
+    # The overflow lands in the very turn the send's own deadline falls: no error for the
+    # publisher, one close.
+    closed.clear()
+    subscriber = Subscriber(stuck_send, close, limit=1, send_timeout=0.2)
+    writer = asyncio.create_task(subscriber.run())
+    subscriber.offer(Message("a", None))
+    await wait_until(lambda: subscriber._sending is not None)
+    subscriber.offer(Message("b", None))
+    errors: list[BaseException] = []
+
+    def overflow() -> None:
+        try:
+            subscriber.offer(Message("c", None))
+        except Exception as exc:  # what a publisher would get
+            errors.append(exc)
+
+    loop.call_at(subscriber._sending.when(), overflow)
+    await asyncio.wait_for(writer, 5)
+    assert errors == [] and len(closed) == 1 and closed[0].startswith("too slow")
+
+
 async def test_the_example_script_takes_three_frames_against_a_live_server(aiohttp_server, config):
     from wanda.app import create_app
 

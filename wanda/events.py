@@ -62,6 +62,7 @@ class Subscriber:
         self._queue: deque[Message] = deque()
         self._ready = asyncio.Event()
         self.closing = False
+        self.too_slow = False  # being closed by its writer for not keeping up
         self._sending: asyncio.Timeout | None = None  # the deadline of the message being sent
         self.coalesced = 0
         self.sent = 0
@@ -74,9 +75,9 @@ class Subscriber:
             self._coalesce()
             if len(self._queue) >= self._limit:
                 log.info("closing a WebSocket client that cannot keep up (%d messages queued)", len(self._queue))
-                self.closing = True
+                self.closing = self.too_slow = True
                 self._ready.set()
-                if self._sending is not None:
+                if self._sending is not None and not self._sending.expired():
                     self._sending.reschedule(0)  # a writer stuck on this client stops waiting now
                 return
         self._queue.append(message)
@@ -104,8 +105,10 @@ class Subscriber:
         while True:
             await self._ready.wait()
             self._ready.clear()
+            if self.too_slow:
+                await self._drop("messages were dropped")
+                return
             if self.closing:
-                await self._close(WSCloseCode.TRY_AGAIN_LATER, "too slow: messages were dropped")
                 return
             while self._queue:
                 message = self._queue.popleft()
@@ -113,15 +116,18 @@ class Subscriber:
                     async with asyncio.timeout(self._send_timeout) as self._sending:
                         await self._send(message.text)
                 except TimeoutError:
-                    reason = "messages were dropped" if self.closing else "a message took too long"
-                    self.closing = True
-                    await self._close(WSCloseCode.TRY_AGAIN_LATER, f"too slow: {reason}")
+                    self._sending = None
+                    await self._drop("messages were dropped" if self.too_slow else "a message took too long")
                     return
                 except ConnectionError:
                     return
                 finally:
                     self._sending = None
                 self.sent += 1
+
+    async def _drop(self, reason: str) -> None:
+        self.closing = self.too_slow = True
+        await self._close(WSCloseCode.TRY_AGAIN_LATER, f"too slow: {reason}")
 
 
 class EventBus:

@@ -65,16 +65,17 @@ class _Image:
 
 
 def _scan(directory: Path) -> tuple[list[_Image], set[str]]:
-    """The images of one folder, newest first, and every visible name in it (for sidecars)."""
+    """The images of one folder, newest first, and the names of all its visible files (for the
+    sidecars and the session metadata)."""
     images = []
     names = set()
     with os.scandir(directory) as entries:
         for entry in entries:
-            if not _visible(entry):
-                continue
-            names.add(entry.name)
-            if not entry.name.lower().endswith(IMAGE_SUFFIXES) or not entry.is_file(follow_symlinks=False):
+            if not _visible(entry) or not entry.is_file(follow_symlinks=False):
                 continue  # no links: what they point to may be anywhere
+            names.add(entry.name)
+            if not entry.name.lower().endswith(IMAGE_SUFFIXES):
+                continue
             stat = entry.stat(follow_symlinks=False)
             images.append(_Image(round(stat.st_mtime, 3), entry.name, stat.st_size))
     images.sort(key=lambda image: (image.modified, image.name), reverse=True)

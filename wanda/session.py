@@ -42,6 +42,7 @@ RESUMABLE = ("interrupted", "stopped", "error")
 # Path separators, and what FAT and exFAT USB drives (the usual capture disks) refuse in names.
 FORBIDDEN_IN_NAMES = '/\\<>:"|?*'
 FINISHED = ("completed", "stopped", "error", "interrupted")
+ENDING_WAIT_S = 10.0  # how long a start or a listing waits for an ending session's last write
 
 
 def validate_name(name: Any) -> str:
@@ -360,7 +361,8 @@ class SessionManager:
         the next one sees it ended and is not refused."""
         run = self.run
         if run is not None and run.task is not None and not run.task.done() and run.metadata["status"] != "running":
-            await asyncio.wait({run.task})
+            # Bounded: a write hung on a failing drive must not hang the list or every start.
+            await asyncio.wait({run.task}, timeout=ENDING_WAIT_S)
 
     async def stop(self, reason: str = "stopped") -> dict[str, Any]:
         run = self.run

@@ -7,6 +7,7 @@ nothing under the final name (and the gallery never lists the hidden temporaries
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import getpass
 import json
@@ -114,7 +115,10 @@ def _rename_exclusive(temp: Path, path: Path) -> None:
             raise FileExistsError(errno.EEXIST, "file exists", str(path)) from None
         os.replace(temp, path)
     else:
-        temp.unlink()
+        # The file is in place: a temporary that will not go is swept at the next start, and
+        # failing here would make the caller roll back a save that succeeded.
+        with contextlib.suppress(OSError):
+            temp.unlink()
 
 
 _NUMBERED = re.compile(r"^(?P<stem>[A-Za-z]+)_(?P<number>\d+)\.")
@@ -159,8 +163,11 @@ class NumberedFiles:
         the save before the gallery could list part of the frame; the parts then take their names
         by renames, which need no room for data.
         """
+        companions = companions or {}
+        if extension in companions or "json" in companions:
+            raise ValueError(f"a companion may not be named like the image or its sidecar: {sorted(companions)}")
         self.folder.mkdir(parents=True, exist_ok=True)
-        contents = {extension: data, **(companions or {})}
+        contents = {extension: data, **companions}
         if sidecar is not None:
             contents["json"] = json.dumps(sidecar, indent=2).encode("utf-8")
         temporaries: dict[str, Path] = {}

@@ -497,13 +497,18 @@ async function refreshGallery() {
   const folder = gallery.folder;
   let data;
   try {
-    // The server hands out at most 1000 details an answer.
+    // The server hands out at most 1000 details an answer. A frame saved between two pages
+    // shifts the offsets by one: skip what the grid already has.
     for (let offset = 0; offset < gallery.shown; offset += 1000) {
       const query = new URLSearchParams({ offset, limit: Math.min(1000, gallery.shown - offset) });
       if (folder) query.set("folder", folder);
       const page = await api("GET", `/api/captures?${query}`);
-      if (data) data.items.push(...page.items);
-      else data = page;
+      if (data) {
+        const seen = new Set(data.items.map((item) => item.path));
+        data.items.push(...page.items.filter((item) => !seen.has(item.path)));
+      } else {
+        data = page;
+      }
       if (offset + page.items.length >= page.total) break;
     }
   } catch {

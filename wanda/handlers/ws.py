@@ -154,10 +154,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     finally:
         bus.remove(subscriber)
         try:
-            if subscriber.closing:
-                # We are closing this client (too slow, or shutting down): let the writer finish
-                # the close, which ends in a reset for a peer that does not read. Cancelling it
-                # would leave the close frame queued behind everything the peer never read.
+            if subscriber.too_slow:
+                # The writer is closing this client for being too slow: let it finish the close,
+                # which ends in a reset for a peer that does not read. Cancelling it would leave
+                # the close frame queued behind everything the peer never read.
                 await asyncio.wait({writer}, timeout=2 * CLOSE_TIMEOUT)
         finally:
             subscriber.closing = True
