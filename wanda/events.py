@@ -116,7 +116,6 @@ class Subscriber:
                     async with asyncio.timeout(self._send_timeout) as self._sending:
                         await self._send(message.text)
                 except TimeoutError:
-                    self._sending = None
                     await self._drop("messages were dropped" if self.too_slow else "a message took too long")
                     return
                 except ConnectionError:

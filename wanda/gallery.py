@@ -21,7 +21,8 @@ from wanda.errors import ApiError
 from wanda.jpeg import JpegEncoder
 from wanda.storage import TEMP_PREFIX, write_atomic
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".fits", ".fit", ".dng")
+JPEG_SUFFIXES = (".jpg", ".jpeg")  # the images with thumbnails
+IMAGE_SUFFIXES = (*JPEG_SUFFIXES, ".fits", ".fit", ".dng")
 THUMBS = ".thumbs"  # the thumbnail cache, hidden inside the capture directory
 THUMB_MIN_WIDTH = 320
 ZIP_CHUNK = 256 * 1024
@@ -88,7 +89,7 @@ class Listing:
     items: list[dict[str, Any]]  # the details of one page of them
 
 
-def list_files(root: Path, folder: str | None, offset: int = 0, limit: int | None = None) -> Listing:
+def list_files(root: Path, folder: str | None, offset: int, limit: int) -> Listing:
     """The images of the capture directory (or one folder in it), newest first, with the details
     of ``limit`` of them from ``offset``.
 
@@ -102,9 +103,8 @@ def list_files(root: Path, folder: str | None, offset: int = 0, limit: int | Non
     images, names = _scan(directory)
     relative = directory.relative_to(base).as_posix()
     prefix = "" if relative == "." else relative + "/"
-    page = images[offset:] if limit is None else images[offset : offset + limit]
     items = []
-    for image in page:
+    for image in images[offset : offset + limit]:
         url = "/api/captures/" + quote(prefix + image.name)
         sidecar = image.name.rsplit(".", 1)[0] + ".json"
         items.append(
@@ -114,7 +114,7 @@ def list_files(root: Path, folder: str | None, offset: int = 0, limit: int | Non
                 "size": image.size,
                 "modified": image.modified,
                 "url": url,
-                "thumb_url": url + "?thumb=1" if image.name.lower().endswith((".jpg", ".jpeg")) else None,
+                "thumb_url": url + "?thumb=1" if image.name.lower().endswith(JPEG_SUFFIXES) else None,
                 "sidecar": sidecar if sidecar in names else None,
             }
         )
@@ -145,7 +145,7 @@ def list_folders(root: Path) -> list[dict[str, Any]]:
 
 def thumbnail(root: Path, image: Path, encoder: JpegEncoder) -> Path:
     """A small JPEG of ``image``, made once and cached under ``.thumbs`` (keyed by its mtime)."""
-    if not image.name.lower().endswith((".jpg", ".jpeg")):
+    if not image.name.lower().endswith(JPEG_SUFFIXES):
         raise ApiError(415, "NO_THUMBNAIL", "thumbnails are made of JPEG images only")
     stat = image.stat()
     key = image.relative_to(root.resolve()).as_posix().replace("/", "__")

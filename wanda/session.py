@@ -359,10 +359,9 @@ class SessionManager:
         """A session whose status already says how it ended may still be writing its metadata:
         wait for that, so a client that saw "completed" and at once lists the sessions or starts
         the next one sees it ended and is not refused."""
-        run = self.run
-        if run is not None and run.task is not None and not run.task.done() and run.metadata["status"] != "running":
+        if self.active and self.run.metadata["status"] != "running":
             # Bounded: a write hung on a failing drive must not hang the list or every start.
-            await asyncio.wait({run.task}, timeout=ENDING_WAIT_S)
+            await asyncio.wait({self.run.task}, timeout=ENDING_WAIT_S)
 
     async def stop(self, reason: str = "stopped") -> dict[str, Any]:
         run = self.run

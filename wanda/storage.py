@@ -188,11 +188,10 @@ class NumberedFiles:
                         continue  # put there by someone else: take the next number
                     break
             placed.append(path)
-            for part in contents:
-                if part in (extension, "json"):
-                    continue
-                _rename_exclusive(temporaries[part], path.with_suffix(f".{part}"))
-                placed.append(path.with_suffix(f".{part}"))
+            for part in companions:
+                companion = path.with_suffix(f".{part}")
+                _rename_exclusive(temporaries[part], companion)
+                placed.append(companion)
             sidecar_path = None
             if sidecar is not None:
                 # The images land first: a crash in between leaves images without notes, never
