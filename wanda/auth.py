@@ -5,48 +5,82 @@ it: scripts send ``Authorization: Bearer <password>``; a browser logs in once at
 gets a session cookie (HttpOnly, SameSite=Strict) that also opens the stream and the WebSocket.
 The cookie is signed with the password (``nonce.HMAC(password, nonce)``), so it survives a
 restart of the server and changing the password ends every session. Wrong or missing credentials
-are 401 in the envelope; an address that keeps failing waits longer and longer for each answer.
+are 401 in the envelope. Wrong passwords are rationed per address: five, then one every ten
+seconds. An address that has used them up gets 429 for every request without a valid cookie, the
+right password included, before any password is compared: sending guesses in parallel, or giving
+up on slow answers, learns nothing faster.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
+from wanda.errors import ApiError
 
 log = logging.getLogger(__name__)
 
 COOKIE = "wanda_session"
 COOKIE_MAX_AGE = 30 * 24 * 3600  # a month of nights without typing it again
 PUBLIC = frozenset({"/login"})
-FREE_FAILURES = 5  # failures an address may make before its answers slow down
-FAILURE_WINDOW_S = 600.0
-MAX_DELAY_S = 30.0
-MAX_TRACKED = 1024  # addresses remembered (a flood of addresses must not grow memory)
+# Each address has a token bucket of wrong passwords: FREE_FAILURES at once (a typo or two, a
+# script still sending last night's password), then one more every REFILL_S. An observer who
+# mistypes five times waits ten seconds; a guesser gets at most 8,640 tries a day per address,
+# however it sends them.
+FREE_FAILURES = 5
+REFILL_S = 10.0
+MAX_TRACKED = 1024  # addresses with a bucket that is not full (a flood of addresses must not grow memory)
 
-@dataclass
-class Failures:
-    count: int = 0
-    last: float = field(default_factory=time.monotonic)
+
+def _utf8(text: str) -> bytes:
+    # Credentials are compared as bytes, so that any str compares without raising: aiohttp keeps
+    # invalid UTF-8 in headers as lone surrogates, and JSON may carry one ("\ud800").
+    return text.encode("utf-8", "surrogatepass")
+
+
+def bearer_password(request: web.Request) -> str | None:
+    """The password of an ``Authorization: Bearer <password>`` header, if the request has one."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return None
+
+
+@dataclass(slots=True)
+class Bucket:
+    """An address's wrong passwords, kept as the moment its bucket is full again: each wrong
+    password moves that moment REFILL_S later, so FREE_FAILURES - (full_at - now) / REFILL_S
+    tries are left at ``now``. Nothing here grows with the number of failures."""
+
+    full_at: float
+    warned: bool = False  # its throttling was logged (once, or an attacker would fill the log)
+
+    def wait(self, now: float) -> float:
+        """Seconds until the next try (positive while throttled)."""
+        return self.full_at - now - (FREE_FAILURES - 1) * REFILL_S
 
 
 class Guard:
-    """Checks credentials and keeps the failure count per address."""
+    """Checks credentials and rations wrong passwords per address."""
 
-    def __init__(self, password: str, sleep=asyncio.sleep):
-        self._password = password.encode("utf-8")
-        self._failures: dict[str, Failures] = {}
-        self.sleep = sleep  # how a slowed-down answer waits (a seam for the tests)
+    def __init__(self, password: str, clock: Callable[[], float] = time.monotonic):
+        self._password = _utf8(password)
+        self.clock = clock  # the time buckets refill by (a seam for the tests)
+        self._buckets: dict[str, Bucket] = {}  # only buckets that are not full: a full one says nothing
+        # Shared by new addresses while the table is full of buckets still refilling: an attacker
+        # who keeps changing address gains nothing by it, and memory stays bounded.
+        self._overflow = Bucket(full_at=-math.inf)
 
     def sign(self, nonce: str) -> str:
-        return hmac.new(self._password, f"wanda-session:{nonce}".encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._password, _utf8(f"wanda-session:{nonce}"), hashlib.sha256).hexdigest()
 
     def new_session(self) -> str:
         nonce = secrets.token_urlsafe(16)
@@ -54,40 +88,61 @@ class Guard:
 
     def valid_session(self, token: str) -> bool:
         nonce, _, signature = token.partition(".")
-        return bool(nonce) and hmac.compare_digest(signature, self.sign(nonce))
+        return bool(nonce) and hmac.compare_digest(_utf8(signature), _utf8(self.sign(nonce)))
 
-    def valid_password(self, password: str) -> bool:
-        return hmac.compare_digest(password.encode("utf-8"), self._password)
-
-    def allowed(self, request: web.Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        scheme, _, credentials = header.partition(" ")
-        if scheme.lower() == "bearer" and credentials:
-            return self.valid_password(credentials.strip())
+    def has_session(self, request: web.Request) -> bool:
         token = request.cookies.get(COOKIE)
         return token is not None and self.valid_session(token)
 
-    def offered_credentials(self, request: web.Request) -> bool:
-        return "Authorization" in request.headers or COOKIE in request.cookies
+    def refuse_if_throttled(self, address: str) -> None:
+        """Raise 429 TOO_MANY_ATTEMPTS, with Retry-After, while ``address`` has no try left."""
+        now = self.clock()
+        wait = self._bucket(address, now).wait(now)
+        if wait > 0:
+            seconds = math.ceil(wait)
+            raise ApiError(
+                429, "TOO_MANY_ATTEMPTS", f"too many wrong passwords from this address: try again in {seconds} s",
+                headers={"Retry-After": str(seconds)},
+            )
 
-    async def failed(self, address: str) -> None:
-        """Count a failure; past the free ones, wait 1, 2, 4, ... s (at most 30) before answering."""
-        now = time.monotonic()
-        record = self._failures.get(address)
-        if record is None or now - record.last > FAILURE_WINDOW_S:
-            if len(self._failures) >= MAX_TRACKED:
-                self._forget_oldest()
-            record = self._failures[address] = Failures()
-        record.count += 1
-        record.last = now
-        if record.count > FREE_FAILURES:
-            delay = min(2.0 ** (record.count - FREE_FAILURES - 1), MAX_DELAY_S)
-            log.warning("%d failed logins from %s: answering after %.0f s", record.count, address, delay)
-            await self.sleep(delay)
+    def try_password(self, address: str, password: str) -> bool:
+        """Whether ``password`` is the password. A throttled address is refused (429) before it
+        is compared; a wrong one spends a try of the address, a right one forgives it.
 
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
+        Synchronous from the check to the spending: parallel guesses cannot all pass the check
+        before one of them spends."""
+        self.refuse_if_throttled(address)
+        if hmac.compare_digest(_utf8(password), self._password):
+            self._buckets.pop(address, None)  # not the overflow bucket: the others' guesses still count
+            return True
+        self._spend(address)
+        return False
 
-    def _forget_oldest(self) -> None:
-        oldest = min(self._failures, key=lambda a: self._failures[a].last)
-        del self._failures[oldest]
+    def _spend(self, address: str) -> None:
+        now = self.clock()
+        bucket = self._bucket(address, now)
+        bucket.full_at += REFILL_S
+        if bucket is not self._overflow:
+            self._buckets[address] = bucket
+        if bucket.wait(now) > 0 and not bucket.warned:
+            bucket.warned = True
+            shared = f" (shared by the addresses beyond the {MAX_TRACKED} tracked)" if bucket is self._overflow else ""
+            log.warning(
+                "too many wrong passwords from %s%s: its requests without a session cookie get 429, "
+                "one more try every %.0f s", address, shared, REFILL_S,
+            )
+
+    def _bucket(self, address: str, now: float) -> Bucket:
+        """The address's bucket (``full_at >= now``): its own, a new one if it has none (stored
+        only once it spends), or the shared overflow one when the table has no room left."""
+        bucket = self._buckets.get(address)
+        if bucket is not None and bucket.full_at > now:
+            return bucket
+        self._buckets.pop(address, None)  # refilled: forgotten
+        if len(self._buckets) >= MAX_TRACKED:
+            self._buckets = {a: b for a, b in self._buckets.items() if b.full_at > now}
+        if len(self._buckets) < MAX_TRACKED:
+            return Bucket(full_at=now)
+        if self._overflow.full_at <= now:
+            self._overflow = Bucket(full_at=now)  # refilled: a new episode, logged anew
+        return self._overflow

@@ -7,6 +7,7 @@ failure ``{"success": false, "code": "UPPER_SNAKE", "error": "...", "data"?: {..
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from typing import Any
@@ -19,12 +20,16 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """A failure a client should see: HTTP status, a stable code and a human message."""
 
-    def __init__(self, status: int, code: str, message: str, data: dict[str, Any] | None = None):
+    def __init__(
+        self, status: int, code: str, message: str, data: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.data = data
+        self.headers = headers  # set on the response as well (Retry-After on a 429)
 
 
 def _dumps(obj: Any) -> str:
@@ -43,6 +48,27 @@ def failure(status: int, code: str, message: str, data: dict[str, Any] | None = 
     return web.json_response(body, status=status, dumps=_dumps)
 
 
+# What the disk says, as the client should hear it. A capture disk fills up, is mounted read-only
+# after an error, or holds a name or a link no filesystem call can follow: none of that is the
+# server's fault, and a 500 would tell the observer nothing.
+_STORAGE_ERRORS = {
+    errno.ENOSPC: (507, "INSUFFICIENT_SPACE", "the disk is full: free some space (delete in the gallery)"),
+    errno.EDQUOT: (507, "INSUFFICIENT_SPACE", "the disk quota is used up"),
+    errno.EROFS: (507, "READ_ONLY_STORAGE", "the disk is read-only (remounted after an error, or a locked card?)"),
+    errno.EACCES: (403, "PERMISSION_DENIED", "WANDA may not access this on the disk (permission denied)"),
+    errno.EPERM: (403, "PERMISSION_DENIED", "WANDA may not access this on the disk (operation not permitted)"),
+    errno.ENAMETOOLONG: (400, "NAME_TOO_LONG", "the name is too long for the filesystem"),
+    errno.ELOOP: (404, "LINK_LOOP", "a symbolic link on the way loops back on itself"),
+    errno.EIO: (500, "STORAGE_ERROR", "the disk reported an input/output error (a failing card or drive?)"),
+}
+
+
+def storage_error(exc: OSError) -> ApiError | None:
+    """The ApiError a failed disk operation means to a client, or None if it is not one we know."""
+    known = _STORAGE_ERRORS.get(exc.errno)
+    return ApiError(*known) if known is not None else None
+
+
 # aiohttp's own HTTP errors (no route, wrong method) get codes in the same style.
 _HTTP_CODES = {
     400: "INVALID_REQUEST",
@@ -59,7 +85,10 @@ async def error_middleware(request: web.Request, handler):
     try:
         return await handler(request)
     except ApiError as exc:
-        return failure(exc.status, exc.code, exc.message, exc.data)
+        response = failure(exc.status, exc.code, exc.message, exc.data)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -71,6 +100,13 @@ async def error_middleware(request: web.Request, handler):
         return response
     except ConnectionError:
         raise  # the client went away: nobody to answer
+    except OSError as exc:
+        mapped = storage_error(exc)
+        if mapped is None:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return failure(500, "INTERNAL_ERROR", "internal server error (see the server log)")
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        return failure(mapped.status, mapped.code, mapped.message)
     except Exception:
         # Never send exception text to clients (a defect of the old backend); the log has it.
         log.exception("unhandled error in %s %s", request.method, request.path)

@@ -17,8 +17,8 @@ ERROR_CODES = [
     "INVALID_REQUEST", "VALIDATION_ERROR", "INVALID_PATH", "NO_THUMBNAIL", "FOLDER_IN_USE", "FORBIDDEN_ORIGIN",
     "NOT_FOUND", "FILE_NOT_FOUND", "METHOD_NOT_ALLOWED", "CAPTURE_BUSY", "CAPTURE_CANCELLED", "CAPTURE_FAILED",
     "INVALID_ACTION", "MOUNT_ERROR", "SESSION_START_FAILED", "SESSION_STOP_FAILED", "INSUFFICIENT_SPACE",
-    "NO_FRAME", "SHUTTING_DOWN", "BUSY", "INTERNAL_ERROR", "UNAUTHORIZED", "TOO_MANY_REQUESTS",
-    "FORBIDDEN", "PAYLOAD_TOO_LARGE", "HTTP_ERROR",
+    "NO_FRAME", "SHUTTING_DOWN", "BUSY", "INTERNAL_ERROR", "UNAUTHORIZED", "TOO_MANY_ATTEMPTS",
+    "TOO_MANY_REQUESTS", "FORBIDDEN", "PAYLOAD_TOO_LARGE", "HTTP_ERROR",
 ]
 
 STATUS_TEXT = {
@@ -30,10 +30,15 @@ STATUS_TEXT = {
 
 
 def _error(status: int) -> dict[str, Any]:
-    return {
+    response: dict[str, Any] = {
         "description": STATUS_TEXT[status],
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
+    if status == 429:
+        response["headers"] = {
+            "Retry-After": {"description": "whole seconds until the next try", "schema": {"type": "integer", "minimum": 1}}
+        }
+    return response
 
 
 def _ok(description: str = "OK", data: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -45,10 +50,10 @@ def _ok(description: str = "OK", data: dict[str, Any] | None = None) -> dict[str
 
 def _operation(summary: str, responses: dict[int | str, Any], *errors: int, **extra: Any) -> dict[str, Any]:
     # Every operation may meet these: an unknown field or a bad body (400, the JSON ones), the
-    # password (401), a server fault (500).
+    # password (401, and 429 after too many wrong ones from the address), a server fault (500).
     all_responses = {str(code): value for code, value in responses.items()}
     body_errors = (400, 413) if "requestBody" in extra else ()
-    for status in (401, 500, *body_errors, *errors):
+    for status in (401, 429, 500, *body_errors, *errors):
         all_responses.setdefault(str(status), _error(status))
     return {"summary": summary, "responses": all_responses, **extra}
 

@@ -15,7 +15,7 @@ import socket
 from aiohttp import web
 from yarl import URL
 
-from wanda.auth import PUBLIC
+from wanda.auth import PUBLIC, bearer_password
 from wanda.errors import ApiError
 from wanda.keys import AUTH, CONFIG, TRUSTED_HOSTS
 
@@ -79,12 +79,16 @@ async def origin_middleware(request: web.Request, handler):
 @web.middleware
 async def auth_middleware(request: web.Request, handler):
     guard = request.app.get(AUTH)
-    if guard is None or request.path in PUBLIC:
+    # A valid session cookie is never refused: only password checks are rationed (wanda/auth.py),
+    # and a cookie cannot be guessed.
+    if guard is None or request.path in PUBLIC or guard.has_session(request):
         return await handler(request)
-    if guard.allowed(request):
+    password = bearer_password(request)
+    if password is None and request.method == "GET" and request.path == "/":
+        raise web.HTTPFound("/login")  # a browser: to the login page, which says so if it is throttled
+    address = request.remote or "?"
+    if password is None:
+        guard.refuse_if_throttled(address)  # a throttled address gets 429 whatever it sends
+    elif guard.try_password(address, password):
         return await handler(request)
-    if request.method == "GET" and request.path == "/":
-        raise web.HTTPFound("/login")  # a browser: to the login page
-    if guard.offered_credentials(request):
-        await guard.failed(request.remote or "?")
     raise ApiError(401, "UNAUTHORIZED", "a password is needed: Authorization: Bearer <password>, or log in at /login")

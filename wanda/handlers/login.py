@@ -23,16 +23,17 @@ async def login(request: web.Request) -> web.Response:
     guard = request.app.get(AUTH)
     if guard is None:
         return ok({}, "no password is set")
+    address = request.remote or "?"
+    guard.refuse_if_throttled(address)  # at once, without reading the body
     body = json_object(await read_json(request))
     known_fields(body, ("password",))
     password = body.get("password")
     if not isinstance(password, str):
         raise ApiError(400, "VALIDATION_ERROR", "password: must be a string")
-    address = request.remote or "?"
-    if not guard.valid_password(password):
-        await guard.failed(address)
+    # Checks the bucket again: parallel requests may all have passed the check above while their
+    # bodies came in.
+    if not guard.try_password(address, password):
         raise ApiError(401, "UNAUTHORIZED", "wrong password")
-    guard.succeeded(address)
     response = ok({}, "logged in")
     response.set_cookie(
         COOKIE, guard.new_session(), max_age=COOKIE_MAX_AGE, httponly=True, samesite="Strict", path="/",
