@@ -55,7 +55,13 @@ class Wanda:
         return {"Authorization": f"Bearer {self.password}"} if self.password else {}
 
     def get(self, path: str) -> dict:
-        request = urllib.request.Request(self.url + path, headers=self.headers())
+        return self.request("GET", path)
+
+    def delete(self, path: str) -> dict:
+        return self.request("DELETE", path)
+
+    def request(self, method: str, path: str) -> dict:
+        request = urllib.request.Request(self.url + path, headers=self.headers(), method=method)
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())["data"]
 

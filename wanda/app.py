@@ -154,8 +154,12 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     await sessions.recover()
     app[SESSIONS] = sessions
+    writer = asyncio.create_task(sessions.keep_writing(), name="session-metadata-retry")
     yield
     await sessions.shutdown()
+    writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
 
 
 async def _lag_monitor_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -76,10 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     except (CameraUnavailable, JpegUnavailable, MountUnavailable) as exc:
         print(f"wanda: error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:  # the port is taken, the address does not exist, ...
-        print(f"wanda: error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
+    except CannotListen as exc:  # the port is taken, the address does not exist, ...
+        print(f"wanda: error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+class CannotListen(Exception):
+    """The site could not bind (only then is "cannot listen" the right thing to say)."""
 
 
 async def serve(config: Config) -> None:
@@ -102,7 +106,10 @@ async def serve(config: Config) -> None:
     try:
         await runner.setup()  # a start that fails half-way is unwound by the cleanup below
         site = web.TCPSite(runner, config.host, config.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise CannotListen(exc.strerror or str(exc)) from exc
         port = runner.addresses[0][1] if runner.addresses else config.port
         urls = await asyncio.to_thread(_urls, config.host, port)  # name lookups may block
         log.info("wanda %s serving: open %s", __version__, " or ".join(urls))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import errno
 import logging
 import threading
 import time
@@ -21,8 +20,9 @@ from typing import Any
 from urllib.parse import quote
 
 from wanda import __version__
+from wanda.arbiter import CameraArbiter, Lease
 from wanda.camera import CameraBackend, CameraUnavailable, CameraWorker, CaptureCancelled, StillImage
-from wanda.errors import ApiError
+from wanda.errors import ApiError, storage_error
 from wanda.events import EventBus
 from wanda.fits import fits_bytes
 from wanda.jpeg import JpegEncoder
@@ -105,6 +105,8 @@ class CameraControl:
         self.observatory = observatory or {}
         # Single captures are named by frame type: light_0001.jpg, dark_0001.fits, ...
         self._root_files: dict[str, NumberedFiles] = {}
+        # Who may expose: every still (a capture's, a session's, ...) holds the camera from here.
+        self.arbiter = CameraArbiter()
         self.exposure: Exposure | None = None
         self._cancel: threading.Event | None = None
         self._settings_lock = asyncio.Lock()
@@ -196,11 +198,23 @@ class CameraControl:
         files: NumberedFiles | None = None,
         settings: CameraSettings | None = None,
         extra_metadata: dict[str, Any] | None = None,
+        lease: Lease | None = None,
     ) -> dict[str, Any]:
-        """Take one still with the current (or given) settings; return when its file is saved."""
+        """Take one still with the current (or given) settings; return when its file is saved.
+
+        ``lease``: the camera as its holder (a session) already has it; without one, the capture
+        takes the camera for itself (or is refused with 409 naming who has it)."""
+        if lease is None:
+            with self.arbiter.acquire("capture"):
+                return await self._capture(files, settings, extra_metadata)
+        if not lease.held:
+            raise ApiError(409, "CAPTURE_BUSY", f"{lease.holder.describe()} no longer holds the camera")
+        return await self._capture(files, settings, extra_metadata)
+
+    async def _capture(
+        self, files: NumberedFiles | None, settings: CameraSettings | None, extra_metadata: dict[str, Any] | None
+    ) -> dict[str, Any]:
         async with self._settings_lock:  # a settings change in flight lands first
-            if self.exposure is not None:
-                raise ApiError(409, "CAPTURE_BUSY", "a capture is already running")
             settings = settings or self.settings
             files = files or self.root_files(settings.frame_type)
             cancel = threading.Event()
@@ -226,10 +240,9 @@ class CameraControl:
             failure = ApiError(409, "CAPTURE_CANCELLED", "the capture was cancelled")
         except OSError as exc:
             log.error("saving a still failed: %s", exc)
-            if exc.errno == errno.ENOSPC:
-                failure = ApiError(507, "CAPTURE_FAILED", "the image could not be saved: the disk is full")
-            else:
-                failure = ApiError(500, "CAPTURE_FAILED", f"the image could not be saved: {exc.strerror or exc}")
+            known = storage_error(exc)  # the disk's reason (full, read-only, ...) with its status
+            status, reason = (known.status, known.message) if known else (500, exc.strerror or str(exc))
+            failure = ApiError(status, "CAPTURE_FAILED", f"the image could not be saved: {reason}")
         except CameraUnavailable as exc:
             failure = ApiError(503, "CAPTURE_FAILED", str(exc))
         except Exception:

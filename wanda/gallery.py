@@ -7,6 +7,8 @@ Every path a client names is resolved and must stay inside the capture directory
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import shutil
 import threading
@@ -26,6 +28,10 @@ IMAGE_SUFFIXES = (*JPEG_SUFFIXES, ".fits", ".fit", ".dng")
 THUMBS = ".thumbs"  # the thumbnail cache, hidden inside the capture directory
 THUMB_MIN_WIDTH = 320
 ZIP_CHUNK = 256 * 1024
+NAME_MAX = 255  # bytes in one name: what ext4, FAT and exFAT allow
+PATH_MAX = 4096
+
+log = logging.getLogger(__name__)
 
 
 def _parts(relative: str) -> tuple[str, ...]:
@@ -34,7 +40,13 @@ def _parts(relative: str) -> tuple[str, ...]:
     parts = PurePosixPath(relative).parts
     if not parts or relative.startswith("/") or any(p in (".", "..") or p.startswith(TEMP_PREFIX) for p in parts):
         raise ApiError(400, "INVALID_PATH", "the path must name something inside the capture directory")
+    if len(_bytes(relative)) > PATH_MAX or any(len(_bytes(part)) > NAME_MAX for part in parts):
+        raise ApiError(400, "NAME_TOO_LONG", f"a name may be {NAME_MAX} bytes long, a path {PATH_MAX}: no capture has a longer one")
     return parts
+
+
+def _bytes(name: str) -> bytes:
+    return os.fsencode(name)  # as the filesystem sees it (undecodable bytes came in as surrogates)
 
 
 def resolve_inside(root: Path, relative: str, *, kind: str = "file") -> Path:
@@ -45,7 +57,10 @@ def resolve_inside(root: Path, relative: str, *, kind: str = "file") -> Path:
     """
     parts = _parts(relative)
     base = root.resolve()
-    candidate = (base / PurePosixPath(*parts)).resolve()
+    try:
+        candidate = (base / PurePosixPath(*parts)).resolve()
+    except RuntimeError:  # Python 3.11's word for a symbolic link loop (3.13 raises OSError ELOOP)
+        raise OSError(errno.ELOOP, "symbolic link loop", relative) from None
     found = candidate.is_relative_to(base) and candidate != base and (
         (kind in ("file", "any") and candidate.is_file()) or (kind in ("dir", "any") and candidate.is_dir())
     )
@@ -143,8 +158,10 @@ def list_folders(root: Path) -> list[dict[str, Any]]:
     return folders
 
 
-def thumbnail(root: Path, image: Path, encoder: JpegEncoder) -> Path:
-    """A small JPEG of ``image``, made once and cached under ``.thumbs`` (keyed by its mtime)."""
+def thumbnail(root: Path, image: Path, encoder: JpegEncoder) -> Path | bytes:
+    """A small JPEG of ``image``, made once and cached under ``.thumbs`` (keyed by its mtime): the
+    cached file, or the JPEG itself when the cache cannot be written (a full or read-only disk
+    still shows its gallery)."""
     if not image.name.lower().endswith(JPEG_SUFFIXES):
         raise ApiError(415, "NO_THUMBNAIL", "thumbnails are made of JPEG images only")
     stat = image.stat()
@@ -158,10 +175,15 @@ def thumbnail(root: Path, image: Path, encoder: JpegEncoder) -> Path:
     # libjpeg scales while it decodes: take the smallest size still at least THUMB_MIN_WIDTH wide.
     factor = max((f for f in (1, 2, 4, 8) if width // f >= THUMB_MIN_WIDTH), default=1)
     pixels = encoder.decode(data, scale=(1, factor))
-    cache.mkdir(exist_ok=True)
-    for old in cache.glob(f"{key}.*.jpg"):  # an earlier version of the same image
-        old.unlink(missing_ok=True)
-    write_atomic(cached, encoder.encode(pixels, "RGB", quality=80))
+    small = encoder.encode(pixels, "RGB", quality=80)
+    try:
+        cache.mkdir(exist_ok=True)
+        for old in cache.glob(f"{key}.*.jpg"):  # an earlier version of the same image
+            old.unlink(missing_ok=True)
+        write_atomic(cached, small)
+    except OSError as exc:
+        log.warning("thumbnail of %s not cached: %s", image.name, exc)
+        return small
     return cached
 
 

@@ -11,6 +11,7 @@ and ``resume`` continues it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import json
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from wanda import __version__
+from wanda.arbiter import Lease
 from wanda.control import CameraControl, utc_iso
 from wanda.errors import ApiError
 from wanda.events import EventBus
@@ -43,6 +45,15 @@ RESUMABLE = ("interrupted", "stopped", "error")
 FORBIDDEN_IN_NAMES = '/\\<>:"|?*'
 FINISHED = ("completed", "stopped", "error", "interrupted")
 ENDING_WAIT_S = 10.0  # how long a start or a listing waits for an ending session's last write
+RETRY_WRITE_S = 10.0  # how often metadata the disk refused (full, read-only) is tried again
+INTERRUPTED_BY_RESTART = "the server stopped while the session ran (a crash, a kill, a power cut or a full disk)"
+# A folder name is at most 255 bytes on every filesystem; "_12" may be added when the name is taken.
+MAX_NAME_BYTES = 240
+# What FAT and exFAT drives (and Windows, which reads them) refuse as a name, with or without an
+# extension: a folder named CON cannot be copied off the stick.
+FAT_DEVICE_NAMES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+)
 
 
 def validate_name(name: Any) -> str:
@@ -57,6 +68,12 @@ def validate_name(name: Any) -> str:
         raise invalid("name", "may not be . or .. or start with a dot")
     if name != name.rstrip(". "):
         raise invalid("name", "may not end with a dot or a space (USB drives drop them)")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ApiError(400, "NAME_TOO_LONG", f"name: at most {MAX_NAME_BYTES} bytes in UTF-8 (a folder's name on disk)")
+    if name.split(".")[0].rstrip().upper() in FAT_DEVICE_NAMES:
+        raise ApiError(400, "RESERVED_NAME", f"name: {name!r} is a device name that USB drives (FAT) cannot hold")
+    if name == CONFIG_FILE:
+        raise ApiError(400, "RESERVED_NAME", f"name: {CONFIG_FILE} is WANDA's own file in the captures folder")
     return name
 
 
@@ -212,6 +229,7 @@ class SessionRun:
     interval: float  # seconds between frame starts; 0 for rapid
     schedule_start: float  # loop time of the first frame of this run
     first_index: int  # frames already taken when this run started (a resume)
+    lease: Lease  # the camera, held from the start until the last write
     started_monotonic: float = field(default_factory=time.monotonic)
     writer: MetadataWriter | None = None
     tracking_started_here: bool = False
@@ -242,6 +260,11 @@ class SessionManager:
         self.min_free_bytes = min_free_bytes
         self.run: SessionRun | None = None
         self._lock = asyncio.Lock()
+        # Metadata the disk refused (full or read-only): shown from here, written when it can be.
+        self._unwritten: dict[Path, dict[str, Any]] = {}
+        self._unwritten_lock = threading.Lock()  # a retry never overwrites a newer write
+        self._refused: set[Path] = set()  # folders whose refusal is logged already
+        self._retry_now = asyncio.Event()
         bus.add_status_provider("session", self.status)
 
     @property
@@ -273,10 +296,15 @@ class SessionManager:
                 complete = len(metadata.get("frames", [])) >= metadata.get("total_images", 0) > 0
                 metadata["status"] = "completed" if complete else "interrupted"
                 metadata["ended"] = metadata.get("ended") or utc_iso(time.time())
+                if not complete:
+                    metadata["error"] = metadata.get("error") or INTERRUPTED_BY_RESTART
                 log.warning("session %s was left running (a crash?): marked %s", folder.name, metadata["status"])
                 marked.append(folder.name)
             if json.dumps(metadata) != before:
-                write_metadata(folder, metadata)
+                # A full or read-only disk must not keep the server down (under systemd, a restart
+                # loop while the observer could free space through the gallery): keep it, retry.
+                self._unwritten[folder] = metadata
+                self._write_unwritten(folder, metadata)
         return marked
 
     @staticmethod
@@ -284,7 +312,54 @@ class SessionManager:
         for path in folder.iterdir():
             if _OUR_TEMPORARY.match(path.name) and path.is_file():
                 log.info("removing %s, left half-written by an earlier run", path)
-                path.unlink(missing_ok=True)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:  # a read-only disk: harmless, the gallery never lists them
+                    log.warning("cannot remove %s: %s", path, exc.strerror or exc)
+
+    # -- metadata the disk refused --------------------------------------------------------------
+
+    def _write_unwritten(self, folder: Path, metadata: dict[str, Any]) -> bool:
+        """Thread: write metadata kept because the disk refused it; False while it still does."""
+        with self._unwritten_lock:
+            if self._unwritten.get(folder) is not metadata:
+                return True  # written meanwhile (a resume), or its folder was deleted
+            try:
+                write_metadata(folder, metadata)
+            except FileNotFoundError:
+                pass  # its folder was deleted in the gallery: nothing left to describe
+            except OSError as exc:
+                if folder not in self._refused:  # once, not every RETRY_WRITE_S
+                    self._refused.add(folder)
+                    log.error(
+                        "session %s: its metadata cannot be written (%s): shown as %s, tried again every %.0f s",
+                        folder.name, exc.strerror or exc, metadata.get("status"), RETRY_WRITE_S,
+                    )
+                return False
+            del self._unwritten[folder]
+        if folder in self._refused:
+            self._refused.discard(folder)
+            log.info("session %s: its metadata is written at last", folder.name)
+        return True
+
+    def _write_fresh(self, folder: Path, metadata: dict[str, Any]) -> None:
+        """Thread: a new version of a session's metadata replaces any version the disk refused."""
+        with self._unwritten_lock:
+            write_metadata(folder, metadata)
+            self._unwritten.pop(folder, None)
+
+    def storage_changed(self) -> None:
+        """Space may have been freed (a delete in the gallery): try the refused writes now."""
+        self._retry_now.set()
+
+    async def keep_writing(self) -> None:
+        """For the server's lifetime: write what the disk refused as soon as it takes it."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_now.wait(), RETRY_WRITE_S)
+            self._retry_now.clear()
+            for folder, metadata in list(self._unwritten.items()):
+                await asyncio.to_thread(self._write_unwritten, folder, metadata)
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -294,45 +369,50 @@ class SessionManager:
             await self._ended()
             if self.active:
                 raise ApiError(409, "SESSION_START_FAILED", "a session is already running: stop it first")
-            if self.control.exposure is not None:
-                raise ApiError(409, "CAPTURE_BUSY", "a capture is running: start the session when it is done")
-            await self._check_space(request.total_images)
-            folder = await asyncio.to_thread(self._new_folder, request.name)
-            hours = request.total_time_hours
-            metadata = {
-                "format": 1,
-                "software": f"WANDA {__version__}",
-                "name": request.name,
-                "folder": folder.name,
-                "status": "running",
-                "mode": "timed" if hours else "rapid",
-                "total_images": request.total_images,
-                "captured_images": 0,
-                "total_time_hours": hours,
-                "interval_s": hours * 3600 / request.total_images if hours else 0.0,
-                "enable_tracking": request.enable_tracking,
-                "use_current_settings": request.use_current_settings,
-                "settings": {
-                    "exposure_seconds": request.settings.exposure_seconds,
-                    "gain": request.settings.gain,
-                    "iso": request.settings.iso,
-                    "frame_type": request.settings.frame_type,
-                    "file_format": request.settings.file_format,
-                },
-                "object": request.object,
-                "created": utc_iso(time.time()),
-                "started": utc_iso(time.time()),
-                "ended": None,
-                "resumed": [],
-                "late": False,
-                "max_lateness_s": 0.0,
-                "error": None,
-                "frames": [],
-            }
-            await asyncio.to_thread(write_metadata, folder, metadata)
-            self._launch(folder, metadata)
+            lease = self.control.arbiter.acquire("session", request.name)
+            try:
+                await self._check_space(request.total_images)
+                folder = await asyncio.to_thread(self._new_folder, request.name)
+                await self._launch(folder, self._new_metadata(request, folder), lease)
+            except BaseException:
+                lease.release()
+                raise
         self.bus.publish("session", "session_start", self.status())
         return self.status()
+
+    @staticmethod
+    def _new_metadata(request: SessionRequest, folder: Path) -> dict[str, Any]:
+        hours = request.total_time_hours
+        return {
+            "format": 1,
+            "software": f"WANDA {__version__}",
+            "name": request.name,
+            "folder": folder.name,
+            "status": "running",
+            "mode": "timed" if hours else "rapid",
+            "total_images": request.total_images,
+            "captured_images": 0,
+            "total_time_hours": hours,
+            "interval_s": hours * 3600 / request.total_images if hours else 0.0,
+            "enable_tracking": request.enable_tracking,
+            "use_current_settings": request.use_current_settings,
+            "settings": {
+                "exposure_seconds": request.settings.exposure_seconds,
+                "gain": request.settings.gain,
+                "iso": request.settings.iso,
+                "frame_type": request.settings.frame_type,
+                "file_format": request.settings.file_format,
+            },
+            "object": request.object,
+            "created": utc_iso(time.time()),
+            "started": utc_iso(time.time()),
+            "ended": None,
+            "resumed": [],
+            "late": False,
+            "max_lateness_s": 0.0,
+            "error": None,
+            "frames": [],
+        }
 
     async def resume(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or set(body) - {"name"}:
@@ -341,17 +421,19 @@ class SessionManager:
             await self._ended()
             if self.active:
                 raise ApiError(409, "SESSION_START_FAILED", "a session is already running")
-            if self.control.exposure is not None:
-                raise ApiError(409, "CAPTURE_BUSY", "a capture is running: resume when it is done")
             folder, metadata = await asyncio.to_thread(self._resumable, body.get("name"))
-            remaining = metadata["total_images"] - len(metadata["frames"])
-            await self._check_space(remaining)
-            metadata["status"] = "running"
-            metadata["ended"] = None
-            metadata["error"] = None
-            metadata["resumed"].append(utc_iso(time.time()))
-            await asyncio.to_thread(write_metadata, folder, metadata)
-            self._launch(folder, metadata)
+            lease = self.control.arbiter.acquire("session", metadata.get("name"))
+            try:
+                remaining = metadata["total_images"] - len(metadata["frames"])
+                await self._check_space(remaining)
+                metadata["status"] = "running"
+                metadata["ended"] = None
+                metadata["error"] = None
+                metadata["resumed"].append(utc_iso(time.time()))
+                await self._launch(folder, metadata, lease)
+            except BaseException:
+                lease.release()
+                raise
         self.bus.publish("session", "session_start", {**self.status(), "resumed": True})
         return self.status()
 
@@ -461,6 +543,8 @@ class SessionManager:
                     "ended": metadata.get("ended"),
                     "mode": metadata.get("mode"),
                     "frame_type": (metadata.get("settings") or {}).get("frame_type"),
+                    "error": metadata.get("error"),
+                    "saved": folder not in self._unwritten,  # False: the disk refused its newest state
                 }
             )
         sessions.sort(key=lambda s: s["started"] or "", reverse=True)
@@ -468,7 +552,10 @@ class SessionManager:
 
     # -- the runner ----------------------------------------------------------------------------
 
-    def _launch(self, folder: Path, metadata: dict[str, Any]) -> None:
+    async def _launch(self, folder: Path, metadata: dict[str, Any], lease: Lease) -> None:
+        """Write the session's first metadata and start its runner, which holds ``lease`` (the
+        camera) until its last write."""
+        await asyncio.to_thread(self._write_fresh, folder, metadata)
         loop = asyncio.get_running_loop()
         run = SessionRun(
             folder=folder,
@@ -476,6 +563,7 @@ class SessionManager:
             interval=metadata["interval_s"],
             schedule_start=loop.time(),
             first_index=len(metadata["frames"]),
+            lease=lease,
             writer=MetadataWriter(folder),
         )
         self.run = run
@@ -513,7 +601,7 @@ class SessionManager:
                     raise ApiError(507, "INSUFFICIENT_SPACE", f"free space fell to {free // 2**20} MB, below the floor of {self.min_free_bytes // 2**20} MB")
                 try:
                     result = await self.control.capture(
-                        files, settings, {"session": metadata["name"], "object": target, "frame": index + 1}
+                        files, settings, {"session": metadata["name"], "object": target, "frame": index + 1}, run.lease
                     )
                 except ApiError as exc:
                     if exc.code == "CAPTURE_CANCELLED":
@@ -554,7 +642,10 @@ class SessionManager:
             log.exception("session %s failed", run.folder.name)
             outcome, error = "error", "the session failed (see the server log)"
         finally:
-            await self._finish(run, outcome, error)
+            try:
+                await self._finish(run, outcome, error)
+            finally:
+                run.lease.release()
 
     async def _finish(self, run: SessionRun, outcome: str, error: str | None) -> None:
         metadata = run.metadata
@@ -568,8 +659,9 @@ class SessionManager:
             # disk: list it, so the metadata agrees with the files.
             await asyncio.to_thread(reconcile, run.folder, metadata)
             await run.writer.write(metadata)
-        except OSError as exc:  # a full disk: the last good metadata stays on disk
+        except OSError as exc:  # a full disk: the last good metadata stays on disk, this one is retried
             log.error("could not write the metadata of session %s: %s", run.folder.name, exc)
+            self._unwritten[run.folder] = metadata
         event = {"completed": "session_complete", "error": "session_error"}.get(outcome, "session_stop")
         self.bus.publish("session", event, self.status())
         log.info("session %s %s: %d of %d frames", run.folder.name, outcome, run.captured, run.total)
@@ -590,11 +682,11 @@ class SessionManager:
                 candidate = f"{name}_{n}"
 
     def _metadata_of(self, folder: Path) -> dict[str, Any] | None:
-        """A session's metadata: the disk's, unless it is the session that just ended here, whose
-        last write may have failed (a full disk): what it knows in memory is newer."""
-        run = self.run
-        if run is not None and run.folder == folder and not self.active:
-            return json.loads(json.dumps(run.metadata))  # a copy: callers may change it
+        """A session's metadata: the disk's, unless the disk refused the newest version (a full or
+        read-only disk): what is kept in memory is newer."""
+        unwritten = self._unwritten.get(folder)
+        if unwritten is not None:
+            return json.loads(json.dumps(unwritten))  # a copy: callers may change it
         return read_metadata(folder)
 
     def _resumable(self, name: str | None) -> tuple[Path, dict[str, Any]]:

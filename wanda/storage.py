@@ -57,6 +57,19 @@ def disk_space(path: Path) -> tuple[int, int]:
     return usage.free, usage.total
 
 
+def writable(path: Path) -> bool:
+    """Whether WANDA may write under ``path`` (or its nearest existing parent): false on a disk
+    mounted read-only (as the kernel does after an error, or a card's lock switch) or a folder
+    WANDA's user may not write."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    try:
+        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+    return not read_only and os.access(path, os.W_OK | os.X_OK)
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)

@@ -606,7 +606,13 @@ function setupGallery() {
 async function refreshStorage() {
   try {
     const storage = await api("GET", "/api/storage");
-    $("storage-state").textContent = `${formatBytes(storage.free)} free · ~${storage.frames_left} frames`;
+    const pill = $("storage-state");
+    pill.dataset.state = storage.state;
+    pill.title = storage.message;
+    pill.textContent = {
+      read_only: "captures folder is read-only",
+      full: `disk full · ${formatBytes(storage.free)} free`,
+    }[storage.state] ?? `${formatBytes(storage.free)} free · ~${storage.frames_left} frames`;
   } catch {
     $("storage-state").textContent = "storage –";
   }

@@ -10,7 +10,7 @@ from aiohttp import web
 from wanda.errors import ApiError, ok
 from wanda.events import Subscriber
 from wanda.handlers.ws import action, no_params
-from wanda.keys import CONTROL, SESSIONS
+from wanda.keys import CONTROL
 
 routes = web.RouteTableDef()
 
@@ -44,14 +44,8 @@ async def camera_capture(request: web.Request) -> web.Response:
     body = await read_json(request, required=False)
     if body != {}:
         raise ApiError(400, "VALIDATION_ERROR", "capture takes no parameters: set them with /api/camera/settings")
-    result = await capture_unless_session(request.app)
+    result = await request.app[CONTROL].capture()  # 409 CAPTURE_BUSY while a session holds the camera
     return ok(result, f"saved {result['file']}")
-
-
-async def capture_unless_session(app: web.Application) -> dict[str, Any]:
-    if app[SESSIONS].active:
-        raise ApiError(409, "CAPTURE_BUSY", "a session is running: its frames have the camera")
-    return await app[CONTROL].capture()
 
 
 @routes.post("/api/camera/capture/cancel")
@@ -77,7 +71,7 @@ async def _camera_set(app: web.Application, subscriber: Subscriber, params: dict
 @action("camera.capture")
 async def _camera_capture(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
     no_params(params)
-    return await capture_unless_session(app)
+    return await app[CONTROL].capture()
 
 
 @action("camera.cancel")

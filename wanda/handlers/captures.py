@@ -15,7 +15,7 @@ from wanda.errors import ApiError, ok
 from wanda.handlers import drop_client
 from wanda.jpeg import JpegEncoder
 from wanda.keys import CAPTURES, CONFIG, CONTROL, SESSIONS
-from wanda.storage import disk_space
+from wanda.storage import disk_space, writable
 from wanda.validate import query_whole
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,18 @@ def _busy_folder(app: web.Application) -> Path | None:
 @routes.get("/api/storage")
 async def storage(request: web.Request) -> web.Response:
     root = request.app[CAPTURES]
-    free, total = await asyncio.to_thread(disk_space, root)
+    (free, total), can_write = await asyncio.gather(
+        asyncio.to_thread(disk_space, root), asyncio.to_thread(writable, root)
+    )
     reserve = request.app[CONFIG].min_free_mb * 2**20
     frame = request.app[CONTROL].estimated_still_bytes()
+    frames_left = max(0, (free - reserve) // frame) if can_write else 0
+    if not can_write:
+        state, message = "read_only", "the captures folder is read-only: nothing can be saved"
+    elif frames_left == 0:
+        state, message = "full", "the disk is full: delete captures in the gallery to go on"
+    else:
+        state, message = "ok", f"room for about {frames_left} frames"
     return ok(
         {
             "path": str(root),
@@ -47,7 +56,10 @@ async def storage(request: web.Request) -> web.Response:
             "total": total,
             "reserve": reserve,
             "estimated_frame_bytes": frame,
-            "frames_left": max(0, (free - reserve) // frame),
+            "frames_left": frames_left,
+            "writable": can_write,
+            "state": state,
+            "message": message,
         }
     )
 
@@ -143,22 +155,26 @@ async def _stream_zip(request: web.Request, folder: Path) -> web.StreamResponse:
     return response
 
 
-@routes.get("/api/captures/{path:.+}")
-async def capture_file(request: web.Request, path: str | None = None) -> web.FileResponse:
+@routes.get(r"/api/captures/{path:[\s\S]+}")  # any character: "." would stop at a newline in a name
+async def capture_file(request: web.Request, path: str | None = None) -> web.StreamResponse:
     root = request.app[CAPTURES]
     target = await asyncio.to_thread(gallery.resolve_inside, root, path or request.match_info["path"])
     if request.query.get("thumb") in ("1", "true"):
         encoder = request.app[THUMB_ENCODER]
-        target = await asyncio.to_thread(gallery.thumbnail, root, target, encoder)
-        return web.FileResponse(target, headers={"Cache-Control": "max-age=86400", "Content-Type": "image/jpeg"})
+        thumb = await asyncio.to_thread(gallery.thumbnail, root, target, encoder)
+        headers = {"Cache-Control": "max-age=86400", "Content-Type": "image/jpeg"}
+        if isinstance(thumb, bytes):  # the cache could not be written
+            return web.Response(body=thumb, headers=headers)
+        return web.FileResponse(thumb, headers=headers)
     return web.FileResponse(target, headers={"Cache-Control": "no-cache"})
 
 
-@routes.delete("/api/captures/{path:.+}")
+@routes.delete(r"/api/captures/{path:[\s\S]+}")
 async def delete_capture(request: web.Request) -> web.Response:
     result = await asyncio.to_thread(
         gallery.delete, request.app[CAPTURES], request.match_info["path"], _busy_folder(request.app)
     )
+    request.app[SESSIONS].storage_changed()  # room for metadata the full disk refused
     return ok(result, f"deleted {result['deleted']}")
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from wanda import __version__
-from wanda.errors import ApiError
+from wanda.errors import ApiError, storage_error
 from wanda.events import TOPICS, Message, Subscriber, encode_event
 from wanda.handlers import drop_client
 from wanda.keys import BUS
@@ -70,6 +70,10 @@ def _reply(request_id: Any, data: Any = None, error: ApiError | None = None) -> 
     return Message(json.dumps(body, separators=(",", ":")), None)
 
 
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
 class Connection:
     """One client: parses its messages and runs its commands."""
 
@@ -80,7 +84,9 @@ class Connection:
 
     def receive(self, text: str) -> None:
         try:
-            message = json.loads(text)
+            # NaN and Infinity are Python's extensions, not JSON: taken as an id they would be
+            # echoed in a reply that no JSON parser reads.
+            message = json.loads(text, parse_constant=_not_json)
         except (ValueError, RecursionError):
             self.subscriber.offer(_reply(None, error=ApiError(400, "INVALID_REQUEST", "the message is not valid JSON")))
             return
@@ -109,6 +115,12 @@ class Connection:
         try:
             data = await handler(self.app, self.subscriber, params)
         except ApiError as error:
+            self.subscriber.offer(_reply(request_id, error=error))
+        except OSError as exc:
+            error = storage_error(exc)
+            if error is None:
+                log.exception("WebSocket command failed")
+                error = ApiError(500, "INTERNAL_ERROR", "internal server error")
             self.subscriber.offer(_reply(request_id, error=error))
         except Exception:
             log.exception("WebSocket command failed")

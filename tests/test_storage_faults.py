@@ -1,0 +1,185 @@
+"""What the disk refuses is the client's clear 4xx or 507, never a 500: names too long for any
+filesystem, a link that loops, names USB drives cannot hold, a full or read-only disk. And a
+disk full or read-only does not take the gallery away: thumbnails still show, deletes still free
+space, the status says what is wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from helpers import fill, is_reply, mounted_tmpfs, receive_until, wait_until
+
+from wanda.jpeg import JpegEncoder
+from wanda.keys import CONTROL, SESSIONS
+
+import numpy as np
+
+JPEG = JpegEncoder().encode(np.full((64, 96, 3), 90, dtype=np.uint8), "RGB")
+
+
+async def envelope(response) -> tuple[int, str]:
+    body = await response.json()
+    assert body["success"] is False and body["error"], body
+    return response.status, body["code"]
+
+
+@pytest.mark.parametrize("length", [300, 5000])
+async def test_a_name_too_long_for_any_filesystem_is_a_400(client, length):
+    name = "x" * length + ".jpg"
+    assert await envelope(await client.get(f"/api/captures/{name}")) == (400, "NAME_TOO_LONG")
+    assert await envelope(await client.delete(f"/api/captures/{name}")) == (400, "NAME_TOO_LONG")
+    assert await envelope(await client.get(f"/api/captures?folder={'y' * length}")) == (400, "NAME_TOO_LONG")
+
+
+async def test_a_symbolic_link_loop_in_the_captures_folder_is_a_404(client, config):
+    config.captures.mkdir(parents=True, exist_ok=True)
+    os.symlink("loop", config.captures / "loop")
+    os.symlink("ping", config.captures / "pong")
+    os.symlink("pong", config.captures / "ping")
+    for name in ("loop", "ping", "loop/light_0001.jpg"):
+        assert await envelope(await client.get(f"/api/captures/{name}")) == (404, "LINK_LOOP")
+        assert await envelope(await client.delete(f"/api/captures/{name}")) == (404, "LINK_LOOP")
+    listing = await client.get("/api/captures")
+    assert listing.status == 200 and (await listing.json())["data"]["files"] == []
+    assert (await client.get("/api/captures/folders")).status == 200
+
+
+async def test_a_file_whose_name_holds_a_newline_can_be_downloaded_and_deleted(client, config):
+    config.captures.mkdir(parents=True, exist_ok=True)
+    (config.captures / "odd\nname.jpg").write_bytes(JPEG)
+    items = (await (await client.get("/api/captures")).json())["data"]["items"]
+    assert [item["name"] for item in items] == ["odd\nname.jpg"]
+    url = items[0]["url"]
+    download = await client.get(url)
+    assert download.status == 200 and await download.read() == JPEG
+    assert (await client.get(items[0]["thumb_url"])).status == 200
+    deleted = await client.delete(url)
+    assert deleted.status == 200, await deleted.text()
+    assert not (config.captures / "odd\nname.jpg").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("\N{RINGED PLANET}" * 61, "NAME_TOO_LONG"),  # 61 characters, 244 bytes
+        ("session_config.json", "RESERVED_NAME"),
+        ("CON", "RESERVED_NAME"),
+        ("nul", "RESERVED_NAME"),
+        ("COM1", "RESERVED_NAME"),
+        ("LPT1.txt", "RESERVED_NAME"),
+    ],
+)
+async def test_session_names_no_disk_can_hold_are_refused_before_anything_is_made(client, config, name, code):
+    response = await client.post("/api/session/start", json={"name": name, "total_images": 1})
+    assert await envelope(response) == (400, code)
+    assert not config.captures.exists() or list(config.captures.iterdir()) == []
+    assert client.app[CONTROL].arbiter.holder is None
+
+
+async def test_a_name_of_64_four_byte_characters_was_a_500(client):
+    # 64 characters are allowed, but 256 bytes do not fit a folder's name on any filesystem.
+    response = await client.post("/api/session/start", json={"name": "\N{GRINNING FACE}" * 64, "total_images": 1})
+    assert await envelope(response) == (400, "NAME_TOO_LONG")
+
+
+async def test_a_websocket_reply_never_echoes_nan_as_its_id(client):
+    ws = await client.ws_connect("/ws")
+    await ws.send_str('{"id": NaN, "action": "camera.status"}')
+    await ws.send_str('{"id": 1, "action": "camera.status", "params": {"x": Infinity}}')
+    await ws.send_str('{"id": 2, "action": "session.status"}')
+    replies = []
+    while len(replies) < 3:
+        text = (await ws.receive(timeout=10)).data
+        message = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in {text}"))
+        if "ok" in message:
+            replies.append(message)
+    assert [(r["id"], r["ok"]) for r in replies] == [(None, False), (None, False), (2, True)]
+    assert replies[0]["error"]["code"] == "INVALID_REQUEST"
+    await ws.close()
+
+
+# -- a full or read-only disk ------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    with mounted_tmpfs(tmp_path / "usb", "4m") as disk:
+        yield disk
+
+
+def remount_read_only(disk) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+
+
+async def storage(client) -> dict:
+    return (await (await client.get("/api/storage")).json())["data"]
+
+
+async def test_a_full_disk_answers_507_keeps_its_gallery_and_frees_space_by_delete(make_client, small_disk):
+    captures = small_disk / "captures"
+    client = await make_client(captures=captures, min_free_mb=0)
+    captures.mkdir()
+    (captures / "light_0001.jpg").write_bytes(JPEG)
+    (captures / "light_0002.jpg").write_bytes(JPEG)
+    assert (await storage(client))["state"] == "ok"
+    fill(small_disk, leave=0)
+    status = await storage(client)
+    assert (status["state"], status["frames_left"], status["writable"]) == ("full", 0, True)
+    form = await client.post("/api/session/config", json={"name": "M42", "totalImages": 5})
+    assert await envelope(form) == (507, "INSUFFICIENT_SPACE")
+    thumb = await client.get("/api/captures/light_0001.jpg?thumb=1")  # made, though it cannot be cached
+    assert thumb.status == 200 and (await thumb.read())[:2] == b"\xff\xd8"
+    capture = await client.post("/api/camera/capture")
+    assert await envelope(capture) == (507, "CAPTURE_FAILED")
+    deleted = await client.delete("/api/captures/light_0002.jpg")
+    assert deleted.status == 200 and not (captures / "light_0002.jpg").exists()
+    assert client.app[CONTROL].arbiter.holder is None
+
+
+async def test_a_read_only_disk_says_so_and_refuses_writes_with_507(make_client, small_disk):
+    captures = small_disk / "captures"
+    captures.mkdir()
+    (captures / "light_0001.jpg").write_bytes(JPEG)
+    remount_read_only(small_disk)
+    client = await make_client(captures=captures, min_free_mb=0)  # it starts: nothing to write yet
+    status = await storage(client)
+    assert (status["state"], status["writable"], status["frames_left"]) == ("read_only", False, 0)
+    assert "read-only" in status["message"]
+    thumb = await client.get("/api/captures/light_0001.jpg?thumb=1")
+    assert thumb.status == 200 and (await thumb.read())[:2] == b"\xff\xd8"
+    assert await envelope(await client.delete("/api/captures/light_0001.jpg")) == (507, "READ_ONLY_STORAGE")
+    form = await client.post("/api/session/config", json={"name": "M42"})
+    assert await envelope(form) == (507, "READ_ONLY_STORAGE")
+    start = await client.post("/api/session/start", json={"name": "M42", "total_images": 1})
+    assert await envelope(start) == (507, "READ_ONLY_STORAGE")
+    assert client.app[CONTROL].arbiter.holder is None  # the refused start gave the camera back
+    assert await envelope(await client.post("/api/camera/capture")) == (507, "CAPTURE_FAILED")
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"id": 5, "action": "session.start", "params": {"name": "M42", "total_images": 1}})
+    reply = (await receive_until(ws, is_reply(5)))[-1]
+    assert reply["error"]["code"] == "READ_ONLY_STORAGE"
+    await ws.close()
+
+
+async def test_a_session_that_failed_keeps_its_reason_across_a_restart(make_client, small_disk):
+    captures = small_disk / "captures"
+    client = await make_client(captures=captures, min_free_mb=1)
+    assert (await client.post("/api/camera/settings", json={"exposure_seconds": 0.05})).status == 200
+    assert (await client.post("/api/camera/capture")).status == 200
+    started = await client.post(
+        "/api/session/start", json={"name": "filling", "total_images": 5, "total_time_hours": 2.0 / 3600}
+    )
+    assert started.status == 200
+    await wait_until(lambda: client.app[SESSIONS].run.captured >= 1)
+    fill(small_disk, leave=512 * 1024)
+    await wait_until(lambda: not client.app[SESSIONS].active, attempts=400)
+    reason = client.app[SESSIONS].status()["error"]
+    assert "below the floor" in reason
+    await client.close()
+
+    restarted = await make_client(captures=captures, min_free_mb=1)
+    listed = (await (await restarted.get("/api/sessions")).json())["data"]["sessions"]
+    assert [(s["folder"], s["status"], s["error"]) for s in listed] == [("filling", "error", reason)]
