@@ -18,6 +18,7 @@ from wanda.analysis import AnalysisWorker
 from wanda.auth import Guard
 from wanda.camera import CameraBackend, CameraWorker, create_backend
 from wanda.config import Config
+from wanda.connections import GATE, ConnectionGate, connection_limit, current_descriptor_limit, gate_middleware
 from wanda.control import CameraControl
 from wanda.errors import error_middleware
 from wanda.events import EventBus
@@ -54,9 +55,14 @@ def create_app(
 ) -> web.Application:
     """Build the application. ``camera`` and ``pins`` replace what ``config`` selects."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware, origin_middleware], client_max_size=1024 * 1024
+        middlewares=[gate_middleware, error_middleware, auth_middleware, origin_middleware],
+        client_max_size=1024 * 1024,
     )
     app[CONFIG] = config
+    # In front of the sockets once `wanda` serves (wanda/cli.py); test servers go without it.
+    app[GATE] = ConnectionGate(
+        connection_limit(config.max_connections, current_descriptor_limit()), config.header_timeout
+    )
     if config.password:
         app[AUTH] = Guard(config.password)
     app[HUB] = FrameHub()

@@ -17,6 +17,7 @@ from wanda import __version__
 from wanda.app import create_app
 from wanda.camera import CameraUnavailable
 from wanda.config import CAMERA_CHOICES, LOG_LEVELS, MOUNT_CHOICES, PREVIEW_ENCODERS, Config, ConfigError, load_config
+from wanda.connections import GATE, GatedSite, raise_descriptor_limit
 from wanda.jpeg import JpegUnavailable
 from wanda.mount import MountUnavailable
 from wanda.systemd import SystemdNotifier
@@ -98,6 +99,7 @@ async def serve(config: Config) -> None:
     # spikes). Done before the app starts, so the loop-lag monitor does not see this one pass.
     gc.collect()
     gc.freeze()
+    descriptors = raise_descriptor_limit()  # before the app sizes its connection limit by it
     app = create_app(config)
     systemd = SystemdNotifier()
     watchdog: asyncio.Task | None = None
@@ -105,11 +107,15 @@ async def serve(config: Config) -> None:
     runner = web.AppRunner(app, shutdown_timeout=config.shutdown_timeout, access_log=access_log)
     try:
         await runner.setup()  # a start that fails half-way is unwound by the cleanup below
-        site = web.TCPSite(runner, config.host, config.port)
+        site = GatedSite(runner, config.host, config.port, app[GATE])
         try:
             await site.start()
         except OSError as exc:
             raise CannotListen(exc.strerror or str(exc)) from exc
+        log.info(
+            "at most %d connections (open files: %d); %g s for a request's headers, %g s for its body",
+            app[GATE].limit, descriptors, config.header_timeout, config.body_timeout,
+        )
         port = runner.addresses[0][1] if runner.addresses else config.port
         urls = await asyncio.to_thread(_urls, config.host, port)  # name lookups may block
         log.info("wanda %s serving: open %s", __version__, " or ".join(urls))

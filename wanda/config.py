@@ -78,6 +78,12 @@ class Config:
     snapshot_timeout: float = 5.0  # on top of the current frame interval
     shutdown_timeout: float = 1.0  # handlers still running after this are cancelled
 
+    # The door (wanda/connections.py): a client has this long to send a request's headers, then
+    # its body; at most this many connections, and always a reserve of descriptors below the limit.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 512
+
     def __post_init__(self) -> None:
         _check(self.mount in MOUNT_CHOICES, "mount", f"must be one of {', '.join(MOUNT_CHOICES)}")
         _check(len(self.mount_pins) == 4, "mount_pins", "must be 4 BCM pin numbers")
@@ -100,7 +106,8 @@ class Config:
         _check(0.01 <= self.sim_plate_scale <= 100, "sim_plate_scale", "must be 0.01..100 arcsec/pixel")
         _check(1 <= self.max_fps <= 60, "max_fps", "must be 1..60")
         _check(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be 1..100")
-        for name in ("write_timeout", "snapshot_timeout", "shutdown_timeout"):
+        _check(self.max_connections >= 16, "max_connections", "must be at least 16")
+        for name in ("write_timeout", "snapshot_timeout", "shutdown_timeout", "header_timeout", "body_timeout"):
             _check(getattr(self, name) > 0, name, "must be > 0")
 
 

@@ -18,14 +18,15 @@ ERROR_CODES = [
     "NOT_FOUND", "FILE_NOT_FOUND", "METHOD_NOT_ALLOWED", "CAPTURE_BUSY", "CAPTURE_CANCELLED", "CAPTURE_FAILED",
     "INVALID_ACTION", "MOUNT_ERROR", "SESSION_START_FAILED", "SESSION_STOP_FAILED", "INSUFFICIENT_SPACE",
     "NO_FRAME", "SHUTTING_DOWN", "BUSY", "INTERNAL_ERROR", "UNAUTHORIZED", "TOO_MANY_ATTEMPTS",
-    "TOO_MANY_REQUESTS", "FORBIDDEN", "PAYLOAD_TOO_LARGE", "HTTP_ERROR",
+    "TOO_MANY_REQUESTS", "FORBIDDEN", "PAYLOAD_TOO_LARGE", "HTTP_ERROR", "READ_ONLY_STORAGE", "PERMISSION_DENIED",
+    "NAME_TOO_LONG", "RESERVED_NAME", "LINK_LOOP", "STORAGE_ERROR", "REQUEST_TIMEOUT", "TOO_MANY_CONNECTIONS",
 ]
 
 STATUS_TEXT = {
-    400: "bad input", 401: "no or wrong password", 403: "a web page of another site", 404: "no such thing",
-    405: "wrong method", 409: "conflict with what runs", 413: "body too large", 415: "not a JPEG",
-    429: "too many failed logins", 500: "a fault in WANDA or the camera", 503: "not available now",
-    507: "the disk is full",
+    400: "bad input", 401: "no or wrong password", 403: "a web page of another site, or no permission on the disk",
+    404: "no such thing", 405: "wrong method", 408: "the body did not arrive in time", 409: "conflict with what runs",
+    413: "body too large", 415: "not a JPEG", 429: "too many failed logins", 500: "a fault in WANDA or the camera",
+    503: "not available now (or every connection busy)", 507: "the disk is full or read-only",
 }
 
 
@@ -34,7 +35,7 @@ def _error(status: int) -> dict[str, Any]:
         "description": STATUS_TEXT[status],
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
-    if status == 429:
+    if status in (429, 503):
         response["headers"] = {
             "Retry-After": {"description": "whole seconds until the next try", "schema": {"type": "integer", "minimum": 1}}
         }
@@ -49,11 +50,12 @@ def _ok(description: str = "OK", data: dict[str, Any] | None = None) -> dict[str
 
 
 def _operation(summary: str, responses: dict[int | str, Any], *errors: int, **extra: Any) -> dict[str, Any]:
-    # Every operation may meet these: an unknown field or a bad body (400, the JSON ones), the
-    # password (401, and 429 after too many wrong ones from the address), a server fault (500).
+    # Every operation may meet these: an unknown field or a bad body (400, the JSON ones, and 408
+    # for a body too slow), the password (401, and 429 after too many wrong ones from the
+    # address), a server fault (500), every connection busy (503).
     all_responses = {str(code): value for code, value in responses.items()}
-    body_errors = (400, 413) if "requestBody" in extra else ()
-    for status in (401, 429, 500, *body_errors, *errors):
+    body_errors = (400, 408, 413) if "requestBody" in extra else ()
+    for status in (401, 429, 500, 503, *body_errors, *errors):
         all_responses.setdefault(str(status), _error(status))
     return {"summary": summary, "responses": all_responses, **extra}
 
@@ -198,7 +200,7 @@ def build_spec(limits: Limits) -> dict[str, Any]:
         },
         "/api/session/status": {"get": _operation("the running or last session", {200: _ok()})},
         "/api/session/start": {
-            "post": _operation("start a capture session", {200: _ok()}, 400, 403, 409, requestBody=_json_body(session_start))
+            "post": _operation("start a capture session", {200: _ok()}, 400, 403, 409, 507, requestBody=_json_body(session_start))
         },
         "/api/session/stop": {
             "post": _operation("stop the running session", {200: _ok()}, 400, 403, 409, requestBody=_json_body(_object({}), required=False))
@@ -207,14 +209,14 @@ def build_spec(limits: Limits) -> dict[str, Any]:
             "post": _operation(
                 "resume an interrupted, stopped or failed session",
                 {200: _ok()},
-                400, 403, 409,
+                400, 403, 409, 507,
                 requestBody=_json_body(_object({"name": name}), required=False),
             )
         },
         "/api/sessions": {"get": _operation("every session, newest first", {200: _ok()})},
         "/api/session/config": {
             "get": _operation("the remembered session form", {200: _ok()}),
-            "post": _operation("remember the session form", {200: _ok()}, 400, 403, requestBody=_json_body(session_form)),
+            "post": _operation("remember the session form", {200: _ok()}, 400, 403, 507, requestBody=_json_body(session_form)),
         },
         "/api/storage": {"get": _operation("where captures go, free space, frames left", {200: _ok()})},
         "/api/captures": {
@@ -242,10 +244,10 @@ def build_spec(limits: Limits) -> dict[str, Any]:
             "get": _operation(
                 "a capture (or its thumbnail)",
                 {200: {"description": "the file"}},
-                400, 404, 415,
+                400, 403, 404, 415,
                 parameters=[capture_path, {"name": "thumb", "in": "query", "schema": {"type": "string", "enum": ["1", "true", "0"]}}],
             ),
-            "delete": _operation("delete a capture or a folder", {200: _ok()}, 400, 403, 404, 409, parameters=[capture_path]),
+            "delete": _operation("delete a capture or a folder", {200: _ok()}, 400, 403, 404, 409, 507, parameters=[capture_path]),
         },
     }
     return {

@@ -10,14 +10,15 @@ from aiohttp import web
 from wanda.errors import ApiError, ok
 from wanda.events import Subscriber
 from wanda.handlers.ws import action, no_params
-from wanda.keys import CONTROL
+from wanda.connections import read_body
+from wanda.keys import CONFIG, CONTROL
 
 routes = web.RouteTableDef()
 
 
 async def read_json(request: web.Request, *, required: bool = True) -> Any:
     """The request body as JSON; INVALID_REQUEST when it is not JSON. Empty means {} if optional."""
-    raw = await request.read()
+    raw = await read_body(request, request.app[CONFIG].body_timeout)
     if not raw.strip():
         if required:
             raise ApiError(400, "INVALID_REQUEST", "the body must be a JSON object")

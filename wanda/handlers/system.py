@@ -9,6 +9,7 @@ from aiohttp import web
 
 from wanda import __version__
 from wanda.errors import ApiError, ok
+from wanda.connections import GATE
 from wanda.keys import CAMERA, CONTROL, HUB, LAG, STARTED
 from wanda.openapi import build_spec
 
@@ -26,6 +27,7 @@ async def health(request: web.Request) -> web.Response:
             "loop_lag": request.app[LAG].describe(),
             "viewers": len(request.app[HUB].viewers),
             "camera": {"backend": camera.backend.name, "alive": camera.alive},
+            "connections": request.app[GATE].describe(),
         }
     )
 

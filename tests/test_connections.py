@@ -1,0 +1,174 @@
+"""The door holds: idle, slow and half-sent connections beyond the descriptor limit neither take
+the API down nor fail a session. A real `wanda` process with 256 open files (the attack needed
+1,030 against systemd's 1,024; a smaller limit makes the same attack cheap to run here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import pytest
+from helpers import free_port
+
+from wanda.connections import FD_RESERVE
+
+DESCRIPTORS = 384  # the server's limit on open files: 192 connections, 192 in reserve
+HEADER_TIMEOUT = 2.0
+BODY_TIMEOUT = 2.0
+
+
+class Server:
+    def __init__(self, root: Path, **settings: str):
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WANDA_")}
+        env |= {"WANDA_HEADER_TIMEOUT": str(HEADER_TIMEOUT), "WANDA_BODY_TIMEOUT": str(BODY_TIMEOUT), **settings}
+        self.log = root / "wanda.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "wanda", "--camera", "sim", "--mount", "sim", "--host", "127.0.0.1",
+                    "--port", str(self.port), "--captures", str(root / "captures"), "--data-dir", str(root / "state"),
+                ],
+                stdout=log, stderr=log, env=env,
+                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (DESCRIPTORS, DESCRIPTORS)),
+            )
+        for _ in range(300):
+            try:
+                self.get("/api/health")
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(self.log.read_text())
+
+    def request(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())["data"]
+
+    def get(self, path: str) -> dict:
+        return self.request("GET", path)
+
+    def stop(self) -> str:
+        self.process.terminate()
+        assert self.process.wait(timeout=15) == 0
+        return self.log.read_text()
+
+
+@pytest.fixture
+def server(tmp_path):
+    running = None
+
+    def start(**settings: str) -> Server:
+        nonlocal running
+        running = Server(tmp_path, **settings)
+        return running
+
+    yield start
+    if running is not None and running.process.poll() is None:
+        log = running.stop()
+        assert "Too many open files" not in log and "Traceback" not in log, log[-3000:]
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def closed_by_server(sock: socket.socket, timeout: float = 15.0) -> bytes:
+    """Read until the server closes (an end or a reset); return what it sent. Fails if it never does."""
+    sock.settimeout(timeout)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_idle_slow_and_half_sent_connections_beyond_the_limit_fail_no_session(server):
+    wanda = server()
+    wanda.request("POST", "/api/camera/settings", {"exposure_seconds": 0.05})
+    wanda.request("POST", "/api/session/start", {"name": "under_attack", "total_images": 30, "total_time_hours": 6 / 3600})
+    idle = [connect(wanda.port) for _ in range(2 * DESCRIPTORS)]  # more than the server has descriptors
+    half_sent = []
+    for _ in range(10):
+        sock = connect(wanda.port)
+        sock.sendall(b"POST /api/camera/settings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"exposure")
+        half_sent.append(sock)
+    slow = connect(wanda.port)
+    request_line = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
+    sent = 0
+    slow.settimeout(0.25)
+    try:
+        for byte in request_line:  # one byte at a time, as a slowloris does, until the server hangs up
+            slow.sendall(bytes([byte]))
+            sent += 1
+            try:
+                if slow.recv(1) == b"":
+                    break
+            except TimeoutError:
+                continue
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert sent < len(request_line), "the slow client was allowed to finish its headers"
+    # The API answers all along: a newcomer takes the place of an idle connection.
+    for _ in range(5):
+        assert wanda.get("/api/health")["status"] == "ok"
+    for sock in half_sent:  # a body that never completes: 408, then closed
+        answer = closed_by_server(sock)
+        assert answer.startswith(b"HTTP/1.1 408") and b"REQUEST_TIMEOUT" in answer, answer[:200]
+    for sock in idle:  # every idle connection is let go (made room from, or timed out)
+        assert closed_by_server(sock) == b""
+        sock.close()
+    deadline = time.monotonic() + 60
+    while (status := wanda.get("/api/session/status"))["active"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (status["status"], status["captured_images"], status["error"]) == ("completed", 30, None)
+    connections = wanda.get("/api/health")["connections"]
+    assert connections["limit"] == DESCRIPTORS - FD_RESERVE
+    assert connections["evicted"] > 0 and connections["timed_out"] > 0
+    for sock in (*half_sent, slow):
+        sock.close()
+
+
+async def test_a_connection_beyond_the_limit_while_all_are_busy_is_refused_with_503(server):
+    wanda = server(WANDA_MAX_CONNECTIONS="16")
+    async with aiohttp.ClientSession() as http:
+        sockets = [await http.ws_connect(f"{wanda.url}/ws") for _ in range(16)]  # each keeps its connection busy
+        for ws in sockets:
+            assert (await ws.receive_json(timeout=10))["event"] == "hello"
+        refused = await asyncio.to_thread(_get_raw, wanda.port, "/api/health")
+        assert refused.startswith(b"HTTP/1.1 503") and b"Retry-After: 5" in refused, refused
+        assert json.loads(refused.split(b"\r\n\r\n", 1)[1])["code"] == "TOO_MANY_CONNECTIONS"
+        await sockets[0].close()
+        for _ in range(100):  # the gate counts the closed one out as soon as its socket goes
+            answer = await asyncio.to_thread(_get_raw, wanda.port, "/api/health")
+            if answer.startswith(b"HTTP/1.1 200"):
+                break
+            await asyncio.sleep(0.1)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        for ws in sockets[1:]:
+            await ws.close()
+
+
+def _get_raw(port: int, path: str) -> bytes:
+    sock = connect(port)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    try:
+        return closed_by_server(sock)
+    finally:
+        sock.close()

@@ -1,0 +1,293 @@
+"""The door: how many connections WANDA holds, and how long one may take to say what it wants.
+
+Each connection costs a file descriptor, and systemd gives a service 1,024 by default: 1,030 TCP
+connections that sent nothing (or headers one byte a second) used to take them all, and then a
+running session failed with "Too many open files". So:
+
+- a connection has ``header_timeout`` seconds to deliver a request's headers (from when it opens,
+  and again after each answer while it idles in keep-alive): a slow or silent one is closed;
+- at most ``limit`` connections are open, well below the descriptor limit, which keeps a reserve
+  for the camera, the files and the sessions. A connection beyond it takes the place of the oldest
+  one that has no request in progress (an idle or a slow one: somebody who wants something
+  sends it at once); only when every open connection is busy is it refused, with a 503 in the
+  envelope;
+- a request body must arrive within ``body_timeout`` (``read_body``).
+
+``ConnectionGate`` is the protocol factory in front of aiohttp's: it wraps each of aiohttp's
+request handlers in a ``GatedConnection`` that sees the connection open and close; the
+``gate_middleware`` tells it when a request is in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from wanda.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+# asyncio accepts up to a listen backlog of connections in one go, each a descriptor before the
+# gate sees it (and a connection made room from frees its descriptor only a moment later): the
+# reserve covers such a burst as well as WANDA's own descriptors (camera, mount, captures,
+# sessions, zips, logs, threads' pipes: about 40 seen in use).
+ACCEPT_BACKLOG = 64
+FD_RESERVE = ACCEPT_BACKLOG + 128
+MIN_CONNECTIONS = 16
+REFUSAL_LINGER_S = 2.0  # how long a refused client has to read its 503 before the reset
+MAX_LINGERING_REFUSALS = 32  # beyond this a refusal is a reset at once: refusals must not take the reserve
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft limit on open files to the hard one (systemd's default soft limit is 1,024,
+    its hard limit far higher); return the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = 65536 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
+    return soft
+
+
+def current_descriptor_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def connection_limit(configured: int, descriptors: int) -> int:
+    """Connections to accept: as configured, but always FD_RESERVE descriptors below the limit."""
+    return max(MIN_CONNECTIONS, min(configured, descriptors - FD_RESERVE))
+
+
+class GatedConnection(asyncio.Protocol):
+    """One client connection: aiohttp's handler inside, the gate's deadline around it."""
+
+    def __init__(self, gate: ConnectionGate, handler: RequestHandler):
+        self.gate = gate
+        self.handler = handler
+        self.transport: asyncio.Transport | None = None
+        self.requests = 0  # in progress on this connection (a stream or a WebSocket stays one)
+        self._deadline: asyncio.TimerHandle | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.requests > 0
+
+    # asyncio's calls, passed on to aiohttp's handler.
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.gate.opened(self)
+        self.expect_request()
+        self.handler.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        self.gate.closed(self)
+        self.handler.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.handler.eof_received()
+
+    def pause_writing(self) -> None:
+        self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.handler.resume_writing()
+
+    # The deadline for a request's headers.
+    def expect_request(self) -> None:
+        self._cancel_deadline()
+        self._deadline = asyncio.get_running_loop().call_later(self.gate.header_timeout, self._too_slow)
+
+    def request_started(self) -> None:
+        self.requests += 1
+        self._cancel_deadline()
+
+    def request_ended(self) -> None:
+        self.requests -= 1
+        if self.requests == 0 and self.transport is not None and not self.transport.is_closing():
+            self.expect_request()  # kept alive: the next request's headers have as long
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if not self.busy and self.transport is not None:
+            self.gate.timed_out += 1
+            self.transport.close()  # nothing is queued for it: a plain close frees it at once
+
+    def drop(self) -> None:
+        """Make room: a reset, so the socket is freed now, not after a FIN handshake."""
+        self._cancel_deadline()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+
+class Refusal(asyncio.Protocol):
+    """A connection beyond the limit while every open one is busy: a 503 in the envelope, then
+    closed. The client's request is read and ignored, so the close does not become a reset
+    that could destroy the 503 before the client reads it."""
+
+    def __init__(self, gate: ConnectionGate):
+        self.gate = gate
+        self.transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.gate.lingering += 1
+        if self.gate.lingering > MAX_LINGERING_REFUSALS:
+            self.transport.abort()
+            return
+        self.transport.write(REFUSAL)
+        self._timer = asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, self.transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request is not served
+
+    def eof_received(self) -> bool:
+        return False  # the client has read its answer and closed its side: close ours
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gate.lingering -= 1
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _refusal() -> bytes:
+    body = json.dumps(
+        {"success": False, "code": "TOO_MANY_CONNECTIONS", "error": "the server has as many connections as it can hold: try again"}
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+REFUSAL = _refusal()
+
+
+class ConnectionGate:
+    """Counts the open connections and keeps them within ``limit`` (see the module's text)."""
+
+    def __init__(self, limit: int, header_timeout: float):
+        self.limit = limit
+        self.header_timeout = header_timeout
+        self._server: web.Server | None = None
+        self._open: dict[GatedConnection, None] = {}  # in the order they opened: oldest first
+        self._by_handler: dict[RequestHandler, GatedConnection] = {}
+        self._pending = 0  # made by the factory, not yet open (accepts come in bursts)
+        self.lingering = 0  # refusals still being read
+        # Counters for /api/health and bench/abuse.py.
+        self.refused = 0
+        self.evicted = 0
+        self.timed_out = 0
+
+    def serve(self, server: web.Server) -> ConnectionGate:
+        """Put the gate in front of aiohttp's ``server`` (``runner.server`` after setup)."""
+        self._server = server
+        return self
+
+    def __call__(self) -> asyncio.Protocol:
+        """asyncio's protocol factory: called once for each accepted connection."""
+        assert self._server is not None, "serve() first"
+        if len(self._open) + self._pending >= self.limit and not self._make_room():
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.warning("%d connections are open and busy: refused a new one (%d so far)", self.limit, self.refused)
+            return Refusal(self)
+        self._pending += 1
+        return GatedConnection(self, self._server())
+
+    def _make_room(self) -> bool:
+        idle = next((c for c in self._open if not c.busy), None)
+        if idle is None:
+            return False
+        self.evicted += 1
+        self.closed(idle)  # counted out now: its connection_lost comes later
+        idle.drop()
+        return True
+
+    def opened(self, connection: GatedConnection) -> None:
+        self._pending -= 1
+        self._open[connection] = None
+        self._by_handler[connection.handler] = connection
+
+    def closed(self, connection: GatedConnection) -> None:
+        self._open.pop(connection, None)
+        self._by_handler.pop(connection.handler, None)
+
+    def connection_of(self, request: web.BaseRequest) -> GatedConnection | None:
+        return self._by_handler.get(request.protocol)  # type: ignore[arg-type]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "open": len(self._open),
+            "busy": sum(1 for c in self._open if c.busy),
+            "limit": self.limit,
+            "refused": self.refused,
+            "evicted": self.evicted,
+            "timed_out": self.timed_out,
+        }
+
+
+class GatedSite(web.BaseSite):
+    """A TCP site whose connections come through a ConnectionGate."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, gate: ConnectionGate):
+        super().__init__(runner)
+        self.host, self.port, self.gate = host, port, gate
+
+    @property
+    def name(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.gate.serve(self._runner.server), self.host, self.port, backlog=ACCEPT_BACKLOG, reuse_address=True
+        )
+
+
+@web.middleware
+async def gate_middleware(request: web.Request, handler):
+    """Tell the gate a request is in progress, so its connection is neither timed out nor made
+    room from while it is served (a stream, a WebSocket, a capture's reply)."""
+    gate = request.app.get(GATE)
+    connection = gate.connection_of(request) if gate is not None else None
+    if connection is None:  # a test server without the gate
+        return await handler(request)
+    connection.request_started()
+    try:
+        return await handler(request)
+    finally:
+        connection.request_ended()
+
+
+async def read_body(request: web.Request, timeout: float) -> bytes:
+    """The request's body, which must arrive within ``timeout`` seconds: a client that never
+    finishes it is let go instead of holding its connection for ever."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError(408, "REQUEST_TIMEOUT", f"the request's body did not arrive within {timeout:g} s") from None
+
+
+GATE = web.AppKey("connection_gate", ConnectionGate)
