@@ -23,7 +23,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import resource
+import socket
+import struct
 from typing import Any
 
 from aiohttp import web
@@ -33,12 +36,16 @@ from wanda.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-# asyncio accepts up to a listen backlog of connections in one go, each a descriptor before the
-# gate sees it (and a connection made room from frees its descriptor only a moment later): the
+# asyncio accepts up to its backlog argument of connections in one go, each a descriptor before
+# the gate sees it (and a connection made room from frees its descriptor only a moment later): the
 # reserve covers such a burst as well as WANDA's own descriptors (camera, mount, captures,
 # sessions, zips, logs, threads' pipes: about 40 seen in use).
-ACCEPT_BACKLOG = 64
-FD_RESERVE = ACCEPT_BACKLOG + 128
+ACCEPT_BATCH = 64
+FD_RESERVE = ACCEPT_BATCH + 128
+# The kernel's queue of connections not yet accepted is set apart from the batch: a short queue
+# overflows under a flood of connections, and every client dropped from it waits a second for
+# its SYN to be sent again (about 1% of real clients did in bench/abuse.py with a queue of 64).
+LISTEN_QUEUE = 1024
 MIN_CONNECTIONS = 16
 REFUSAL_LINGER_S = 2.0  # how long a refused client has to read its 503 before the reset
 MAX_LINGERING_REFUSALS = 32  # beyond this a refusal is a reset at once: refusals must not take the reserve
@@ -58,6 +65,19 @@ def raise_descriptor_limit() -> int:
     return soft
 
 
+def reset(transport: asyncio.BaseTransport) -> None:
+    """Close a connection with a reset instead of a FIN: the kernel frees the socket and its
+    buffers now (a plain close of a client that stopped reading sits in FIN-WAIT-1 for minutes),
+    and the client learns at once that it was let go."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass  # not a TCP socket (a test transport): the abort still frees the memory
+    transport.abort()
+
+
 def current_descriptor_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
@@ -75,6 +95,8 @@ class GatedConnection(asyncio.Protocol):
         self.handler = handler
         self.transport: asyncio.Transport | None = None
         self.requests = 0  # in progress on this connection (a stream or a WebSocket stays one)
+        self.served = 0  # requests it has made: a connection that never asked for anything goes first
+        self.dropped = False  # room was made from it (perhaps before it was even open)
         self._deadline: asyncio.TimerHandle | None = None
 
     @property
@@ -84,9 +106,12 @@ class GatedConnection(asyncio.Protocol):
     # asyncio's calls, passed on to aiohttp's handler.
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.handler.connection_made(transport)
+        if self.dropped:  # room was made from it between its accept and now (accepts come in bursts)
+            reset(transport)
+            return
         self.gate.opened(self)
         self.expect_request()
-        self.handler.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
@@ -113,6 +138,9 @@ class GatedConnection(asyncio.Protocol):
     def request_started(self) -> None:
         self.requests += 1
         self._cancel_deadline()
+        if self.served == 0:
+            self.gate.asked(self)
+        self.served += 1
 
     def request_ended(self) -> None:
         self.requests -= 1
@@ -127,9 +155,10 @@ class GatedConnection(asyncio.Protocol):
 
     def drop(self) -> None:
         """Make room: a reset, so the socket is freed now, not after a FIN handshake."""
+        self.dropped = True
         self._cancel_deadline()
         if self.transport is not None:
-            self.transport.abort()
+            reset(self.transport)
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:
@@ -151,10 +180,10 @@ class Refusal(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.gate.lingering += 1
         if self.gate.lingering > MAX_LINGERING_REFUSALS:
-            self.transport.abort()
+            reset(self.transport)
             return
         self.transport.write(REFUSAL)
-        self._timer = asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, self.transport.abort)
+        self._timer = asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, reset, self.transport)
 
     def data_received(self, data: bytes) -> None:
         pass  # the request is not served
@@ -189,9 +218,13 @@ class ConnectionGate:
         self.limit = limit
         self.header_timeout = header_timeout
         self._server: web.Server | None = None
-        self._open: dict[GatedConnection, None] = {}  # in the order they opened: oldest first
+        # Open connections in the order they opened, oldest first, in two groups: those that
+        # have not yet asked for anything (an attacker's idle or slow ones are all here) are
+        # made room from before those that have (a browser's kept-alive connection between two
+        # requests).
+        self._silent: dict[GatedConnection, None] = {}
+        self._asked: dict[GatedConnection, None] = {}
         self._by_handler: dict[RequestHandler, GatedConnection] = {}
-        self._pending = 0  # made by the factory, not yet open (accepts come in bursts)
         self.lingering = 0  # refusals still being read
         # Counters for /api/health and bench/abuse.py.
         self.refused = 0
@@ -206,16 +239,23 @@ class ConnectionGate:
     def __call__(self) -> asyncio.Protocol:
         """asyncio's protocol factory: called once for each accepted connection."""
         assert self._server is not None, "serve() first"
-        if len(self._open) + self._pending >= self.limit and not self._make_room():
+        if self.open >= self.limit and not self._make_room():
             self.refused += 1
             if self.refused == 1 or self.refused % 1000 == 0:
                 log.warning("%d connections are open and busy: refused a new one (%d so far)", self.limit, self.refused)
             return Refusal(self)
-        self._pending += 1
-        return GatedConnection(self, self._server())
+        connection = GatedConnection(self, self._server())
+        # Counted from now, not from connection_made: asyncio accepts a burst of connections
+        # before any of them is made, and each must see the others.
+        self._silent[connection] = None
+        return connection
+
+    @property
+    def open(self) -> int:
+        return len(self._silent) + len(self._asked)
 
     def _make_room(self) -> bool:
-        idle = next((c for c in self._open if not c.busy), None)
+        idle = next(iter(self._silent), None) or next((c for c in self._asked if not c.busy), None)
         if idle is None:
             return False
         self.evicted += 1
@@ -224,12 +264,17 @@ class ConnectionGate:
         return True
 
     def opened(self, connection: GatedConnection) -> None:
-        self._pending -= 1
-        self._open[connection] = None
         self._by_handler[connection.handler] = connection
 
+    def asked(self, connection: GatedConnection) -> None:
+        """Its first request has come: it moves to the group made room from last."""
+        if connection in self._silent:  # not made room from meanwhile
+            del self._silent[connection]
+            self._asked[connection] = None
+
     def closed(self, connection: GatedConnection) -> None:
-        self._open.pop(connection, None)
+        self._silent.pop(connection, None)
+        self._asked.pop(connection, None)
         self._by_handler.pop(connection.handler, None)
 
     def connection_of(self, request: web.BaseRequest) -> GatedConnection | None:
@@ -237,8 +282,8 @@ class ConnectionGate:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "open": len(self._open),
-            "busy": sum(1 for c in self._open if c.busy),
+            "open": self.open,
+            "busy": sum(1 for c in self._asked if c.busy),
             "limit": self.limit,
             "refused": self.refused,
             "evicted": self.evicted,
@@ -261,8 +306,13 @@ class GatedSite(web.BaseSite):
         await super().start()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self.gate.serve(self._runner.server), self.host, self.port, backlog=ACCEPT_BACKLOG, reuse_address=True
+            self.gate.serve(self._runner.server), self.host, self.port, backlog=ACCEPT_BATCH, reuse_address=True
         )
+        for listening in self._server.sockets:
+            # asyncio's backlog argument sets both the batch and the kernel's queue; lengthen the
+            # queue alone (listen again, on a duplicate of the descriptor: the same socket).
+            with socket.socket(fileno=os.dup(listening.fileno())) as same:
+                same.listen(LISTEN_QUEUE)
 
 
 @web.middleware
@@ -288,6 +338,10 @@ async def read_body(request: web.Request, timeout: float) -> bytes:
             return await request.read()
     except TimeoutError:
         raise ApiError(408, "REQUEST_TIMEOUT", f"the request's body did not arrive within {timeout:g} s") from None
+    except ConnectionResetError:
+        # The client hung up half-way: nobody hears the answer, but aiohttp would log a traceback
+        # for each (anyone could fill the log with half-sent login bodies).
+        raise ApiError(400, "INVALID_REQUEST", "the client left before its body arrived") from None
 
 
 GATE = web.AppKey("connection_gate", ConnectionGate)

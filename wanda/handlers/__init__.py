@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-import struct
-
 from aiohttp import web
+
+from wanda.connections import reset
 
 
 def drop_client(request: web.Request) -> None:
@@ -13,16 +12,7 @@ def drop_client(request: web.Request) -> None:
 
     Clients are dropped for not reading. A plain close would queue a FIN behind the data they never
     read: the kernel then keeps the socket and its send buffer in FIN-WAIT-1 for minutes (330 s in
-    the soak) and the client never learns it was let go. A zero linger makes the close a reset that
-    frees both now and tells the client.
+    the soak) and the client never learns it was let go.
     """
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass  # not a TCP socket (a test transport): the abort still frees the memory
-    transport.abort()
+    if request.transport is not None:
+        reset(request.transport)
