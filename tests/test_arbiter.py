@@ -97,3 +97,16 @@ def test_the_arbiter_hands_the_camera_to_one_holder_at_a_time():
         stale.release()  # an old lease cannot free the camera from its new holder
         assert arbiter.holder is not None
     assert arbiter.holder is None
+
+
+async def test_the_camera_is_free_as_soon_as_the_session_says_it_ended(client):
+    assert (await client.post("/api/camera/settings", json={"exposure_seconds": 0.01})).status == 200
+    ws = await client.ws_connect("/ws")
+    status, body = await post(client, "/api/session/start", {"name": "short", "total_images": 2})
+    assert status == 200, body
+    while (message := await ws.receive_json(timeout=10)).get("event") != "session_complete":
+        pass
+    # Its last metadata may still be being written; the camera is free all the same.
+    status, body = await post(client, "/api/camera/capture")
+    assert status == 200, body
+    await ws.close()

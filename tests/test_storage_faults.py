@@ -183,3 +183,31 @@ async def test_a_session_that_failed_keeps_its_reason_across_a_restart(make_clie
     restarted = await make_client(captures=captures, min_free_mb=1)
     listed = (await (await restarted.get("/api/sessions")).json())["data"]["sessions"]
     assert [(s["folder"], s["status"], s["error"]) for s in listed] == [("filling", "error", reason)]
+
+
+async def test_a_session_the_full_disk_ended_keeps_its_reason_across_a_restart_before_space_is_freed(
+    make_client, small_disk, config
+):
+    captures = small_disk / "captures"
+    client = await make_client(captures=captures, min_free_mb=0)
+    assert (await client.post("/api/camera/settings", json={"exposure_seconds": 0.05})).status == 200
+    started = await client.post(
+        "/api/session/start", json={"name": "filled", "total_images": 5, "total_time_hours": 2.0 / 3600}
+    )
+    assert started.status == 200
+    await wait_until(lambda: client.app[SESSIONS].run.captured >= 1)
+    fill(small_disk, leave=0)  # no room for a frame, nor for the metadata that says so
+    await wait_until(lambda: not client.app[SESSIONS].active, attempts=400)
+    reason = client.app[SESSIONS].status()["error"]
+    assert "disk is full" in reason
+    assert json.loads((captures / "filled" / "session_metadata.json").read_text())["status"] == "running"
+    await client.close()
+
+    # Restarted while the disk is still full: WANDA's own disk remembered how it ended.
+    restarted = await make_client(captures=captures, min_free_mb=0)
+    listed = (await (await restarted.get("/api/sessions")).json())["data"]["sessions"]
+    assert [(s["status"], s["error"], s["saved"]) for s in listed] == [("error", reason, False)]
+    (small_disk / "someone_elses_file.bin").unlink()
+    restarted.app[SESSIONS].storage_changed()
+    await wait_until(lambda: json.loads((captures / "filled" / "session_metadata.json").read_text())["status"] == "error")
+    await wait_until(lambda: not (config.data_dir / "unwritten_sessions.json").exists())

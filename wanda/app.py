@@ -156,7 +156,12 @@ def _mount_ctx(pins: StepperPins | None):
 async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     sessions = SessionManager(
-        app[CONTROL], app[MOUNT], app[BUS], captures_root=app[CAPTURES], min_free_bytes=config.min_free_mb * 2**20
+        app[CONTROL],
+        app[MOUNT],
+        app[BUS],
+        captures_root=app[CAPTURES],
+        min_free_bytes=config.min_free_mb * 2**20,
+        state_dir=config.state_dir,
     )
     await sessions.recover()
     app[SESSIONS] = sessions

@@ -46,6 +46,11 @@ FORBIDDEN_IN_NAMES = '/\\<>:"|?*'
 FINISHED = ("completed", "stopped", "error", "interrupted")
 ENDING_WAIT_S = 10.0  # how long a start or a listing waits for an ending session's last write
 RETRY_WRITE_S = 10.0  # how often metadata the disk refused (full, read-only) is tried again
+# In WANDA's data directory: how the sessions whose metadata the captures disk refused ended. A
+# restart before that disk takes them must not turn a session that failed ("the disk is full")
+# into one that was merely interrupted.
+UNWRITTEN_FILE = "unwritten_sessions.json"
+ENDING_FIELDS = ("status", "error", "ended")
 INTERRUPTED_BY_RESTART = "the server stopped while the session ran (a crash, a kill, a power cut or a full disk)"
 # A folder name is at most 255 bytes on every filesystem; "_12" may be added when the name is taken.
 MAX_NAME_BYTES = 240
@@ -229,7 +234,7 @@ class SessionRun:
     interval: float  # seconds between frame starts; 0 for rapid
     schedule_start: float  # loop time of the first frame of this run
     first_index: int  # frames already taken when this run started (a resume)
-    lease: Lease  # the camera, held from the start until the last write
+    lease: Lease  # the camera, held from the start until its last frame
     started_monotonic: float = field(default_factory=time.monotonic)
     writer: MetadataWriter | None = None
     tracking_started_here: bool = False
@@ -251,13 +256,21 @@ class SessionRun:
 
 class SessionManager:
     def __init__(
-        self, control: CameraControl, mount: MountControl, bus: EventBus, *, captures_root: Path, min_free_bytes: int
+        self,
+        control: CameraControl,
+        mount: MountControl,
+        bus: EventBus,
+        *,
+        captures_root: Path,
+        min_free_bytes: int,
+        state_dir: Path | None = None,
     ):
         self.control = control
         self.mount = mount
         self.bus = bus
         self.root = captures_root
         self.min_free_bytes = min_free_bytes
+        self.state_dir = state_dir
         self.run: SessionRun | None = None
         self._lock = asyncio.Lock()
         # Metadata the disk refused (full or read-only): shown from here, written when it can be.
@@ -283,6 +296,7 @@ class SessionManager:
         marked = []
         if not self.root.is_dir():
             return marked
+        remembered = self._read_unwritten_endings()
         self._sweep(self.root)
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()):
             self._sweep(folder)
@@ -291,7 +305,11 @@ class SessionManager:
                 continue
             before = json.dumps(metadata)
             metadata = reconcile(folder, metadata)
-            if metadata.get("status") == "running":
+            ending = remembered.get(str(folder))
+            if metadata.get("status") == "running" and ending is not None:
+                metadata.update(ending)  # it ended before the restart; the disk refused to say so
+                log.info("session %s %s before the restart (its disk refused to say so)", folder.name, metadata["status"])
+            elif metadata.get("status") == "running":
                 # Killed after its last frame but before it could say so: it is complete.
                 complete = len(metadata.get("frames", [])) >= metadata.get("total_images", 0) > 0
                 metadata["status"] = "completed" if complete else "interrupted"
@@ -303,8 +321,10 @@ class SessionManager:
             if json.dumps(metadata) != before:
                 # A full or read-only disk must not keep the server down (under systemd, a restart
                 # loop while the observer could free space through the gallery): keep it, retry.
-                self._unwritten[folder] = metadata
-                self._write_unwritten(folder, metadata)
+                self._write_or_keep(folder, metadata)
+        if remembered:
+            with self._unwritten_lock:
+                self._save_unwritten_endings()  # those written now are forgotten
         return marked
 
     @staticmethod
@@ -319,11 +339,12 @@ class SessionManager:
 
     # -- metadata the disk refused --------------------------------------------------------------
 
-    def _write_unwritten(self, folder: Path, metadata: dict[str, Any]) -> bool:
-        """Thread: write metadata kept because the disk refused it; False while it still does."""
+    def _write_or_keep(self, folder: Path, metadata: dict[str, Any], *, retry: bool = False) -> None:
+        """Thread: write a session's metadata, or keep it (shown, and tried again) if the disk
+        refuses. ``retry``: it was kept before, and is written only if no newer version was."""
         with self._unwritten_lock:
-            if self._unwritten.get(folder) is not metadata:
-                return True  # written meanwhile (a resume), or its folder was deleted
+            if retry and self._unwritten.get(folder) is not metadata:
+                return  # written meanwhile (a resume)
             try:
                 write_metadata(folder, metadata)
             except FileNotFoundError:
@@ -335,18 +356,65 @@ class SessionManager:
                         "session %s: its metadata cannot be written (%s): shown as %s, tried again every %.0f s",
                         folder.name, exc.strerror or exc, metadata.get("status"), RETRY_WRITE_S,
                     )
-                return False
-            del self._unwritten[folder]
+                if self._unwritten.get(folder) is not metadata:
+                    self._unwritten[folder] = metadata
+                    self._save_unwritten_endings()
+                return
+            if self._unwritten.pop(folder, None) is not None:
+                self._save_unwritten_endings()
         if folder in self._refused:
             self._refused.discard(folder)
             log.info("session %s: its metadata is written at last", folder.name)
-        return True
 
     def _write_fresh(self, folder: Path, metadata: dict[str, Any]) -> None:
         """Thread: a new version of a session's metadata replaces any version the disk refused."""
         with self._unwritten_lock:
             write_metadata(folder, metadata)
-            self._unwritten.pop(folder, None)
+            if self._unwritten.pop(folder, None) is not None:
+                self._save_unwritten_endings()
+
+    def _keep_unwritten(self, folder: Path, metadata: dict[str, Any]) -> None:
+        """Thread: keep metadata the disk refused, to show and to write later."""
+        with self._unwritten_lock:
+            self._unwritten[folder] = metadata
+            self._save_unwritten_endings()
+
+    def _save_unwritten_endings(self) -> None:
+        """Thread, under the lock: how the unwritten sessions ended, on WANDA's own disk."""
+        if self.state_dir is None:
+            return
+        endings = {
+            str(folder): {key: metadata.get(key) for key in ENDING_FIELDS}
+            for folder, metadata in self._unwritten.items()
+            if metadata.get("status") != "running"
+        }
+        path = self.state_dir / UNWRITTEN_FILE
+        try:
+            if endings:
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, json.dumps(endings, indent=2).encode("utf-8"))
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:  # the same full disk: then only memory knows until the restart
+            log.warning("cannot keep how unwritten sessions ended in %s: %s", path, exc.strerror or exc)
+
+    def _read_unwritten_endings(self) -> dict[str, dict[str, Any]]:
+        if self.state_dir is None:
+            return {}
+        try:
+            endings = json.loads((self.state_dir / UNWRITTEN_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring %s: %s", self.state_dir / UNWRITTEN_FILE, exc)
+            return {}
+        if not isinstance(endings, dict):
+            return {}
+        return {
+            folder: {key: ending.get(key) for key in ENDING_FIELDS}
+            for folder, ending in endings.items()
+            if isinstance(ending, dict) and ending.get("status") in FINISHED
+        }
 
     def storage_changed(self) -> None:
         """Space may have been freed (a delete in the gallery): try the refused writes now."""
@@ -359,7 +427,7 @@ class SessionManager:
                 await asyncio.wait_for(self._retry_now.wait(), RETRY_WRITE_S)
             self._retry_now.clear()
             for folder, metadata in list(self._unwritten.items()):
-                await asyncio.to_thread(self._write_unwritten, folder, metadata)
+                await asyncio.to_thread(self._write_or_keep, folder, metadata, retry=True)
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -554,7 +622,7 @@ class SessionManager:
 
     async def _launch(self, folder: Path, metadata: dict[str, Any], lease: Lease) -> None:
         """Write the session's first metadata and start its runner, which holds ``lease`` (the
-        camera) until its last write."""
+        camera) until its last frame."""
         await asyncio.to_thread(self._write_fresh, folder, metadata)
         loop = asyncio.get_running_loop()
         run = SessionRun(
@@ -642,10 +710,10 @@ class SessionManager:
             log.exception("session %s failed", run.folder.name)
             outcome, error = "error", "the session failed (see the server log)"
         finally:
-            try:
-                await self._finish(run, outcome, error)
-            finally:
-                run.lease.release()
+            # The camera is free as soon as the status can say the session ended: a capture right
+            # after "completed" must not be refused while the last metadata is still written.
+            run.lease.release()
+            await self._finish(run, outcome, error)
 
     async def _finish(self, run: SessionRun, outcome: str, error: str | None) -> None:
         metadata = run.metadata
@@ -661,7 +729,7 @@ class SessionManager:
             await run.writer.write(metadata)
         except OSError as exc:  # a full disk: the last good metadata stays on disk, this one is retried
             log.error("could not write the metadata of session %s: %s", run.folder.name, exc)
-            self._unwritten[run.folder] = metadata
+            await asyncio.to_thread(self._keep_unwritten, run.folder, metadata)
         event = {"completed": "session_complete", "error": "session_error"}.get(outcome, "session_stop")
         self.bus.publish("session", event, self.status())
         log.info("session %s %s: %d of %d frames", run.folder.name, outcome, run.captured, run.total)
