@@ -338,9 +338,11 @@ async def read_body(request: web.Request, timeout: float) -> bytes:
             return await request.read()
     except TimeoutError:
         raise ApiError(408, "REQUEST_TIMEOUT", f"the request's body did not arrive within {timeout:g} s") from None
-    except ConnectionResetError:
-        # The client hung up half-way: nobody hears the answer, but aiohttp would log a traceback
-        # for each (anyone could fill the log with half-sent login bodies).
+    except (ConnectionResetError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and request.transport is not None:
+            raise  # not aiohttp's "Connection closed.": a fault of ours
+        # The client hung up half-way (or before the body was read): nobody hears the answer, but
+        # aiohttp would log a traceback for each (anyone could fill the log with half-sent bodies).
         raise ApiError(400, "INVALID_REQUEST", "the client left before its body arrived") from None
 
 
