@@ -25,6 +25,10 @@ from wanda.systemd import SystemdNotifier
 log = logging.getLogger("wanda")
 
 
+class CannotListen(Exception):
+    """The site could not bind (only then is "cannot listen" the right thing to say)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wanda",
@@ -81,10 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wanda: error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-class CannotListen(Exception):
-    """The site could not bind (only then is "cannot listen" the right thing to say)."""
 
 
 async def serve(config: Config) -> None:

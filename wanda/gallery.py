@@ -182,7 +182,7 @@ def thumbnail(root: Path, image: Path, encoder: JpegEncoder) -> Path | bytes:
             old.unlink(missing_ok=True)
         write_atomic(cached, small)
     except OSError as exc:
-        log.warning("thumbnail of %s not cached: %s", image.name, exc)
+        log.debug("thumbnail of %s not cached: %s", image.name, exc)  # a gallery view asks for dozens
         return small
     return cached
 

@@ -51,18 +51,22 @@ def choose_captures_dir(
 
 def disk_space(path: Path) -> tuple[int, int]:
     """(free, total) bytes of the filesystem holding ``path`` (or its nearest existing parent)."""
+    usage = shutil.disk_usage(_nearest_existing(path))
+    return usage.free, usage.total
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path``, or the nearest parent that exists (the captures folder is made on first use)."""
     while not path.exists() and path.parent != path:
         path = path.parent
-    usage = shutil.disk_usage(path)
-    return usage.free, usage.total
+    return path
 
 
 def writable(path: Path) -> bool:
     """Whether WANDA may write under ``path`` (or its nearest existing parent): false on a disk
     mounted read-only (as the kernel does after an error, or a card's lock switch) or a folder
     WANDA's user may not write."""
-    while not path.exists() and path.parent != path:
-        path = path.parent
+    path = _nearest_existing(path)
     try:
         read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError:

@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
+from wanda.connections import read_body
 from wanda.errors import ApiError, ok
 from wanda.events import Subscriber
 from wanda.handlers.ws import action, no_params
-from wanda.connections import read_body
 from wanda.keys import CONFIG, CONTROL
 
 routes = web.RouteTableDef()
