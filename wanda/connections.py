@@ -7,10 +7,14 @@ running session failed with "Too many open files". So:
 - a connection has ``header_timeout`` seconds to deliver a request's headers (from when it opens,
   and again after each answer while it idles in keep-alive): a slow or silent one is closed;
 - at most ``limit`` connections are open, well below the descriptor limit, which keeps a reserve
-  for the camera, the files and the sessions. A connection beyond it takes the place of the oldest
-  one that has no request in progress (an idle or a slow one: somebody who wants something
-  sends it at once); only when every open connection is busy is it refused, with a 503 in the
-  envelope;
+  for the camera, the files and the sessions (and one more descriptor for each connection, for
+  the file it may be sent). A connection beyond it takes the place of another with no request in
+  progress: the oldest that has sent nothing for a second (somebody who wants something sends it
+  at once), else the kept-alive one idle the longest, else the oldest new one; only when every
+  open connection is busy is it refused, with a 503 in the envelope;
+- one address (other than this machine's own) holds at most a quarter of them, so one client
+  cannot keep everybody else out with requests that are busy for long (half-sent bodies,
+  streams it reads slowly);
 - a request body must arrive within ``body_timeout`` (``read_body``).
 
 ``ConnectionGate`` is the protocol factory in front of aiohttp's: it wraps each of aiohttp's
@@ -30,7 +34,8 @@ import struct
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from wanda.errors import ApiError
 
@@ -47,6 +52,8 @@ FD_RESERVE = ACCEPT_BATCH + 128
 # its SYN to be sent again (about 1% of real clients did in bench/abuse.py with a queue of 64).
 LISTEN_QUEUE = 1024
 MIN_CONNECTIONS = 16
+SILENT_GRACE_S = 1.0  # a new connection that has not asked yet is made room from last until then
+LOOPBACK = frozenset({"127.0.0.1", "::1"})  # this machine: not limited per address
 REFUSAL_LINGER_S = 2.0  # how long a refused client has to read its 503 before the reset
 MAX_LINGERING_REFUSALS = 32  # beyond this a refusal is a reset at once: refusals must not take the reserve
 
@@ -83,19 +90,21 @@ def current_descriptor_limit() -> int:
 
 
 def connection_limit(configured: int, descriptors: int) -> int:
-    """Connections to accept: as configured, but always FD_RESERVE descriptors below the limit."""
-    return max(MIN_CONNECTIONS, min(configured, descriptors - FD_RESERVE))
+    """Connections to accept: as configured, but always FD_RESERVE descriptors below the limit,
+    and a descriptor left for each connection's file (a download holds one while it is sent)."""
+    return max(MIN_CONNECTIONS, min(configured, (descriptors - FD_RESERVE) // 2))
 
 
 class GatedConnection(asyncio.Protocol):
     """One client connection: aiohttp's handler inside, the gate's deadline around it."""
 
-    def __init__(self, gate: ConnectionGate, handler: RequestHandler):
+    def __init__(self, gate: ConnectionGate, handler: RequestHandler, accepted: float):
         self.gate = gate
         self.handler = handler
+        self.accepted = accepted  # loop time
         self.transport: asyncio.Transport | None = None
+        self.address: str | None = None  # the client's, once open
         self.requests = 0  # in progress on this connection (a stream or a WebSocket stays one)
-        self.served = 0  # requests it has made: a connection that never asked for anything goes first
         self.dropped = False  # room was made from it (perhaps before it was even open)
         self._deadline: asyncio.TimerHandle | None = None
 
@@ -107,10 +116,14 @@ class GatedConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.handler.connection_made(transport)
-        if self.dropped:  # room was made from it between its accept and now (accepts come in bursts)
+        peer = transport.get_extra_info("peername")
+        self.address = peer[0] if isinstance(peer, tuple) else None
+        # Room was made from it between its accept and now (accepts come in bursts), or its
+        # address holds its share already.
+        if self.dropped or not self.gate.opened(self):
+            self.dropped = True
             reset(transport)
             return
-        self.gate.opened(self)
         self.expect_request()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -138,9 +151,7 @@ class GatedConnection(asyncio.Protocol):
     def request_started(self) -> None:
         self.requests += 1
         self._cancel_deadline()
-        if self.served == 0:
-            self.gate.asked(self)
-        self.served += 1
+        self.gate.asked(self)
 
     def request_ended(self) -> None:
         self.requests -= 1
@@ -223,13 +234,16 @@ class ConnectionGate:
         # made room from before those that have (a browser's kept-alive connection between two
         # requests).
         self._silent: dict[GatedConnection, None] = {}
-        self._asked: dict[GatedConnection, None] = {}
+        self._asked: dict[GatedConnection, None] = {}  # by their last request: least recent first
         self._by_handler: dict[RequestHandler, GatedConnection] = {}
+        self.per_address = max(MIN_CONNECTIONS, limit // 4)
+        self._by_address: dict[str, int] = {}
         self.lingering = 0  # refusals still being read
         # Counters for /api/health and bench/abuse.py.
         self.refused = 0
         self.evicted = 0
         self.timed_out = 0
+        self.over_share = 0  # reset for coming from an address that holds its share already
 
     def serve(self, server: web.Server) -> ConnectionGate:
         """Put the gate in front of aiohttp's ``server`` (``runner.server`` after setup)."""
@@ -244,7 +258,7 @@ class ConnectionGate:
             if self.refused == 1 or self.refused % 1000 == 0:
                 log.warning("%d connections are open and busy: refused a new one (%d so far)", self.limit, self.refused)
             return Refusal(self)
-        connection = GatedConnection(self, self._server())
+        connection = GatedConnection(self, self._server(), asyncio.get_running_loop().time())
         # Counted from now, not from connection_made: asyncio accepts a burst of connections
         # before any of them is made, and each must see the others.
         self._silent[connection] = None
@@ -255,7 +269,11 @@ class ConnectionGate:
         return len(self._silent) + len(self._asked)
 
     def _make_room(self) -> bool:
-        idle = next(iter(self._silent), None) or next((c for c in self._asked if not c.busy), None)
+        oldest_silent = next(iter(self._silent), None)
+        if oldest_silent is not None and asyncio.get_running_loop().time() - oldest_silent.accepted >= SILENT_GRACE_S:
+            idle = oldest_silent  # had its chance to ask: an idle or slow client
+        else:  # the kept-alive connection idle the longest (a browser reconnects), else a new one
+            idle = next((c for c in self._asked if not c.busy), None) or oldest_silent
         if idle is None:
             return False
         self.evicted += 1
@@ -263,19 +281,39 @@ class ConnectionGate:
         idle.drop()
         return True
 
-    def opened(self, connection: GatedConnection) -> None:
+    def opened(self, connection: GatedConnection) -> bool:
+        """Its connection is made; False if its address holds its share already."""
+        address = connection.address
+        if address is not None and address not in LOOPBACK:
+            held = self._by_address.get(address, 0)
+            if held >= self.per_address:
+                self.over_share += 1
+                if self.over_share == 1 or self.over_share % 1000 == 0:
+                    log.warning("%s holds %d connections: reset a new one (%d so far)", address, held, self.over_share)
+                self.closed(connection)
+                connection.address = None  # not counted for its address
+                return False
+            self._by_address[address] = held + 1
         self._by_handler[connection.handler] = connection
+        return True
 
     def asked(self, connection: GatedConnection) -> None:
-        """Its first request has come: it moves to the group made room from last."""
+        """A request has come: it moves to the end of those made room from last."""
         if connection in self._silent:  # not made room from meanwhile
             del self._silent[connection]
             self._asked[connection] = None
+        elif connection in self._asked:
+            self._asked[connection] = self._asked.pop(connection)  # the most recent now
 
     def closed(self, connection: GatedConnection) -> None:
         self._silent.pop(connection, None)
         self._asked.pop(connection, None)
-        self._by_handler.pop(connection.handler, None)
+        if self._by_handler.pop(connection.handler, None) is not None and connection.address not in (None, *LOOPBACK):
+            left = self._by_address[connection.address] - 1
+            if left:
+                self._by_address[connection.address] = left
+            else:
+                del self._by_address[connection.address]
 
     def connection_of(self, request: web.BaseRequest) -> GatedConnection | None:
         return self._by_handler.get(request.protocol)  # type: ignore[arg-type]
@@ -288,6 +326,7 @@ class ConnectionGate:
             "refused": self.refused,
             "evicted": self.evicted,
             "timed_out": self.timed_out,
+            "over_share": self.over_share,
         }
 
 
@@ -324,10 +363,13 @@ async def gate_middleware(request: web.Request, handler):
     if connection is None:  # a test server without the gate
         return await handler(request)
     connection.request_started()
-    try:
-        return await handler(request)
-    finally:
-        connection.request_ended()
+    # Ended with the task that serves the request, not with this handler: aiohttp sends the
+    # response after the handler returns (a file by sendfile, for as long as the client takes),
+    # and the connection is busy until it is sent.
+    current = asyncio.current_task()
+    assert current is not None
+    current.add_done_callback(lambda _: connection.request_ended())
+    return await handler(request)
 
 
 async def read_body(request: web.Request, timeout: float) -> bytes:
@@ -338,6 +380,10 @@ async def read_body(request: web.Request, timeout: float) -> bytes:
             return await request.read()
     except TimeoutError:
         raise ApiError(408, "REQUEST_TIMEOUT", f"the request's body did not arrive within {timeout:g} s") from None
+    except (RequestPayloadError, HttpProcessingError):
+        # A body that cannot be decoded (a Content-Encoding that lies, broken chunks): the
+        # client's fault, and aiohttp would log it as a traceback of ours.
+        raise ApiError(400, "INVALID_REQUEST", "the request's body could not be read (its encoding is broken)") from None
     except (ConnectionResetError, RuntimeError) as exc:
         if isinstance(exc, RuntimeError) and request.transport is not None:
             raise  # not aiohttp's "Connection closed.": a fault of ours
