@@ -11,7 +11,7 @@ from collections import Counter
 import aiohttp
 import pytest
 
-from wanda.auth import COOKIE, FREE_FAILURES, MAX_TRACKED, REFILL_S, Guard
+from wanda.auth import COOKIE, EVERYONE_FAILURES, EVERYONE_REFILL_S, FREE_FAILURES, MAX_TRACKED, REFILL_S, Guard
 from wanda.errors import ApiError
 from wanda.keys import AUTH
 
@@ -203,9 +203,36 @@ async def test_credentials_that_are_not_ascii_or_not_utf8_are_wrong_not_a_fault(
     assert answers == [(401, "UNAUTHORIZED")] * 5
 
 
+def test_many_addresses_together_get_no_more_than_the_shared_ration():
+    clock = Clock()
+    guard = Guard(PASSWORD, clock=clock)
+    checked = 0
+    for n in range(1000):  # a /22 of addresses, five guesses each would be 5,000
+        try:
+            assert not guard.try_password(f"10.0.{n // 256}.{n % 256}", "guess")
+            checked += 1
+        except ApiError as error:
+            assert error.status == 429 and "many addresses" in error.message
+    assert checked == EVERYONE_FAILURES
+    clock.now += EVERYONE_REFILL_S  # one more try, for anybody
+    assert not guard.try_password("10.9.9.9", "guess")
+    with pytest.raises(ApiError):
+        guard.try_password("10.9.9.10", PASSWORD)  # the right one waits its turn too (no oracle)
+
+
+def test_an_ipv6_home_network_is_one_client():
+    guard = Guard(PASSWORD, clock=Clock())
+    for n in range(FREE_FAILURES):
+        assert not guard.try_password(f"2001:db8:1:2::{n + 1:x}", "guess")  # a new privacy address each time
+    with pytest.raises(ApiError):
+        guard.try_password("2001:db8:1:2::99", "guess")
+    assert not guard.try_password("2001:db8:1:3::1", "guess")  # another /64 is another client
+
+
 def test_memory_stays_bounded_whatever_the_number_of_addresses():
     clock = Clock()
     guard = Guard(PASSWORD, clock=clock)
+    guard._everyone.capacity = 10**9  # the shared ration out of the way: the table is what is tested
     refused = 0
     for n in range(5000):
         try:

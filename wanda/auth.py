@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import math
 import secrets
@@ -38,6 +39,10 @@ PUBLIC = frozenset({"/login"})
 FREE_FAILURES = 5
 REFILL_S = 10.0
 MAX_TRACKED = 1024  # addresses with a bucket that is not full (a flood of addresses must not grow memory)
+# And one bucket for every address together: a guesser with many addresses (a /24 of its own,
+# IPv6 privacy addresses) gets no more than this. Browsers with a cookie are never refused.
+EVERYONE_FAILURES = 30
+EVERYONE_REFILL_S = 2.0
 
 
 def _utf8(text: str) -> bytes:
@@ -54,18 +59,37 @@ def bearer_password(request: web.Request) -> str | None:
     return None
 
 
+def client_of(address: str) -> str:
+    """Whose guesses an address makes: the address, but for IPv6 its /64 (one home network,
+    where a client picks new addresses at will)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return address
+
+
 @dataclass(slots=True)
 class Bucket:
-    """An address's wrong passwords, kept as the moment its bucket is full again: each wrong
-    password moves that moment REFILL_S later, so FREE_FAILURES - (full_at - now) / REFILL_S
-    tries are left at ``now``. Nothing here grows with the number of failures."""
+    """Wrong passwords, kept as the moment the bucket is full again: each wrong password moves
+    that moment ``refill_s`` later, so ``capacity - (full_at - now) / refill_s`` tries are left at
+    ``now``. Nothing here grows with the number of failures."""
 
     full_at: float
+    capacity: int = FREE_FAILURES
+    refill_s: float = REFILL_S
     warned: bool = False  # its throttling was logged (once, or an attacker would fill the log)
 
     def wait(self, now: float) -> float:
         """Seconds until the next try (positive while throttled)."""
-        return self.full_at - now - (FREE_FAILURES - 1) * REFILL_S
+        return self.full_at - now - (self.capacity - 1) * self.refill_s
+
+    def spend(self, now: float) -> None:
+        self.full_at = max(self.full_at, now) + self.refill_s
 
 
 class Guard:
@@ -78,6 +102,7 @@ class Guard:
         # Shared by new addresses while the table is full of buckets still refilling: an attacker
         # who keeps changing address gains nothing by it, and memory stays bounded.
         self._overflow = Bucket(full_at=-math.inf)
+        self._everyone = Bucket(full_at=-math.inf, capacity=EVERYONE_FAILURES, refill_s=EVERYONE_REFILL_S)
 
     def sign(self, nonce: str) -> str:
         return hmac.new(self._password, _utf8(f"wanda-session:{nonce}"), hashlib.sha256).hexdigest()
@@ -95,13 +120,15 @@ class Guard:
         return token is not None and self.valid_session(token)
 
     def refuse_if_throttled(self, address: str) -> None:
-        """Raise 429 TOO_MANY_ATTEMPTS, with Retry-After, while ``address`` has no try left."""
+        """Raise 429 TOO_MANY_ATTEMPTS, with Retry-After, while ``address`` (or everybody) has no
+        try left."""
         now = self.clock()
-        wait = self._bucket(address, now).wait(now)
-        if wait > 0:
-            seconds = math.ceil(wait)
+        mine, everyone = self._bucket(client_of(address), now).wait(now), self._everyone.wait(now)
+        if mine > 0 or everyone > 0:
+            seconds = math.ceil(max(mine, everyone))
+            whose = "this address" if mine >= everyone else "many addresses"
             raise ApiError(
-                429, "TOO_MANY_ATTEMPTS", f"too many wrong passwords from this address: try again in {seconds} s",
+                429, "TOO_MANY_ATTEMPTS", f"too many wrong passwords from {whose}: try again in {seconds} s",
                 headers={"Retry-After": str(seconds)},
             )
 
@@ -113,17 +140,24 @@ class Guard:
         before one of them spends."""
         self.refuse_if_throttled(address)
         if hmac.compare_digest(_utf8(password), self._password):
-            self._buckets.pop(address, None)  # not the overflow bucket: the others' guesses still count
+            self._buckets.pop(client_of(address), None)  # not the shared ones: the others' guesses still count
             return True
         self._spend(address)
         return False
 
     def _spend(self, address: str) -> None:
         now = self.clock()
+        address = client_of(address)
         bucket = self._bucket(address, now)
-        bucket.full_at += REFILL_S
+        bucket.spend(now)
         if bucket is not self._overflow:
             self._buckets[address] = bucket
+        self._everyone.spend(now)
+        if self._everyone.wait(now) > 0 and not self._everyone.warned:
+            self._everyone.warned = True
+            log.warning("too many wrong passwords from many addresses: one more try every %.0f s for all", EVERYONE_REFILL_S)
+        elif self._everyone.wait(now) <= 0:
+            self._everyone.warned = False  # a new episode is logged anew
         if bucket.wait(now) > 0 and not bucket.warned:
             bucket.warned = True
             shared = f" (shared by the addresses beyond the {MAX_TRACKED} tracked)" if bucket is self._overflow else ""
