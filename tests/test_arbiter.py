@@ -110,3 +110,26 @@ async def test_the_camera_is_free_as_soon_as_the_session_says_it_ended(client):
     status, body = await post(client, "/api/camera/capture")
     assert status == 200, body
     await ws.close()
+
+
+async def test_stopping_a_session_that_is_ending_never_cancels_the_next_capture(client):
+    assert (await client.post("/api/camera/settings", json={"exposure_seconds": 30})).status == 200
+    sessions, control = client.app[SESSIONS], client.app[CONTROL]
+    status, body = await post(client, "/api/session/start", {"name": "ending", "total_images": 1})
+    assert status == 200, body
+    await wait_until(lambda: control.exposure is not None)
+    held = sessions.run.writer._lock  # its last metadata write is held up, as on a slow USB stick
+    held.acquire()
+    try:
+        assert (await post(client, "/api/session/stop"))[0] == 200
+        assert sessions.active and sessions.status()["status"] == "stopped"  # ending, still writing
+        capture = asyncio.create_task(post(client, "/api/camera/capture"))  # the camera is free
+        await wait_until(lambda: control.exposure is not None)
+        again = await post(client, "/api/session/stop")  # a second tap on Stop
+        assert again[0] == 200 and again[1]["data"]["status"] == "stopped"
+        assert control.exposure is not None and not capture.done()  # the capture goes on
+    finally:
+        held.release()
+    assert control.cancel() == {"cancelled": True}
+    status, body = await capture
+    assert (status, body["code"]) == (409, "CAPTURE_CANCELLED")  # cancelled here, by its owner

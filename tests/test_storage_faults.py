@@ -89,14 +89,15 @@ async def test_a_websocket_reply_never_echoes_nan_as_its_id(client):
     ws = await client.ws_connect("/ws")
     await ws.send_str('{"id": NaN, "action": "camera.status"}')
     await ws.send_str('{"id": 1, "action": "camera.status", "params": {"x": Infinity}}')
+    await ws.send_str('{"id": 1e999, "action": "camera.status"}')
     await ws.send_str('{"id": 2, "action": "session.status"}')
     replies = []
-    while len(replies) < 3:
+    while len(replies) < 4:
         text = (await ws.receive(timeout=10)).data
         message = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in {text}"))
         if "ok" in message:
             replies.append(message)
-    assert [(r["id"], r["ok"]) for r in replies] == [(None, False), (None, False), (2, True)]
+    assert [(r["id"], r["ok"]) for r in replies] == [(None, False), (None, False), (None, False), (2, True)]
     assert replies[0]["error"]["code"] == "INVALID_REQUEST"
     await ws.close()
 
@@ -116,6 +117,13 @@ def remount_read_only(disk) -> None:
 
 async def storage(client) -> dict:
     return (await (await client.get("/api/storage")).json())["data"]
+
+
+async def test_a_disk_below_the_reserve_is_low_not_full(make_client):
+    client = await make_client(min_free_mb=2**40)  # a reserve no disk has, but room for a frame
+    status = await storage(client)
+    assert (status["state"], status["frames_left"]) == ("low", 0)
+    assert (await client.post("/api/camera/capture")).status == 200  # single captures still fit
 
 
 async def test_a_full_disk_answers_507_keeps_its_gallery_and_frees_space_by_delete(make_client, small_disk):

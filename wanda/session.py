@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from typing import Any
 from wanda import __version__
 from wanda.arbiter import Lease
 from wanda.control import CameraControl, utc_iso
-from wanda.errors import ApiError
+from wanda.errors import ApiError, storage_error
 from wanda.events import EventBus
 from wanda.mount import MountControl
 from wanda.settings import CameraSettings, parse_changes
@@ -45,6 +44,7 @@ RESUMABLE = ("interrupted", "stopped", "error")
 FORBIDDEN_IN_NAMES = '/\\<>:"|?*'
 FINISHED = ("completed", "stopped", "error", "interrupted")
 ENDING_WAIT_S = 10.0  # how long a start or a listing waits for an ending session's last write
+END_WAIT_S = 1.5  # how long a stop (or shutdown) waits for the session's task to end
 RETRY_WRITE_S = 10.0  # how often metadata the disk refused (full, read-only) is tried again
 # In WANDA's data directory: how the sessions whose metadata the captures disk refused ended. A
 # restart before that disk takes them must not turn a session that failed ("the disk is full")
@@ -77,7 +77,7 @@ def validate_name(name: Any) -> str:
         raise ApiError(400, "NAME_TOO_LONG", f"name: at most {MAX_NAME_BYTES} bytes in UTF-8 (a folder's name on disk)")
     if name.split(".")[0].rstrip().upper() in FAT_DEVICE_NAMES:
         raise ApiError(400, "RESERVED_NAME", f"name: {name!r} is a device name that USB drives (FAT) cannot hold")
-    if name == CONFIG_FILE:
+    if name.casefold() == CONFIG_FILE:  # FAT and exFAT do not tell the case apart
         raise ApiError(400, "RESERVED_NAME", f"name: {CONFIG_FILE} is WANDA's own file in the captures folder")
     return name
 
@@ -277,6 +277,9 @@ class SessionManager:
         self._unwritten: dict[Path, dict[str, Any]] = {}
         self._unwritten_lock = threading.Lock()  # a retry never overwrites a newer write
         self._refused: set[Path] = set()  # folders whose refusal is logged already
+        # Endings remembered for folders not under this run's captures folder (a drive that is
+        # not there today): kept for the day it is.
+        self._elsewhere: dict[str, dict[str, Any]] = {}
         self._retry_now = asyncio.Event()
         bus.add_status_provider("session", self.status)
 
@@ -297,8 +300,11 @@ class SessionManager:
         if not self.root.is_dir():
             return marked
         remembered = self._read_unwritten_endings()
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink())
+        here = {str(folder) for folder in folders}
+        self._elsewhere = {key: ending for key, ending in remembered.items() if key not in here}
         self._sweep(self.root)
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()):
+        for folder in folders:
             self._sweep(folder)
             metadata = read_metadata(folder)
             if metadata is None:
@@ -383,11 +389,12 @@ class SessionManager:
         """Thread, under the lock: how the unwritten sessions ended, on WANDA's own disk."""
         if self.state_dir is None:
             return
-        endings = {
-            str(folder): {key: metadata.get(key) for key in ENDING_FIELDS}
+        endings = dict(self._elsewhere)
+        endings.update(
+            (str(folder), {key: metadata.get(key) for key in ENDING_FIELDS})
             for folder, metadata in self._unwritten.items()
             if metadata.get("status") != "running"
-        }
+        )
         path = self.state_dir / UNWRITTEN_FILE
         try:
             if endings:
@@ -517,7 +524,7 @@ class SessionManager:
         run = self.run
         if not self.active or run is None:
             raise ApiError(409, "SESSION_STOP_FAILED", "no session is running")
-        await self._end(run, reason)
+        await self._end(run, reason)  # one that was ending already ends as it was: the status says how
         return self.status()
 
     async def shutdown(self) -> None:
@@ -526,16 +533,23 @@ class SessionManager:
             await self._end(self.run, "interrupted")
 
     async def _end(self, run: SessionRun, reason: str) -> None:
+        assert run.task is not None
+        if run.metadata["status"] != "running":
+            # Ending already, its camera released (a capture may be exposing now, not ours): let
+            # it write how it ended, never cancel that.
+            await asyncio.wait({run.task}, timeout=END_WAIT_S)
+            return
         run.stop_reason = reason
         run.wake.set()  # a wait between frames ends now
-        if self.control.exposure is not None:
+        if run.lease.held and self.control.exposure is not None:
             self.control.cancel()  # a frame being exposed is dropped, nothing is written
-        assert run.task is not None
         try:
-            async with asyncio.timeout(1.5):
+            async with asyncio.timeout(END_WAIT_S):
                 await asyncio.shield(run.task)
         except TimeoutError:
-            run.task.cancel()
+            if run.metadata["status"] == "running":  # stuck before it could end: cut it short
+                run.task.cancel()
+            # else it is writing how it ended (a slow drive): cancelling would lose that
 
     # -- status --------------------------------------------------------------------------------
 
@@ -701,8 +715,8 @@ class SessionManager:
             outcome, error = "error", exc.message
         except OSError as exc:  # the metadata could not be written
             log.error("session %s: %s", run.folder.name, exc)
-            disk_full = exc.errno == errno.ENOSPC
-            outcome, error = "error", "the disk is full" if disk_full else f"writing the metadata failed: {exc.strerror or exc}"
+            known = storage_error(exc)  # the disk's reason: full, read-only, ...
+            outcome, error = "error", f"writing the metadata failed: {known.message if known else exc.strerror or exc}"
         except asyncio.CancelledError:
             outcome = run.stop_reason or "interrupted"
             raise
@@ -717,11 +731,12 @@ class SessionManager:
 
     async def _finish(self, run: SessionRun, outcome: str, error: str | None) -> None:
         metadata = run.metadata
-        if run.tracking_started_here and outcome != "interrupted":
-            await self.mount.stop()  # only the tracking this session started
+        # First, before any await: from here on the session is ending (see _end).
         metadata["status"] = outcome
         metadata["error"] = error
         metadata["ended"] = utc_iso(time.time())
+        if run.tracking_started_here and outcome != "interrupted":
+            await self.mount.stop()  # only the tracking this session started
         try:
             # A frame saved while the session was told to end (or whose sidecar failed) is on
             # disk: list it, so the metadata agrees with the files.

@@ -612,6 +612,7 @@ async function refreshStorage() {
     pill.textContent = {
       read_only: "captures folder is read-only",
       full: `disk full · ${formatBytes(storage.free)} free`,
+      low: `disk nearly full · ${formatBytes(storage.free)} free`,
     }[storage.state] ?? `${formatBytes(storage.free)} free · ~${storage.frames_left} frames`;
   } catch {
     $("storage-state").textContent = "storage –";

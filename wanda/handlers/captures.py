@@ -48,8 +48,10 @@ async def storage(request: web.Request) -> web.Response:
     frames_left = max(0, (free - reserve) // frame) if can_write else 0
     if not can_write:
         state, message = "read_only", "the captures folder is read-only: nothing can be saved"
-    elif frames_left == 0:
+    elif free < frame:
         state, message = "full", "the disk is full: delete captures in the gallery to go on"
+    elif frames_left == 0:
+        state, message = "low", "below the reserve: sessions will not start, single captures still fit"
     else:
         state, message = "ok", f"room for about {frames_left} frames"
     return ok(
@@ -282,7 +284,6 @@ async def _zip_threads(app: web.Application):
     # it takes, and must not take the shared threads every other disk task needs.
     app[ZIP_THREADS] = concurrent.futures.ThreadPoolExecutor(MAX_ZIPS, thread_name_prefix="zip")
     yield
-    for pipe in list(app[ZIP_DOWNLOADS].active):  # none by now: on_shutdown ended them
-        pipe.cancel()
-    # Every builder has been told to stop: wait for them, so none outlives the loop.
+    # Every builder has been told to stop (on_shutdown ended the zips): wait for them, so none
+    # outlives the loop.
     await asyncio.to_thread(app[ZIP_THREADS].shutdown, wait=True, cancel_futures=True)

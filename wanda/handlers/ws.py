@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -74,6 +75,13 @@ def _not_json(constant: str) -> None:
     raise ValueError(f"{constant} is not JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: JSON, but it would come back as Infinity
+        raise ValueError(f"{text} is too large")
+    return value
+
+
 class Connection:
     """One client: parses its messages and runs its commands."""
 
@@ -86,7 +94,7 @@ class Connection:
         try:
             # NaN and Infinity are Python's extensions, not JSON: taken as an id they would be
             # echoed in a reply that no JSON parser reads.
-            message = json.loads(text, parse_constant=_not_json)
+            message = json.loads(text, parse_constant=_not_json, parse_float=_finite)
         except (ValueError, RecursionError):
             self.subscriber.offer(_reply(None, error=ApiError(400, "INVALID_REQUEST", "the message is not valid JSON")))
             return
