@@ -251,3 +251,31 @@ def _ask(sock: socket.socket, path: str) -> bytes:
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     sock.settimeout(10)
     return sock.recv(65536)
+
+
+def test_a_client_that_stops_reading_is_let_go_whatever_it_is_sent(server, tmp_path):
+    wanda = server(WANDA_WRITE_TIMEOUT="2")
+    (tmp_path / "captures").mkdir(exist_ok=True)
+    (tmp_path / "captures" / "big.fits").write_bytes(os.urandom(16 * 2**20))
+    download = socket.socket()  # a file by sendfile, never read: aiohttp's writes never see it
+    download.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    download.connect(("127.0.0.1", wanda.port))
+    download.sendall(b"GET /api/captures/big.fits HTTP/1.1\r\nHost: x\r\n\r\n")
+    pipelined = socket.socket()  # thousands of answers asked for at once, never read
+    pipelined.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    pipelined.connect(("127.0.0.1", wanda.port))
+    pipelined.setblocking(False)
+    request = b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        for _ in range(3000):
+            pipelined.send(request)
+    except BlockingIOError:
+        pass  # the server stopped reading them: its answers are not being read
+    pipelined.setblocking(True)
+    deadline = time.monotonic() + 30  # neither reads meanwhile: the server must notice by itself
+    while wanda.get("/api/health")["connections"]["stalled"] < 2:
+        assert time.monotonic() < deadline, "the clients that stopped reading were kept"
+        time.sleep(0.2)
+    assert was_reset(download) and was_reset(pipelined)
+    download.close()
+    pipelined.close()

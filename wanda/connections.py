@@ -15,7 +15,10 @@ running session failed with "Too many open files". So:
 - one address (other than this machine's own) holds at most a quarter of them, so one client
   cannot keep everybody else out with requests that are busy for long (half-sent bodies,
   streams it reads slowly);
-- a request body must arrive within ``body_timeout`` (``read_body``).
+- a request body must arrive within ``body_timeout`` (``read_body``);
+- a client that stops reading what it is sent is let go after ``write_timeout``, whatever it is
+  sent (a file by sendfile, answers to requests it pipelined and never reads): the kernel's count
+  of acknowledged bytes tells, where aiohttp's own writes cannot see a sendfile stall.
 
 ``ConnectionGate`` is the protocol factory in front of aiohttp's: it wraps each of aiohttp's
 request handlers in a ``GatedConnection`` that sees the connection open and close; the
@@ -25,12 +28,14 @@ request handlers in a ``GatedConnection`` that sees the connection open and clos
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
 import resource
 import socket
 import struct
+import termios
 from typing import Any
 
 from aiohttp import web
@@ -54,6 +59,8 @@ LISTEN_QUEUE = 1024
 MIN_CONNECTIONS = 16
 SILENT_GRACE_S = 1.0  # a new connection that has not asked yet is made room from last until then
 LOOPBACK = frozenset({"127.0.0.1", "::1"})  # this machine: not limited per address
+STALL_CHECK_S = 1.0  # how often busy connections are checked for a client that stopped reading
+_TCP_INFO_BYTES_ACKED = 120  # offset of tcpi_bytes_acked (u64) in Linux's struct tcp_info (4.1+)
 REFUSAL_LINGER_S = 2.0  # how long a refused client has to read its 503 before the reset
 MAX_LINGERING_REFUSALS = 32  # beyond this a refusal is a reset at once: refusals must not take the reserve
 
@@ -76,13 +83,30 @@ def reset(transport: asyncio.BaseTransport) -> None:
     """Close a connection with a reset instead of a FIN: the kernel frees the socket and its
     buffers now (a plain close of a client that stopped reading sits in FIN-WAIT-1 for minutes),
     and the client learns at once that it was let go."""
+    _linger_zero(transport)
+    transport.abort()
+
+
+def _linger_zero(transport: asyncio.BaseTransport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         except OSError:
             pass  # not a TCP socket (a test transport): the abort still frees the memory
-    transport.abort()
+
+
+def unsent_and_acked(sock: socket.socket) -> tuple[int, int] | None:
+    """Bytes queued on a TCP socket but not yet acknowledged by the client, and bytes it has
+    acknowledged so far; None where the kernel does not say (not TCP, not Linux)."""
+    try:
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0)))[0]
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES_ACKED + 8)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < _TCP_INFO_BYTES_ACKED + 8:
+        return None
+    return queued, struct.unpack_from("Q", info, _TCP_INFO_BYTES_ACKED)[0]
 
 
 def current_descriptor_limit() -> int:
@@ -107,6 +131,8 @@ class GatedConnection(asyncio.Protocol):
         self.requests = 0  # in progress on this connection (a stream or a WebSocket stays one)
         self.dropped = False  # room was made from it (perhaps before it was even open)
         self._deadline: asyncio.TimerHandle | None = None
+        self._acked = -1  # the client's acknowledged bytes at the last check
+        self._stalled_since: float | None = None  # loop time since when it has acknowledged nothing
 
     @property
     def busy(self) -> bool:
@@ -163,6 +189,36 @@ class GatedConnection(asyncio.Protocol):
         if not self.busy and self.transport is not None:
             self.gate.timed_out += 1
             self.transport.close()  # nothing is queued for it: a plain close frees it at once
+
+    def stalled(self, now: float, write_timeout: float) -> bool:
+        """Whether the client has had data waiting for it and acknowledged none of it for
+        ``write_timeout``: it has stopped reading."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        counts = unsent_and_acked(sock) if sock is not None else None
+        if counts is None:
+            return False
+        queued, acked = counts
+        waiting = queued + self.transport.get_write_buffer_size()
+        if waiting == 0 or acked != self._acked:
+            self._acked, self._stalled_since = acked, None
+            return False
+        if self._stalled_since is None:
+            self._stalled_since = now
+        return now - self._stalled_since >= write_timeout
+
+    def cut(self) -> None:
+        """Let go of a client that stopped reading in the middle of a response: its socket is
+        shut down under the writer (a sendfile under way must fail as a write does: aborting the
+        transport beneath it upsets asyncio), which then closes it, with a reset."""
+        if self.transport is None:
+            return
+        self.dropped = True
+        _linger_zero(self.transport)
+        sock = self.transport.get_extra_info("socket")
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            self.transport.abort()
 
     def drop(self) -> None:
         """Make room: a reset, so the socket is freed now, not after a FIN handshake."""
@@ -225,9 +281,10 @@ REFUSAL = _refusal()
 class ConnectionGate:
     """Counts the open connections and keeps them within ``limit`` (see the module's text)."""
 
-    def __init__(self, limit: int, header_timeout: float):
+    def __init__(self, limit: int, header_timeout: float, write_timeout: float):
         self.limit = limit
         self.header_timeout = header_timeout
+        self.write_timeout = write_timeout
         self._server: web.Server | None = None
         # Open connections in the order they opened, oldest first, in two groups: those that
         # have not yet asked for anything (an attacker's idle or slow ones are all here) are
@@ -244,6 +301,7 @@ class ConnectionGate:
         self.evicted = 0
         self.timed_out = 0
         self.over_share = 0  # reset for coming from an address that holds its share already
+        self.stalled = 0  # reset for not reading what they were sent
 
     def serve(self, server: web.Server) -> ConnectionGate:
         """Put the gate in front of aiohttp's ``server`` (``runner.server`` after setup)."""
@@ -327,7 +385,19 @@ class ConnectionGate:
             "evicted": self.evicted,
             "timed_out": self.timed_out,
             "over_share": self.over_share,
+            "stalled": self.stalled,
         }
+
+    async def watch_for_stalls(self) -> None:
+        """For as long as the site serves: let go of clients that stopped reading."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(STALL_CHECK_S)
+            now = loop.time()
+            stalled = [c for c in self._asked if c.busy and not c.dropped and c.stalled(now, self.write_timeout)]
+            for connection in stalled:
+                self.stalled += 1
+                connection.cut()
 
 
 class GatedSite(web.BaseSite):
@@ -336,6 +406,7 @@ class GatedSite(web.BaseSite):
     def __init__(self, runner: web.AppRunner, host: str, port: int, gate: ConnectionGate):
         super().__init__(runner)
         self.host, self.port, self.gate = host, port, gate
+        self._watch: asyncio.Task | None = None
 
     @property
     def name(self) -> str:
@@ -352,6 +423,12 @@ class GatedSite(web.BaseSite):
             # queue alone (listen again, on a duplicate of the descriptor: the same socket).
             with socket.socket(fileno=os.dup(listening.fileno())) as same:
                 same.listen(LISTEN_QUEUE)
+        self._watch = asyncio.create_task(self.gate.watch_for_stalls(), name="stalled-clients")
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        await super().stop()
 
 
 @web.middleware
