@@ -40,7 +40,10 @@ FREE_FAILURES = 5
 REFILL_S = 10.0
 MAX_TRACKED = 1024  # addresses with a bucket that is not full (a flood of addresses must not grow memory)
 # And one bucket for every address together: a guesser with many addresses (a /24 of its own,
-# IPv6 privacy addresses) gets no more than this. Browsers with a cookie are never refused.
+# IPv6 privacy addresses) gets little more than this: each address one guess, then the shared
+# ration. It holds back only addresses that have guessed wrong themselves, so a few guessers can
+# never lock a script with the right password (or a browser logging in) out. Browsers with a
+# cookie are never refused.
 EVERYONE_FAILURES = 30
 EVERYONE_REFILL_S = 2.0
 
@@ -123,7 +126,9 @@ class Guard:
         """Raise 429 TOO_MANY_ATTEMPTS, with Retry-After, while ``address`` (or everybody) has no
         try left."""
         now = self.clock()
-        mine, everyone = self._bucket(client_of(address), now).wait(now), self._everyone.wait(now)
+        client = client_of(address)
+        mine = self._bucket(client, now).wait(now)
+        everyone = self._everyone.wait(now) if client in self._buckets else 0.0
         if mine > 0 or everyone > 0:
             seconds = math.ceil(max(mine, everyone))
             whose = "this address" if mine >= everyone else "many addresses"

@@ -16,9 +16,10 @@ from wanda.keys import CONFIG, CONTROL
 routes = web.RouteTableDef()
 
 
-async def read_json(request: web.Request, *, required: bool = True) -> Any:
-    """The request body as JSON; INVALID_REQUEST when it is not JSON. Empty means {} if optional."""
-    raw = await read_body(request, request.app[CONFIG].body_timeout)
+async def read_json(request: web.Request, *, required: bool = True, timeout: float | None = None) -> Any:
+    """The request body as JSON; INVALID_REQUEST when it is not JSON. Empty means {} if optional.
+    ``timeout``: how long the body may take (default ``body_timeout``)."""
+    raw = await read_body(request, request.app[CONFIG].body_timeout if timeout is None else timeout)
     if not raw.strip():
         if required:
             raise ApiError(400, "INVALID_REQUEST", "the body must be a JSON object")
@@ -37,7 +38,10 @@ async def camera_status(request: web.Request) -> web.Response:
 @routes.post("/api/camera/settings")
 async def camera_settings(request: web.Request) -> web.Response:
     body = await read_json(request)
-    return ok(await request.app[CONTROL].update(body), "settings applied")
+    result = await request.app[CONTROL].update(body)
+    if not result["saved"]:
+        return ok(result, "settings applied, but WANDA's data disk refused to save them: they last until a restart")
+    return ok(result, "settings applied")
 
 
 @routes.post("/api/camera/capture")
@@ -51,8 +55,12 @@ async def camera_capture(request: web.Request) -> web.Response:
 
 @routes.post("/api/camera/capture/cancel")
 async def camera_capture_cancel(request: web.Request) -> web.Response:
-    result = request.app[CONTROL].cancel()
-    return ok(result, "exposure cancelled" if result["cancelled"] else "no exposure was running")
+    result = request.app[CONTROL].cancel_capture()
+    if result["cancelled"]:
+        return ok(result, "exposure cancelled")
+    if "held_by" in result:
+        return ok(result, f"no capture is running: {result['held_by']['kind']} {result['held_by']['name']!r} has the camera (stop it instead)")
+    return ok(result, "no exposure was running")
 
 
 # The same, as WebSocket commands.
@@ -78,4 +86,4 @@ async def _camera_capture(app: web.Application, subscriber: Subscriber, params: 
 @action("camera.cancel")
 async def _camera_cancel(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
     no_params(params)
-    return app[CONTROL].cancel()
+    return app[CONTROL].cancel_capture()

@@ -11,6 +11,8 @@ from wanda.keys import AUTH
 from wanda.validate import json_object, known_fields
 
 routes = web.RouteTableDef()
+LOGIN_BODY_BYTES = 4096
+LOGIN_BODY_S = 5.0
 
 
 @routes.get("/login")
@@ -25,7 +27,10 @@ async def login(request: web.Request) -> web.Response:
         return ok({}, "no password is set")
     address = request.remote or "?"
     guard.refuse_if_throttled(address)  # at once, without reading the body
-    body = json_object(await read_json(request))
+    # Anyone may send this one: a small body, soon, or the connection is not held for it.
+    if (request.content_length or 0) > LOGIN_BODY_BYTES:
+        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"a login is at most {LOGIN_BODY_BYTES} bytes")
+    body = json_object(await read_json(request, timeout=LOGIN_BODY_S))
     known_fields(body, ("password",))
     password = body.get("password")
     if not isinstance(password, str):
