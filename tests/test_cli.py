@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -184,3 +185,19 @@ def test_missing_libturbojpeg_stops_with_one_line_naming_the_package(monkeypatch
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "wanda: error: libjpeg-turbo is missing: install it with `sudo apt-get install libturbojpeg0`"
+
+
+def test_loggers_clients_can_make_speak_are_rate_limited():
+    from wanda.cli import RateLimit
+
+    limit = RateLimit(burst=10, period=60.0)
+
+    def record(at: float) -> logging.LogRecord:
+        entry = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request", None, None)
+        entry.created = at
+        return entry
+
+    passed = [limit.filter(record(1000.0 + i / 100)) for i in range(1000)]  # a flood of bad requests
+    assert sum(passed) == 10
+    later = record(1061.0)
+    assert limit.filter(later) and "990 like it held back" in later.getMessage()

@@ -29,6 +29,34 @@ class CannotListen(Exception):
     """The site could not bind (only then is "cannot listen" the right thing to say)."""
 
 
+class RateLimit(logging.Filter):
+    """At most ``burst`` records a minute from a logger that clients can make speak: aiohttp logs
+    a traceback for each malformed request (a NUL in a header, a broken gzip body), and anyone
+    could fill the SD card with them. What is held back is counted in the next record let through."""
+
+    def __init__(self, burst: int = 10, period: float = 60.0):
+        super().__init__()
+        self.burst, self.period = burst, period
+        self._window_start = -period
+        self._passed = 0
+        self._held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.created - self._window_start >= self.period:
+            self._window_start, self._passed = record.created, 0
+        if self._passed >= self.burst:
+            self._held += 1
+            return False
+        self._passed += 1
+        if self._held:
+            record.msg = f"{record.msg} ({self._held} like it held back in the last minutes)"
+            self._held = 0
+        return True
+
+
+CLIENT_DRIVEN_LOGGERS = ("aiohttp.server", "aiohttp.web", "asyncio")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wanda",
@@ -76,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for name in CLIENT_DRIVEN_LOGGERS:
+        logging.getLogger(name).addFilter(RateLimit())
     try:
         asyncio.run(serve(config))
     except (CameraUnavailable, JpegUnavailable, MountUnavailable) as exc:
