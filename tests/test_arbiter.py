@@ -133,3 +133,22 @@ async def test_stopping_a_session_that_is_ending_never_cancels_the_next_capture(
     assert control.cancel() == {"cancelled": True}
     status, body = await capture
     assert (status, body["code"]) == (409, "CAPTURE_CANCELLED")  # cancelled here, by its owner
+
+
+async def test_the_capture_cancel_button_never_stops_a_session(client):
+    """A Cancel meant for a capture that has just ended reached the session that took the camera
+    after it: the session ended 'stopped' with 0 frames (15 rounds in 30)."""
+    assert (await client.post("/api/camera/settings", json={"exposure_seconds": 30})).status == 200
+    control, sessions = client.app[CONTROL], client.app[SESSIONS]
+    assert (await post(client, "/api/session/start", {"name": "kept", "total_images": 1}))[0] == 200
+    await wait_until(lambda: control.exposure is not None)
+    status, body = await post(client, "/api/camera/capture/cancel")
+    assert status == 200 and body["data"] == {"cancelled": False, "held_by": {"kind": "session", "name": "kept"}}
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"id": 9, "action": "camera.cancel"})
+    while (reply := await ws.receive_json(timeout=10)).get("id") != 9:
+        pass
+    assert reply["data"]["cancelled"] is False
+    assert control.exposure is not None and sessions.status()["status"] == "running"
+    await ws.close()
+    assert (await post(client, "/api/session/stop"))[0] == 200  # its own Stop ends it

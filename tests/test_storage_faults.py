@@ -70,6 +70,10 @@ async def test_a_file_whose_name_holds_a_newline_can_be_downloaded_and_deleted(c
         ("nul", "RESERVED_NAME"),
         ("COM1", "RESERVED_NAME"),
         ("LPT1.txt", "RESERVED_NAME"),
+        ("CONIN$", "RESERVED_NAME"),
+        ("COM\N{SUPERSCRIPT ONE}", "RESERVED_NAME"),
+        ("lpt0", "RESERVED_NAME"),
+        ("Session_Config.JSON", "RESERVED_NAME"),
     ],
 )
 async def test_session_names_no_disk_can_hold_are_refused_before_anything_is_made(client, config, name, code):
@@ -219,3 +223,50 @@ async def test_a_session_the_full_disk_ended_keeps_its_reason_across_a_restart_b
     restarted.app[SESSIONS].storage_changed()
     await wait_until(lambda: json.loads((captures / "filled" / "session_metadata.json").read_text())["status"] == "error")
     await wait_until(lambda: not (config.data_dir / "unwritten_sessions.json").exists())
+
+
+async def test_a_read_only_data_disk_with_a_leftover_temporary_neither_stops_the_start_nor_a_setting(
+    make_client, small_disk
+):
+    state = small_disk / "state"
+    state.mkdir()
+    (state / ".camera_settings.json.1.2.tmp").write_text("half a save: a kill")
+    remount_read_only(small_disk)
+    client = await make_client(data_dir=state)  # it starts
+    response = await client.post("/api/camera/settings", json={"exposure_seconds": 0.5})
+    body = await response.json()
+    assert response.status == 200 and body["data"]["saved"] is False and "restart" in body["message"]
+    assert (await (await client.get("/api/camera/status")).json())["data"]["exposure_seconds"] == 0.5
+
+
+async def test_odd_names_and_numbers_are_a_clear_answer_not_a_500(client, config):
+    config.captures.mkdir(parents=True, exist_ok=True)
+    (config.captures / os.fsdecode(b"caf\xe9.jpg")).write_bytes(JPEG)  # Latin-1, from another system
+    listing = await client.get("/api/captures")
+    assert listing.status == 200 and "caf%E9.jpg" in (await listing.json())["data"]["items"][0]["url"]
+    zipped = await client.get("/api/captures/x.zip")
+    assert zipped.status == 404  # (no such folder; a folder with such a name zips, below)
+    folder = config.captures / "night"
+    folder.mkdir()
+    (folder / os.fsdecode(b"caf\xe9.jpg")).write_bytes(JPEG)
+    archive = await client.get("/api/captures/night.zip")
+    assert archive.status == 200 and len(await archive.read()) > len(JPEG)
+    huge = 10**400
+    for path, body in [
+        ("/api/session/start", {"name": "n", "total_images": huge}),
+        ("/api/session/config", {"totalImages": huge}),
+        ("/api/camera/settings", {"skip_frames": huge}),
+    ]:
+        response = await client.post(path, data=json.dumps(body), headers={"Content-Type": "application/json"})
+        assert await envelope(response) == (400, "VALIDATION_ERROR"), path
+    frame_like = await client.post("/api/session/start", json={"name": "light_0005.json", "total_images": 1})
+    assert await envelope(frame_like) == (400, "RESERVED_NAME")
+
+
+async def test_thumbnails_in_a_folder_with_a_long_name_are_made(client, config):
+    folder = config.captures / ("\N{RINGED PLANET}" * 60)  # 240 bytes: a session's longest name
+    folder.mkdir(parents=True)
+    (folder / "light_0001.jpg").write_bytes(JPEG)
+    items = (await (await client.get(f"/api/captures?folder={folder.name}")).json())["data"]["items"]
+    thumb = await client.get(items[0]["thumb_url"])
+    assert thumb.status == 200 and (await thumb.read())[:2] == b"\xff\xd8"

@@ -246,3 +246,14 @@ async def test_index_page_and_its_assets_are_served(client):
     assert script.headers["Cache-Control"] == "no-cache"  # an upgrade reaches the browser at once
     assert "/stream" in await script.text()
     assert (await client.get("/static/style.css")).content_type == "text/css"
+
+
+async def test_a_viewer_pacing_itself_ends_when_the_hub_closes(client):
+    """A viewer of ?fps=0.01 waits 100 s between frames: shutdown (SIGTERM) must not wait with it."""
+    from wanda.keys import HUB
+
+    response = await client.get("/stream?fps=0.01")
+    await read_part(response.content)  # the first frame; the next is 100 s away
+    client.app[HUB].close()
+    rest = await asyncio.wait_for(response.content.read(), 10)  # the stream ends: EOF, not 100 s
+    assert b"--frame" not in rest

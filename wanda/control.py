@@ -182,10 +182,15 @@ class CameraControl:
                 wanted = dataclasses.replace(wanted, exposure_seconds=exposure, gain=gain)
             self.settings = wanted
             self._set_preview_gain(wanted)
-            await asyncio.to_thread(save_settings, self.data_dir, wanted)
+            try:
+                await asyncio.to_thread(save_settings, self.data_dir, wanted)
+                saved = True
+            except OSError as exc:  # the camera has them: say they will not outlast a restart
+                log.warning("camera settings applied but not saved in %s: %s", self.data_dir, exc.strerror or exc)
+                saved = False
         status = self.status()
         self.bus.publish("camera", "status", status)
-        return {"updates": sorted(body), **status}
+        return {"updates": sorted(body), "saved": saved, **status}
 
     def _set_preview_gain(self, settings: CameraSettings) -> None:
         # Night vision is a digital gain on the preview only; stills stay untouched.
@@ -287,12 +292,22 @@ class CameraControl:
             raise
 
     def cancel(self) -> dict[str, Any]:
-        """Abort a running exposure; nothing is written. Harmless when nothing runs."""
+        """Abort a running exposure, whoever holds the camera; nothing is written. Harmless when
+        nothing runs."""
         cancel = self._cancel
         if cancel is None or cancel.is_set():
             return {"cancelled": False}
         cancel.set()
         return {"cancelled": True}
+
+    def cancel_capture(self) -> dict[str, Any]:
+        """The Cancel button: abort a manual capture, never another holder's exposure (a Cancel
+        meant for a capture that has just ended must not stop the session that took the camera
+        after it; a session ends with its own Stop)."""
+        holder = self.arbiter.holder
+        if holder is not None and holder.kind != "capture":
+            return {"cancelled": False, "held_by": holder.as_dict()}
+        return self.cancel()
 
     def estimated_still_bytes(self) -> int:
         """What the next still will take on disk: the last one's size, or a generous guess."""

@@ -7,6 +7,7 @@ waking every viewer costs one future per viewer, no copy and no encode.
 
 from __future__ import annotations
 
+import contextlib
 import asyncio
 import itertools
 import time
@@ -99,6 +100,7 @@ class FrameHub:
         self.latest: Frame | None = None
         self.published = 0
         self.closed = False
+        self._closing = asyncio.Event()  # for viewers that pace themselves (?fps=) between frames
         self.viewers: set[Viewer] = set()
         self.frames_skipped_closed = 0  # skipped by viewers that have left
         self._waiters: list[asyncio.Future] = []
@@ -168,9 +170,16 @@ class FrameHub:
     def frames_skipped(self) -> int:
         return self.frames_skipped_closed + sum(v.frames_skipped for v in self.viewers)
 
+    async def pause(self, seconds: float) -> bool:
+        """Wait ``seconds``, or less if the hub closes meanwhile; False once it is closed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
+        return not self.closed
+
     def close(self) -> None:
         """End every stream now: waiting viewers get None, viewers stuck writing are cancelled."""
         self.closed = True
+        self._closing.set()
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():

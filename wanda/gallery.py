@@ -8,6 +8,7 @@ Every path a client names is resolved and must stay inside the capture directory
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import shutil
@@ -120,7 +121,7 @@ def list_files(root: Path, folder: str | None, offset: int, limit: int) -> Listi
     prefix = "" if relative == "." else relative + "/"
     items = []
     for image in images[offset : offset + limit]:
-        url = "/api/captures/" + quote(prefix + image.name)
+        url = "/api/captures/" + quote(prefix + image.name, errors="surrogateescape")  # a name that is not UTF-8 too
         sidecar = image.name.rsplit(".", 1)[0] + ".json"
         items.append(
             {
@@ -165,7 +166,7 @@ def thumbnail(root: Path, image: Path, encoder: JpegEncoder) -> Path | bytes:
     if not image.name.lower().endswith(JPEG_SUFFIXES):
         raise ApiError(415, "NO_THUMBNAIL", "thumbnails are made of JPEG images only")
     stat = image.stat()
-    key = image.relative_to(root.resolve()).as_posix().replace("/", "__")
+    key = _thumbnail_key(image.relative_to(root.resolve()).as_posix())
     cache = root.resolve() / THUMBS
     cached = cache / f"{key}.{stat.st_mtime_ns}.{stat.st_size}.jpg"
     if cached.is_file():
@@ -185,6 +186,16 @@ def thumbnail(root: Path, image: Path, encoder: JpegEncoder) -> Path | bytes:
         log.debug("thumbnail of %s not cached: %s", image.name, exc)  # a gallery view asks for dozens
         return small
     return cached
+
+
+def _thumbnail_key(relative: str) -> str:
+    """The cache's name for an image: its path with "__" for "/", or a digest when that (with the
+    mtime and size after it) would pass a filesystem's 255 bytes."""
+    key = relative.replace("/", "__")
+    if len(os.fsencode(key)) > 180:
+        # A folder's delete does not find it by its prefix: it stays in the cache, harmless.
+        key = "long__" + hashlib.sha256(os.fsencode(relative)).hexdigest()
+    return key
 
 
 def _jpeg_width(data: bytes) -> int:
@@ -234,7 +245,8 @@ def write_zip(folder: Path, sink: ChunkWriter) -> None:
                 continue
             if path.is_symlink() or not path.is_file():
                 continue  # never follow a link out of the capture directory
-            archive.write(path, relative.as_posix())
+            # A name that is not UTF-8 (copied from another system) goes in with its odd bytes replaced.
+            archive.write(path, os.fsencode(relative.as_posix()).decode("utf-8", "replace"))
     sink.flush()
 
 

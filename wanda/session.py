@@ -57,8 +57,14 @@ MAX_NAME_BYTES = 240
 # What FAT and exFAT drives (and Windows, which reads them) refuse as a name, with or without an
 # extension: a folder named CON cannot be copied off the stick.
 FAT_DEVICE_NAMES = frozenset(
-    {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+    {
+        "CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+        *(f"COM{i}" for i in "0123456789¹²³"), *(f"LPT{i}" for i in "0123456789¹²³"),
+    }
 )
+# A folder named like a frame's file in the captures folder (light_0005.json) would stand where a
+# single capture's file goes.
+_LIKE_A_FRAME = re.compile(r"^[A-Za-z]+_\d+\.", re.ASCII)
 
 
 def validate_name(name: Any) -> str:
@@ -77,6 +83,8 @@ def validate_name(name: Any) -> str:
         raise ApiError(400, "NAME_TOO_LONG", f"name: at most {MAX_NAME_BYTES} bytes in UTF-8 (a folder's name on disk)")
     if name.split(".")[0].rstrip().upper() in FAT_DEVICE_NAMES:
         raise ApiError(400, "RESERVED_NAME", f"name: {name!r} is a device name that USB drives (FAT) cannot hold")
+    if _LIKE_A_FRAME.match(name):
+        raise ApiError(400, "RESERVED_NAME", f"name: {name!r} is named like a frame's file (light_0001.jpg)")
     if name.casefold() == CONFIG_FILE:  # FAT and exFAT do not tell the case apart
         raise ApiError(400, "RESERVED_NAME", f"name: {CONFIG_FILE} is WANDA's own file in the captures folder")
     return name

@@ -117,7 +117,10 @@ def load_settings(data_dir: Path, limits: Limits) -> CameraSettings:
     path = data_dir / STATE_FILE
     defaults = CameraSettings()
     for leftover in data_dir.glob(f"{TEMP_PREFIX}{STATE_FILE}.*.tmp"):  # a kill while saving
-        leftover.unlink(missing_ok=True)
+        try:
+            leftover.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only data disk must not keep the server from starting
+            log.warning("cannot remove %s: %s", leftover, exc.strerror or exc)
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -41,9 +41,14 @@ def number(field: str, value: Any, what: str = "a number") -> float:
     return result
 
 
+MAX_WHOLE = 2**53  # beyond this a whole number is not one a client means (and not a float)
+
+
 def whole(field: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid(field, f"must be a whole number, got {json.dumps(value)}")
+        raise invalid(field, f"must be a whole number, got {json.dumps(value)[:40]}")
+    if abs(value) > MAX_WHOLE:
+        raise invalid(field, "is far too large")
     return value
 
 

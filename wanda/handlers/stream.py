@@ -84,8 +84,8 @@ async def _send_frames(
     while True:
         if min_interval:
             pause = last_sent + min_interval - loop.time()
-            if pause > 0:
-                await asyncio.sleep(pause)
+            if pause > 0 and not await hub.pause(pause):
+                return  # the hub closed while this viewer paced itself: shutting down
         try:
             async with asyncio.timeout(DISCONNECT_POLL_S):
                 frame = await hub.next_after(seq)
