@@ -9,8 +9,7 @@ running session failed with "Too many open files". So:
 - at most ``limit`` connections are open, well below the descriptor limit, which keeps a reserve
   for the camera, the files and the sessions (and one more descriptor for each connection, for
   the file it may be sent). A connection beyond it takes the place of another with no request in
-  progress: the oldest that has sent nothing for a second (somebody who wants something sends it
-  at once), else the kept-alive one idle the longest, else the oldest new one; only when every
+  progress (``ConnectionGate._make_room`` says which); only when every
   open connection is busy is it refused, with a 503 in the envelope;
 - one address (other than this machine's own) holds at most a quarter of them, so one client
   cannot keep everybody else out with requests that are busy for long (half-sent bodies,
@@ -57,7 +56,8 @@ FD_RESERVE = ACCEPT_BATCH + 128
 # its SYN to be sent again (about 1% of real clients did in bench/abuse.py with a queue of 64).
 LISTEN_QUEUE = 1024
 MIN_CONNECTIONS = 16
-SILENT_GRACE_S = 1.0  # a new connection that has not asked yet is made room from last until then
+SILENT_GRACE_S = 1.0  # a new connection that has not asked yet is spared until then...
+KEPT_IDLE_S = 5.0  # ...unless a kept-alive connection has been idle this long
 LOOPBACK = frozenset({"127.0.0.1", "::1"})  # this machine: not limited per address
 STALL_CHECK_S = 1.0  # how often busy connections are checked for a client that stopped reading
 _TCP_INFO_BYTES_ACKED = 120  # offset of tcpi_bytes_acked (u64) in Linux's struct tcp_info (4.1+)
@@ -129,6 +129,7 @@ class GatedConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.address: str | None = None  # the client's, once open
         self.requests = 0  # in progress on this connection (a stream or a WebSocket stays one)
+        self.idle_since = accepted  # loop time its last request ended
         self.dropped = False  # room was made from it (perhaps before it was even open)
         self._deadline: asyncio.TimerHandle | None = None
         self._acked = -1  # the client's acknowledged bytes at the last check
@@ -181,6 +182,7 @@ class GatedConnection(asyncio.Protocol):
 
     def request_ended(self) -> None:
         self.requests -= 1
+        self.idle_since = asyncio.get_running_loop().time()
         if self.requests == 0 and self.transport is not None and not self.transport.is_closing():
             self.expect_request()  # kept alive: the next request's headers have as long
 
@@ -327,11 +329,19 @@ class ConnectionGate:
         return len(self._silent) + len(self._asked)
 
     def _make_room(self) -> bool:
+        """Close one connection with no request in progress, the least likely to be missed:
+        one that has not asked for anything in a second (an idle or slow client: somebody who
+        wants something asks at once); else a kept-alive one idle for a while (a browser opens
+        another when it needs one); else the oldest new one; else any kept-alive one."""
+        now = asyncio.get_running_loop().time()
         oldest_silent = next(iter(self._silent), None)
-        if oldest_silent is not None and asyncio.get_running_loop().time() - oldest_silent.accepted >= SILENT_GRACE_S:
-            idle = oldest_silent  # had its chance to ask: an idle or slow client
-        else:  # the kept-alive connection idle the longest (a browser reconnects), else a new one
-            idle = next((c for c in self._asked if not c.busy), None) or oldest_silent
+        least_recent = next((c for c in self._asked if not c.busy), None)
+        if oldest_silent is not None and now - oldest_silent.accepted >= SILENT_GRACE_S:
+            idle = oldest_silent
+        elif least_recent is not None and now - least_recent.idle_since >= KEPT_IDLE_S:
+            idle = least_recent
+        else:
+            idle = oldest_silent or least_recent
         if idle is None:
             return False
         self.evicted += 1
