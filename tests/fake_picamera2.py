@@ -11,10 +11,14 @@ It is faithful to the parts of picamera2's API that WANDA uses and to how they b
   request and switches back to the configuration that was current, whose controls are the ones
   it was created with (as in picamera2);
 - ``configure`` refuses a started camera; ``set_controls`` refuses a control the camera does not
-  advertise; ``camera_controls`` gives (min, max, default) as picamera2 reports them for the IMX477;
+  advertise; ``camera_controls`` gives (min, max, default) as picamera2 reports them for the IMX477,
+  but only once a mode is configured: before the first ``configure`` libcamera reports placeholder
+  ranges (ExposureTime 1..66,666 us, FrameDurationLimits 33,333..120,000 us), which its Raspberry Pi
+  pipeline replaces with the sensor mode's when it is configured (picamera2's ``camera_controls``
+  reads libcamera's ``Camera.controls`` as it stands; issue 14, item 1);
 - the sensor as libcamera drives it: with ``AeEnable`` left on the exposure is the algorithm's
-  (33 ms), an exposure longer than ``FrameDurationLimits`` allows is cut to it, exposure and gain
-  are quantised, and the metadata says what was applied;
+  (33 ms), ``FrameDurationLimits`` are clamped to the mode's range and an exposure longer than
+  they allow is cut to it, exposure and gain are quantised, and the metadata says what was applied;
 - requests must be released; ``save_dng`` needs a raw stream and takes a file name or a BytesIO;
 - ``start_encoder`` with ``MJPEGEncoder`` (VC4 only) and ``FileOutput`` writes one JPEG a frame.
 
@@ -42,6 +46,11 @@ SENSOR_SIZE = (4056, 3040)
 LINE_US = 30  # exposure is set in whole sensor lines
 AUTO_EXPOSURE_US = 33333
 PREVIEW_BLUE = 200  # the fake's preview is blue: B=200 in picamera2's "RGB888" byte order (B, G, R)
+
+
+def unconfigured_controls() -> dict[str, tuple]:
+    """camera_controls before the first configure: libcamera's placeholder ranges."""
+    return {**imx477_controls(), "ExposureTime": (1, 66666, 20000), "FrameDurationLimits": (33333, 120000, None)}
 
 
 def imx477_controls() -> dict[str, tuple]:
@@ -160,7 +169,7 @@ class Picamera2:
             raise IndexError("list index out of range")
         self.camera_num = camera_num
         self.tuning = tuning
-        self.camera_controls = imx477_controls()
+        self.camera_controls = unconfigured_controls()
         self.camera_properties = {"Model": "imx477", "UnitCellSize": (1550, 1550), "PixelArraySize": SENSOR_SIZE}
         self.sensor_resolution = SENSOR_SIZE
         self.camera_config: dict | None = None
@@ -213,6 +222,7 @@ class Picamera2:
         if self.started:
             raise RuntimeError("Camera must be stopped before configuring")
         self.camera_config = copy.deepcopy(camera_config)
+        self.camera_controls = imx477_controls()  # the mode's ranges replace the placeholders
         self.controls = dict(camera_config["controls"])
         self.configurations.append(self.camera_config)
 
@@ -262,16 +272,21 @@ class Picamera2:
             self._cond.notify_all()
         self._thread.join(2)
 
+    def _frame_limits(self) -> tuple[int, int]:
+        """FrameDurationLimits as libcamera applies them: clamped to the mode's range."""
+        low, high = self.controls.get("FrameDurationLimits", (33333, 33333))
+        mode_low, mode_high, _ = self.camera_controls["FrameDurationLimits"]
+        return min(max(low, mode_low), mode_high), min(max(high, mode_low), mode_high)
+
     def _frame_seconds(self) -> float:
-        low = self.controls.get("FrameDurationLimits", (33333, 33333))[0]
-        return max(self._applied_exposure_us(), low) / 1e6
+        return max(self._applied_exposure_us(), self._frame_limits()[0]) / 1e6
 
     def _applied_exposure_us(self) -> int:
         if self.controls.get("AeEnable", True):
             return AUTO_EXPOSURE_US  # the algorithm decides, whatever ExposureTime says
         exposure = self.applied_exposure_us or self.controls.get("ExposureTime", 20000)
         if "FrameDurationLimits" in self.controls:
-            exposure = min(exposure, self.controls["FrameDurationLimits"][1])  # libcamera cuts it
+            exposure = min(exposure, self._frame_limits()[1])  # libcamera cuts it
         return max(LINE_US, round(exposure / LINE_US) * LINE_US)
 
     def _applied_gain(self) -> float:

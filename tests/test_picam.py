@@ -386,3 +386,26 @@ async def test_picam_fits_holds_the_raw_bayer_mosaic_with_its_pattern_and_temper
         assert mosaic.shape == (3040, 4056) and mosaic.dtype == np.uint16
         assert mosaic[0, 0] == 1000 and mosaic[0, 1] == 256  # red, then green: RGGB as read out
     assert not camera.leaked()
+
+
+# -- issue 14: what picamera2's and libcamera's own behaviour means for the backend ----------------
+
+
+def test_picam_fake_reports_placeholder_limits_until_a_mode_is_configured(picamera2):
+    camera = picamera2()
+    assert camera.camera_controls["ExposureTime"][1] == 66666  # libcamera's placeholder
+    camera.configure(camera.create_still_configuration())
+    assert camera.camera_controls["ExposureTime"][1] == 694422939
+    camera.close()
+
+
+def test_picam_long_exposures_are_not_capped_at_the_placeholder_66_ms(picamera2, backend):
+    """Reading camera_controls before the first configure gave 66.7 ms as the longest exposure:
+    every long exposure, the telescope's whole point, was clamped to it."""
+    camera = the_camera(picamera2)
+    assert backend.exposure_limits[1] > 600  # the IMX477's 694 s, read after configuring
+    backend.set_controls(exposure_s=200.0)
+    assert backend.exposure_s == 200.0
+    assert camera.controls["ExposureTime"] == 200_000_000
+    # Not clamped to a range read in another mode: libcamera clamps it to the mode in use.
+    assert camera.controls["FrameDurationLimits"] == (200_000_000, 200_000_000)

@@ -89,9 +89,13 @@ class Picamera2Backend:
         tuning = self._load_tuning(Picamera2)
         camera = Picamera2(self._camera_num, tuning=tuning) if tuning is not None else Picamera2(self._camera_num)
         try:
+            self.sensor_size = tuple(getattr(camera, "sensor_resolution", FULL_SIZE))
+            # Until a mode is configured libcamera reports placeholder ranges (ExposureTime up to
+            # 66.7 ms): configure the still mode once and read the limits of the mode long
+            # exposures are taken in, then the preview.
+            camera.configure(camera.create_still_configuration(main={"size": self.sensor_size, "format": "RGB888"}))
             self._available = dict(camera.camera_controls)
             self._read_limits()
-            self.sensor_size = tuple(getattr(camera, "sensor_resolution", FULL_SIZE))
             properties = getattr(camera, "camera_properties", {}) or {}
             self.instrument = f"Raspberry Pi camera ({properties.get('Model', 'unknown sensor')})"
             if "UnitCellSize" in properties:  # nanometres
@@ -103,6 +107,7 @@ class Picamera2Backend:
                 main={"size": PREVIEW_SIZE, "format": "RGB888"}, controls=self._preview_controls()
             )
             camera.configure(self._preview_config)
+            self._available = dict(camera.camera_controls)  # the preview mode's (its controls' names)
             camera.start()
         except BaseException:
             self._camera = None
@@ -174,10 +179,9 @@ class Picamera2Backend:
     def _astro_controls(self, exposure_s: float, gain: float, frame_s: float) -> dict[str, Any]:
         """The controls for one mode; only those this camera advertises (picamera2 refuses others)."""
         exposure_us = int(round(exposure_s * 1e6))
+        # Not clamped here: libcamera clamps it to the range of the mode in use, which the limits
+        # read at another moment (another mode) may not be.
         frame_us = max(int(round(frame_s * 1e6)), exposure_us)
-        if "FrameDurationLimits" in self._available:
-            low, high, _ = self._available["FrameDurationLimits"]
-            frame_us = int(_clamp(frame_us, low, high))
         controls = {
             "AeEnable": False,  # auto exposure would cap or double long exposures
             "AwbEnable": False,  # a fixed white balance, the same for every frame of the night
