@@ -15,7 +15,7 @@ from pathlib import Path
 
 from wanda.camera import probe_picamera2
 from wanda.config import Config
-from wanda.storage import choose_captures_dir, disk_space
+from wanda.storage import choose_captures_dir, disk_space, writable
 
 OK, WARN, FAIL = "ok", "WARN", "FAIL"
 
@@ -71,10 +71,7 @@ def check_gpio(config: Config) -> Check:
 
 def check_captures(config: Config) -> Check:
     root, reason = choose_captures_dir(config.captures)
-    probe = root
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    if not writable(root):  # the same test as /api/storage's: read-only disks too
         return Check("captures", FAIL, f"{root} is not writable", "chown it to the user running wanda, or pass --captures")
     free, _ = disk_space(root)
     detail = f"{root} ({reason}), {free / 2**30:.1f} GiB free"

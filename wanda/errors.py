@@ -69,6 +69,18 @@ def storage_error(exc: OSError) -> ApiError | None:
     return ApiError(*known) if known is not None else None
 
 
+def escaped_error(exc: Exception, where: str) -> ApiError:
+    """What a client hears of an exception a handler (REST or WebSocket) let escape: the disk's
+    reason if it is one (logged as a warning), else a 500 logged with its traceback. Never the
+    exception's text (a defect of the old backend)."""
+    known = storage_error(exc) if isinstance(exc, OSError) else None
+    if known is not None:
+        log.warning("%s: %s", where, exc)
+        return known
+    log.error("unhandled error in %s", where, exc_info=exc)
+    return ApiError(500, "INTERNAL_ERROR", "internal server error (see the server log)")
+
+
 # aiohttp's own HTTP errors (no route, wrong method) get codes in the same style.
 _HTTP_CODES = {
     400: "INVALID_REQUEST",
@@ -100,14 +112,6 @@ async def error_middleware(request: web.Request, handler):
         return response
     except ConnectionError:
         raise  # the client went away: nobody to answer
-    except OSError as exc:
-        mapped = storage_error(exc)
-        if mapped is None:
-            log.exception("unhandled error in %s %s", request.method, request.path)
-            return failure(500, "INTERNAL_ERROR", "internal server error (see the server log)")
-        log.warning("%s %s: %s", request.method, request.path, exc)
-        return failure(mapped.status, mapped.code, mapped.message)
-    except Exception:
-        # Never send exception text to clients (a defect of the old backend); the log has it.
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return failure(500, "INTERNAL_ERROR", "internal server error (see the server log)")
+    except Exception as exc:
+        error = escaped_error(exc, f"{request.method} {request.path}")
+        return failure(error.status, error.code, error.message)

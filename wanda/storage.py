@@ -64,14 +64,14 @@ def _nearest_existing(path: Path) -> Path:
 
 def writable(path: Path) -> bool:
     """Whether WANDA may write under ``path`` (or its nearest existing parent): false on a disk
-    mounted read-only (as the kernel does after an error, or a card's lock switch) or a folder
-    WANDA's user may not write."""
+    mounted read-only (as the kernel does after an error, or a card's lock switch), a folder
+    WANDA's user may not write, or a file where the folder would go."""
     path = _nearest_existing(path)
     try:
         read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError:
         return False
-    return not read_only and os.access(path, os.W_OK | os.X_OK)
+    return not read_only and path.is_dir() and os.access(path, os.W_OK | os.X_OK)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,12 +18,11 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from wanda import __version__
-from wanda.errors import ApiError, storage_error
+from wanda.errors import ApiError, escaped_error
 from wanda.events import TOPICS, Message, Subscriber, encode_event
 from wanda.handlers import drop_client
 from wanda.keys import BUS
 
-log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 MAX_MESSAGE = 64 * 1024  # larger messages close the socket with 1009 (message too big)
@@ -124,15 +122,8 @@ class Connection:
             data = await handler(self.app, self.subscriber, params)
         except ApiError as error:
             self.subscriber.offer(_reply(request_id, error=error))
-        except OSError as exc:
-            error = storage_error(exc)
-            if error is None:
-                log.exception("WebSocket command failed")
-                error = ApiError(500, "INTERNAL_ERROR", "internal server error")
-            self.subscriber.offer(_reply(request_id, error=error))
-        except Exception:
-            log.exception("WebSocket command failed")
-            self.subscriber.offer(_reply(request_id, error=ApiError(500, "INTERNAL_ERROR", "internal server error")))
+        except Exception as exc:
+            self.subscriber.offer(_reply(request_id, error=escaped_error(exc, f"WebSocket command {handler.__name__}")))
         else:
             self.subscriber.offer(_reply(request_id, data))
 
