@@ -3,8 +3,9 @@
 #   scripts/setup.sh        the server
 #   scripts/setup.sh test   the server and everything its test suite needs
 # System packages come from apt (as root, or through sudo); Python packages from PyPI.
-# On a Raspberry Pi it also installs picamera2 and lgpio from apt (they are not on PyPI in a form
-# that works with the Pi's libcamera) and gives the venv the system's site packages to see them.
+# On a Raspberry Pi it also runs scripts/pi-camera.sh: picamera2 and lgpio from apt, upgraded (they
+# are not on PyPI in a form that works with the Pi's libcamera), and the HQ camera's on-sensor
+# defective pixel correction off; the venv gets the system's site packages to see them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,6 @@ fi
 on_pi=false
 if grep -qs "Raspberry Pi" /proc/device-tree/model; then
     on_pi=true
-    packages+=(python3-picamera2 python3-lgpio python3-gpiozero)
 fi
 
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
@@ -39,6 +39,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if $on_pi; then
+    scripts/pi-camera.sh
     # picamera2 lives in the system's site packages; a venv made without them cannot see it.
     if [ -x .venv/bin/python ] && ! grep -qs "include-system-site-packages = true" .venv/pyvenv.cfg; then
         echo "recreating .venv with --system-site-packages (picamera2 comes from apt)" >&2

@@ -1,29 +1,89 @@
 """A stand-in for the `picamera2` package, installed in ``sys.modules`` by the tests (no camera is
 attached to these machines).
 
-It is faithful to the parts of picamera2's API that WANDA uses and to how they behave:
-- an event-loop thread completes frames in real time (a frame lasts its exposure, or the
-  minimum frame duration) and runs *jobs*: ``capture_request`` and
-  ``switch_mode_and_capture_request`` return a Job with ``wait=False``; ``wait(job, timeout)``
-  raises TimeoutError; ``cancel_all_and_flush`` cancels the pending jobs (their result then
-  raises CancelledError);
+It imitates the parts of picamera2 and libcamera that WANDA uses, and behaves as their source says
+they do where a mistake of ours would show on a real Pi. Each behaviour names the source it follows:
+picamera2 as in raspberrypi/picamera2 (0.3.20 .. 0.3.36), libcamera as in raspberrypi/libcamera
+(0.3 .. 0.7, the Raspberry Pi pipeline and IPA), the sensor as in the kernel's imx477 driver.
+
+Jobs and the event loop (picamera2/picamera2.py, picamera2/job.py)
+- An event-loop thread completes frames in real time (a frame lasts its exposure, or the minimum
+  frame duration) and runs *jobs*: ``capture_request`` and ``switch_mode_and_capture_request``
+  return a Job with ``wait=False``; ``wait(job, timeout)`` raises TimeoutError;
+  ``cancel_all_and_flush`` cancels the pending jobs (their result then raises CancelledError).
 - ``switch_mode_and_capture_request`` stops the camera, configures the still mode, captures one
-  request and switches back to the configuration that was current, whose controls are the ones
-  it was created with (as in picamera2);
+  request and switches back to the configuration that was current, whose controls are the ones it
+  was created with (``switch_mode_`` calls ``configure``, which makes ``self.controls`` from
+  ``camera_config['controls']``).
 - ``configure`` refuses a started camera; ``set_controls`` refuses a control the camera does not
-  advertise; ``camera_controls`` gives (min, max, default) as picamera2 reports them for the IMX477,
-  but only once a mode is configured: before the first ``configure`` libcamera reports placeholder
-  ranges (ExposureTime 1..66,666 us, FrameDurationLimits 33,333..120,000 us), which its Raspberry Pi
-  pipeline replaces with the sensor mode's when it is configured (picamera2's ``camera_controls``
-  reads libcamera's ``Camera.controls`` as it stands; issue 14, item 1);
-- the sensor as libcamera drives it: with ``AeEnable`` left on the exposure is the algorithm's
-  (33 ms), ``FrameDurationLimits`` are clamped to the mode's range and an exposure longer than
-  they allow is cut to it, exposure and gain are quantised, and the metadata says what was applied;
-- requests must be released; ``save_dng`` needs a raw stream and takes a file name or a BytesIO;
-- ``start_encoder`` with ``MJPEGEncoder`` (VC4 only) and ``FileOutput`` writes one JPEG a frame.
+  advertise (picamera2/controls.py).
+
+Controls travel with requests (picamera2/request.py ``CompletedRequest.release``, ``start_``)
+- ``set_controls`` only stores the controls; they are attached to the next request picamera2
+  recycles (a completed request released back to the camera) and take effect when that request
+  reaches the sensor, behind the requests already queued. ``start`` hands the stored controls to
+  libcamera's ``Camera.start`` at once. ``stop`` cancels every queued request, and the controls
+  they carry are lost; a request released after a stop is not recycled (``stop_count``).
+- A preview configuration queues 4 requests, a still 1 (``buffer_count``); a request the
+  application never releases is a buffer the camera no longer has.
+- Since 0.3.26 picamera2 adds ``ExposureTimeMode``/``AnalogueGainMode`` (manual) to any list with
+  a non-zero ``ExposureTime``/``AnalogueGain`` when libcamera has those controls.
+
+The exposure and colour algorithms (libcamera src/ipa/rpi/common/ipa_base.cpp ``applyControls``,
+src/ipa/rpi/controller/rpi/agc_channel.cpp, awb.cpp)
+- A ControlList is a ``std::unordered_map``: the IPA meets a request's controls in no order the
+  caller can choose. The fake takes them in ``CONTROL_ORDER`` (by default the worst order for the
+  races below: values, then frame durations, then enables; tests may change it).
+- Up to libcamera 0.4 (``LIBCAMERA`` below (0, 5)): ``AeEnable: False`` freezes the exposure and
+  gain the AGC last used (``disableAuto``); ``ExposureTime`` fixes the exposure, first limited to
+  what the frame durations then in force allow (``setFixedExposureTime`` sets the status to
+  ``limitExposureTime(...)``). Met in the order ExposureTime, then AeEnable, a long exposure is
+  frozen at the previous frame's length. A fixed ExposureTime and AnalogueGain alone already make
+  the exposure manual. ``AeEnable: True`` returns both to the algorithm.
+- From 0.5 the IPA has ``ExposureTimeMode``/``AnalogueGainMode``, handled before the other
+  controls of a list; ``Camera`` turns ``AeEnable`` into them (src/libcamera/camera.cpp
+  ``patchControlList``); ``ExposureTime`` is ignored while the exposure mode is auto.
+- ``AwbEnable: False`` freezes the colour gains AWB last used (``Awb::disableAuto``); non-zero
+  ``ColourGains`` alone make AWB manual (``isAutoEnabled``). Before 0.6 (the "handle AWB on/off
+  first" change) the two race like the exposure controls.
+- ``FrameDurationLimits`` persist across configurations (``applyFrameDurations`` runs with the
+  defaults 1/30 s .. 250 s only on the first start) and are clamped to the sensor mode's range;
+  the exposure is cut to the longest frame they allow. Exposure is set in whole lines, gain in the
+  IMX477's register steps, and the metadata says what was applied.
+- ``camera_controls`` (libcamera's ``Camera::controls()``) holds placeholder ranges until the first
+  ``configure`` (ExposureTime 1..66,666 us from ``ipaControls``; FrameDurationLimits
+  33,333..120,000 us), then the configured sensor mode's (``IpaBase::configure`` ``ctrlMap``).
+
+Sensor modes and raw data (picamera2 ``_make_libcamera_config`` / ``score_mode``; libcamera
+src/libcamera/pipeline/rpi/pisp/pisp.cpp ``validate``)
+- A preview configuration has a raw stream by default (``raw={}``) the size of the main stream,
+  and the sensor mode is the one picamera2's ``score_mode`` picks for that size; without a raw
+  stream the main stream's size picks it. Each mode has its own exposure and frame limits.
+- On a Pi 5 (PiSP) the raw stream is always 16 bits a sample: an unpacked 12-bit format
+  (``SRGGB12``) comes back as ``SRGGB16``, the sensor's 12-bit values shifted up by 4 (black level
+  4096 instead of 256). On a Pi 4 (VC4) ``SRGGB12`` stays 12-bit. ``SensorBlackLevels`` in the
+  metadata is in 16-bit units on both (control_ids_core.yaml).
+- The IMX477 driver writes its ``dpc_enable`` module parameter to the sensor at every stream start
+  (drivers/media/i2c/imx477.c ``imx477_start_streaming``): with it on, the sensor corrects
+  single hot pixels (and faint stars with them). The fake reads ``DPC_PARAMETER`` at start and
+  puts one hot pixel in its raw mosaic only when the correction is off.
+
+The tuning file (picamera2 ``Picamera2.__init__``, ``CameraManager``; libcamera
+src/libcamera/ipa_proxy.cpp ``ipaConfigurationFile``, pipeline_base.cpp ``loadIPA``)
+- ``Picamera2(tuning=...)`` only sets ``LIBCAMERA_RPI_TUNING_FILE`` (a dict goes to a temporary
+  file); ``tuning=None`` removes it. libcamera reads the variable once, when its camera manager
+  starts and registers the cameras; picamera2 starts that manager on its first use
+  (``global_camera_info`` or the first ``Picamera2``) and keeps it until its last camera closes.
+  A file the variable names that cannot be read leaves the camera unregistered (no camera listed).
+  ``tuning_in_use`` is the file libcamera loaded (None: the sensor's default).
+
+Encoders (picamera2/encoders, picamera2/outputs): ``start_encoder`` with ``MJPEGEncoder`` (VC4
+only) and ``FileOutput`` writes one JPEG a frame.
 
 Fault injection: ``still_error`` (the still mode fails to start), ``stalled`` (no frame ever
-completes: a loose ribbon cable), ``applied_exposure_us`` (the sensor applies another exposure).
+completes: a loose ribbon cable), ``applied_exposure_us`` (the sensor applies another exposure),
+``recycle_during_set_controls`` (picamera2's event loop recycles a request while ``set_controls``
+runs, so the controls ride on a request already queued).
 """
 
 from __future__ import annotations
@@ -31,7 +91,11 @@ from __future__ import annotations
 import copy
 import enum
 import io
+import json
+import os
+import re
 import sys
+import tempfile
 import threading
 import time
 import types
@@ -44,27 +108,91 @@ from turbojpeg import TurboJPEG
 IMX477_INFO = {"Model": "imx477", "Location": 2, "Rotation": 180, "Num": 0, "Id": "/base/soc/i2c0mux/i2c@1/imx477@1a"}
 SENSOR_SIZE = (4056, 3040)
 LINE_US = 30  # exposure is set in whole sensor lines
-AUTO_EXPOSURE_US = 33333
+AUTO_EXPOSURE_US = 33333  # what the AGC settles on for the fake's scene
+AUTO_COLOUR_GAINS = (1.9, 1.6)  # what AWB settles on
+DEFAULT_EXPOSURE_US = 20000  # ipa_base.cpp defaultExposureTime
+DEFAULT_FRAME_LIMITS_US = (33333, 250_000_000)  # defaultMinFrameDuration, defaultMaxFrameDuration
 PREVIEW_BLUE = 200  # the fake's preview is blue: B=200 in picamera2's "RGB888" byte order (B, G, R)
+BLACK_LEVEL_16 = 4096  # the IMX477's black level in 16-bit units (imx477.json rpi.black_level)
+RAW_RED, RAW_BLUE = 1000, 3000  # 12-bit values of the fake's raw mosaic (blue adds exposure ms % 1000)
+HOT_PIXEL = (101, 201)  # (y, x) of the one hot pixel the sensor's DPC would remove
+TUNING_ENV = "LIBCAMERA_RPI_TUNING_FILE"
+
+# The IMX477's modes as picamera2's sensor_modes lists them: size, bit depth, fastest frame,
+# exposure range (us).
+IMX477_MODES = [
+    {"size": (1332, 990), "bit_depth": 10, "min_frame_us": 8331, "exposure_us": (31, 667234896)},
+    {"size": (2028, 1080), "bit_depth": 12, "min_frame_us": 19988, "exposure_us": (60, 674181621)},
+    {"size": (2028, 1520), "bit_depth": 12, "min_frame_us": 24994, "exposure_us": (60, 674181621)},
+    {"size": (4056, 3040), "bit_depth": 12, "min_frame_us": 100000, "exposure_us": (114, 694422939)},
+]
+
+LIBCAMERA = [(0, 7)]  # the libcamera the fake imitates (a list so tests can change it in place)
+DPC_PARAMETER = [Path("/sys/module/imx477/parameters/dpc_enable")]  # tests point it at a file
+
+
+def enables_last(names: list[str]) -> list[str]:
+    """The worst order for the races libcamera's source shows: the values first, the frame
+    durations after them, the enables last."""
+    first = ("ExposureTime", "AnalogueGain", "ColourGains", "FrameDurationLimits")
+    return sorted(names, key=lambda name: (first.index(name) if name in first else len(first), name.endswith("Enable")))
+
+
+CONTROL_ORDER = [enables_last]  # the order the IPA meets a list's controls in
+
+
+def has_control_modes() -> bool:
+    """libcamera 0.5 and later: ExposureTimeMode and AnalogueGainMode exist."""
+    return LIBCAMERA[0] >= (0, 5)
 
 
 def unconfigured_controls() -> dict[str, tuple]:
     """camera_controls before the first configure: libcamera's placeholder ranges."""
-    return {**imx477_controls(), "ExposureTime": (1, 66666, 20000), "FrameDurationLimits": (33333, 120000, None)}
+    return {**mode_controls(IMX477_MODES[-1]), "ExposureTime": (1, 66666, 20000), "FrameDurationLimits": (33333, 120000, None)}
 
 
-def imx477_controls() -> dict[str, tuple]:
-    """camera_controls as picamera2 reports them for the HQ camera: (min, max, default)."""
-    return {
-        "ExposureTime": (114, 694422939, 20000),
+def mode_controls(mode: dict) -> dict[str, tuple]:
+    """camera_controls as picamera2 reports them for the HQ camera in a mode: (min, max, default)."""
+    low, high = mode["exposure_us"]
+    controls = {
+        "ExposureTime": (low, high, 20000),
         "AnalogueGain": (1.0, 22.2608695, None),
-        "FrameDurationLimits": (14267, 694434742, None),
+        "FrameDurationLimits": (mode["min_frame_us"], high + 11820, None),
         "AeEnable": (False, True, None),
         "AwbEnable": (False, True, None),
         "ColourGains": (0.0, 32.0, None),
         "NoiseReductionMode": (0, 4, 0),
         "Brightness": (-1.0, 1.0, 0.0),
     }
+    if has_control_modes():
+        controls["ExposureTimeMode"] = (0, 1, 0)
+        controls["AnalogueGainMode"] = (0, 1, 0)
+    return controls
+
+
+def imx477_controls() -> dict[str, tuple]:
+    """camera_controls in the full-sensor mode (where stills are taken)."""
+    return mode_controls(IMX477_MODES[-1])
+
+
+def raw_format(name: str) -> tuple[str, int, str]:
+    """Bayer order, bits a sample and packing of a raw format name (picamera2's SensorFormat)."""
+    match = re.fullmatch(r"S?([RGB]{4})(\d*)(?:_(.+))?", name)
+    bayer, digits, packing = match.group(1), match.group(2), match.group(3) or ""
+    return bayer, 16 if packing.startswith("PISP") else int(digits), packing
+
+
+def score_mode(mode: dict, bit_depth: int, size: tuple[int, int]) -> float:
+    """picamera2's copy of libcamera's mode score (lower is better)."""
+
+    def score_format(desired, actual):
+        score = desired - actual
+        return -score / 4 if score < 0 else score * 2
+
+    score = score_format(size[0], mode["size"][0]) + score_format(size[1], mode["size"][1])
+    score += 1500 * score_format(size[0] / size[1], mode["size"][0] / mode["size"][1])
+    score += 500 * abs(bit_depth - mode["bit_depth"])
+    return score
 
 
 class Job:
@@ -110,6 +238,8 @@ class CompletedRequest:
         self.config = config
         self.metadata = metadata
         self.released = False
+        self.stop_count = camera.stop_count
+        self.hot_pixel = camera.dpc_at_start is False
 
     def _stream(self, name):
         stream = self.config.get(name)
@@ -122,10 +252,18 @@ class CompletedRequest:
         stream = self._stream(name)
         width, height = stream["size"]
         if name == "raw":
-            # An unpacked 12-bit mosaic, handed over as picamera2 does: bytes, two per pixel.
-            mosaic = np.full((height, width), 256, np.uint16)
-            mosaic[0::2, 0::2] = 1000  # red sites brighter: the RGGB pattern shows
-            mosaic[1::2, 1::2] = 3000 + self.metadata["ExposureTime"] // 1000 % 1000  # blue
+            # An unpacked mosaic, handed over as picamera2 does: bytes, two per pixel. 12-bit
+            # values, shifted up to 16 bits where the format says 16 (a Pi 5).
+            _, depth, packing = raw_format(stream["format"])
+            if packing:
+                raise NotImplementedError("the fake delivers unpacked raw formats only")
+            mosaic = np.full((height, width), BLACK_LEVEL_16 >> 4, np.uint16)
+            mosaic[0::2, 0::2] = RAW_RED  # red sites brighter: the RGGB pattern shows
+            mosaic[1::2, 1::2] = RAW_BLUE + self.metadata["ExposureTime"] // 1000 % 1000
+            if self.hot_pixel:
+                mosaic[HOT_PIXEL] = 4095
+            if depth == 16:
+                mosaic <<= 4
             return mosaic.view(np.uint8)
         pixels = np.zeros((height, width, 3), np.uint8)
         pixels[..., 0] = PREVIEW_BLUE
@@ -147,47 +285,115 @@ class CompletedRequest:
     def release(self):
         assert not self.released, "request released twice"
         self.released = True
+        self.camera._recycle(self)
+
+
+class CameraManager:
+    """picamera2's CameraManager around libcamera's: started on first use, gone with the last camera."""
+
+    def __init__(self):
+        self.running = False
+        self.cameras: dict[int, Picamera2] = {}
+        self.tuning_file: str | None = None
+        self.tuning: dict | None = None
+        self.registered: list[dict] = []
+
+    def start(self) -> None:
+        """libcamera's CameraManager::start: each camera's IPA loads its tuning file now."""
+        if self.running:
+            return
+        self.running = True
+        self.tuning_file = os.environ.get(TUNING_ENV) or None
+        self.tuning = None
+        self.registered = [dict(c) for c in Picamera2.cameras]
+        if self.tuning_file is not None:
+            try:
+                self.tuning = json.loads(Path(self.tuning_file).read_text())
+            except (OSError, ValueError):
+                self.registered = []  # "Failed to load a suitable IPA library": not registered
+
+    def add(self, index: int, camera: Picamera2) -> None:
+        self.cameras[index] = camera
+
+    def cleanup(self, index: int) -> None:
+        del self.cameras[index]
+        if not self.cameras:
+            self.running = False
 
 
 class Picamera2:
     cameras: list[dict] = [IMX477_INFO]
-    tuning_files: dict[str, dict] = {"imx477_scientific.json": {"version": 2.0, "target": "bcm2835", "scientific": True}}
     instances: list[Picamera2] = []
+    _cm = CameraManager()
 
     @staticmethod
     def global_camera_info():
-        return [dict(c) for c in Picamera2.cameras]
+        Picamera2._cm.start()
+        return [dict(c) for c in Picamera2._cm.registered]
 
     @staticmethod
     def load_tuning_file(tuning_file, dir=None):
-        if tuning_file not in Picamera2.tuning_files:
-            raise RuntimeError("Tuning file not found")
-        return copy.deepcopy(Picamera2.tuning_files[tuning_file])
+        raise AssertionError("WANDA resolves tuning files itself (the fake does not search directories)")
 
     def __init__(self, camera_num=0, tuning=None):
-        if camera_num >= len(Picamera2.cameras):
-            raise IndexError("list index out of range")
+        tuning_file = None
+        if tuning is not None:
+            if isinstance(tuning, str):
+                os.environ[TUNING_ENV] = tuning
+            else:
+                tuning_file = tempfile.NamedTemporaryFile("w")  # noqa: SIM115  (as picamera2 does)
+                json.dump(tuning, tuning_file)
+                tuning_file.flush()
+                os.environ[TUNING_ENV] = tuning_file.name
+        else:
+            os.environ.pop(TUNING_ENV, None)  # picamera2: "Use default tuning"
+        try:
+            cameras = self.global_camera_info()
+            if camera_num >= len(cameras):
+                raise IndexError("list index out of range")
+        finally:
+            if tuning_file is not None:
+                tuning_file.close()
         self.camera_num = camera_num
-        self.tuning = tuning
+        Picamera2._cm.add(camera_num, self)
+        self.tuning_in_use = Picamera2._cm.tuning_file
+        self.tuning = Picamera2._cm.tuning
         self.camera_controls = unconfigured_controls()
         self.camera_properties = {"Model": "imx477", "UnitCellSize": (1550, 1550), "PixelArraySize": SENSOR_SIZE}
         self.sensor_resolution = SENSOR_SIZE
+        self.sensor_format = "SRGGB12_CSI2P"
         self.camera_config: dict | None = None
-        self.controls: dict = {}
+        self.controls: dict = {}  # picamera2's pending controls (its Controls object)
+        self.applied: dict = {}  # every control the IPA has met, the last value of each
+        self.sent: list[dict] = []  # every control list given to configure or set_controls, in order
         self.started = False
         self.closed = False
+        self.stop_count = 0
+        self.dpc_at_start: bool | None = None
         self.configurations: list[dict] = []  # every configuration applied, in order
-        self.control_log: list[tuple[str, dict]] = []  # (use case, controls) as each frame ran
+        self.control_log: list[tuple[str, dict]] = []  # (use case, controls in force) as each frame ran
         self.handed_out: list[CompletedRequest] = []
         self.completed_requests: list[CompletedRequest] = []
         self.encoders_started = 0
         self.still_error: Exception | None = None
         self.stalled = False
         self.applied_exposure_us: int | None = None
+        self.recycle_during_set_controls = False
+        # The IPA's state, which outlives configurations (ipa_base.cpp, agc_channel.cpp, awb.cpp).
+        self._fixed_exposure_us = 0  # 0: the AGC decides
+        self._fixed_gain = 0.0
+        self._exposure_us = DEFAULT_EXPOSURE_US  # the AGC's status: what the last frame used
+        self._gain = 1.0
+        self._manual_gains = (0.0, 0.0)  # AWB is manual when both are non-zero
+        self._colour_gains = AUTO_COLOUR_GAINS
+        self._frame_limits_us = DEFAULT_FRAME_LIMITS_US
+        self._mode = IMX477_MODES[-1]
+        self._queue: list[dict] = []  # the controls of each request queued to the camera, in order
         self._jobs: list[Job] = []
         self._encoder = None
         self._output = None
         self._due: float | None = None
+        self._frame_controls: dict | None = None
         self._poke = False
         self._cond = threading.Condition(threading.RLock())
         self._thread = threading.Thread(target=self._loop, name="fake-picamera2", daemon=True)
@@ -199,16 +405,19 @@ class Picamera2:
     def _configuration(self, use_case, main, lores, raw, buffer_count, controls, default_main):
         for name in controls:
             self._check_control(name)
+        main = {**default_main, **(main or {})}
+        if raw is not None:
+            raw = {"size": main["size"], "format": self.sensor_format, **raw}
         return {
             "use_case": use_case,
-            "main": {**default_main, **(main or {})},
+            "main": main,
             "lores": lores,
-            "raw": None if raw is None else {"size": self.sensor_resolution, "format": "SRGGB12_CSI2P", **raw},
+            "raw": raw,
             "buffer_count": buffer_count,
             "controls": dict(controls),
         }
 
-    def create_preview_configuration(self, main={}, lores=None, raw=None, buffer_count=4, controls={}, **_):  # noqa: B006
+    def create_preview_configuration(self, main={}, lores=None, raw={}, buffer_count=4, controls={}, **_):  # noqa: B006
         return self._configuration("preview", main, lores, raw, buffer_count, controls, {"size": (640, 480), "format": "XBGR8888"})
 
     def create_still_configuration(self, main={}, lores=None, raw={}, buffer_count=1, controls={}, **_):  # noqa: B006
@@ -221,9 +430,19 @@ class Picamera2:
     def configure_(self, camera_config):
         if self.started:
             raise RuntimeError("Camera must be stopped before configuring")
-        self.camera_config = copy.deepcopy(camera_config)
-        self.camera_controls = imx477_controls()  # the mode's ranges replace the placeholders
-        self.controls = dict(camera_config["controls"])
+        config = copy.deepcopy(camera_config)
+        raw = config["raw"]
+        size, depth = (raw["size"], raw_format(raw["format"])[1]) if raw else (config["main"]["size"], 12)
+        self._mode = min(IMX477_MODES, key=lambda mode: score_mode(mode, depth, size))
+        if raw:
+            raw["size"] = self._mode["size"]
+            bayer, depth, packing = raw_format(raw["format"])
+            if get_platform() == Platform.PISP and depth != 16:  # the CFE writes 16-bit samples only (pisp.cpp validate)
+                raw["format"] = f"{bayer}_PISP_COMP1" if packing == "CSI2P" else f"S{bayer}16"
+        self.camera_config = config
+        self.camera_controls = mode_controls(self._mode)  # the mode's ranges replace the placeholders
+        self.controls = dict(config["controls"])
+        self.sent.append(dict(config["controls"]))
         self.configurations.append(self.camera_config)
 
     def _check_control(self, name):
@@ -235,6 +454,104 @@ class Picamera2:
             for name in controls:
                 self._check_control(name)
             self.controls.update(controls)
+            self.sent.append(dict(controls))
+            if self.recycle_during_set_controls and self.started:
+                self._queue.append(self._take_controls())
+
+    def _take_controls(self) -> dict:
+        """picamera2 attaches its pending controls to the request it queues, and forgets them."""
+        controls, self.controls = self.controls, {}
+        if has_control_modes():  # picamera2 0.3.26+ (request.py release, start_)
+            if "ExposureTime" in controls:
+                controls["ExposureTimeMode"] = 1 if controls["ExposureTime"] else 0
+            if "AnalogueGain" in controls:
+                controls["AnalogueGainMode"] = 1 if controls["AnalogueGain"] else 0
+        return controls
+
+    def _recycle(self, request: CompletedRequest) -> None:
+        with self._cond:
+            if self.closed or not self.started or request.stop_count != self.stop_count:
+                return  # stopped since: the request is not queued again
+            self._queue.append(self._take_controls())
+            self._cond.notify_all()
+
+    # -- the IPA ----------------------------------------------------------------------------------
+
+    def _apply(self, controls: dict) -> None:
+        """A request's controls as the Raspberry Pi IPA applies them (see the module docstring)."""
+        controls = dict(controls)
+        self.applied.update(controls)
+        if has_control_modes():
+            if "AeEnable" in controls:  # camera.cpp patchControlList
+                manual = 0 if controls["AeEnable"] else 1
+                controls.setdefault("ExposureTimeMode", manual)
+                controls.setdefault("AnalogueGainMode", manual)
+            if "ExposureTimeMode" in controls:  # handled first
+                self._fixed_exposure_us = self._exposure_us if controls.pop("ExposureTimeMode") else 0
+            if "AnalogueGainMode" in controls:
+                self._fixed_gain = self._gain if controls.pop("AnalogueGainMode") else 0.0
+            controls.pop("AeEnable", None)
+        if LIBCAMERA[0] >= (0, 6) and "AwbEnable" in controls:  # "handle any AWB on/off changes first"
+            self._set_awb(controls.pop("AwbEnable"))
+        for name in CONTROL_ORDER[0](list(controls)):
+            value = controls[name]
+            if name == "AeEnable":  # agc_channel.cpp disableAuto / enableAuto
+                if value:
+                    self._fixed_exposure_us, self._fixed_gain = 0, 0.0
+                else:
+                    self._fixed_exposure_us, self._fixed_gain = self._exposure_us, self._gain
+            elif name == "ExposureTime":
+                if has_control_modes() and not self._fixed_exposure_us:
+                    continue  # "Ignore manual exposure time when the auto exposure algorithm is running"
+                self._fixed_exposure_us = value  # setFixedExposureTime
+                self._exposure_us = self._limit_exposure(value)
+            elif name == "AnalogueGain":
+                if has_control_modes() and not self._fixed_gain:
+                    continue
+                self._fixed_gain = self._gain = float(value)
+            elif name == "FrameDurationLimits":
+                self._frame_limits_us = tuple(value)
+            elif name == "AwbEnable":
+                self._set_awb(value)
+            elif name == "ColourGains":
+                self._manual_gains = tuple(value)  # Awb::setManualGains
+                if all(self._manual_gains):
+                    self._colour_gains = self._manual_gains
+
+    def _set_awb(self, enable: bool) -> None:
+        if enable:
+            self._manual_gains = (0.0, 0.0)
+        else:  # Awb::disableAuto freezes what AWB last used
+            self._manual_gains = self._colour_gains
+
+    def _mode_frame_limits(self) -> tuple[int, int]:
+        """FrameDurationLimits as applyFrameDurations clamps them to the mode."""
+        low, high = self._frame_limits_us
+        mode_low, mode_high, _ = self.camera_controls["FrameDurationLimits"]
+        low = min(max(low, mode_low), mode_high)
+        return low, max(low, min(max(high, mode_low), mode_high))
+
+    def _limit_exposure(self, exposure_us: int) -> int:
+        """agc_channel.cpp limitExposureTime: within the mode, and within the longest frame."""
+        low, high, _ = self.camera_controls["ExposureTime"]
+        return min(max(exposure_us, low), high, self._mode_frame_limits()[1])
+
+    def _start_frame(self) -> None:
+        """A queued request reaches the sensor: its controls apply; the AGC decides the exposure."""
+        controls = self._queue.pop(0)
+        if controls:
+            self._apply(controls)
+        exposure = self._fixed_exposure_us or AUTO_EXPOSURE_US
+        exposure = self.applied_exposure_us or self._limit_exposure(exposure)
+        self._exposure_us = max(LINE_US, round(exposure / LINE_US) * LINE_US)
+        if self._fixed_gain:
+            code = round(1024 - 1024 / self._fixed_gain)  # the IMX477's gain register
+            self._gain = 1024 / (1024 - code)
+        if all(self._manual_gains):
+            self._colour_gains = self._manual_gains
+        self._frame_controls = dict(self.applied)
+        frame_us = max(self._exposure_us, self._mode_frame_limits()[0])
+        self._due = time.monotonic() + frame_us / 1e6
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -248,6 +565,10 @@ class Picamera2:
         if self.camera_config["use_case"] == "still" and self.still_error is not None:
             error, self.still_error = self.still_error, None
             raise error
+        self._apply(self._take_controls())  # Camera::start(controls)
+        path = DPC_PARAMETER[0]
+        self.dpc_at_start = path.read_text().strip() not in ("0", "N") if path.exists() else True
+        self._queue = [{} for _ in range(self.camera_config["buffer_count"])]
         self.started = True
         self._due = None
         self._cond.notify_all()
@@ -257,9 +578,13 @@ class Picamera2:
             self.stop_()
 
     def stop_(self):
-        # libcamera's stop aborts the frame being exposed and returns the queued requests.
+        # libcamera's stop aborts the frame being exposed and cancels the queued requests (and
+        # the controls they carry); picamera2 releases what it holds without recycling it.
+        if self.started:
+            self.stop_count += 1
         self.started = False
         self._due = None
+        self._queue = []
         for request in self.completed_requests:
             request.release()
         self.completed_requests = []
@@ -268,30 +593,11 @@ class Picamera2:
     def close(self):
         with self._cond:
             self.stop_()
+            if not self.closed:
+                Picamera2._cm.cleanup(self.camera_num)
             self.closed = True
             self._cond.notify_all()
         self._thread.join(2)
-
-    def _frame_limits(self) -> tuple[int, int]:
-        """FrameDurationLimits as libcamera applies them: clamped to the mode's range."""
-        low, high = self.controls.get("FrameDurationLimits", (33333, 33333))
-        mode_low, mode_high, _ = self.camera_controls["FrameDurationLimits"]
-        return min(max(low, mode_low), mode_high), min(max(high, mode_low), mode_high)
-
-    def _frame_seconds(self) -> float:
-        return max(self._applied_exposure_us(), self._frame_limits()[0]) / 1e6
-
-    def _applied_exposure_us(self) -> int:
-        if self.controls.get("AeEnable", True):
-            return AUTO_EXPOSURE_US  # the algorithm decides, whatever ExposureTime says
-        exposure = self.applied_exposure_us or self.controls.get("ExposureTime", 20000)
-        if "FrameDurationLimits" in self.controls:
-            exposure = min(exposure, self._frame_limits()[1])  # libcamera cuts it
-        return max(LINE_US, round(exposure / LINE_US) * LINE_US)
-
-    def _applied_gain(self) -> float:
-        code = round(1024 - 1024 / self.controls.get("AnalogueGain", 1.0))  # the IMX477's register
-        return 1024 / (1024 - code)
 
     def _loop(self):
         while True:
@@ -299,9 +605,10 @@ class Picamera2:
             with self._cond:
                 if self.closed:
                     return
-                if self.started and self._due is None:
-                    self._due = time.monotonic() + self._frame_seconds()
-                timeout = None if not self.started or self.stalled else max(0.0, self._due - time.monotonic())
+                if self.started and not self.stalled and self._due is None and self._queue:
+                    self._start_frame()
+                running = self.started and not self.stalled and self._due is not None
+                timeout = max(0.0, self._due - time.monotonic()) if running else None
                 if not self._poke and timeout != 0.0:
                     self._cond.wait(timeout)
                 self._poke = False
@@ -317,17 +624,19 @@ class Picamera2:
                 job.signal()
 
     def _complete_frame(self):
+        low, high = self._mode_frame_limits()
         metadata = {
             "SensorTimestamp": time.monotonic_ns(),
-            "ExposureTime": self._applied_exposure_us(),
-            "AnalogueGain": self._applied_gain(),
+            "ExposureTime": self._exposure_us,
+            "AnalogueGain": self._gain,
             "DigitalGain": 1.0,
-            "ColourGains": tuple(self.controls.get("ColourGains", (1.9, 1.6))),
-            "FrameDuration": int(self._frame_seconds() * 1e6),
+            "ColourGains": tuple(self._colour_gains),
+            "FrameDuration": max(self._exposure_us, low),
+            "SensorBlackLevels": (BLACK_LEVEL_16,) * 4,
             "SensorTemperature": 31.0,
             "Lux": 0.4,
         }
-        self.control_log.append((self.camera_config["use_case"], dict(self.controls)))
+        self.control_log.append((self.camera_config["use_case"], self._frame_controls))
         request = CompletedRequest(self, copy.deepcopy(self.camera_config), metadata)
         self.completed_requests.append(request)
         while len(self.completed_requests) > 1:  # picamera2 keeps only the newest
@@ -415,12 +724,26 @@ class Picamera2:
             self._encoder = self._output = None
 
     @property
+    def exposing_us(self) -> int | None:
+        """The exposure of the frame under way (None between frames or when stopped)."""
+        with self._cond:
+            return self._exposure_us if self.started and self._due is not None else None
+
+    @property
     def encoding(self) -> bool:
         return self._encoder is not None
 
     def leaked(self) -> list[CompletedRequest]:
         """Requests handed to the application and never released."""
         return [r for r in self.handed_out if not r.released]
+
+
+def picamera2_0_3_16() -> type[Picamera2]:
+    """picamera2 as Bookworm's first images shipped it: ``wait`` without a time-out (0.3.17 added
+    it) and no ``cancel_all_and_flush`` (0.3.20)."""
+    namespace = {k: v for k, v in vars(Picamera2).items() if k not in ("cancel_all_and_flush", "__dict__", "__weakref__")}
+    namespace["wait"] = lambda self, job: job.get_result()
+    return type("Picamera2", (), namespace)
 
 
 class Platform(enum.Enum):
@@ -460,10 +783,10 @@ class FileOutput:
         self.fileoutput.flush()
 
 
-def install(monkeypatch) -> type[Picamera2]:
+def install(monkeypatch, picamera2_class: type[Picamera2] = Picamera2) -> type[Picamera2]:
     """Put the fake in place of picamera2 (and its submodules) for one test; reset its state."""
     package = types.ModuleType("picamera2")
-    package.Picamera2 = Picamera2
+    package.Picamera2 = picamera2_class
     package.__path__ = []  # a package, so `from picamera2.encoders import ...` works
     encoders = types.ModuleType("picamera2.encoders")
     encoders.MJPEGEncoder = MJPEGEncoder
@@ -479,7 +802,12 @@ def install(monkeypatch) -> type[Picamera2]:
         "picamera2.platform": platform,
     }.items():
         monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delenv(TUNING_ENV, raising=False)  # restored after the test, whatever set it
     Picamera2.cameras = [IMX477_INFO]
     Picamera2.instances = []
+    Picamera2._cm = CameraManager()
     PLATFORM[0] = Platform.PISP
-    return Picamera2
+    LIBCAMERA[0] = (0, 7)
+    CONTROL_ORDER[0] = enables_last
+    DPC_PARAMETER[0] = Path("/nonexistent/imx477/parameters/dpc_enable")
+    return picamera2_class

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import socket
-import sys
-import types
 
+import fake_picamera2
 from helpers import free_port
 
 from wanda import cli
@@ -47,12 +46,41 @@ def test_doctor_fails_when_the_camera_asked_for_is_missing(capsys, tmp_path):
 
 
 def test_doctor_lists_the_cameras_picamera2_reports(capsys, tmp_path, monkeypatch):
-    fake = types.ModuleType("picamera2")
-    fake.Picamera2 = type("Picamera2", (), {"global_camera_info": staticmethod(lambda: [{"Model": "imx477"}])})
-    monkeypatch.setitem(sys.modules, "picamera2", fake)
+    fake_picamera2.install(monkeypatch)
     code, out = doctor(capsys, "--camera", "picamera2", "--port", str(free_port()), "--captures", str(tmp_path))
     assert line(out, "picamera2").startswith("ok") and "imx477" in line(out, "picamera2")
+    assert line(out, "tuning file").startswith("ok") and "sensor's default" in line(out, "tuning file")
     assert code == 0
+
+
+def test_doctor_fails_on_a_tuning_file_libcamera_would_not_find(capsys, tmp_path, monkeypatch):
+    fake_picamera2.install(monkeypatch)
+    monkeypatch.setattr("wanda.picam.TUNING_DIRS", (str(tmp_path / "{platform}"),))
+    args = ("--camera", "picamera2", "--port", str(free_port()), "--captures", str(tmp_path))
+    code, out = doctor(capsys, *args, "--tuning-file", "imx477_scientfic.json")
+    assert code == 1 and line(out, "tuning file").startswith("FAIL") and "imx477_scientfic.json was not found" in out
+    assert line(out, "picamera2").startswith("ok")  # the cameras are listed all the same
+    (tmp_path / "pisp").mkdir()
+    (tmp_path / "pisp" / "imx477_scientific.json").write_text("{}")
+    code, out = doctor(capsys, *args, "--tuning-file", "imx477_scientific.json")
+    assert code == 0 and line(out, "tuning file").endswith(str(tmp_path / "pisp" / "imx477_scientific.json"))
+
+
+def test_doctor_reports_the_sensors_defective_pixel_correction_against_the_setting(capsys, tmp_path, monkeypatch):
+    parameter = tmp_path / "dpc_enable"
+    monkeypatch.setattr("wanda.picam.SENSOR_DPC_PARAMETER", parameter)
+    args = ("--camera", "sim", "--mount", "sim", "--port", str(free_port()), "--captures", str(tmp_path))
+    code, out = doctor(capsys, *args)
+    assert line(out, "sensor DPC").startswith("ok") and "no imx477 driver" in out
+    parameter.write_text("1\n")  # the driver's default: faint stars go with the hot pixels
+    code, out = doctor(capsys, *args)
+    assert line(out, "sensor DPC").startswith("WARN") and "on, but sensor_dpc is off" in out
+    assert "options imx477 dpc_enable=0" in out and "sudo tee" in out
+    code, out = doctor(capsys, *args, "--sensor-dpc", "on")
+    assert line(out, "sensor DPC").startswith("ok")
+    parameter.write_text("0\n")
+    code, out = doctor(capsys, *args)
+    assert line(out, "sensor DPC").startswith("ok") and "faint stars are kept" in out
 
 
 def test_doctor_fails_when_captures_cannot_be_written(capsys, tmp_path):

@@ -55,6 +55,28 @@ def still_frames(camera) -> list[dict]:
     return [controls for use_case, controls in camera.control_log if use_case == "still"]
 
 
+def preview_until(backend, exposure_s: float, frames: int = 12):
+    """Preview frames until one was exposed as asked: controls set while the camera runs ride on
+    the next request picamera2 queues, behind those already queued."""
+    for _ in range(frames):
+        frame = backend.capture_preview(threading.Event(), 30)
+        if frame.exposure_s == in_lines(exposure_s):
+            return frame
+    raise AssertionError(f"no preview frame of {exposure_s} s in {frames} (last {frame.exposure_s} s)")
+
+
+def in_force(camera) -> dict:
+    """The controls the sensor ran the last completed frame with."""
+    return camera.control_log[-1][1]
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
 def in_lines(seconds: float) -> float:
     """An exposure as the sensor applies it: in whole lines."""
     return round(seconds * 1e6 / fake_picamera2.LINE_US) * fake_picamera2.LINE_US / 1e6
@@ -116,12 +138,12 @@ def test_picam_preview_runs_with_astro_controls_and_gives_bgr_frames(picamera2, 
     assert preview["use_case"] == "preview" and preview["main"] == {"size": (1440, 1080), "format": "RGB888"}
     assert backend.exposure_limits == (114e-6, 694422939e-6)
     backend.set_controls(exposure_s=0.05, gain=100.0)
-    assert camera.controls["AnalogueGain"] == 22.2608695  # clamped to what the sensor reports
-    assert camera.controls["FrameDurationLimits"] == (50000, 50000)  # room for the exposure
-    assert camera.controls["AeEnable"] is False and camera.controls["AwbEnable"] is False
-    assert camera.controls["ColourGains"] == (2.1, 1.8) and camera.controls["NoiseReductionMode"] == 0
-    for _ in range(3):  # the first frame may have started with the old controls
-        frame = backend.capture_preview(threading.Event(), 30)
+    frame = preview_until(backend, 0.05)
+    controls = in_force(camera)
+    assert controls["AnalogueGain"] == 22.2608695  # clamped to what the sensor reports
+    assert controls["FrameDurationLimits"] == (50000, 50000)  # room for the exposure
+    assert controls["AeEnable"] is False and "AwbEnable" not in controls  # fixed colour gains suffice
+    assert controls["ColourGains"] == (2.1, 1.8) and controls["NoiseReductionMode"] == 0
     assert frame.pixel_format == "BGR" and frame.pixels.shape == (1080, 1440, 3)
     assert frame.pixels[..., 0].mean() == fake_picamera2.PREVIEW_BLUE  # B first, as picamera2 gives it
     assert frame.exposure_s == in_lines(0.05) != 0.05  # read back from the metadata
@@ -131,13 +153,15 @@ def test_picam_preview_runs_with_astro_controls_and_gives_bgr_frames(picamera2, 
 def test_picam_preview_wait_returns_at_once_when_the_worker_is_woken(picamera2, backend):
     camera = the_camera(picamera2)
     backend.capture_preview(threading.Event(), 30)
-    backend.set_controls(exposure_s=20.0)  # the next frame takes 20 s
-    time.sleep(0.1)
-    backend.capture_preview(threading.Event(), 30)  # the last short one, kept by picamera2
+    backend.set_controls(exposure_s=20.0)
+    wait_for(lambda: (camera.exposing_us or 0) > 19_000_000)  # a 20 s frame is under way
     wake = threading.Event()
     threading.Timer(0.2, wake.set).start()
     started = time.monotonic()
-    assert backend.capture_preview(wake, 30) is None
+    short_ones = 0  # frames that ended before the long one, which picamera2 keeps for us
+    while backend.capture_preview(wake, 30) is not None:
+        short_ones += 1
+        assert short_ones <= 4
     assert time.monotonic() - started < 5  # not the 20 s exposure
     assert not camera.leaked() and not camera._jobs  # the pending job was taken back
 
@@ -160,7 +184,7 @@ def test_picam_still_is_full_size_with_astro_controls_and_the_preview_comes_back
     still = camera.configurations[-2]
     assert still["use_case"] == "still" and still["main"]["size"] == (4056, 3040) and still["raw"] is None
     (controls,) = still_frames(camera)  # what the sensor ran the still with
-    assert controls["AeEnable"] is False and controls["AwbEnable"] is False
+    assert controls["AeEnable"] is False and "AwbEnable" not in controls
     assert controls["ColourGains"] == (2.1, 1.8) and controls["NoiseReductionMode"] == 0
     assert controls["ExposureTime"] == 300000 and controls["FrameDurationLimits"][1] >= 300000
     assert image.pixels.shape == (3040, 4056, 3) and image.pixel_format == "BGR"
@@ -168,26 +192,14 @@ def test_picam_still_is_full_size_with_astro_controls_and_the_preview_comes_back
     assert image.metadata["SensorTemperature"] == 31.0 and image.metadata["requested"]["exposure_seconds"] == 0.3
     # Back in the preview, with the preview's own controls (not the still's).
     assert camera.configurations[-1]["use_case"] == "preview" and camera.started
-    assert camera.controls["ExposureTime"] == 40000
-    frame = backend.capture_preview(threading.Event(), 30)
+    frame = preview_until(backend, 0.04)
     assert frame.pixels.shape == (1080, 1440, 3)
     assert not camera.leaked()
 
 
-def test_picam_still_without_astro_controls_would_be_capped(picamera2):
-    """The trap the astro controls avoid, as the fake models libcamera: with auto exposure on the
-    sensor runs its own 33 ms, whatever the request asked."""
-    camera = picamera2(0)
-    camera.configure(camera.create_still_configuration(controls={"ExposureTime": 300000}))
-    camera.start()
-    request = camera.capture_request()
-    assert request.get_metadata()["ExposureTime"] == fake_picamera2.AUTO_EXPOSURE_US
-    request.release()
-
-
 def test_picam_still_clamps_exposure_and_gain_to_camera_controls(picamera2, monkeypatch):
-    limits = {**fake_picamera2.imx477_controls(), "ExposureTime": (114, 200000, 20000)}  # 0.2 s at most
-    monkeypatch.setattr(fake_picamera2, "imx477_controls", lambda: limits)
+    full = {**fake_picamera2.IMX477_MODES[-1], "exposure_us": (114, 200000)}  # 0.2 s at most
+    monkeypatch.setattr(fake_picamera2, "IMX477_MODES", [*fake_picamera2.IMX477_MODES[:-1], full])
     backend = Picamera2Backend()
     backend.open()
     image = backend.capture_still(5.0, 80.0, threading.Event())
@@ -238,7 +250,7 @@ def test_picam_long_exposure_is_cancelled_and_the_preview_comes_back(picamera2, 
 def test_picam_shortening_a_long_preview_exposure_does_not_wait_for_the_frame_under_way(picamera2, backend):
     camera = the_camera(picamera2)
     backend.set_controls(exposure_s=60.0)
-    time.sleep(0.1)  # a 60 s frame is now being exposed
+    wait_for(lambda: (camera.exposing_us or 0) > 59_000_000)
     backend.set_controls(exposure_s=0.05)
     started = time.monotonic()
     frame = backend.capture_preview(threading.Event(), 30)
@@ -270,7 +282,7 @@ async def test_picam_still_through_the_api_writes_jpeg_dng_and_what_the_sensor_a
     assert (data["exposure_seconds"], round(data["gain"], 3)) == (in_lines(0.25), 4.0)
     assert data["file"] == "light_0001.jpg" and data["raw_file"] == "light_0001.dng"
     camera = the_camera(picamera2)
-    assert camera.configurations[-2]["raw"] == {"size": (4056, 3040), "format": "SRGGB12"}  # unpacked
+    assert camera.configurations[-2]["raw"] == {"size": (4056, 3040), "format": "SRGGB16"}  # a Pi 5's
     (controls,) = still_frames(camera)
     assert controls["ColourGains"] == (2.5, 1.5) and controls["AeEnable"] is False
     assert (config.captures / "light_0001.jpg").read_bytes()[:2] == b"\xff\xd8"
@@ -303,21 +315,6 @@ async def test_picam_cancel_through_the_api_writes_nothing_and_viewers_keep_fram
 
 
 # -- tuning and the hardware encoder -------------------------------------------------------------
-
-
-def test_picam_tuning_file_by_name_path_or_a_clear_error(picamera2, tmp_path):
-    backend = Picamera2Backend(tuning_file="imx477_scientific.json")
-    backend.open()
-    assert picamera2.instances[-1].tuning["scientific"] is True
-    backend.close()
-    path = tmp_path / "mine.json"
-    path.write_text('{"version": 2.0, "mine": true}')
-    backend = Picamera2Backend(tuning_file=str(path))
-    backend.open()
-    assert picamera2.instances[-1].tuning == {"version": 2.0, "mine": True}
-    backend.close()
-    with pytest.raises(CameraUnavailable, match="tuning file imx478.json was not found.*/usr/share/libcamera"):
-        Picamera2Backend(tuning_file="imx478.json").open()
 
 
 def test_picam_hardware_encoder_only_where_there_is_one(picamera2):
@@ -368,23 +365,44 @@ def test_picam_numpy_mismatch_names_its_fix(monkeypatch):
     assert not probe.ok and "numpy" in probe.reason and "pip uninstall -y numpy" in probe.fix
 
 
-async def test_picam_fits_holds_the_raw_bayer_mosaic_with_its_pattern_and_temperature(picamera2, aiohttp_client, config):
+@pytest.fixture
+def dpc_parameter(tmp_path, monkeypatch):
+    """The imx477 driver's dpc_enable parameter, as a file both the backend and the fake read."""
+    path = tmp_path / "dpc_enable"
+    path.write_text("0\n")
+    monkeypatch.setattr("wanda.picam.SENSOR_DPC_PARAMETER", path)
+    fake_picamera2.DPC_PARAMETER[0] = path
+    return path
+
+
+@pytest.mark.parametrize("platform", ["VC4", "PISP"])
+async def test_picam_fits_holds_the_sensors_12_bit_mosaic_on_a_pi_4_and_a_pi_5(
+    picamera2, aiohttp_client, config, dpc_parameter, platform
+):
+    """A Pi 5 delivers the raw frame as 16-bit samples (SRGGB16, values shifted up by 4, black
+    level 4096): the FITS data and black level are the sensor's 12-bit ones on both."""
     from astropy.io import fits
 
+    fake_picamera2.PLATFORM[0] = fake_picamera2.Platform[platform]
     client = await aiohttp_client(create_app(dataclasses.replace(config, camera="auto")))
     response = await client.post("/api/camera/settings", json={"exposure_seconds": 0.2, "file_format": "fits"})
     assert response.status == 200
     data = (await (await client.post("/api/camera/capture")).json())["data"]
     assert data["files"] == ["light_0001.fits"]
     camera = the_camera(picamera2)
-    assert camera.configurations[-2]["raw"]["format"] == "SRGGB12"
+    assert camera.configurations[-2]["raw"]["format"] == {"VC4": "SRGGB12", "PISP": "SRGGB16"}[platform]
     with fits.open(config.captures / "light_0001.fits") as hdus:
         header, mosaic = hdus[0].header, hdus[0].data
         assert header["BAYERPAT"] == "RGGB" and header["CCD-TEMP"] == 31.0
         assert header["INSTRUME"] == "Raspberry Pi camera (imx477)" and header["XPIXSZ"] == 1.55
         assert header["EXPTIME"] == in_lines(0.2)
+        assert (header["BITDEPTH"], header["DATAMAX"], header["BLKLEVEL"]) == (12, 4095, 256)
+        assert header["SENSDPC"] == "off"
         assert mosaic.shape == (3040, 4056) and mosaic.dtype == np.uint16
-        assert mosaic[0, 0] == 1000 and mosaic[0, 1] == 256  # red, then green: RGGB as read out
+        assert mosaic[0, 0] == 1000 and mosaic[0, 1] == 256  # red, then green at the black level: RGGB
+        assert mosaic.max() == 4095  # the hot pixel the sensor's correction would have removed
+    sidecar = json.loads((config.captures / "light_0001.json").read_text())
+    assert sidecar["sensor"] == {"bit_depth": 12, "black_level": 256, "defective_pixel_correction": "off"}
     assert not camera.leaked()
 
 
@@ -406,6 +424,204 @@ def test_picam_long_exposures_are_not_capped_at_the_placeholder_66_ms(picamera2,
     assert backend.exposure_limits[1] > 600  # the IMX477's 694 s, read after configuring
     backend.set_controls(exposure_s=200.0)
     assert backend.exposure_s == 200.0
-    assert camera.controls["ExposureTime"] == 200_000_000
+    assert camera.sent[-1]["ExposureTime"] == 200_000_000
     # Not clamped to a range read in another mode: libcamera clamps it to the mode in use.
-    assert camera.controls["FrameDurationLimits"] == (200_000_000, 200_000_000)
+    assert camera.sent[-1]["FrameDurationLimits"] == (200_000_000, 200_000_000)
+    wait_for(lambda: (camera.exposing_us or 0) > 199_000_000)  # and the sensor runs it
+
+
+# 2. The tuning file
+
+
+@pytest.fixture
+def tuning_dirs(tmp_path, monkeypatch):
+    """libcamera's tuning file directories, with the HQ camera's scientific tuning in each Pi's."""
+    for platform in ("vc4", "pisp"):
+        directory = tmp_path / "ipa" / platform
+        directory.mkdir(parents=True)
+        (directory / "imx477_scientific.json").write_text(json.dumps({"version": 2.0, "target": platform, "scientific": True}))
+    monkeypatch.setattr("wanda.picam.TUNING_DIRS", (str(tmp_path / "ipa" / "{platform}"),))
+    return tmp_path / "ipa"
+
+
+def test_picam_fake_ignores_a_tuning_given_after_libcamera_started(picamera2, tuning_dirs):
+    """What made WANDA's tuning file a no-op: picamera2 only sets the variable, which libcamera
+    has read already if anything listed the cameras before."""
+    path = str(tuning_dirs / "pisp" / "imx477_scientific.json")
+    picamera2.global_camera_info()  # starts libcamera's camera manager with the default tuning
+    camera = picamera2(0, tuning=path)
+    assert camera.tuning_in_use is None
+    camera.close()  # the last camera: the manager goes, and the next one reads the variable again
+    camera = picamera2(0, tuning=path)
+    assert camera.tuning_in_use == path and camera.tuning["scientific"] is True
+    camera.close()
+
+
+@pytest.mark.parametrize("platform", ["VC4", "PISP"])
+def test_picam_tuning_file_by_name_is_the_one_libcamera_loads(picamera2, tuning_dirs, caplog, platform):
+    caplog.set_level("INFO")
+    fake_picamera2.PLATFORM[0] = fake_picamera2.Platform[platform]
+    backend = create_backend(Config(camera="auto", tuning_file="imx477_scientific.json"))  # lists the cameras
+    backend.open()
+    camera = the_camera(picamera2)
+    expected = tuning_dirs / platform.lower() / "imx477_scientific.json"
+    assert camera.tuning_in_use == str(expected) and camera.tuning["target"] == platform.lower()
+    assert f"tuning {expected}" in caplog.text
+    backend.close()
+
+
+def test_picam_tuning_file_by_path_or_a_clear_error(picamera2, tmp_path, tuning_dirs):
+    path = tmp_path / "mine.json"
+    path.write_text('{"version": 2.0, "mine": true}')
+    backend = create_backend(Config(camera="picamera2", tuning_file=str(path)))
+    backend.open()
+    assert the_camera(picamera2).tuning == {"version": 2.0, "mine": True}
+    backend.close()
+    with pytest.raises(CameraUnavailable, match=f"tuning file imx478.json was not found in {tuning_dirs}"):
+        create_backend(Config(camera="auto", tuning_file="imx478.json"))
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(CameraUnavailable, match="broken.json cannot be read"):
+        create_backend(Config(camera="picamera2", tuning_file=str(tmp_path / "broken.json")))
+
+
+def test_picam_without_a_tuning_file_libcamera_uses_the_sensors_default(picamera2, monkeypatch, backend):
+    assert the_camera(picamera2).tuning_in_use is None
+
+
+# 3. AeEnable and AwbEnable on older libcamera
+
+
+def run_still(picamera2, exposure_s: float = 0.5):
+    backend = Picamera2Backend(colour_gains=(2.1, 1.8))
+    backend.open()
+    try:
+        backend.set_controls(exposure_s=0.05)
+        preview_until(backend, 0.05)
+        return backend.capture_still(exposure_s, 2.0, threading.Event())
+    finally:
+        backend.close()
+
+
+def test_picam_fake_freezes_a_long_exposure_when_ae_enable_races_it_on_libcamera_0_4(picamera2):
+    """libcamera 0.4 and older: met after ExposureTime, AeEnable False freezes the exposure that
+    the previous frame's length allowed (the fake meets the exposure controls first, the enables
+    last)."""
+    fake_picamera2.LIBCAMERA[0] = (0, 4)
+    camera = picamera2(0)
+    short = {"ExposureTime": 200000, "AnalogueGain": 2.0, "FrameDurationLimits": (200000, 200000)}
+    camera.configure(camera.create_preview_configuration(controls=short))
+    camera.start()
+    camera.capture_request().release()
+    camera.stop()
+    long = {"ExposureTime": 500000, "AnalogueGain": 2.0, "FrameDurationLimits": (500000, 500000)}
+    for extra, expected in (({"AeEnable": False}, 0.2), ({}, 0.5)):
+        camera.configure(camera.create_still_configuration(controls={**long, **extra}))
+        camera.start()
+        request = camera.capture_request()
+        assert request.get_metadata()["ExposureTime"] / 1e6 == in_lines(expected)
+        request.release()
+        camera.stop()
+        camera.configure(camera.create_preview_configuration(controls=short))
+        camera.start()
+        camera.capture_request().release()
+        camera.stop()
+    camera.close()
+
+
+@pytest.mark.parametrize("libcamera", [(0, 3), (0, 4), (0, 5), (0, 7)])
+@pytest.mark.parametrize("order", ["enables_last", "sorted"])
+def test_picam_a_still_longer_than_the_preview_frame_gets_its_exposure(picamera2, libcamera, order):
+    """On every libcamera and in any order of the controls: a 0.5 s still after a 50 ms preview
+    is exposed 0.5 s, with the configured colour gains."""
+    fake_picamera2.LIBCAMERA[0] = libcamera
+    fake_picamera2.CONTROL_ORDER[0] = getattr(fake_picamera2, order, sorted)
+    image = run_still(picamera2)
+    assert image.exposure_s == in_lines(0.5)
+    assert tuple(image.metadata["ColourGains"]) == (2.1, 1.8)
+    (controls,) = still_frames(the_camera(picamera2))
+    assert ("AeEnable" in controls) is (libcamera >= (0, 5))  # only where it is handled first
+    assert "AwbEnable" not in controls
+
+
+def test_picam_fake_sets_the_exposure_mode_from_the_exposure_as_picamera2_does_on_libcamera_0_5(picamera2):
+    camera = picamera2(0)
+    for exposure, expected in ((300000, 300000), (0, fake_picamera2.AUTO_EXPOSURE_US)):  # 0: automatic
+        camera.configure(camera.create_still_configuration(controls={"ExposureTime": exposure}))
+        camera.start()
+        request = camera.capture_request()
+        assert abs(request.get_metadata()["ExposureTime"] - expected) < fake_picamera2.LINE_US
+        request.release()
+        camera.stop()
+    camera.close()
+
+
+# 4. Too old a picamera2
+
+
+def test_picam_too_old_a_picamera2_says_how_to_upgrade(monkeypatch, capsys, tmp_path):
+    fake_picamera2.install(monkeypatch, fake_picamera2.picamera2_0_3_16())
+    probe = probe_picamera2()
+    assert not probe.ok
+    assert "wait(job, timeout) (0.3.17)" in probe.reason and "cancel_all_and_flush (0.3.20)" in probe.reason
+    assert "sudo apt full-upgrade" in probe.fix
+    with pytest.raises(CameraUnavailable, match="too old.*sudo apt full-upgrade"):
+        create_backend(Config(camera="picamera2"))
+    with pytest.raises(CameraUnavailable, match="too old.*sudo apt full-upgrade"):
+        Picamera2Backend().open()
+    from wanda.doctor import main as doctor
+
+    assert doctor(Config(camera="picamera2", captures=tmp_path, port=free_port())) == 1
+    line = next(line for line in capsys.readouterr().out.splitlines() if " picamera2 " in line)
+    assert line.startswith("FAIL") and "too old" in line
+
+
+# 6. A settings change is not lost
+
+
+def test_picam_preview_has_picamera2s_default_raw_stream_and_its_sensor_mode(picamera2, backend):
+    preview = the_camera(picamera2).configurations[-1]
+    assert preview["raw"]["size"] == (2028, 1520)  # the binned full-field mode, as picamera2 scores it
+
+
+def test_picam_shortening_a_long_exposure_is_not_lost_to_a_request_recycled_meanwhile(picamera2, backend):
+    """Set before the restart, the new exposure rode on a request picamera2 recycled, which the
+    stop cancelled: the 60 s exposure survived the restart."""
+    camera = the_camera(picamera2)
+    backend.set_controls(exposure_s=60.0)
+    wait_for(lambda: (camera.exposing_us or 0) > 59_000_000)
+    camera.recycle_during_set_controls = True
+    backend.set_controls(exposure_s=0.05)
+    frame = backend.capture_preview(threading.Event(), 30)
+    assert frame.exposure_s == in_lines(0.05)
+
+
+# 7. The sensor's defective pixel correction
+
+
+def test_picam_sensor_dpc_is_set_before_the_stream_starts_where_wanda_may(picamera2, dpc_parameter):
+    dpc_parameter.write_text("1\n")  # the driver's default
+    backend = Picamera2Backend(sensor_dpc=False)
+    backend.open()
+    assert dpc_parameter.read_text().strip() == "0"
+    assert the_camera(picamera2).dpc_at_start is False  # the sensor streams without it
+    image = backend.capture_still(0.1, 1.0, threading.Event(), raw=True)
+    assert image.sensor_dpc is False and image.linear.max() == 4095  # the hot pixel is kept
+    backend.close()
+
+
+class RootOnlyParameter(type(Path())):
+    """A sysfs module parameter of mode 0644 as a user other than root meets it."""
+
+    def write_text(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+
+def test_picam_sensor_dpc_that_cannot_be_set_is_recorded_and_explained(picamera2, dpc_parameter, caplog, monkeypatch):
+    dpc_parameter.write_text("1\n")
+    monkeypatch.setattr("wanda.picam.SENSOR_DPC_PARAMETER", RootOnlyParameter(dpc_parameter))
+    backend = Picamera2Backend(sensor_dpc=False)
+    backend.open()
+    assert "sensor DPC is on, not off as configured" in caplog.text and "modprobe.d" in caplog.text
+    image = backend.capture_still(0.1, 1.0, threading.Event(), raw=True)
+    assert image.sensor_dpc is True and image.linear.max() < 4095  # the sensor took the hot pixel out
+    backend.close()

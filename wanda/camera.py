@@ -54,6 +54,9 @@ class StillImage:
     metadata: dict[str, Any]
     raw_dng: bytes | None = None  # the raw sensor frame as DNG, when asked for and the backend can
     bayer: str | None = None  # "RGGB", ... when ``linear`` is the raw Bayer mosaic
+    bit_depth: int | None = None  # of the values in ``linear`` (the sensor's ADC), when known
+    black_level: float | None = None  # in the units of ``linear``, when the sensor reports it
+    sensor_dpc: bool | None = None  # the sensor's own defective pixel correction, where it has one
 
 
 class CameraBackend(Protocol):
@@ -354,7 +357,10 @@ class Picamera2Probe:
     fix: str = ""
 
 
-def probe_picamera2() -> Picamera2Probe:
+def probe_picamera2(tuning_file: str = "") -> Picamera2Probe:
+    """Whether picamera2 can drive a camera here. The tuning file is selected first: libcamera
+    reads it once, when the camera listing below starts its camera manager (a bad one raises
+    CameraUnavailable, since picamera2 exists and the configuration asks for it)."""
     try:
         from picamera2 import Picamera2  # noqa: PLC0415  (only on a Pi)
     except ImportError as exc:
@@ -368,6 +374,12 @@ def probe_picamera2() -> Picamera2Probe:
         )
     except ValueError as exc:  # "numpy.dtype size changed": compiled against another numpy
         return _numpy_mismatch(exc)
+    from wanda.picam import UPGRADE_FIX, missing_features, select_tuning_file  # noqa: PLC0415
+
+    missing = missing_features(Picamera2)
+    if missing:
+        return Picamera2Probe(False, f"picamera2 is too old: it lacks {', '.join(missing)}", UPGRADE_FIX)
+    select_tuning_file(tuning_file)
     try:
         cameras = Picamera2.global_camera_info()
     except Exception as exc:  # libcamera errors come in many types
@@ -401,7 +413,7 @@ def create_backend(config) -> CameraBackend:
     if config.camera == "sim":
         log.info("camera: simulated sky (--camera sim)")
         return sky()
-    probe = probe_picamera2()
+    probe = probe_picamera2(config.tuning_file)
     if config.camera == "picamera2" and not probe.ok:
         raise CameraUnavailable(f"--camera picamera2: {probe.reason}: {probe.fix}")
     if probe.ok:
@@ -409,7 +421,10 @@ def create_backend(config) -> CameraBackend:
 
         log.info("camera: picamera2, because %s (--camera %s)", probe.reason, config.camera)
         return Picamera2Backend(
-            colour_gains=config.colour_gains, tuning_file=config.tuning_file, preview_encoder=config.preview_encoder
+            colour_gains=config.colour_gains,
+            tuning_file=config.tuning_file,
+            preview_encoder=config.preview_encoder,
+            sensor_dpc=config.sensor_dpc,
         )
     log.info("camera: simulated sky, because %s (--camera auto)", probe.reason)
     return sky()

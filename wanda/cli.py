@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--password", help="require this password (better: WANDA_PASSWORD or the config file)")
     add("--preview-encoder", choices=PREVIEW_ENCODERS, help="preview JPEG encoder on the Pi (default auto)")
     add("--tuning-file", metavar="FILE", help="libcamera tuning file for the Pi camera, e.g. imx477_scientific.json")
+    add("--sensor-dpc", choices=("on", "off"), help="the HQ camera's on-sensor hot pixel correction (default off: it eats faint stars)")
     add("--sim-fwhm", type=float, metavar="PX", help="star size (FWHM, pixels) of the simulated sky (default 3)")
     add("--version", action="version", version=f"wanda {__version__}")
     return parser

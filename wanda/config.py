@@ -65,6 +65,10 @@ class Config:
     # How the preview is JPEG-encoded: libjpeg-turbo (software), picamera2's hardware MJPEG encoder
     # (hardware, VC4 = Raspberry Pi 4 and older), or auto (hardware where there is one).
     preview_encoder: str = "auto"
+    # The IMX477's on-sensor defective pixel correction: off for astronomy, since it removes faint
+    # stars with the hot pixels (darks and the stacker deal with those). A kernel module parameter:
+    # scripts/setup.sh writes it on a Pi; `wanda doctor` shows what is in force.
+    sensor_dpc: bool = False
 
     # The simulated sky.
     sim_fwhm: float = 3.0  # star FWHM in preview pixels

@@ -365,6 +365,7 @@ class CameraControl:
             "raw": "dng" if image.raw_dng is not None else ("not available from this camera" if settings.save_raw else None),
             "saved": utc_iso(time.time()),
             "camera": image.metadata,
+            **_sensor_record(image),
             **extra,
         }
         return files.save(extension, data, sidecar, companions)
@@ -388,8 +389,27 @@ class CameraControl:
             ("BAYERPAT", image.bayer, "raw Bayer mosaic, top-left first"),
             ("XBAYROFF", 0 if image.bayer else None, ""),
             ("YBAYROFF", 0 if image.bayer else None, ""),
+            ("BITDEPTH", image.bit_depth, "bits per sample from the sensor"),
+            ("DATAMAX", 2**image.bit_depth - 1 if image.bit_depth else None, "largest valid value"),
+            ("BLKLEVEL", image.black_level, "sensor black level, data units"),
+            ("SENSDPC", _on_off(image.sensor_dpc), "on-sensor defective pixel correction"),
             ("SWCREATE", f"WANDA {__version__}", "software"),
         ]
+
+
+def _on_off(flag: bool | None) -> str | None:
+    return None if flag is None else ("on" if flag else "off")
+
+
+def _sensor_record(image: StillImage) -> dict[str, Any]:
+    """What the sidecar says about the sensor's data, where the backend knows it."""
+    sensor = {
+        "bit_depth": image.bit_depth,
+        "black_level": image.black_level,
+        "defective_pixel_correction": _on_off(image.sensor_dpc),
+    }
+    sensor = {key: value for key, value in sensor.items() if value is not None}
+    return {"sensor": sensor} if sensor else {}
 
 
 def _limits(backend: CameraBackend) -> Limits:

@@ -13,7 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from wanda.camera import probe_picamera2
+from wanda.camera import CameraUnavailable, probe_picamera2
+from wanda.picam import read_sensor_dpc, resolve_tuning_file, sensor_dpc_fix
 from wanda.config import Config
 from wanda.storage import choose_captures_dir, disk_space, writable
 
@@ -36,10 +37,35 @@ def check_python() -> Check:
 
 
 def check_picamera2(config: Config) -> Check:
-    probe = probe_picamera2()
+    try:
+        probe = probe_picamera2(config.tuning_file)
+    except CameraUnavailable:  # the tuning file (its own check says why): list the cameras without it
+        probe = probe_picamera2()
     if probe.ok:
         return Check("picamera2", OK, probe.reason)
     return Check("picamera2", FAIL if config.camera == "picamera2" else WARN, probe.reason, probe.fix)
+
+
+def check_tuning(config: Config) -> Check:
+    if not config.tuning_file:
+        return Check("tuning file", OK, "none configured: the sensor's default tuning")
+    try:
+        path = resolve_tuning_file(config.tuning_file)
+    except CameraUnavailable as exc:
+        return Check("tuning file", FAIL if config.camera != "sim" else WARN, str(exc), "fix tuning_file in the configuration")
+    return Check("tuning file", OK, path)
+
+
+def check_sensor_dpc(config: Config) -> Check:
+    """The HQ camera's on-sensor defective pixel correction, as its driver will set it."""
+    current = read_sensor_dpc()
+    wanted = "on" if config.sensor_dpc else "off"
+    if current is None:
+        return Check("sensor DPC", OK, "no imx477 driver loaded here: nothing to set")
+    state = "on" if current else "off"
+    if current == config.sensor_dpc:
+        return Check("sensor DPC", OK, f"{state}, as configured" + ("" if current else ": faint stars are kept"))
+    return Check("sensor DPC", WARN, f"{state}, but sensor_dpc is {wanted}", sensor_dpc_fix(config.sensor_dpc))
 
 
 def check_turbojpeg() -> Check:
@@ -126,6 +152,8 @@ def run_checks(config: Config) -> list[Check]:
     return [
         check_python(),
         check_picamera2(config),
+        check_tuning(config),
+        check_sensor_dpc(config),
         check_turbojpeg(),
         check_gpio(config),
         check_captures(config),

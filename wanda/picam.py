@@ -2,10 +2,26 @@
 
 Called only from the camera worker thread. The preview is a 1440x1080 stream; a still switches
 the sensor to its full size (4056x3040) for one request and back (picamera2's
-``switch_mode_and_capture_request``). Preview and stills run with the astro controls: no auto
-exposure (it caps or doubles long exposures), no auto white balance (fixed colour gains from the
-configuration), no noise reduction (it erases faint stars), frame duration limits wide enough for
-the exposure, and exposure and gain clamped to what the sensor reports in ``camera_controls``.
+``switch_mode_and_capture_request``). Preview and stills run with the astro controls: a fixed
+exposure and gain (auto exposure caps or doubles long exposures), fixed colour gains from the
+configuration (auto white balance would shift every frame differently), no noise reduction (it
+erases faint stars), frame duration limits as long as the exposure, and exposure and gain clamped
+to what the sensor reports in ``camera_controls`` for the mode in use.
+
+What picamera2's and libcamera's source says this must get right (issue 14; the fake in
+tests/fake_picamera2.py imitates each point and names its source):
+- ``camera_controls`` holds placeholder ranges until a mode is configured: limits are read after.
+- ``LIBCAMERA_RPI_TUNING_FILE`` is read once, when libcamera's camera manager starts, which the
+  first picamera2 call does: ``select_tuning_file`` sets it before anything else.
+- libcamera up to 0.4 meets a request's controls in no fixed order, and ``AeEnable: False`` met
+  after ``ExposureTime`` freezes the exposure at the previous frame's length; ``AwbEnable`` and
+  ``ColourGains`` race the same way. Fixed ExposureTime, AnalogueGain and ColourGains already
+  make both algorithms manual, so ``AeEnable`` is sent only where libcamera has
+  ``ExposureTimeMode`` (0.5 on, where it is handled first and needed), ``AwbEnable`` never.
+- Controls ride on the next request picamera2 recycles, and a stop cancels those queued: a
+  restart is stop, set, start.
+- A Pi 5 delivers raw samples as 16 bits (12-bit values shifted up by 4): the mosaic is scaled
+  back by the format's depth.
 
 Every picamera2 call that waits for a frame is asked for a job (``wait=False``) and waited for in
 short slices, so a wake-up (a job for the worker, a stop) or a cancel never waits out a long
@@ -16,9 +32,11 @@ configuration is restored by stopping and restarting the camera.
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
 import io
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +51,20 @@ log = logging.getLogger(__name__)
 
 PREVIEW_SIZE = (1440, 1080)
 FULL_SIZE = (4056, 3040)
-RAW_FORMAT = "SRGGB12"  # the IMX477's Bayer order and depth, unpacked  # the IMX477's full sensor; the camera's own sensor_resolution wins
+RAW_FORMAT = "SRGGB12"  # the IMX477's Bayer order and depth, unpacked
+SENSOR_BIT_DEPTH = 12  # the IMX477's ADC: raw values 0..4095
+TUNING_ENV = "LIBCAMERA_RPI_TUNING_FILE"
+# Where picamera2's load_tuning_file looks for a tuning file given by name, in this order
+# ({platform}: vc4 on a Pi 4 and older, pisp on a Pi 5).
+TUNING_DIRS = (
+    "~/libcamera/src/ipa/rpi/{platform}/data",
+    "/usr/local/share/libcamera/ipa/rpi/{platform}",
+    "/usr/share/libcamera/ipa/rpi/{platform}",
+)
+# The imx477 kernel driver's on-sensor defective pixel correction, written to the sensor at every
+# stream start (it removes faint stars with the hot pixels).
+SENSOR_DPC_PARAMETER = Path("/sys/module/imx477/parameters/dpc_enable")
+UPGRADE_FIX = "run sudo apt update && sudo apt full-upgrade (WANDA needs picamera2 0.3.20 or newer)"
 LONG_FRAME_S = 1.0  # a preview frame longer than this is aborted when the exposure is shortened
 POLL_S = 0.05  # how often a wait for a frame looks at its stop event
 FRAME_MARGIN_S = 5.0  # how late a preview frame may be before the camera counts as stalled
@@ -57,11 +88,13 @@ class Picamera2Backend:
         colour_gains: tuple[float, float] = (2.4, 1.7),
         tuning_file: str = "",
         preview_encoder: str = "auto",
+        sensor_dpc: bool = False,
     ):
         self._camera_num = camera_num
         self._colour_gains = (float(colour_gains[0]), float(colour_gains[1]))
         self._tuning_file = tuning_file
         self._preview_encoder = preview_encoder
+        self._sensor_dpc = sensor_dpc
         self._camera = None
         self._available: dict[str, tuple] = {}
         self._preview_config = None
@@ -86,14 +119,19 @@ class Picamera2Backend:
             from picamera2 import Picamera2  # noqa: PLC0415  (only on a Pi)
         except ImportError as exc:
             raise CameraUnavailable(f"picamera2 is not importable ({exc})") from None
-        tuning = self._load_tuning(Picamera2)
-        camera = Picamera2(self._camera_num, tuning=tuning) if tuning is not None else Picamera2(self._camera_num)
+        missing = missing_features(Picamera2)
+        if missing:
+            raise CameraUnavailable(f"picamera2 is too old: it lacks {', '.join(missing)}; {UPGRADE_FIX}")
+        tuning = select_tuning_file(self._tuning_file)  # before the first call that starts libcamera
+        apply_sensor_dpc(self._sensor_dpc)  # before the first stream start, which writes it to the sensor
+        # A path makes picamera2 set the variable to the same file (None would remove it).
+        camera = Picamera2(self._camera_num, tuning=tuning) if tuning else Picamera2(self._camera_num)
         try:
             self.sensor_size = tuple(getattr(camera, "sensor_resolution", FULL_SIZE))
             # Until a mode is configured libcamera reports placeholder ranges (ExposureTime up to
             # 66.7 ms): configure the still mode once and read the limits of the mode long
             # exposures are taken in, then the preview.
-            camera.configure(camera.create_still_configuration(main={"size": self.sensor_size, "format": "RGB888"}))
+            camera.configure(camera.create_still_configuration(main={"size": self.sensor_size, "format": "RGB888"}, raw=None))
             self._available = dict(camera.camera_controls)
             self._read_limits()
             properties = getattr(camera, "camera_properties", {}) or {}
@@ -102,7 +140,9 @@ class Picamera2Backend:
                 self.pixel_size_um = properties["UnitCellSize"][0] / 1000
             self._camera = camera
             self.encodes_preview = self._use_hardware_encoder()
-            # "RGB888" in picamera2's naming arrives as B, G, R bytes (hence "BGR" below).
+            # "RGB888" in picamera2's naming arrives as B, G, R bytes (hence "BGR" below). The
+            # preview keeps picamera2's default raw stream: it picks the sensor mode (2028x1520,
+            # binned, full field) as picamera2 scores it.
             self._preview_config = camera.create_preview_configuration(
                 main={"size": PREVIEW_SIZE, "format": "RGB888"}, controls=self._preview_controls()
             )
@@ -113,14 +153,19 @@ class Picamera2Backend:
             self._camera = None
             camera.close()
             raise
+        dpc = read_sensor_dpc()
         log.info(
-            "picamera2: sensor %dx%d, exposure %.6f..%.1f s, gain %.2f..%.2f, preview encoder %s%s",
+            "picamera2: sensor %dx%d, exposure %.6f..%.1f s, gain %.2f..%.2f, preview encoder %s, tuning %s, sensor DPC %s",
             *self.sensor_size,
             *self.exposure_limits,
             *self.gain_limits,
             "hardware MJPEG" if self.encodes_preview else "libjpeg-turbo",
-            f", tuning {self._tuning_file}" if self._tuning_file else "",
+            tuning or "the sensor's default",
+            {True: "on", False: "off", None: "unknown"}[dpc],
         )
+        if dpc is not None and dpc != self._sensor_dpc:
+            log.warning("sensor DPC is %s, not %s as configured: %s", "on" if dpc else "off",
+                        "on" if self._sensor_dpc else "off", sensor_dpc_fix(self._sensor_dpc))
 
     def close(self) -> None:
         if self._camera is not None:
@@ -128,24 +173,6 @@ class Picamera2Backend:
             self._camera.stop()
             self._camera.close()
             self._camera = None
-
-    def _load_tuning(self, picamera2_class) -> dict | None:
-        """The tuning file as picamera2 wants it (a dict), or None for the sensor's default."""
-        name = self._tuning_file
-        if not name:
-            return None
-        if "/" in name:
-            try:
-                return json.loads(Path(name).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise CameraUnavailable(f"tuning file {name} cannot be read ({exc})") from None
-        try:
-            return picamera2_class.load_tuning_file(name)
-        except RuntimeError as exc:
-            raise CameraUnavailable(
-                f"tuning file {name} was not found ({exc}): give a path, or a name from "
-                "/usr/share/libcamera/ipa/rpi/vc4/ (Pi 4) or /usr/share/libcamera/ipa/rpi/pisp/ (Pi 5)"
-            ) from None
 
     def _read_limits(self) -> None:
         # picamera2 reports (min, max, default); exposure in microseconds.
@@ -183,8 +210,8 @@ class Picamera2Backend:
         # read at another moment (another mode) may not be.
         frame_us = max(int(round(frame_s * 1e6)), exposure_us)
         controls = {
-            "AeEnable": False,  # auto exposure would cap or double long exposures
-            "AwbEnable": False,  # a fixed white balance, the same for every frame of the night
+            # Fixed colour gains alone make white balance manual, the same for every frame of the
+            # night (AwbEnable would race them on libcamera before 0.6, see the module docstring).
             "ColourGains": self._colour_gains,
             "NoiseReductionMode": NOISE_REDUCTION_OFF,  # it smooths away faint stars
             "ExposureTime": exposure_us,
@@ -192,6 +219,10 @@ class Picamera2Backend:
             # The sensor cannot expose longer than a frame lasts: let the frame last the exposure.
             "FrameDurationLimits": (frame_us, frame_us),
         }
+        if "ExposureTimeMode" in self._available:
+            # libcamera 0.5 on ignores ExposureTime while auto exposure runs, and handles the mode
+            # before the other controls; before 0.5, AeEnable would race ExposureTime instead.
+            controls["AeEnable"] = False
         return {name: value for name, value in controls.items() if name in self._available}
 
     def _preview_controls(self) -> dict[str, Any]:
@@ -205,16 +236,20 @@ class Picamera2Backend:
             self.gain = _clamp(float(gain), *self.gain_limits)
         if self._camera is None:
             return
+        if not (previous > LONG_FRAME_S and self.exposure_s < previous):
+            self._camera.set_controls(self._preview_controls())
+            return
+        # The long preview frame under way would hold the new exposure back until it ends
+        # (minutes, perhaps): a restart aborts it. Stop, set, start: controls set while running
+        # ride on the next request picamera2 queues, and a stop cancels that request with them;
+        # set while stopped, start() hands them to libcamera at once.
+        streaming = self._stream_sink
+        self.stop_stream()
+        self._camera.stop()
         self._camera.set_controls(self._preview_controls())
-        if previous > LONG_FRAME_S and self.exposure_s < previous:
-            # The long preview frame under way would hold the new exposure back until it ends
-            # (minutes, perhaps): a restart aborts it, and the controls apply from the next frame.
-            streaming = self._stream_sink
-            self.stop_stream()
-            self._camera.stop()
-            self._camera.start()
-            if streaming is not None:
-                self.start_stream(streaming)
+        self._camera.start()
+        if streaming is not None:
+            self.start_stream(streaming)
 
     # -- waiting for picamera2 jobs ----------------------------------------------------------------
 
@@ -331,6 +366,7 @@ class Picamera2Backend:
         applied_gain = float(metadata.get("AnalogueGain", gain))
         _warn_on_mismatch("exposure", exposure_s, applied_exposure, "s")
         _warn_on_mismatch("analogue gain", gain, applied_gain, "")
+        black_levels = metadata.get("SensorBlackLevels")  # in 16-bit units, whatever the format
         return StillImage(
             pixels=pixels,
             pixel_format="BGR",
@@ -344,17 +380,30 @@ class Picamera2Backend:
             },
             raw_dng=dng_bytes,
             bayer=bayer,
+            bit_depth=SENSOR_BIT_DEPTH if mosaic is not None else None,
+            black_level=black_levels[0] / 2 ** (16 - SENSOR_BIT_DEPTH) if mosaic is not None and black_levels else None,
+            sensor_dpc=read_sensor_dpc(),
         )
 
     def _mosaic(self, request) -> tuple[np.ndarray, str]:
-        """The raw Bayer mosaic as uint16 (the sensor's 12-bit values) and its pattern."""
+        """The raw Bayer mosaic as uint16 holding the sensor's 12-bit values, and its pattern.
+
+        A Pi 4 delivers ``SRGGB12`` as asked: 12-bit values in 16-bit words. A Pi 5's front end
+        writes 16-bit samples only, so the same request comes back as ``SRGGB16`` with the values
+        shifted up by 4 (black level 4096): shifted back, both Pis give the same data."""
         array = request.make_array("raw")
         width = self.sensor_size[0]
         if array.dtype == np.uint8:  # picamera2 hands raw buffers over as bytes, stride included
             array = array.view(np.uint16)
-        mosaic = np.ascontiguousarray(array[:, :width])
         raw_format = str((getattr(request, "config", None) or {}).get("raw", {}).get("format", RAW_FORMAT))
-        return mosaic, raw_format[1:5]  # "SRGGB12" -> "RGGB"
+        order, _, packing = raw_format.partition("_")
+        if packing:  # CSI-2 packed or PiSP compressed: not plain samples
+            raise CameraUnavailable(f"the camera delivered raw data as {raw_format}, which WANDA cannot read (it asked for {RAW_FORMAT})")
+        depth = int(order[5:])  # "SRGGB16" -> 16
+        mosaic = np.ascontiguousarray(array[:, :width])
+        if depth > SENSOR_BIT_DEPTH:
+            mosaic >>= depth - SENSOR_BIT_DEPTH
+        return mosaic, order[1:5]  # "SRGGB12" -> "RGGB"
 
     def _expose_full_size(self, exposure_s: float, gain: float, cancel: threading.Event, skip_frames: int, raw: bool):
         camera = self._camera
@@ -390,6 +439,90 @@ class Picamera2Backend:
         except Exception:
             log.exception("restoring the preview after a still failed")
             raise CameraUnavailable("the camera could not return to the preview (see the server log)") from None
+
+
+# -- what must be in place before the camera opens ----------------------------------------------
+
+
+def missing_features(picamera2_class) -> list[str]:
+    """The picamera2 features this backend uses that the installed picamera2 lacks (checked on
+    the class, not by version: Debian's package may patch, and versions are not always stated)."""
+    missing = []
+    if "timeout" not in inspect.signature(picamera2_class.wait).parameters:
+        missing.append("Picamera2.wait(job, timeout) (0.3.17)")
+    if not hasattr(picamera2_class, "cancel_all_and_flush"):
+        missing.append("Picamera2.cancel_all_and_flush (0.3.20)")
+    if "delay" not in inspect.signature(picamera2_class.switch_mode_and_capture_request).parameters:
+        missing.append("switch_mode_and_capture_request(delay) (0.3.16)")
+    return missing
+
+
+def resolve_tuning_file(name: str) -> str:
+    """The tuning file's path: a path as given, a bare name looked up where libcamera keeps them
+    for this Pi (as picamera2's load_tuning_file does). Raises CameraUnavailable when there is no
+    such readable JSON file."""
+    if "/" in name:
+        path = Path(name).expanduser()
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CameraUnavailable(f"tuning file {name} cannot be read ({exc})") from None
+        return str(path.resolve())
+    try:
+        from picamera2.platform import Platform, get_platform  # noqa: PLC0415
+
+        platforms = ["vc4" if get_platform() == Platform.VC4 else "pisp"]
+    except (ImportError, AttributeError):
+        platforms = ["pisp", "vc4"]
+    directories = [Path(d.format(platform=p)).expanduser() for p in platforms for d in TUNING_DIRS]
+    for directory in directories:
+        if (directory / name).is_file():
+            return str(directory / name)
+    raise CameraUnavailable(
+        f"tuning file {name} was not found in {', '.join(map(str, directories))}: give a path, or a name from "
+        "/usr/share/libcamera/ipa/rpi/vc4/ (Pi 4) or /usr/share/libcamera/ipa/rpi/pisp/ (Pi 5)"
+    )
+
+
+def select_tuning_file(name: str) -> str:
+    """Point libcamera at the tuning file (a name or a path; empty: the sensor's default) and
+    return its path. libcamera reads LIBCAMERA_RPI_TUNING_FILE once, when its camera manager
+    starts: this must run before the first picamera2 call that lists or opens a camera."""
+    if not name:
+        os.environ.pop(TUNING_ENV, None)
+        return ""
+    path = resolve_tuning_file(name)
+    os.environ[TUNING_ENV] = path
+    return path
+
+
+def read_sensor_dpc() -> bool | None:
+    """Whether the IMX477's on-sensor defective pixel correction is on, as the driver will write it
+    at the next stream start; None where there is no imx477 driver."""
+    try:
+        value = SENSOR_DPC_PARAMETER.read_text().strip()
+    except OSError:
+        return None
+    return value not in ("0", "N")
+
+
+def sensor_dpc_fix(wanted: bool) -> str:
+    value = int(wanted)
+    return (
+        f"echo {value} | sudo tee {SENSOR_DPC_PARAMETER} (now), and options imx477 dpc_enable={value} in "
+        "/etc/modprobe.d/wanda-imx477.conf (after a reboot; scripts/setup.sh on the Pi writes it)"
+    )
+
+
+def apply_sensor_dpc(wanted: bool) -> None:
+    """Set the driver's parameter where this process may (root); otherwise open() says how."""
+    current = read_sensor_dpc()
+    if current is None or current == wanted:
+        return
+    try:
+        SENSOR_DPC_PARAMETER.write_text(f"{int(wanted)}\n")
+    except OSError:
+        return
 
 
 class _JpegSink(io.BufferedIOBase):
