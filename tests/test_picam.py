@@ -172,6 +172,9 @@ async def test_picam_frames_reach_a_viewer_through_the_app(picamera2, aiohttp_cl
     _, jpeg = await read_part(response.content)
     assert is_blue(jpeg)  # decoded as BGR: a red frame would mean the byte order was missed
     assert (await (await client.get("/state")).json())["data"]["backend"] == "picamera2"
+    camera = (await (await client.get("/api/health")).json())["data"]["camera"]
+    assert camera["model"] == "imx477" and camera["platform"] == "pisp" and camera["preview_encoder"] == "software"
+    assert camera["tuning_file"] is None and camera["exposure_limits_s"][1] > 600
 
 
 # -- stills ------------------------------------------------------------------------------------

@@ -75,6 +75,9 @@ class CameraBackend(Protocol):
     preview_linear: bool
     instrument: str  # FITS INSTRUME
     pixel_size_um: float  # of a still's pixel (FITS XPIXSZ / YPIXSZ)
+    # What /api/health says about the camera beyond its name (software versions, tuning, ...):
+    # what someone helping over the network asks first. Known after open().
+    details: dict[str, Any]
 
     def open(self) -> None: ...
 

@@ -32,6 +32,7 @@ configuration is restored by stopping and restarting the camera.
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.metadata
 import inspect
 import io
 import json
@@ -111,6 +112,7 @@ class Picamera2Backend:
         self.encodes_preview = False
         self._stream_sink: Callable[[bytes, float], None] | None = None
         self._encoder = None
+        self.details: dict[str, Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -154,6 +156,15 @@ class Picamera2Backend:
             camera.close()
             raise
         dpc = read_sensor_dpc()
+        self.details = {
+            "model": properties.get("Model"),
+            "picamera2": _package_version("picamera2"),
+            "platform": _platform_name(),
+            "tuning_file": tuning or None,
+            "sensor_dpc": None if dpc is None else ("on" if dpc else "off"),
+            "preview_encoder": "hardware" if self.encodes_preview else "software",
+            "exposure_limits_s": list(self.exposure_limits),
+        }
         log.info(
             "picamera2: sensor %dx%d, exposure %.6f..%.1f s, gain %.2f..%.2f, preview encoder %s, tuning %s, sensor DPC %s",
             *self.sensor_size,
@@ -188,12 +199,7 @@ class Picamera2Backend:
     def _use_hardware_encoder(self) -> bool:
         if self._preview_encoder == "software":
             return False
-        try:
-            from picamera2.platform import Platform, get_platform  # noqa: PLC0415
-
-            on_vc4 = get_platform() == Platform.VC4
-        except (ImportError, AttributeError):
-            on_vc4 = False
+        on_vc4 = _platform_name() == "vc4"
         if self._preview_encoder == "hardware" and not on_vc4:
             raise CameraUnavailable(
                 "preview_encoder hardware: this Raspberry Pi has no hardware JPEG encoder (only the Pi 4 "
@@ -441,6 +447,22 @@ class Picamera2Backend:
             raise CameraUnavailable("the camera could not return to the preview (see the server log)") from None
 
 
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _platform_name() -> str | None:
+    """"vc4" (Pi 4 and older) or "pisp" (Pi 5), as picamera2 tells them apart."""
+    try:
+        from picamera2.platform import Platform, get_platform  # noqa: PLC0415
+    except ImportError:  # picamera2 before 0.3.13 had no platform module (VC4 only)
+        return None
+    return "vc4" if get_platform() == Platform.VC4 else "pisp"
+
+
 # -- what must be in place before the camera opens ----------------------------------------------
 
 
@@ -468,12 +490,8 @@ def resolve_tuning_file(name: str) -> str:
         except (OSError, ValueError) as exc:
             raise CameraUnavailable(f"tuning file {name} cannot be read ({exc})") from None
         return str(path.resolve())
-    try:
-        from picamera2.platform import Platform, get_platform  # noqa: PLC0415
-
-        platforms = ["vc4" if get_platform() == Platform.VC4 else "pisp"]
-    except (ImportError, AttributeError):
-        platforms = ["pisp", "vc4"]
+    platform = _platform_name()
+    platforms = [platform] if platform else ["pisp", "vc4"]
     directories = [Path(d.format(platform=p)).expanduser() for p in platforms for d in TUNING_DIRS]
     for directory in directories:
         if (directory / name).is_file():

@@ -170,6 +170,7 @@ class SimulatedSky:
     instrument = "WANDA simulated sky (IMX477 model)"
     # Its 1440 px span the IMX477's 4056 pixels of 1.55 um.
     pixel_size_um = round(1.55 * 4056 / PREVIEW_SIZE[0], 3)
+    details: dict = {}  # nothing beyond its name to report
 
     def __init__(
         self,

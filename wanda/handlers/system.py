@@ -26,7 +26,7 @@ async def health(request: web.Request) -> web.Response:
             "uptime_s": round(time.time() - request.app[STARTED], 1),
             "loop_lag": request.app[LAG].describe(),
             "viewers": len(request.app[HUB].viewers),
-            "camera": {"backend": camera.backend.name, "alive": camera.alive},
+            "camera": {"backend": camera.backend.name, "alive": camera.alive, **camera.backend.details},
             "connections": request.app[GATE].describe(),
         }
     )
