@@ -174,3 +174,20 @@ def test_the_star_field_is_fixed_by_its_seed():
     flux = np.sort(a.flux_e_per_s)
     assert flux[-1] / flux[0] > 1000
     assert (flux > flux[-1] / 100).sum() < (flux < flux[-1] / 100).sum() / 5
+
+
+def test_shortening_the_exposure_abandons_the_long_frame_under_way():
+    """As the Pi backend's restart does: after a 15 s frame was scheduled (a long exposure, or a
+    cancelled still), a 50 ms exposure gives a frame at once, not after the 15 s."""
+    sky = SimulatedSky()
+    asleep = threading.Event()
+    asleep.set()
+    sky.set_controls(exposure_s=15.0)
+    assert sky.capture_preview(asleep, 30) is None  # the 15 s frame is due
+    sky.set_controls(exposure_s=0.05)
+    give_up = threading.Event()
+    timer = threading.Timer(10, give_up.set)  # a bound, in case the 15 s frame is still awaited
+    timer.start()
+    frame = sky.capture_preview(give_up, 30)
+    timer.cancel()
+    assert frame is not None and frame.exposure_s == 0.05

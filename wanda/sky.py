@@ -250,7 +250,10 @@ class SimulatedSky:
     def set_controls(self, *, exposure_s: float | None = None, gain: float | None = None) -> None:
         if exposure_s is not None:
             exposure_s = min(max(float(exposure_s), EXPOSURE_LIMITS[0]), EXPOSURE_LIMITS[1])
-            self.exposure_s = round(exposure_s * 1e6) / 1e6  # whole microseconds, like the sensor
+            exposure_s = round(exposure_s * 1e6) / 1e6  # whole microseconds, like the sensor
+            if exposure_s != self.exposure_s:
+                self._next_due = None  # the frame under way is abandoned, as a camera restart does
+            self.exposure_s = exposure_s
         if gain is not None:
             self.gain = min(max(float(gain), GAIN_LIMITS[0]), GAIN_LIMITS[1])
         self._pending = None
@@ -270,13 +273,13 @@ class SimulatedSky:
         is given anyway). ``skip_frames`` has nothing to flush; there is no sensor frame for a DNG."""
         self.set_controls(exposure_s=exposure_s, gain=gain)
         started = self._wall_clock()
+        self._next_due = None  # the preview starts afresh after the still, or its cancel
         if cancel.wait(self.exposure_s):
             raise CaptureCancelled("the exposure was cancelled")
         linear = self.render_luminance(self.exposure_s, self.gain, self._offset_at(self._clock()), bits=16)
         linear = linear.astype(np.uint16)
         grey = (linear >> 8).astype(np.uint8)
         pixels = np.repeat(grey[:, :, None], 3, axis=2)
-        self._next_due = None  # the preview starts afresh after the still
         return StillImage(
             pixels=pixels,
             pixel_format="RGB",
