@@ -252,14 +252,16 @@ class StepperMount:
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
             log.exception("the mount thread died")
-            for listener in self.listeners:
-                listener("mount_error")
         finally:
             self._tracking = False
             try:
                 self._coils_off()
             except Exception:
                 log.exception("could not switch the coils off")
+        if self.failure is not None:
+            # Said only once the coils are off: whoever hears of the failure finds the mount safe.
+            for listener in self.listeners:
+                listener("mount_error")
 
     def _step(self, due: float) -> None:
         self._phase = (self._phase + (1 if self._clockwise else -1)) % len(HALF_STEP_SEQUENCE)
