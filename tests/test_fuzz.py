@@ -129,18 +129,25 @@ async def test_the_websocket_answers_every_bad_message_and_others_are_unaffected
         closed = await fuzzer.receive(timeout=10)
         assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
         assert fuzzer.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
-        # A flood: a thousand commands at once are answered or refused, never a crash.
+        # A flood: a thousand commands at once, sent without reading. As documented, each is
+        # answered (or refused with TOO_MANY_REQUESTS) once, until the client falls so far
+        # behind that it is closed with 1013, or reset if it is not reading the close either (how
+        # far it gets depends on how a busy machine schedules the two ends); never a crash.
         flooder = await session.ws_connect(server.url + "/ws", headers=server.headers())
         for i in range(1000):
             await flooder.send_str(json.dumps({"id": i, "action": "camera.status"}))
-        answered = 0
-        while answered < 1000:
+        answered = []
+        while len(answered) < 1000:
             message = await flooder.receive(timeout=30)
             if message.type != aiohttp.WSMsgType.TEXT:
-                assert flooder.close_code in (aiohttp.WSCloseCode.TRY_AGAIN_LATER,), flooder.close_code
+                assert flooder.close_code in (aiohttp.WSCloseCode.TRY_AGAIN_LATER, aiohttp.WSCloseCode.ABNORMAL_CLOSURE), (
+                    message, flooder.close_code, len(answered))
                 break
-            if "ok" in json.loads(message.data):
-                answered += 1
+            body = json.loads(message.data)
+            if "ok" in body:
+                assert body["ok"] is True or body["code"] == "TOO_MANY_REQUESTS", body
+                answered.append(body["id"])
+        assert len(set(answered)) == len(answered) and set(answered) <= set(range(1000))
         await flooder.close()
         await bystander.send_str(json.dumps({"id": "still here", "action": "camera.status"}))
         while True:
