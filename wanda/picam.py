@@ -13,13 +13,17 @@ tests/fake_picamera2.py imitates each point and names its source):
 - ``camera_controls`` holds placeholder ranges until a mode is configured: limits are read after.
 - ``LIBCAMERA_RPI_TUNING_FILE`` is read once, when libcamera's camera manager starts, which the
   first picamera2 call does: ``select_tuning_file`` sets it before anything else.
-- libcamera up to 0.4 meets a request's controls in no fixed order, and ``AeEnable: False`` met
-  after ``ExposureTime`` freezes the exposure at the previous frame's length; ``AwbEnable`` and
-  ``ColourGains`` race the same way. Fixed ExposureTime, AnalogueGain and ColourGains already
-  make both algorithms manual, so ``AeEnable`` is sent only where libcamera has
-  ``ExposureTimeMode`` (0.5 on, where it is handled first and needed), ``AwbEnable`` never.
+- libcamera meets a request's controls in no fixed order, and up to 0.4 ``AeEnable: False`` met
+  after ``ExposureTime`` freezes the exposure at the previous frame's length. There a fixed
+  ExposureTime and AnalogueGain already make the exposure manual, so ``AeEnable`` is never sent.
+  From 0.5 a fixed value is ignored unless its mode is manual: ``ExposureTimeMode`` and
+  ``AnalogueGainMode`` are sent themselves (handled before the rest of a list in every 0.5+), not
+  ``AeEnable``, which libcamera 0.5.0 and 0.5.1 do not translate for the controls given at start.
+  Fixed ColourGains alone make white balance manual, so ``AwbEnable`` is not needed either.
+- A frame lasts 22 lines longer than its exposure: the longest frame allowed has that margin.
 - Controls ride on the next request picamera2 recycles, and a stop cancels those queued: a
-  restart is stop, set, start.
+  restart is stop, set, start. A mode switch back to the preview starts with the controls its
+  configuration holds, so they are brought up to date before every still.
 - A Pi 5 delivers raw samples as 16 bits (12-bit values shifted up by 4): the mosaic is scaled
   back by the format's depth.
 
@@ -75,6 +79,8 @@ MODE_SWITCH_MARGIN_S = 10.0  # a still's time-out on top of its exposures: mode 
 MISMATCH = 0.02
 MISMATCH_FLOOR = {"exposure": 100e-6, "analogue gain": 0.0}
 NOISE_REDUCTION_OFF = 0  # libcamera's NoiseReductionModeEnum.Off (picamera2 accepts the number)
+EXPOSURE_MODE_MANUAL = 1  # ExposureTimeModeManual, AnalogueGainModeManual
+FRAME_SLACK_US = 5000  # at least this much longer may a frame be than its exposure (see above)
 
 
 class Picamera2Backend:
@@ -213,22 +219,25 @@ class Picamera2Backend:
         """The controls for one mode; only those this camera advertises (picamera2 refuses others)."""
         exposure_us = int(round(exposure_s * 1e6))
         # Not clamped here: libcamera clamps it to the range of the mode in use, which the limits
-        # read at another moment (another mode) may not be.
+        # read at another moment (another mode) may not be. A frame lasts 22 sensor lines (and, in
+        # the IMX477's long exposure mode, a rounding of up to 128 lines) beyond its exposure: the
+        # longest frame allowed leaves room for that, or the exposure would be cut.
         frame_us = max(int(round(frame_s * 1e6)), exposure_us)
+        longest_frame_us = frame_us + max(FRAME_SLACK_US, frame_us // 100)
         controls = {
             # Fixed colour gains alone make white balance manual, the same for every frame of the
-            # night (AwbEnable would race them on libcamera before 0.6, see the module docstring).
+            # night (AwbEnable is not needed: non-zero gains are manual in every libcamera).
             "ColourGains": self._colour_gains,
             "NoiseReductionMode": NOISE_REDUCTION_OFF,  # it smooths away faint stars
             "ExposureTime": exposure_us,
             "AnalogueGain": float(gain),
             # The sensor cannot expose longer than a frame lasts: let the frame last the exposure.
-            "FrameDurationLimits": (frame_us, frame_us),
+            "FrameDurationLimits": (frame_us, longest_frame_us),
+            # libcamera 0.5 on ignores ExposureTime and AnalogueGain while their modes are auto
+            # (before 0.5 these controls do not exist, and the fixed values alone are manual).
+            "ExposureTimeMode": EXPOSURE_MODE_MANUAL,
+            "AnalogueGainMode": EXPOSURE_MODE_MANUAL,
         }
-        if "ExposureTimeMode" in self._available:
-            # libcamera 0.5 on ignores ExposureTime while auto exposure runs, and handles the mode
-            # before the other controls; before 0.5, AeEnable would race ExposureTime instead.
-            controls["AeEnable"] = False
         return {name: value for name, value in controls.items() if name in self._available}
 
     def _preview_controls(self) -> dict[str, Any]:
@@ -362,8 +371,8 @@ class Picamera2Backend:
                     dng_bytes = buffer.getvalue()
             finally:
                 request.release()
-            # The switch back re-applies the preview configuration as it was created: bring the
-            # preview's current controls back with it.
+            # The preview's configuration was brought up to date before the switch; should picamera2
+            # have copied it after all, the current controls still arrive a few frames later.
             self._camera.set_controls(self._preview_controls())
         finally:
             if streaming is not None:
@@ -413,6 +422,10 @@ class Picamera2Backend:
 
     def _expose_full_size(self, exposure_s: float, gain: float, cancel: threading.Event, skip_frames: int, raw: bool):
         camera = self._camera
+        # The switch back starts the preview with the controls its configuration holds (picamera2
+        # keeps a shallow copy of it, this very dict): bring them up to date, or the first frames
+        # after the still would run with the settings the preview was created with.
+        self._preview_config["controls"].update(self._preview_controls())
         still = camera.create_still_configuration(
             main={"size": self.sensor_size, "format": "RGB888"},
             # Unpacked 12-bit: 16 bits a pixel, the mosaic readable as uint16.
@@ -475,7 +488,7 @@ def missing_features(picamera2_class) -> list[str]:
     if not hasattr(picamera2_class, "cancel_all_and_flush"):
         missing.append("Picamera2.cancel_all_and_flush (0.3.20)")
     if "delay" not in inspect.signature(picamera2_class.switch_mode_and_capture_request).parameters:
-        missing.append("switch_mode_and_capture_request(delay) (0.3.16)")
+        missing.append("switch_mode_and_capture_request(delay) (0.3.13)")
     return missing
 
 
