@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import report  # noqa: E402
 
 from wanda.analysis import analyse  # noqa: E402
-from wanda.sky import SimulatedSky  # noqa: E402
+from wanda.backends.sky import SimulatedSky  # noqa: E402
 
 
 def main() -> int:

@@ -31,10 +31,10 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     ViewerResult,
-    report,
     api_load,
     cpu_seconds,
     percentile,
+    report,
     rss_mb,
     running_wanda,
     stalled_viewer,

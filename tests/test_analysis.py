@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from wanda.analysis import analyse, auto_stretch, exact_histogram, find_stars, mtf, statistics
-from wanda.sky import SimulatedSky, pixel_profile
+from wanda.astro.measure import analyse, exact_histogram, find_stars, statistics
+from wanda.astro.stretch import auto_stretch, mtf
+from wanda.backends.sky import SimulatedSky, pixel_profile
 
 SIGMA_PER_FWHM = 1 / (2 * math.sqrt(2 * math.log(2)))
 

@@ -19,7 +19,6 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from wanda.jpeg import JpegEncoder
 
-
 CHROMIUM = "/usr/bin/chromium"
 # Headless, and nothing that reaches for the internet (this machine and the field have none).
 CHROMIUM_ARGS = [

@@ -281,9 +281,10 @@ async def test_waiting_viewers_leave_no_waiters_behind(aiohttp_client, config):
 
 
 def test_a_job_for_a_camera_that_is_not_running_fails_at_once():
-    from wanda.camera import CameraUnavailable, CameraWorker
+    from wanda.backends import CameraUnavailable
+    from wanda.backends.sky import SimulatedSky
+    from wanda.camera import CameraWorker
     from wanda.frames import FrameHub
-    from wanda.sky import SimulatedSky
 
     worker = CameraWorker(SimulatedSky(), None, FrameHub(), asyncio.new_event_loop())
     with pytest.raises(CameraUnavailable):

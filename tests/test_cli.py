@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import free_port
 
 from wanda.config import Config, ConfigError, load_config

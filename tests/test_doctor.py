@@ -10,7 +10,6 @@ from helpers import free_port
 from wanda import cli
 
 
-
 def doctor(capsys, *args: str) -> tuple[int, str]:
     code = cli.main(["doctor", "--host", "127.0.0.1", *args])
     return code, capsys.readouterr().out
@@ -55,7 +54,7 @@ def test_doctor_lists_the_cameras_picamera2_reports(capsys, tmp_path, monkeypatc
 
 def test_doctor_fails_on_a_tuning_file_libcamera_would_not_find(capsys, tmp_path, monkeypatch):
     fake_picamera2.install(monkeypatch)
-    monkeypatch.setattr("wanda.picam.TUNING_DIRS", (str(tmp_path / "{platform}"),))
+    monkeypatch.setattr("wanda.backends.picam.TUNING_DIRS", (str(tmp_path / "{platform}"),))
     args = ("--camera", "picamera2", "--port", str(free_port()), "--captures", str(tmp_path))
     code, out = doctor(capsys, *args, "--tuning-file", "imx477_scientfic.json")
     assert code == 1 and line(out, "tuning file").startswith("FAIL") and "imx477_scientfic.json was not found" in out
@@ -68,7 +67,7 @@ def test_doctor_fails_on_a_tuning_file_libcamera_would_not_find(capsys, tmp_path
 
 def test_doctor_reports_the_sensors_defective_pixel_correction_against_the_setting(capsys, tmp_path, monkeypatch):
     parameter = tmp_path / "dpc_enable"
-    monkeypatch.setattr("wanda.picam.SENSOR_DPC_PARAMETER", parameter)
+    monkeypatch.setattr("wanda.backends.picam.SENSOR_DPC_PARAMETER", parameter)
     args = ("--camera", "sim", "--mount", "sim", "--port", str(free_port()), "--captures", str(tmp_path))
     code, out = doctor(capsys, *args)
     assert line(out, "sensor DPC").startswith("ok") and "no imx477 driver" in out

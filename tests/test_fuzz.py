@@ -16,9 +16,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from live_server import Wanda
 
+from wanda.backends.sky import EXPOSURE_LIMITS, GAIN_LIMITS
 from wanda.openapi import build_spec
 from wanda.settings import Limits
-from wanda.sky import EXPOSURE_LIMITS, GAIN_LIMITS
 
 # Examples per operation: a few for CI; bench/fuzz.py sets many more.
 EXAMPLES = int(os.environ.get("WANDA_FUZZ_EXAMPLES", "12"))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import free_port
 from live_server import Wanda
+
 from wanda.fits import fits_bytes
 
 SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "pi.py"

@@ -20,11 +20,12 @@ import pytest
 from helpers import free_port, read_part, wait_until
 
 from wanda.app import create_app
-from wanda.camera import CameraUnavailable, CaptureCancelled, create_backend, probe_picamera2
+from wanda.backends import CameraUnavailable, CaptureCancelled
+from wanda.backends.choose import create_backend, probe_picamera2
+from wanda.backends.picam import Picamera2Backend
+from wanda.backends.sky import SimulatedSky
 from wanda.config import Config
 from wanda.jpeg import JpegEncoder
-from wanda.picam import Picamera2Backend
-from wanda.sky import SimulatedSky
 
 TESTS = Path(__file__).parent
 
@@ -263,7 +264,7 @@ def test_picam_shortening_a_long_preview_exposure_does_not_wait_for_the_frame_un
 
 
 def test_picam_stalled_camera_is_a_clear_error_not_a_hang(picamera2, backend, monkeypatch):
-    monkeypatch.setattr("wanda.picam.MODE_SWITCH_MARGIN_S", 0.5)
+    monkeypatch.setattr("wanda.backends.picam.MODE_SWITCH_MARGIN_S", 0.5)
     camera = the_camera(picamera2)
     camera.stalled = True
     with pytest.raises(CameraUnavailable, match="no frame within .* ribbon cable"):
@@ -375,7 +376,7 @@ def dpc_parameter(tmp_path, monkeypatch):
     """The imx477 driver's dpc_enable parameter, as a file both the backend and the fake read."""
     path = tmp_path / "dpc_enable"
     path.write_text("0\n")
-    monkeypatch.setattr("wanda.picam.SENSOR_DPC_PARAMETER", path)
+    monkeypatch.setattr("wanda.backends.picam.SENSOR_DPC_PARAMETER", path)
     fake_picamera2.DPC_PARAMETER[0] = path
     return path
 
@@ -446,7 +447,7 @@ def tuning_dirs(tmp_path, monkeypatch):
         directory = tmp_path / "ipa" / platform
         directory.mkdir(parents=True)
         (directory / "imx477_scientific.json").write_text(json.dumps({"version": 2.0, "target": platform, "scientific": True}))
-    monkeypatch.setattr("wanda.picam.TUNING_DIRS", (str(tmp_path / "ipa" / "{platform}"),))
+    monkeypatch.setattr("wanda.backends.picam.TUNING_DIRS", (str(tmp_path / "ipa" / "{platform}"),))
     return tmp_path / "ipa"
 
 
@@ -642,7 +643,7 @@ class RootOnlyParameter(type(Path())):
 
 def test_picam_sensor_dpc_that_cannot_be_set_is_recorded_and_explained(picamera2, dpc_parameter, caplog, monkeypatch):
     dpc_parameter.write_text("1\n")
-    monkeypatch.setattr("wanda.picam.SENSOR_DPC_PARAMETER", RootOnlyParameter(dpc_parameter))
+    monkeypatch.setattr("wanda.backends.picam.SENSOR_DPC_PARAMETER", RootOnlyParameter(dpc_parameter))
     backend = Picamera2Backend(sensor_dpc=False)
     backend.open()
     assert "sensor DPC is on, not off as configured" in caplog.text and "modprobe.d" in caplog.text

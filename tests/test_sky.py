@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from wanda.sky import PREVIEW_SIZE, SIDEREAL_RATE, SensorModel, SimulatedSky
+from wanda.backends.sky import PREVIEW_SIZE, SIDEREAL_RATE, SensorModel, SimulatedSky
 
 
 class FakeClock:

@@ -9,13 +9,12 @@ import json
 import os
 import subprocess
 
+import numpy as np
 import pytest
 from helpers import fill, is_reply, mounted_tmpfs, receive_until, wait_until
 
 from wanda.jpeg import JpegEncoder
 from wanda.keys import CONTROL, SESSIONS
-
-import numpy as np
 
 JPEG = JpegEncoder().encode(np.full((64, 96, 3), 90, dtype=np.uint8), "RGB")
 

@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-
 from helpers import free_port
 
 from wanda.systemd import SystemdNotifier

@@ -16,7 +16,9 @@ from aiohttp import WSCloseCode, web
 
 from wanda.analysis import AnalysisWorker
 from wanda.auth import Guard
-from wanda.camera import CameraBackend, CameraWorker, create_backend
+from wanda.backends import CameraBackend
+from wanda.backends.choose import create_backend
+from wanda.camera import CameraWorker
 from wanda.config import Config
 from wanda.connections import GATE, ConnectionGate, connection_limit, current_descriptor_limit, gate_middleware
 from wanda.control import CameraControl

@@ -1,4 +1,4 @@
-"""The camera: the backend interface, the worker thread that owns the backend, backend selection.
+"""The camera worker: the thread that owns the camera backend (wanda/backends).
 
 The worker is an actor. One thread owns the backend object and runs, in turn, the preview loop and
 jobs submitted from the event loop (set controls, still captures, mode switches), so a still can
@@ -14,101 +14,16 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from wanda.analysis import AnalysisWorker
+from wanda.backends import CameraBackend, CameraUnavailable
 from wanda.frames import Frame, FrameHub, RateMeter, multipart_part
 from wanda.jpeg import JpegEncoder
 
 log = logging.getLogger(__name__)
-
-
-class CameraUnavailable(RuntimeError):
-    """The requested camera cannot be used; the message says why and what to do."""
-
-
-@dataclass(frozen=True, slots=True)
-class PreviewFrame:
-    pixels: np.ndarray  # (height, width, channels) uint8
-    pixel_format: str  # "RGB", "BGR" (picamera2's "RGB888") or "RGBX"
-    timestamp: float  # sensor read-out time, Unix seconds
-    exposure_s: float
-    gain: float
-
-
-class CaptureCancelled(Exception):
-    """A still exposure was cancelled before it finished; nothing was written."""
-
-
-@dataclass(frozen=True, slots=True)
-class StillImage:
-    pixels: np.ndarray  # (height, width, 3) uint8, for JPEG
-    pixel_format: str  # "RGB" or "BGR"
-    linear: np.ndarray | None  # the linear sensor data (uint16), for science formats
-    started: float  # exposure start, Unix seconds
-    exposure_s: float  # as the sensor applied it
-    gain: float
-    metadata: dict[str, Any]
-    raw_dng: bytes | None = None  # the raw sensor frame as DNG, when asked for and the backend can
-    bayer: str | None = None  # "RGGB", ... when ``linear`` is the raw Bayer mosaic
-    bit_depth: int | None = None  # of the values in ``linear`` (the sensor's ADC), when known
-    black_level: float | None = None  # in the units of ``linear``, when the sensor reports it
-    sensor_dpc: bool | None = None  # the sensor's own defective pixel correction, where it has one
-
-
-class CameraBackend(Protocol):
-    """What the worker needs from a camera. Called only from the worker thread."""
-
-    name: str
-    preview_size: tuple[int, int]
-    exposure_limits: tuple[float, float]
-    gain_limits: tuple[float, float]
-    exposure_s: float  # the exposure in use (read from the loop for time-outs)
-    # True when the backend encodes the preview itself (picamera2's hardware MJPEG encoder): the
-    # worker then starts and stops that stream with the demand instead of calling capture_preview.
-    encodes_preview: bool
-    # True when preview pixels are linear in light (the simulated sky); False when the ISP applied
-    # a gamma curve (picamera2), which the analysis undoes.
-    preview_linear: bool
-    instrument: str  # FITS INSTRUME
-    pixel_size_um: float  # of a still's pixel (FITS XPIXSZ / YPIXSZ)
-    # What /api/health says about the camera beyond its name (software versions, tuning, ...):
-    # what someone helping over the network asks first. Known after open().
-    details: dict[str, Any]
-
-    def open(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def set_controls(self, *, exposure_s: float | None = None, gain: float | None = None) -> None: ...
-
-    def capture_preview(self, wake: threading.Event, max_fps: float) -> PreviewFrame | None:
-        """Block until the next preview frame; return None early when ``wake`` is set."""
-        ...
-
-    def capture_still(
-        self,
-        exposure_s: float,
-        gain: float,
-        cancel: threading.Event,
-        skip_frames: int = 0,
-        *,
-        raw: bool = False,
-        dng: bool = False,
-    ) -> StillImage:
-        """Take one exposure; raise CaptureCancelled as soon as ``cancel`` is set. ``raw`` asks for
-        linear data (``StillImage.linear``; the raw Bayer mosaic on a Pi), ``dng`` for the raw
-        sensor frame as DNG (``StillImage.raw_dng``), where the backend has them."""
-        ...
-
-    def start_stream(self, on_jpeg: Callable[[bytes, float], None]) -> None:
-        """Only when ``encodes_preview``: call ``on_jpeg(jpeg, unix_time)`` for each frame."""
-        ...
-
-    def stop_stream(self) -> None: ...
 
 
 Job = Callable[..., Any]
@@ -349,86 +264,3 @@ class CameraWorker:
             table = np.minimum(np.arange(256, dtype=np.float32) * gain, 255).astype(np.uint8)
             self._gain_table = (gain, table)
         return self._gain_table[1][pixels]
-
-
-@dataclass(frozen=True)
-class Picamera2Probe:
-    """Can picamera2 be imported, and does it list a camera? If not, why, and what fixes it."""
-
-    ok: bool
-    reason: str
-    fix: str = ""
-
-
-def probe_picamera2(tuning_file: str = "") -> Picamera2Probe:
-    """Whether picamera2 can drive a camera here. The tuning file is selected first: libcamera
-    reads it once, when the camera listing below starts its camera manager (a bad one raises
-    CameraUnavailable, since picamera2 exists and the configuration asks for it)."""
-    try:
-        from picamera2 import Picamera2  # noqa: PLC0415  (only on a Pi)
-    except ImportError as exc:
-        if "numpy" in str(exc):
-            return _numpy_mismatch(exc)
-        return Picamera2Probe(
-            False,
-            f"picamera2 is not importable ({exc})",
-            "on a Raspberry Pi install python3-picamera2 with apt and create the virtual environment "
-            "with --system-site-packages",
-        )
-    except ValueError as exc:  # "numpy.dtype size changed": compiled against another numpy
-        return _numpy_mismatch(exc)
-    from wanda.picam import UPGRADE_FIX, missing_features, select_tuning_file  # noqa: PLC0415
-
-    missing = missing_features(Picamera2)
-    if missing:
-        return Picamera2Probe(False, f"picamera2 is too old: it lacks {', '.join(missing)}", UPGRADE_FIX)
-    select_tuning_file(tuning_file)
-    try:
-        cameras = Picamera2.global_camera_info()
-    except Exception as exc:  # libcamera errors come in many types
-        return Picamera2Probe(False, f"picamera2 could not list cameras ({exc})", "check libcamera: rpicam-hello --list-cameras")
-    if not cameras:
-        return Picamera2Probe(
-            False,
-            "picamera2 lists no camera",
-            "check the ribbon cable and dtoverlay=imx477 in /boot/firmware/config.txt, then reboot",
-        )
-    models = ", ".join(str(c.get("Model", "?")) for c in cameras)
-    return Picamera2Probe(True, f"picamera2 lists {len(cameras)} camera(s): {models}")
-
-
-def _numpy_mismatch(exc: Exception) -> Picamera2Probe:
-    return Picamera2Probe(
-        False,
-        f"picamera2 does not load with the numpy of this environment ({exc})",
-        "picamera2 from apt needs Debian's numpy: .venv/bin/pip uninstall -y numpy, so the virtual "
-        "environment uses the system one",
-    )
-
-
-def create_backend(config) -> CameraBackend:
-    """The backend ``config.camera`` asks for; ``auto`` falls back to the simulated sky."""
-    from wanda.sky import SimulatedSky
-
-    def sky() -> CameraBackend:
-        return SimulatedSky(fwhm=config.sim_fwhm, plate_scale=config.sim_plate_scale, seed=config.sim_seed)
-
-    if config.camera == "sim":
-        log.info("camera: simulated sky (--camera sim)")
-        return sky()
-    probe = probe_picamera2(config.tuning_file)
-    if config.camera == "picamera2" and not probe.ok:
-        raise CameraUnavailable(f"--camera picamera2: {probe.reason}: {probe.fix}")
-    if probe.ok:
-        from wanda.picam import Picamera2Backend
-
-        log.info("camera: picamera2, because %s (--camera %s)", probe.reason, config.camera)
-        return Picamera2Backend(
-            colour_gains=config.colour_gains,
-            tuning_file=config.tuning_file,
-            preview_encoder=config.preview_encoder,
-            sensor_dpc=config.sensor_dpc,
-        )
-    log.info("camera: simulated sky, because %s (--camera auto)", probe.reason)
-    return sky()
-

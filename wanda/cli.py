@@ -15,7 +15,7 @@ from aiohttp import web
 
 from wanda import __version__
 from wanda.app import create_app
-from wanda.camera import CameraUnavailable
+from wanda.backends import CameraUnavailable
 from wanda.config import CAMERA_CHOICES, LOG_LEVELS, MOUNT_CHOICES, PREVIEW_ENCODERS, Config, ConfigError, load_config
 from wanda.connections import GATE, GatedSite, raise_descriptor_limit
 from wanda.jpeg import JpegUnavailable

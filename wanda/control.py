@@ -21,7 +21,8 @@ from urllib.parse import quote
 
 from wanda import __version__
 from wanda.arbiter import CameraArbiter, Lease
-from wanda.camera import CameraBackend, CameraUnavailable, CameraWorker, CaptureCancelled, StillImage
+from wanda.backends import CameraBackend, CameraUnavailable, CaptureCancelled, StillImage
+from wanda.camera import CameraWorker
 from wanda.errors import ApiError, storage_error
 from wanda.events import EventBus
 from wanda.fits import fits_bytes

@@ -13,8 +13,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from wanda.camera import CameraUnavailable, probe_picamera2
-from wanda.picam import read_sensor_dpc, resolve_tuning_file, sensor_dpc_fix
+from wanda.backends import CameraUnavailable
+from wanda.backends.choose import probe_picamera2
+from wanda.backends.picam import read_sensor_dpc, resolve_tuning_file, sensor_dpc_fix
 from wanda.config import Config
 from wanda.storage import choose_captures_dir, disk_space, writable
 

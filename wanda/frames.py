@@ -7,8 +7,8 @@ waking every viewer costs one future per viewer, no copy and no encode.
 
 from __future__ import annotations
 
-import contextlib
 import asyncio
+import contextlib
 import itertools
 import time
 from collections import deque

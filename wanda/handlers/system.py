@@ -8,8 +8,8 @@ from pathlib import Path
 from aiohttp import web
 
 from wanda import __version__
-from wanda.errors import ApiError, ok
 from wanda.connections import GATE
+from wanda.errors import ApiError, ok
 from wanda.keys import CAMERA, CONTROL, HUB, LAG, STARTED
 from wanda.openapi import build_spec
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wanda.camera import CaptureCancelled, PreviewFrame, StillImage
+from wanda.backends import CaptureCancelled, PreviewFrame, StillImage
 
 SIDEREAL_RATE = 15.041  # arcseconds per second of time, on the celestial equator
 

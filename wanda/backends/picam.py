@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from wanda.camera import CameraUnavailable, CaptureCancelled, PreviewFrame, StillImage
+from wanda.backends import CameraUnavailable, CaptureCancelled, PreviewFrame, StillImage
 
 log = logging.getLogger(__name__)
 
