@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 
@@ -240,11 +241,18 @@ async def test_index_page_and_its_assets_are_served(client):
     response = await client.get("/")
     assert response.status == 200 and response.headers["Cache-Control"] == "no-cache"
     assert '<script type="module" src="/static/app.js">' in await response.text()
-    script = await client.get("/static/app.js")
-    # A module script must come with a JavaScript type, or the browser refuses to run it.
-    assert script.status == 200 and script.content_type in ("text/javascript", "application/javascript")
-    assert script.headers["Cache-Control"] == "no-cache"  # an upgrade reaches the browser at once
-    assert "/stream" in await script.text()
+    # Every module the entry imports, and the modules they import, come with a JavaScript type (or
+    # the browser refuses to run them) and no-cache (an upgrade reaches the browser at once).
+    seen, wanted = set(), ["app.js"]
+    while wanted:
+        name = wanted.pop()
+        seen.add(name)
+        script = await client.get(f"/static/{name}")
+        assert script.status == 200 and script.content_type in ("text/javascript", "application/javascript"), name
+        assert script.headers["Cache-Control"] == "no-cache"
+        wanted += [m for m in re.findall(r"from \"\./([\w-]+\.js)\"", await script.text()) if m not in seen]
+    assert {"app.js", "api.js", "socket.js", "live.js"} <= seen
+    assert "/stream" in await (await client.get("/static/live.js")).text()
     assert (await client.get("/static/style.css")).content_type == "text/css"
 
 

@@ -1,0 +1,109 @@
+// The WebSocket: connect with back-off, subscribe to the topics the page wants, and hand each
+// event to the panel that shows it. A reconnect after a server restart reloads what is not pushed.
+
+import { showAnalysis } from "./analysis.js";
+import { eventsSeen } from "./api.js";
+import { showCamera } from "./camera.js";
+import { showExposing, showLastCapture } from "./capture.js";
+import { $ } from "./dom.js";
+import { gallery, refreshFolders, refreshGallery } from "./gallery.js";
+import { live } from "./live.js";
+import { showMount } from "./mount.js";
+import { refreshResumable, showSession } from "./session.js";
+import { refreshStorage } from "./storage.js";
+
+const socket = { ws: null, retry: 1000, everConnected: false, topics: [] };
+
+function showSocket(state, text) {
+  $("ws-state").dataset.state = state;
+  $("ws-state").textContent = text;
+}
+
+function wantedTopics() {
+  // The analysis costs the server CPU: ask for it only while its panel is open.
+  return socket.topics.filter((topic) => topic !== "analysis" || $("analysis-panel").open);
+}
+
+export function subscribe() {
+  if (socket.ws && socket.ws.readyState === WebSocket.OPEN && socket.topics.length) {
+    socket.ws.send(JSON.stringify({ id: "subscribe", action: "subscribe", params: { topics: wantedTopics() } }));
+  }
+}
+
+export function connect() {
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+  const ws = new WebSocket(url);
+  socket.ws = ws;
+  showSocket("connecting", socket.everConnected ? "reconnecting…" : "connecting…");
+  ws.addEventListener("open", () => {
+    socket.retry = 1000;
+    showSocket("open", "connected");
+    if (socket.everConnected) {
+      // The server may have restarted: the stream and the lists start afresh (the statuses come
+      // by themselves on connect).
+      live.start();
+      refreshAll();
+    }
+    socket.everConnected = true;
+  });
+  ws.addEventListener("message", (event) => handleMessage(JSON.parse(event.data)));
+  ws.addEventListener("close", () => {
+    // Refused for want of the password? Then the login page, not endless reconnects.
+    fetch("/api/health").then((r) => { if (r.status === 401) location.assign("/login"); }, () => {});
+    const wait = socket.retry;
+    socket.retry = Math.min(socket.retry * 2, 15000);
+    showSocket("closed", `offline, reconnecting in ${Math.round(wait / 1000)} s`);
+    setTimeout(connect, wait);
+  });
+}
+
+function handleMessage(message) {
+  if ("id" in message) { // a command's reply; errors of our subscribe only matter to the log
+    if (!message.ok) console.warn("WebSocket command failed:", message.error);
+    return;
+  }
+  const { topic, event, data } = message;
+  if (topic in eventsSeen) eventsSeen[topic] += 1;
+  if (topic === "system" && event === "hello") {
+    socket.topics = data.topics;
+    if (socket.topics.includes("analysis")) subscribe();
+  } else if (topic === "camera") {
+    handleCameraEvent(event, data);
+  } else if (topic === "session") {
+    showSession(data);
+    if (event === "session_progress" || event === "session_complete") {
+      refreshStorage();
+      if (gallery.folder === data.folder) refreshGallery();
+      if (event === "session_complete") refreshFolders();
+    }
+    if (event === "session_start") refreshFolders();
+  } else if (topic === "mount") {
+    showMount(data);
+  } else if (topic === "analysis") {
+    showAnalysis(data);
+  }
+}
+
+function handleCameraEvent(event, data) {
+  if (event === "status") {
+    showCamera(data);
+  } else if (event === "capture_start" || event === "capture_progress") {
+    showExposing(data);
+  } else if (event === "capture_complete") {
+    showExposing(null);
+    if (!data.path.includes("/")) { // a single capture, not a session's frame
+      showLastCapture(data);
+      if (gallery.folder === "") refreshGallery();
+    }
+    refreshStorage();
+  } else if (event === "capture_error") {
+    showExposing(null);
+  }
+}
+
+export function refreshAll() {
+  refreshStorage();
+  refreshFolders();
+  refreshGallery();
+  refreshResumable();
+}
