@@ -13,8 +13,8 @@ from astropy.io import fits
 from helpers import wait_until
 
 from wanda.app import create_app
-from wanda.fits import card, fits_bytes
 from wanda.jpeg import JpegEncoder
+from wanda.storage.fits import card, fits_bytes
 
 
 def read(data: bytes) -> fits.PrimaryHDU:

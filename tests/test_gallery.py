@@ -13,7 +13,7 @@ from helpers import wait_until
 
 from wanda.jpeg import JpegEncoder
 from wanda.keys import CONTROL, SESSIONS
-from wanda.storage import choose_captures_dir
+from wanda.storage.disk import choose_captures_dir
 
 # -- where captures go -------------------------------------------------------------------------
 
@@ -266,7 +266,7 @@ async def test_nothing_outside_the_capture_directory_is_read_listed_zipped_or_de
 
 def test_paths_are_checked_without_the_server(tmp_path):
     from wanda.errors import ApiError
-    from wanda.gallery import resolve_inside
+    from wanda.storage.gallery import resolve_inside
 
     root = tmp_path / "captures"
     root.mkdir()

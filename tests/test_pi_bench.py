@@ -14,7 +14,7 @@ import pytest
 from helpers import free_port
 from live_server import Wanda
 
-from wanda.fits import fits_bytes
+from wanda.storage.fits import fits_bytes
 
 SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "pi.py"
 PASSWORD = "dark skies"

@@ -16,7 +16,7 @@ from helpers import fill, mounted_tmpfs
 from live_server import Wanda
 
 from wanda.jpeg import JpegEncoder
-from wanda.session import INTERRUPTED_BY_RESTART, RETRY_WRITE_S
+from wanda.sessions.store import INTERRUPTED_BY_RESTART, RETRY_WRITE_S
 
 JPEG = JpegEncoder().encode(np.full((64, 96, 3), 90, dtype=np.uint8), "RGB")
 

@@ -46,8 +46,8 @@ from wanda.keys import (
 from wanda.monitor import LoopLagMonitor
 from wanda.mount import MountControl, StepperMount, StepperPins, create_pins
 from wanda.security import auth_middleware, origin_middleware, trusted_hosts
-from wanda.session import SessionManager
-from wanda.storage import choose_captures_dir
+from wanda.sessions.runner import SessionManager
+from wanda.storage.disk import choose_captures_dir
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,7 +24,6 @@ from wanda.backends import CameraBackend, CameraUnavailable, CaptureCancelled, S
 from wanda.camera import CameraWorker
 from wanda.errors import ApiError, storage_error
 from wanda.events import EventBus
-from wanda.fits import fits_bytes
 from wanda.jpeg import JpegEncoder
 from wanda.settings import (
     NIGHT_VISION_LIMITS,
@@ -35,7 +33,9 @@ from wanda.settings import (
     parse_changes,
     save_settings,
 )
-from wanda.storage import NumberedFiles, SavedFile
+from wanda.storage.disk import NumberedFiles, SavedFile
+from wanda.storage.fits import fits_bytes
+from wanda.timestamps import utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,6 @@ class Exposure:
             "progress": round(100 * elapsed / self.exposure_s, 1) if self.exposure_s > 0 else 100.0,
             "exposure_seconds": self.exposure_s,
         }
-
-
-def utc_iso(unix: float) -> str:
-    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _apply_controls(backend: CameraBackend, exposure_s: float, gain: float) -> tuple[float, float]:

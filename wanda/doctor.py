@@ -17,7 +17,7 @@ from wanda.backends import CameraUnavailable
 from wanda.backends.choose import probe_picamera2
 from wanda.backends.picam import read_sensor_dpc, resolve_tuning_file, sensor_dpc_fix
 from wanda.config import Config
-from wanda.storage import choose_captures_dir, disk_space, writable
+from wanda.storage.disk import choose_captures_dir, disk_space, writable
 
 OK, WARN, FAIL = "ok", "WARN", "FAIL"
 

@@ -15,7 +15,7 @@ from wanda.events import EventBus
 from wanda.frames import FrameHub
 from wanda.monitor import LoopLagMonitor
 from wanda.mount import MountControl
-from wanda.session import SessionManager
+from wanda.sessions.runner import SessionManager
 
 CONFIG = web.AppKey("config", Config)
 HUB = web.AppKey("hub", FrameHub)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wanda.errors import ApiError
-from wanda.storage import TEMP_PREFIX, write_atomic
+from wanda.storage.disk import TEMP_PREFIX, write_atomic
 from wanda.validate import boolean, choice, invalid, json_object, known_fields, number, whole, within
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from wanda import gallery
 from wanda.errors import ApiError, ok
 from wanda.handlers import drop_client
 from wanda.jpeg import JpegEncoder
 from wanda.keys import CAPTURES, CONFIG, CONTROL, SESSIONS
-from wanda.storage import disk_space, writable
+from wanda.storage import gallery
+from wanda.storage.disk import disk_space, writable
 from wanda.validate import query_whole
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from wanda.events import Subscriber
 from wanda.handlers.camera_api import read_json
 from wanda.handlers.ws import action, no_params
 from wanda.keys import CAPTURES, SESSIONS
-from wanda.session import load_session_config, parse_session_config, save_session_config
+from wanda.sessions.form import load_session_config, parse_session_config, save_session_config
 
 routes = web.RouteTableDef()
 

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from wanda.errors import ApiError
 from wanda.jpeg import JpegEncoder
-from wanda.storage import TEMP_PREFIX, write_atomic
+from wanda.storage.disk import TEMP_PREFIX, write_atomic
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")  # the images with thumbnails
 IMAGE_SUFFIXES = (*JPEG_SUFFIXES, ".fits", ".fit", ".dng")
