@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from helpers import wait_until
 
 from wanda.arbiter import CameraArbiter
+from wanda.errors import ErrorCode, WandaError
 from wanda.keys import CONTROL, SESSIONS
 
 ROUNDS = 20
@@ -84,12 +86,9 @@ async def test_a_start_that_fails_gives_the_camera_back(make_client):
 def test_the_arbiter_hands_the_camera_to_one_holder_at_a_time():
     arbiter = CameraArbiter()
     lease = arbiter.acquire("session", "M42")
-    try:
+    with pytest.raises(WandaError) as refused:
         arbiter.acquire("capture")
-    except Exception as refused:  # noqa: BLE001  (the ApiError is what we check)
-        assert refused.status == 409 and "session 'M42' is using it" in refused.message
-    else:
-        raise AssertionError("a second holder was let in")
+    assert refused.value.code == ErrorCode.CAPTURE_BUSY and "session 'M42' is using it" in refused.value.message
     stale = lease
     lease.release()
     with arbiter.acquire("capture") as capture:

@@ -289,3 +289,13 @@ def test_a_job_for_a_camera_that_is_not_running_fails_at_once():
     worker = CameraWorker(SimulatedSky(), None, FrameHub(), asyncio.new_event_loop())
     with pytest.raises(CameraUnavailable):
         worker.submit(lambda backend: None).result(timeout=1)
+
+
+async def test_a_camera_that_stopped_is_a_clear_503_not_an_internal_error(client):
+    from wanda.keys import CAMERA
+
+    await asyncio.to_thread(client.app[CAMERA].stop)
+    response = await client.post("/api/camera/settings", json={"exposure_seconds": 0.5})
+    body = await response.json()
+    assert response.status == 503 and body["code"] == "CAMERA_UNAVAILABLE", body
+    assert "not running" in body["error"]

@@ -265,7 +265,7 @@ async def test_nothing_outside_the_capture_directory_is_read_listed_zipped_or_de
 
 
 def test_paths_are_checked_without_the_server(tmp_path):
-    from wanda.errors import ApiError
+    from wanda.errors import WandaError
     from wanda.storage.gallery import resolve_inside
 
     root = tmp_path / "captures"
@@ -273,7 +273,7 @@ def test_paths_are_checked_without_the_server(tmp_path):
     (root / "a.jpg").write_bytes(b"x")
     assert resolve_inside(root, "a.jpg") == (root / "a.jpg").resolve()
     for bad in ("/etc/passwd", "", "a.jpg\x00", "../captures/a.jpg", "sub/../../x"):
-        with pytest.raises(ApiError):
+        with pytest.raises(WandaError):
             resolve_inside(root, bad)
 
 

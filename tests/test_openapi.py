@@ -4,6 +4,8 @@ holds to it under fuzzing (schemathesis), including a fuzzer of our own for the 
 from __future__ import annotations
 
 from wanda.app import create_app
+from wanda.openapi import build_spec
+from wanda.settings import Limits
 
 
 def registered_operations(app) -> set[tuple[str, str]]:
@@ -34,3 +36,13 @@ async def test_ranges_come_from_the_camera_in_use(client):
     assert body["additionalProperties"] is False
     error = spec["components"]["schemas"]["Error"]
     assert "VALIDATION_ERROR" in error["properties"]["code"]["enum"]
+
+
+def test_every_error_code_has_one_status_and_is_described():
+    from wanda.errors import ErrorCode
+    from wanda.handlers.envelope import STATUS
+
+    assert set(STATUS) == set(ErrorCode)  # the one table: no code without a status
+    described = build_spec(Limits(exposure=(0.0001, 230.0), gain=(1.0, 16.0)))
+    enum = described["components"]["schemas"]["Error"]["properties"]["code"]["enum"]
+    assert sorted(enum) == sorted(code.value for code in ErrorCode)

@@ -22,10 +22,10 @@ from wanda.camera import CameraWorker
 from wanda.config import Config
 from wanda.connections import GATE, ConnectionGate, connection_limit, current_descriptor_limit, gate_middleware
 from wanda.control import CameraControl
-from wanda.errors import error_middleware
 from wanda.events import EventBus
 from wanda.frames import FrameHub
 from wanda.handlers import analysis_api, camera_api, captures, login, mount_api, session_api, stream, system, ws
+from wanda.handlers.envelope import error_middleware
 from wanda.jpeg import JpegEncoder
 from wanda.keys import (
     ANALYSIS,

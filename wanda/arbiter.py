@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wanda.errors import ApiError
+from wanda.errors import ErrorCode, WandaError
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,7 @@ class CameraArbiter:
         """Take the camera, or raise 409 CAPTURE_BUSY naming who has it."""
         if self.lease is not None:
             holder = self.lease.holder
-            raise ApiError(
-                409,
-                "CAPTURE_BUSY",
-                f"the camera is busy: {holder.describe()} is using it",
+            raise WandaError(ErrorCode.CAPTURE_BUSY, f"the camera is busy: {holder.describe()} is using it",
                 {"held_by": holder.as_dict()},
             )
         self.lease = Lease(self, Holder(kind, name))

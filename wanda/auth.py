@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from wanda.errors import ApiError
+from wanda.errors import ErrorCode, WandaError
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,10 @@ class Guard:
         if mine > 0 or everyone > 0:
             seconds = math.ceil(max(mine, everyone))
             whose = "this address" if mine >= everyone else "many addresses"
-            raise ApiError(
-                429, "TOO_MANY_ATTEMPTS", f"too many wrong passwords from {whose}: try again in {seconds} s",
-                headers={"Retry-After": str(seconds)},
+            raise WandaError(
+                ErrorCode.TOO_MANY_ATTEMPTS,
+                f"too many wrong passwords from {whose}: try again in {seconds} s",
+                retry_after=seconds,
             )
 
     def try_password(self, address: str, password: str) -> bool:

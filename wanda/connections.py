@@ -41,7 +41,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
-from wanda.errors import ApiError
+from wanda.errors import ErrorCode, WandaError
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ class Refusal(asyncio.Protocol):
 
 def _refusal() -> bytes:
     body = json.dumps(
-        {"success": False, "code": "TOO_MANY_CONNECTIONS", "error": "the server has as many connections as it can hold: try again"}
+        {"success": False, "code": ErrorCode.TOO_MANY_CONNECTIONS, "error": "the server has as many connections as it can hold: try again"}
     ).encode()
     head = (
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
@@ -466,17 +466,17 @@ async def read_body(request: web.Request, timeout: float) -> bytes:
         async with asyncio.timeout(timeout):
             return await request.read()
     except TimeoutError:
-        raise ApiError(408, "REQUEST_TIMEOUT", f"the request's body did not arrive within {timeout:g} s") from None
+        raise WandaError(ErrorCode.REQUEST_TIMEOUT, f"the request's body did not arrive within {timeout:g} s") from None
     except (RequestPayloadError, HttpProcessingError):
         # A body that cannot be decoded (a Content-Encoding that lies, broken chunks): the
         # client's fault, and aiohttp would log it as a traceback of ours.
-        raise ApiError(400, "INVALID_REQUEST", "the request's body could not be read (its encoding is broken)") from None
+        raise WandaError(ErrorCode.INVALID_REQUEST, "the request's body could not be read (its encoding is broken)") from None
     except (ConnectionResetError, RuntimeError) as exc:
         if isinstance(exc, RuntimeError) and request.transport is not None:
             raise  # not aiohttp's "Connection closed.": a fault of ours
         # The client hung up half-way (or before the body was read): nobody hears the answer, but
         # aiohttp would log a traceback for each (anyone could fill the log with half-sent bodies).
-        raise ApiError(400, "INVALID_REQUEST", "the client left before its body arrived") from None
+        raise WandaError(ErrorCode.INVALID_REQUEST, "the client left before its body arrived") from None
 
 
 GATE = web.AppKey("connection_gate", ConnectionGate)

@@ -22,7 +22,7 @@ from wanda import __version__
 from wanda.arbiter import CameraArbiter, Lease
 from wanda.backends import CameraBackend, CameraUnavailable, CaptureCancelled, StillImage
 from wanda.camera import CameraWorker
-from wanda.errors import ApiError, storage_error
+from wanda.errors import ErrorCode, WandaError, storage_error
 from wanda.events import EventBus
 from wanda.jpeg import JpegEncoder
 from wanda.settings import (
@@ -172,7 +172,7 @@ class CameraControl:
         changes = parse_changes(body, self.limits)
         async with self._settings_lock:  # two requests at once apply one after the other
             if self.exposure is not None:
-                raise ApiError(409, "CAPTURE_BUSY", "a capture is running: change the settings when it is done")
+                raise WandaError(ErrorCode.CAPTURE_BUSY, "a capture is running: change the settings when it is done")
             wanted = dataclasses.replace(self.settings, **changes)
             if wanted.exposure_seconds != self.settings.exposure_seconds or wanted.gain != self.settings.gain:
                 exposure, gain = await self.worker.call(_apply_controls, wanted.exposure_seconds, wanted.gain)
@@ -210,7 +210,7 @@ class CameraControl:
             with self.arbiter.acquire("capture"):
                 return await self._capture(files, settings, extra_metadata)
         if not lease.held:
-            raise ApiError(409, "CAPTURE_BUSY", f"{lease.holder.describe()} no longer holds the camera")
+            raise WandaError(ErrorCode.CAPTURE_BUSY, f"{lease.holder.describe()} no longer holds the camera")
         return await self._capture(files, settings, extra_metadata)
 
     async def _capture(
@@ -225,7 +225,7 @@ class CameraControl:
         self.bus.publish("camera", "capture_start", {**self._capture_state(), **self.exposure.progress()})
         self.bus.publish("camera", "status", self.status())
         ticker = asyncio.create_task(self._publish_progress(), name="capture-progress")
-        failure: ApiError | None = None
+        failure: WandaError | None = None
         try:
             try:
                 image = await self.worker.call(_take_still, settings, cancel)
@@ -239,17 +239,19 @@ class CameraControl:
                 # settings the status shows.
                 await self.worker.call(_apply_controls, self.settings.exposure_seconds, self.settings.gain)
         except CaptureCancelled:
-            failure = ApiError(409, "CAPTURE_CANCELLED", "the capture was cancelled")
+            failure = WandaError(ErrorCode.CAPTURE_CANCELLED, "the capture was cancelled")
         except OSError as exc:
             log.error("saving a still failed: %s", exc)
-            known = storage_error(exc)  # the disk's reason (full, read-only, ...) with its status
-            status, reason = (known.status, known.message) if known else (500, exc.strerror or str(exc))
-            failure = ApiError(status, "CAPTURE_FAILED", f"the image could not be saved: {reason}")
+            known = storage_error(exc)  # the disk's reason (full, read-only, ...), answered with its status
+            reason = known.message if known else exc.strerror or str(exc)
+            failure = WandaError(
+                ErrorCode.CAPTURE_FAILED, f"the image could not be saved: {reason}", answer_as=known.code if known else None
+            )
         except CameraUnavailable as exc:
-            failure = ApiError(503, "CAPTURE_FAILED", str(exc))
+            failure = WandaError(ErrorCode.CAPTURE_FAILED, str(exc), answer_as=ErrorCode.CAMERA_UNAVAILABLE)
         except Exception:
             log.exception("still capture failed")
-            failure = ApiError(500, "CAPTURE_FAILED", "the capture failed (see the server log)")
+            failure = WandaError(ErrorCode.CAPTURE_FAILED, "the capture failed (see the server log)")
         finally:
             ticker.cancel()
             self.exposure = None

@@ -1,117 +1,119 @@
-"""The one error type of the API and the middleware that turns it into the response envelope.
+"""What can go wrong, as the domain says it: one enumeration of error codes and one exception.
 
-Envelope (kept from the original WANDA backend so existing scripts keep working):
-success ``{"success": true, "data": {...}, "message": "..."}``,
-failure ``{"success": false, "code": "UPPER_SNAKE", "error": "...", "data"?: {...}}``.
+Domain code (the camera control, sessions, storage, the mount, the checks) raises ``WandaError``
+with a code from ``ErrorCode`` and a message for a human; it knows nothing of HTTP. The web layer
+(wanda/handlers/envelope.py) alone turns a code into an HTTP status, from one table, and renders
+the REST and WebSocket envelopes; the OpenAPI description lists the same codes.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import logging
+from enum import StrEnum
 from typing import Any
-
-from aiohttp import web
 
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    """A failure a client should see: HTTP status, a stable code and a human message."""
+class ErrorCode(StrEnum):
+    """Every code a client can meet in a failure envelope (the value is what it reads)."""
+
+    # The request itself
+    INVALID_REQUEST = "INVALID_REQUEST"
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    INVALID_ACTION = "INVALID_ACTION"
+    INVALID_PATH = "INVALID_PATH"
+    NAME_TOO_LONG = "NAME_TOO_LONG"
+    RESERVED_NAME = "RESERVED_NAME"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    HTTP_ERROR = "HTTP_ERROR"
+    # Who may ask
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    FORBIDDEN_ORIGIN = "FORBIDDEN_ORIGIN"
+    TOO_MANY_ATTEMPTS = "TOO_MANY_ATTEMPTS"
+    TOO_MANY_REQUESTS = "TOO_MANY_REQUESTS"
+    TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
+    # The camera, the mount, sessions
+    CAPTURE_BUSY = "CAPTURE_BUSY"
+    CAPTURE_CANCELLED = "CAPTURE_CANCELLED"
+    CAPTURE_FAILED = "CAPTURE_FAILED"
+    CAMERA_UNAVAILABLE = "CAMERA_UNAVAILABLE"  # not running, gone, or not this one (the message says)
+    MOUNT_ERROR = "MOUNT_ERROR"
+    SESSION_START_FAILED = "SESSION_START_FAILED"
+    SESSION_STOP_FAILED = "SESSION_STOP_FAILED"
+    NO_FRAME = "NO_FRAME"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
+    BUSY = "BUSY"
+    # Files and disks
+    FILE_NOT_FOUND = "FILE_NOT_FOUND"
+    NO_THUMBNAIL = "NO_THUMBNAIL"
+    FOLDER_IN_USE = "FOLDER_IN_USE"
+    INSUFFICIENT_SPACE = "INSUFFICIENT_SPACE"
+    READ_ONLY_STORAGE = "READ_ONLY_STORAGE"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    LINK_LOOP = "LINK_LOOP"
+    STORAGE_ERROR = "STORAGE_ERROR"
+    # WANDA itself
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+class WandaError(Exception):
+    """A failure a client should hear of: a stable code and a message for a human.
+
+    ``answer_as``: a failure that is told by its own code but answered with the status of
+    another (a capture that failed because the disk is full: CAPTURE_FAILED, with the status of
+    INSUFFICIENT_SPACE). ``retry_after``: seconds until a try may succeed (429, 503)."""
 
     def __init__(
-        self, status: int, code: str, message: str, data: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
+        self,
+        code: ErrorCode,
+        message: str,
+        data: dict[str, Any] | None = None,
+        *,
+        answer_as: ErrorCode | None = None,
+        retry_after: int | None = None,
     ):
         super().__init__(message)
-        self.status = status
         self.code = code
         self.message = message
         self.data = data
-        self.headers = headers  # set on the response as well (Retry-After on a 429)
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
-
-
-def ok(data: dict[str, Any] | None = None, message: str = "OK", status: int = 200) -> web.Response:
-    body = {"success": True, "data": data if data is not None else {}, "message": message}
-    return web.json_response(body, status=status, dumps=_dumps)
-
-
-def failure(status: int, code: str, message: str, data: dict[str, Any] | None = None) -> web.Response:
-    body: dict[str, Any] = {"success": False, "code": code, "error": message}
-    if data is not None:
-        body["data"] = data
-    return web.json_response(body, status=status, dumps=_dumps)
+        self.answer_as = answer_as or code
+        self.retry_after = retry_after
 
 
 # What the disk says, as the client should hear it. A capture disk fills up, is mounted read-only
 # after an error, or holds a name or a link no filesystem call can follow: none of that is the
 # server's fault, and a 500 would tell the observer nothing.
 _STORAGE_ERRORS = {
-    errno.ENOSPC: (507, "INSUFFICIENT_SPACE", "the disk is full: free some space (delete in the gallery)"),
-    errno.EDQUOT: (507, "INSUFFICIENT_SPACE", "the disk quota is used up"),
-    errno.EROFS: (507, "READ_ONLY_STORAGE", "the disk is read-only (remounted after an error, or a locked card?)"),
-    errno.EACCES: (403, "PERMISSION_DENIED", "WANDA's user may not access this (permission denied)"),
-    errno.EPERM: (403, "PERMISSION_DENIED", "WANDA's user may not do this (operation not permitted)"),
-    errno.ENAMETOOLONG: (400, "NAME_TOO_LONG", "the name is too long for the filesystem"),
-    errno.ELOOP: (404, "LINK_LOOP", "a symbolic link on the way loops back on itself"),
-    errno.EIO: (500, "STORAGE_ERROR", "the disk reported an input/output error (a failing card or drive?)"),
+    errno.ENOSPC: (ErrorCode.INSUFFICIENT_SPACE, "the disk is full: free some space (delete in the gallery)"),
+    errno.EDQUOT: (ErrorCode.INSUFFICIENT_SPACE, "the disk quota is used up"),
+    errno.EROFS: (ErrorCode.READ_ONLY_STORAGE, "the disk is read-only (remounted after an error, or a locked card?)"),
+    errno.EACCES: (ErrorCode.PERMISSION_DENIED, "WANDA's user may not access this (permission denied)"),
+    errno.EPERM: (ErrorCode.PERMISSION_DENIED, "WANDA's user may not do this (operation not permitted)"),
+    errno.ENAMETOOLONG: (ErrorCode.NAME_TOO_LONG, "the name is too long for the filesystem"),
+    errno.ELOOP: (ErrorCode.LINK_LOOP, "a symbolic link on the way loops back on itself"),
+    errno.EIO: (ErrorCode.STORAGE_ERROR, "the disk reported an input/output error (a failing card or drive?)"),
 }
 
 
-def storage_error(exc: OSError) -> ApiError | None:
-    """The ApiError a failed disk operation means to a client, or None if it is not one we know."""
-    known = _STORAGE_ERRORS.get(exc.errno)
-    return ApiError(*known) if known is not None else None
+def storage_error(exc: OSError) -> WandaError | None:
+    """The error a failed disk operation means to a client, or None if it is not one we know."""
+    known = _STORAGE_ERRORS.get(exc.errno) if exc.errno is not None else None
+    return WandaError(*known) if known is not None else None
 
 
-def escaped_error(exc: Exception, where: str) -> ApiError:
+def escaped_error(exc: Exception, where: str) -> WandaError:
     """What a client hears of an exception a handler (REST or WebSocket) let escape: the disk's
-    reason if it is one (logged as a warning), else a 500 logged with its traceback. Never the
-    exception's text (a defect of the old backend)."""
+    reason if it is one (logged as a warning), else an internal error logged with its traceback.
+    Never the exception's text (a defect of the old backend)."""
     known = storage_error(exc) if isinstance(exc, OSError) else None
     if known is not None:
         log.warning("%s: %s", where, exc)
         return known
     log.error("unhandled error in %s", where, exc_info=exc)
-    return ApiError(500, "INTERNAL_ERROR", "internal server error (see the server log)")
-
-
-# aiohttp's own HTTP errors (no route, wrong method) get codes in the same style.
-_HTTP_CODES = {
-    400: "INVALID_REQUEST",
-    401: "UNAUTHORIZED",
-    403: "FORBIDDEN",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    413: "PAYLOAD_TOO_LARGE",
-}
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler):
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        response = failure(exc.status, exc.code, exc.message, exc.data)
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = _HTTP_CODES.get(exc.status, "HTTP_ERROR")
-        message = exc.reason if exc.status != 404 else f"no such endpoint: {request.method} {request.path}"
-        response = failure(exc.status, code, message)
-        if exc.status == 405 and "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except ConnectionError:
-        raise  # the client went away: nobody to answer
-    except Exception as exc:
-        error = escaped_error(exc, f"{request.method} {request.path}")
-        return failure(error.status, error.code, error.message)
+    return WandaError(ErrorCode.INTERNAL_ERROR, "internal server error (see the server log)")

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from wanda.errors import ApiError
+from wanda.errors import ErrorCode, WandaError
 from wanda.events import EventBus
 from wanda.validate import invalid, json_object, known_fields, number
 
@@ -327,7 +327,7 @@ class MountControl:
             clockwise = parse_direction(body["direction"]) if "direction" in body else current["direction"]
             self.start(speed, clockwise)
         else:
-            raise ApiError(400, "INVALID_ACTION", f"action: must be start or stop, got {action!r}")
+            raise WandaError(ErrorCode.INVALID_ACTION, f"action: must be start or stop, got {action!r}")
         return self.status()
 
     def start(self, speed: float, clockwise: bool) -> None:
@@ -335,7 +335,7 @@ class MountControl:
         try:
             self.mount.track(speed, clockwise)
         except MountUnavailable as exc:
-            raise ApiError(503, "MOUNT_ERROR", str(exc)) from None
+            raise WandaError(ErrorCode.MOUNT_ERROR, str(exc)) from None
         self.bus.publish("mount", "status" if was_tracking else "tracking_start", self.status())
         if self._on_tracking is not None:
             self._on_tracking(True)

@@ -10,17 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from wanda import __version__
+from wanda.errors import ErrorCode
 from wanda.handlers.captures import MAX_OFFSET, MAX_PAGE, PAGE
 from wanda.settings import FILE_FORMATS, FRAME_TYPES, MAX_SKIP_FRAMES, NIGHT_VISION_LIMITS, Limits
 
-ERROR_CODES = [
-    "INVALID_REQUEST", "VALIDATION_ERROR", "INVALID_PATH", "NO_THUMBNAIL", "FOLDER_IN_USE", "FORBIDDEN_ORIGIN",
-    "NOT_FOUND", "FILE_NOT_FOUND", "METHOD_NOT_ALLOWED", "CAPTURE_BUSY", "CAPTURE_CANCELLED", "CAPTURE_FAILED",
-    "INVALID_ACTION", "MOUNT_ERROR", "SESSION_START_FAILED", "SESSION_STOP_FAILED", "INSUFFICIENT_SPACE",
-    "NO_FRAME", "SHUTTING_DOWN", "BUSY", "INTERNAL_ERROR", "UNAUTHORIZED", "TOO_MANY_ATTEMPTS",
-    "TOO_MANY_REQUESTS", "FORBIDDEN", "PAYLOAD_TOO_LARGE", "HTTP_ERROR", "READ_ONLY_STORAGE", "PERMISSION_DENIED",
-    "NAME_TOO_LONG", "RESERVED_NAME", "LINK_LOOP", "STORAGE_ERROR", "REQUEST_TIMEOUT", "TOO_MANY_CONNECTIONS",
-]
+ERROR_CODES = [str(code) for code in ErrorCode]  # each with its status in wanda.handlers.envelope.STATUS
 
 STATUS_TEXT = {
     400: "bad input", 401: "no or wrong password", 403: "a web page of another site, or no permission on the disk",

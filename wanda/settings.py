@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wanda.errors import ApiError
+from wanda.errors import WandaError
 from wanda.storage.disk import TEMP_PREFIX, write_atomic
 from wanda.validate import boolean, choice, invalid, json_object, known_fields, number, whole, within
 
@@ -74,7 +74,7 @@ SETTABLE = (
 def parse_changes(body: Any, limits: Limits) -> dict[str, Any]:
     """Validate a settings request body into CameraSettings field changes.
 
-    Raises ApiError: INVALID_REQUEST when the body is not a JSON object, VALIDATION_ERROR naming
+    Raises WandaError: INVALID_REQUEST when the body is not a JSON object, VALIDATION_ERROR naming
     the field for a wrong type, an unknown field or a value outside what the sensor can do.
     """
     known_fields(json_object(body), SETTABLE)
@@ -132,7 +132,7 @@ def load_settings(data_dir: Path, limits: Limits) -> CameraSettings:
         saved.pop("iso", None)  # derived from gain
     try:
         changes = parse_changes(saved, limits)
-    except ApiError as exc:
+    except WandaError as exc:
         log.warning("ignoring %s: %s", path, exc.message)
         return defaults
     return dataclasses.replace(defaults, **changes)

@@ -8,16 +8,16 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from wanda.errors import ApiError
+from wanda.errors import ErrorCode, WandaError
 
 
-def invalid(field: str, message: str) -> ApiError:
-    return ApiError(400, "VALIDATION_ERROR", f"{field}: {message}")
+def invalid(field: str, message: str) -> WandaError:
+    return WandaError(ErrorCode.VALIDATION_ERROR, f"{field}: {message}")
 
 
 def json_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise ApiError(400, "INVALID_REQUEST", "the body must be a JSON object")
+        raise WandaError(ErrorCode.INVALID_REQUEST, "the body must be a JSON object")
     return body
 
 

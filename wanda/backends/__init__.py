@@ -5,7 +5,8 @@
 - ``choose``: which backend a configuration gets, and whether picamera2 can be used here.
 
 A backend is called only from the camera worker thread (wanda/camera.py), which imports this
-package; nothing here imports the worker, the web layer or aiohttp (checked by import-linter).
+package; nothing here imports the worker, the web layer or aiohttp (checked by import-linter). Its
+errors are the domain's (wanda/errors.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from wanda.errors import ErrorCode, WandaError
 
-class CameraUnavailable(RuntimeError):
+
+class CameraUnavailable(WandaError):
     """The requested camera cannot be used; the message says why and what to do."""
+
+    def __init__(self, message: str):
+        super().__init__(ErrorCode.CAMERA_UNAVAILABLE, message)
 
 
 @dataclass(frozen=True, slots=True)

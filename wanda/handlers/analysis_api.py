@@ -7,7 +7,8 @@ import time
 
 from aiohttp import web
 
-from wanda.errors import ApiError, ok
+from wanda.errors import ErrorCode, WandaError
+from wanda.handlers.envelope import ok
 from wanda.keys import ANALYSIS, CAMERA
 
 routes = web.RouteTableDef()
@@ -32,4 +33,4 @@ async def get_analysis(request: web.Request) -> web.Response:
         async with asyncio.timeout(wait):
             return ok(await analysis.next_result())
     except TimeoutError:
-        raise ApiError(503, "NO_FRAME", f"no analysed frame within {wait:.1f} s") from None
+        raise WandaError(ErrorCode.NO_FRAME, f"no analysed frame within {wait:.1f} s") from None

@@ -8,8 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from wanda.connections import read_body
-from wanda.errors import ApiError, ok
+from wanda.errors import ErrorCode, WandaError
 from wanda.events import Subscriber
+from wanda.handlers.envelope import ok
 from wanda.handlers.ws import action, no_params
 from wanda.keys import CONFIG, CONTROL
 
@@ -22,12 +23,12 @@ async def read_json(request: web.Request, *, required: bool = True, timeout: flo
     raw = await read_body(request, request.app[CONFIG].body_timeout if timeout is None else timeout)
     if not raw.strip():
         if required:
-            raise ApiError(400, "INVALID_REQUEST", "the body must be a JSON object")
+            raise WandaError(ErrorCode.INVALID_REQUEST, "the body must be a JSON object")
         return {}
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
-        raise ApiError(400, "INVALID_REQUEST", "the body is not valid JSON") from None
+        raise WandaError(ErrorCode.INVALID_REQUEST, "the body is not valid JSON") from None
 
 
 @routes.get("/api/camera/status")
@@ -48,7 +49,7 @@ async def camera_settings(request: web.Request) -> web.Response:
 async def camera_capture(request: web.Request) -> web.Response:
     body = await read_json(request, required=False)
     if body != {}:
-        raise ApiError(400, "VALIDATION_ERROR", "capture takes no parameters: set them with /api/camera/settings")
+        raise WandaError(ErrorCode.VALIDATION_ERROR, "capture takes no parameters: set them with /api/camera/settings")
     result = await request.app[CONTROL].capture()  # 409 CAPTURE_BUSY while a session holds the camera
     return ok(result, f"saved {result['file']}")
 

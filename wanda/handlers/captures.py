@@ -12,8 +12,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from wanda.errors import ApiError, ok
+from wanda.errors import ErrorCode, WandaError
 from wanda.handlers import drop_client
+from wanda.handlers.envelope import ok
 from wanda.jpeg import JpegEncoder
 from wanda.keys import CAPTURES, CONFIG, CONTROL, SESSIONS
 from wanda.storage import gallery
@@ -101,14 +102,14 @@ async def folder_zip(request: web.Request) -> web.StreamResponse:
     name = request.match_info["folder"]
     try:
         folder = await asyncio.to_thread(gallery.resolve_inside, root, name, kind="dir")
-    except ApiError:
+    except WandaError:
         if await asyncio.to_thread(lambda: (root / f"{name}.zip").is_file()):
             return await capture_file(request, f"{name}.zip")  # a zip that was captured as such
         raise
     if request.app[ZIP_DOWNLOADS].closed:
-        raise ApiError(503, "SHUTTING_DOWN", "the server is shutting down")
+        raise WandaError(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
     if request.app[ZIP_SLOTS].locked():
-        raise ApiError(503, "BUSY", f"{MAX_ZIPS} zips are being made: try again when one is done")
+        raise WandaError(ErrorCode.BUSY, f"{MAX_ZIPS} zips are being made: try again when one is done")
     async with request.app[ZIP_SLOTS]:
         return await _stream_zip(request, folder)
 

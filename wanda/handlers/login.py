@@ -5,8 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from wanda.auth import COOKIE, COOKIE_MAX_AGE
-from wanda.errors import ApiError, ok
+from wanda.errors import ErrorCode, WandaError
 from wanda.handlers.camera_api import read_json
+from wanda.handlers.envelope import ok
 from wanda.keys import AUTH
 from wanda.validate import json_object, known_fields
 
@@ -29,16 +30,16 @@ async def login(request: web.Request) -> web.Response:
     guard.refuse_if_throttled(address)  # at once, without reading the body
     # Anyone may send this one: a small body, soon, or the connection is not held for it.
     if (request.content_length or 0) > LOGIN_BODY_BYTES:
-        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"a login is at most {LOGIN_BODY_BYTES} bytes")
+        raise WandaError(ErrorCode.PAYLOAD_TOO_LARGE, f"a login is at most {LOGIN_BODY_BYTES} bytes")
     body = json_object(await read_json(request, timeout=LOGIN_BODY_S))
     known_fields(body, ("password",))
     password = body.get("password")
     if not isinstance(password, str):
-        raise ApiError(400, "VALIDATION_ERROR", "password: must be a string")
+        raise WandaError(ErrorCode.VALIDATION_ERROR, "password: must be a string")
     # Checks the bucket again: parallel requests may all have passed the check above while their
     # bodies came in.
     if not guard.try_password(address, password):
-        raise ApiError(401, "UNAUTHORIZED", "wrong password")
+        raise WandaError(ErrorCode.UNAUTHORIZED, "wrong password")
     response = ok({}, "logged in")
     response.set_cookie(
         COOKIE, guard.new_session(), max_age=COOKIE_MAX_AGE, httponly=True, samesite="Strict", path="/",

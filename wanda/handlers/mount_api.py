@@ -6,9 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
-from wanda.errors import ok
 from wanda.events import Subscriber
 from wanda.handlers.camera_api import read_json
+from wanda.handlers.envelope import ok
 from wanda.handlers.ws import action, no_params
 from wanda.keys import MOUNT
 

@@ -9,9 +9,10 @@ import time
 
 from aiohttp import web
 
-from wanda.errors import ApiError, ok
+from wanda.errors import ErrorCode, WandaError
 from wanda.frames import BOUNDARY, Frame, FrameHub, Viewer
 from wanda.handlers import drop_client
+from wanda.handlers.envelope import ok
 from wanda.keys import ANALYSIS, CAMERA, CONFIG, CONTROL, HUB, STRETCHED_HUB
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def _fps_limit(request: web.Request) -> float | None:
     except ValueError:
         fps = math.nan
     if not 0 < fps <= 60:  # also refuses nan and inf
-        raise ApiError(400, "VALIDATION_ERROR", f"fps: must be a number above 0 and at most 60, got {raw!r}")
+        raise WandaError(ErrorCode.VALIDATION_ERROR, f"fps: must be a number above 0 and at most 60, got {raw!r}")
     return fps
 
 
@@ -41,7 +42,7 @@ def _hub(request: web.Request) -> FrameHub:
     """``stretch=auto``: the frames with the analysis's auto-stretch; ``none`` (default): as shot."""
     stretch = request.query.get("stretch", "none")
     if stretch not in ("auto", "none"):
-        raise ApiError(400, "VALIDATION_ERROR", f"stretch: must be auto or none, got {stretch[:32]!r}")
+        raise WandaError(ErrorCode.VALIDATION_ERROR, f"stretch: must be auto or none, got {stretch[:32]!r}")
     return request.app[STRETCHED_HUB] if stretch == "auto" else request.app[HUB]
 
 
@@ -51,7 +52,7 @@ async def mjpeg_stream(request: web.Request) -> web.StreamResponse:
     hub = _hub(request)
     fps_limit = _fps_limit(request)
     if hub.closed:
-        raise ApiError(503, "SHUTTING_DOWN", "the server is shutting down")
+        raise WandaError(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
     response = web.StreamResponse(
         headers={
             "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
@@ -139,7 +140,7 @@ async def snapshot(request: web.Request) -> web.Response:
         async with asyncio.timeout(wait):
             frame = await _frame_captured_after(hub, requested)
     except TimeoutError:
-        raise ApiError(503, "NO_FRAME", f"no frame from the camera within {wait:.1f} s") from None
+        raise WandaError(ErrorCode.NO_FRAME, f"no frame from the camera within {wait:.1f} s") from None
     finally:
         hub.remove_demand()
     return web.Response(
@@ -154,7 +155,7 @@ async def _frame_captured_after(hub: FrameHub, since: float) -> Frame:
     while True:
         frame = await hub.next_after(seq)
         if frame is None:
-            raise ApiError(503, "SHUTTING_DOWN", "the server is shutting down")
+            raise WandaError(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
         if frame.timestamp >= since:
             return frame
         seq = frame.seq

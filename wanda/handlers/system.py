@@ -9,7 +9,8 @@ from aiohttp import web
 
 from wanda import __version__
 from wanda.connections import GATE
-from wanda.errors import ApiError, ok
+from wanda.errors import ErrorCode, WandaError
+from wanda.handlers.envelope import ok
 from wanda.keys import CAMERA, CONTROL, HUB, LAG, STARTED
 from wanda.openapi import build_spec
 
@@ -62,7 +63,7 @@ def add_static_routes(app: web.Application) -> None:
     async def static_file(request: web.Request) -> web.FileResponse:
         name = request.match_info["filename"]
         if name not in files:
-            raise ApiError(404, "NOT_FOUND", f"no such file: /static/{name[:100]}")
+            raise WandaError(ErrorCode.NOT_FOUND, f"no such file: /static/{name[:100]}")
         return web.FileResponse(files[name], headers=revalidate)
 
     app.router.add_get("/", index)

@@ -18,9 +18,10 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from wanda import __version__
-from wanda.errors import ApiError, escaped_error
+from wanda.errors import ErrorCode, WandaError, escaped_error
 from wanda.events import TOPICS, Message, Subscriber, encode_event
 from wanda.handlers import drop_client
+from wanda.handlers.envelope import ws_error
 from wanda.keys import BUS
 
 routes = web.RouteTableDef()
@@ -44,28 +45,28 @@ def action(name: str) -> Callable[[Action], Action]:
 
 def no_params(params: dict[str, Any]) -> None:
     if params:
-        raise ApiError(400, "VALIDATION_ERROR", f"{sorted(params)[0]}: this action takes no parameters")
+        raise WandaError(ErrorCode.VALIDATION_ERROR, f"{sorted(params)[0]}: this action takes no parameters")
 
 
 @action("subscribe")
 async def _subscribe(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
     topics = params.get("topics")
     if set(params) - {"topics"}:
-        raise ApiError(400, "VALIDATION_ERROR", f"{sorted(set(params) - {'topics'})[0]}: unknown parameter")
+        raise WandaError(ErrorCode.VALIDATION_ERROR, f"{sorted(set(params) - {'topics'})[0]}: unknown parameter")
     if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
-        raise ApiError(400, "VALIDATION_ERROR", "topics: must be a list of topic names")
+        raise WandaError(ErrorCode.VALIDATION_ERROR, "topics: must be a list of topic names")
     unknown = sorted(set(topics) - set(TOPICS))
     if unknown:
-        raise ApiError(400, "VALIDATION_ERROR", f"topics: unknown topic {unknown[0]!r} (topics: {', '.join(TOPICS)})")
+        raise WandaError(ErrorCode.VALIDATION_ERROR, f"topics: unknown topic {unknown[0]!r} (topics: {', '.join(TOPICS)})")
     app[BUS].set_topics(subscriber, set(topics) | {"system"})  # system messages (errors, hello) always arrive
     return {"topics": sorted(subscriber.topics)}
 
 
-def _reply(request_id: Any, data: Any = None, error: ApiError | None = None) -> Message:
+def _reply(request_id: Any, data: Any = None, error: WandaError | None = None) -> Message:
     if error is None:
         body = {"id": request_id, "ok": True, "data": data}
     else:
-        body = {"id": request_id, "ok": False, "error": {"code": error.code, "message": error.message}}
+        body = {"id": request_id, "ok": False, "error": ws_error(error)}
     return Message(json.dumps(body, separators=(",", ":")), None)
 
 
@@ -94,22 +95,22 @@ class Connection:
             # echoed in a reply that no JSON parser reads.
             message = json.loads(text, parse_constant=_not_json, parse_float=_finite)
         except (ValueError, RecursionError):
-            self.subscriber.offer(_reply(None, error=ApiError(400, "INVALID_REQUEST", "the message is not valid JSON")))
+            self.subscriber.offer(_reply(None, error=WandaError(ErrorCode.INVALID_REQUEST, "the message is not valid JSON")))
             return
         if not isinstance(message, dict):
-            self.subscriber.offer(_reply(None, error=ApiError(400, "INVALID_REQUEST", "the message must be a JSON object")))
+            self.subscriber.offer(_reply(None, error=WandaError(ErrorCode.INVALID_REQUEST, "the message must be a JSON object")))
             return
         request_id = message.get("id")
         name = message.get("action")
         params = message.get("params", {})
         if not isinstance(name, str):
-            error = ApiError(400, "INVALID_REQUEST", "action: must be a string naming the command")
+            error = WandaError(ErrorCode.INVALID_REQUEST, "action: must be a string naming the command")
         elif name not in ACTIONS:
-            error = ApiError(400, "INVALID_ACTION", f"unknown action {name[:64]!r} (actions: {', '.join(sorted(ACTIONS))})")
+            error = WandaError(ErrorCode.INVALID_ACTION, f"unknown action {name[:64]!r} (actions: {', '.join(sorted(ACTIONS))})")
         elif not isinstance(params, dict):
-            error = ApiError(400, "VALIDATION_ERROR", "params: must be a JSON object")
+            error = WandaError(ErrorCode.VALIDATION_ERROR, "params: must be a JSON object")
         elif len(self.pending) >= MAX_PENDING:
-            error = ApiError(429, "TOO_MANY_REQUESTS", f"at most {MAX_PENDING} commands may be in flight")
+            error = WandaError(ErrorCode.TOO_MANY_REQUESTS, f"at most {MAX_PENDING} commands may be in flight")
         else:
             task = asyncio.create_task(self._run(request_id, ACTIONS[name], params), name=f"ws:{name}")
             self.pending.add(task)
@@ -120,7 +121,7 @@ class Connection:
     async def _run(self, request_id: Any, handler: Action, params: dict[str, Any]) -> None:
         try:
             data = await handler(self.app, self.subscriber, params)
-        except ApiError as error:
+        except WandaError as error:
             self.subscriber.offer(_reply(request_id, error=error))
         except Exception as exc:
             self.subscriber.offer(_reply(request_id, error=escaped_error(exc, f"WebSocket command {handler.__name__}")))
@@ -160,7 +161,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             if message.type == WSMsgType.TEXT:
                 connection.receive(message.data)
             elif message.type == WSMsgType.BINARY:
-                error = ApiError(400, "INVALID_REQUEST", "binary messages are not supported: send JSON text")
+                error = WandaError(ErrorCode.INVALID_REQUEST, "binary messages are not supported: send JSON text")
                 subscriber.offer(_reply(None, error=error))
     finally:
         bus.remove(subscriber)

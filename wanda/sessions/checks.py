@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from wanda.errors import ApiError
+from wanda.errors import ErrorCode, WandaError
 from wanda.settings import CameraSettings, parse_changes
 from wanda.storage.disk import TEMP_PREFIX
 from wanda.validate import boolean, invalid, json_object, known_fields, number, whole, within
@@ -61,13 +61,13 @@ def validate_name(name: Any) -> str:
     if name != name.rstrip(". "):
         raise invalid("name", "may not end with a dot or a space (USB drives drop them)")
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        raise ApiError(400, "NAME_TOO_LONG", f"name: at most {MAX_NAME_BYTES} bytes in UTF-8 (a folder's name on disk)")
+        raise WandaError(ErrorCode.NAME_TOO_LONG, f"name: at most {MAX_NAME_BYTES} bytes in UTF-8 (a folder's name on disk)")
     if name.split(".")[0].rstrip().upper() in FAT_DEVICE_NAMES:
-        raise ApiError(400, "RESERVED_NAME", f"name: {name!r} is a device name that USB drives (FAT) cannot hold")
+        raise WandaError(ErrorCode.RESERVED_NAME, f"name: {name!r} is a device name that USB drives (FAT) cannot hold")
     if _LIKE_A_FRAME.match(name):
-        raise ApiError(400, "RESERVED_NAME", f"name: {name!r} is named like a frame's file (light_0001.jpg)")
+        raise WandaError(ErrorCode.RESERVED_NAME, f"name: {name!r} is named like a frame's file (light_0001.jpg)")
     if name.casefold() == CONFIG_FILE:  # FAT and exFAT do not tell the case apart
-        raise ApiError(400, "RESERVED_NAME", f"name: {CONFIG_FILE} is WANDA's own file in the captures folder")
+        raise WandaError(ErrorCode.RESERVED_NAME, f"name: {CONFIG_FILE} is WANDA's own file in the captures folder")
     return name
 
 

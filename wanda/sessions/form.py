@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from wanda.errors import ApiError
+from wanda.errors import WandaError
 from wanda.sessions.checks import CONFIG_FILE, _count, _hours
 from wanda.storage.disk import write_atomic
 from wanda.validate import boolean, invalid, json_object, known_fields
@@ -55,7 +55,7 @@ def load_session_config(root: Path) -> dict[str, Any]:
         return parse_session_config(saved)
     except FileNotFoundError:
         return dict(CONFIG_DEFAULTS)
-    except (OSError, ValueError, ApiError) as exc:
+    except (OSError, ValueError, WandaError) as exc:
         log.warning("ignoring %s: %s", root / CONFIG_FILE, getattr(exc, "message", exc))
         return dict(CONFIG_DEFAULTS)
 

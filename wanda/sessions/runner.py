@@ -21,7 +21,7 @@ from typing import Any
 from wanda import __version__
 from wanda.arbiter import Lease
 from wanda.control import CameraControl
-from wanda.errors import ApiError, storage_error
+from wanda.errors import ErrorCode, WandaError, storage_error
 from wanda.events import EventBus
 from wanda.mount import MountControl
 from wanda.sessions.checks import SessionRequest, parse_start
@@ -105,7 +105,7 @@ class SessionManager:
         async with self._lock:
             await self._ended()
             if self.active:
-                raise ApiError(409, "SESSION_START_FAILED", "a session is already running: stop it first")
+                raise WandaError(ErrorCode.SESSION_START_FAILED, "a session is already running: stop it first")
             lease = self.control.arbiter.acquire("session", request.name)
             try:
                 await self._check_space(request.total_images)
@@ -153,11 +153,11 @@ class SessionManager:
 
     async def resume(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or set(body) - {"name"}:
-            raise ApiError(400, "VALIDATION_ERROR", "resume takes an optional name (the session's folder) only")
+            raise WandaError(ErrorCode.VALIDATION_ERROR, "resume takes an optional name (the session's folder) only")
         async with self._lock:
             await self._ended()
             if self.active:
-                raise ApiError(409, "SESSION_START_FAILED", "a session is already running")
+                raise WandaError(ErrorCode.SESSION_START_FAILED, "a session is already running")
             folder, metadata = await asyncio.to_thread(self._resumable, body.get("name"))
             lease = self.control.arbiter.acquire("session", metadata.get("name"))
             try:
@@ -185,7 +185,7 @@ class SessionManager:
     async def stop(self, reason: str = "stopped") -> dict[str, Any]:
         run = self.run
         if not self.active or run is None:
-            raise ApiError(409, "SESSION_STOP_FAILED", "no session is running")
+            raise WandaError(ErrorCode.SESSION_STOP_FAILED, "no session is running")
         await self._end(run, reason)  # one that was ending already ends as it was: the status says how
         return self.status()
 
@@ -342,13 +342,13 @@ class SessionManager:
                     break
                 free, _ = await asyncio.to_thread(disk_space, run.folder)
                 if free < self.min_free_bytes:
-                    raise ApiError(507, "INSUFFICIENT_SPACE", f"free space fell to {free // 2**20} MB, below the floor of {self.min_free_bytes // 2**20} MB")
+                    raise WandaError(ErrorCode.INSUFFICIENT_SPACE, f"free space fell to {free // 2**20} MB, below the floor of {self.min_free_bytes // 2**20} MB")
                 try:
                     result = await self.control.capture(
                         files, settings, {"session": metadata["name"], "object": target, "frame": index + 1}, run.lease
                     )
-                except ApiError as exc:
-                    if exc.code == "CAPTURE_CANCELLED":
+                except WandaError as exc:
+                    if exc.code == ErrorCode.CAPTURE_CANCELLED:
                         run.stop_reason = run.stop_reason or "stopped"  # cancelled from outside: a stop
                         break
                     raise
@@ -373,7 +373,7 @@ class SessionManager:
                     break
             if run.stop_reason:
                 outcome = run.stop_reason
-        except ApiError as exc:
+        except WandaError as exc:
             outcome, error = "error", exc.message
         except OSError as exc:  # the metadata could not be written
             log.error("session %s: %s", run.folder.name, exc)
@@ -445,7 +445,7 @@ class SessionManager:
                     candidates.append((metadata.get("started") or "", folder, metadata))
         if not candidates:
             which = f"session {name!r}" if name else "session"
-            raise ApiError(409, "SESSION_START_FAILED", f"no interrupted {which} to resume")
+            raise WandaError(ErrorCode.SESSION_START_FAILED, f"no interrupted {which} to resume")
         _, folder, metadata = max(candidates, key=lambda c: c[0])
         return folder, reconcile(folder, metadata)
 
@@ -453,8 +453,8 @@ class SessionManager:
         free, _ = await asyncio.to_thread(disk_space, self.root)
         need = frames * self.control.estimated_still_bytes() + self.min_free_bytes
         if free < need:
-            raise ApiError(
-                409,
-                "INSUFFICIENT_SPACE",
+            raise WandaError(  # told as a lack of space, answered as a session that cannot start (409)
+                ErrorCode.INSUFFICIENT_SPACE,
                 f"{frames} frames need about {need // 2**20} MB with the reserve, but {free // 2**20} MB are free",
+                answer_as=ErrorCode.SESSION_START_FAILED,
             )

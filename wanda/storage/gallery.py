@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from wanda.errors import ApiError
+from wanda.errors import ErrorCode, WandaError
 from wanda.jpeg import JpegEncoder
 from wanda.storage.disk import TEMP_PREFIX, write_atomic
 
@@ -37,12 +37,12 @@ log = logging.getLogger(__name__)
 
 def _parts(relative: str) -> tuple[str, ...]:
     if "\x00" in relative or "\\" in relative:
-        raise ApiError(400, "INVALID_PATH", "the path contains a forbidden character")
+        raise WandaError(ErrorCode.INVALID_PATH, "the path contains a forbidden character")
     parts = PurePosixPath(relative).parts
     if not parts or relative.startswith("/") or any(p in (".", "..") or p.startswith(TEMP_PREFIX) for p in parts):
-        raise ApiError(400, "INVALID_PATH", "the path must name something inside the capture directory")
+        raise WandaError(ErrorCode.INVALID_PATH, "the path must name something inside the capture directory")
     if len(_bytes(relative)) > PATH_MAX or any(len(_bytes(part)) > NAME_MAX for part in parts):
-        raise ApiError(400, "NAME_TOO_LONG", f"a name may be {NAME_MAX} bytes long, a path {PATH_MAX}: no capture has a longer one")
+        raise WandaError(ErrorCode.NAME_TOO_LONG, f"a name may be {NAME_MAX} bytes long, a path {PATH_MAX}: no capture has a longer one")
     return parts
 
 
@@ -66,7 +66,7 @@ def resolve_inside(root: Path, relative: str, *, kind: str = "file") -> Path:
         (kind in ("file", "any") and candidate.is_file()) or (kind in ("dir", "any") and candidate.is_dir())
     )
     if not found:
-        raise ApiError(404, "FILE_NOT_FOUND", f"no such capture: {relative}")
+        raise WandaError(ErrorCode.FILE_NOT_FOUND, f"no such capture: {relative}")
     return candidate
 
 
@@ -164,7 +164,7 @@ def thumbnail(root: Path, image: Path, encoder: JpegEncoder) -> Path | bytes:
     cached file, or the JPEG itself when the cache cannot be written (a full or read-only disk
     still shows its gallery)."""
     if not image.name.lower().endswith(JPEG_SUFFIXES):
-        raise ApiError(415, "NO_THUMBNAIL", "thumbnails are made of JPEG images only")
+        raise WandaError(ErrorCode.NO_THUMBNAIL, "thumbnails are made of JPEG images only")
     stat = image.stat()
     key = _thumbnail_key(image.relative_to(root.resolve()).as_posix())
     cache = root.resolve() / THUMBS
@@ -209,7 +209,7 @@ def _jpeg_width(data: bytes) -> int:
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             return int.from_bytes(data[i + 7 : i + 9], "big")
         i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
-    raise ApiError(415, "NO_THUMBNAIL", "the image is not a readable JPEG")
+    raise WandaError(ErrorCode.NO_THUMBNAIL, "the image is not a readable JPEG")
 
 
 class ChunkWriter:
@@ -256,13 +256,13 @@ def delete(root: Path, relative: str, busy_folder: Path | None) -> dict[str, Any
     base = root.resolve()
     if target.is_dir():
         if busy_folder is not None and busy_folder.resolve() == target:
-            raise ApiError(409, "FOLDER_IN_USE", f"{relative} belongs to the running session: stop it first")
+            raise WandaError(ErrorCode.FOLDER_IN_USE, f"{relative} belongs to the running session: stop it first")
         count = sum(1 for p in target.rglob("*") if p.is_file())
         shutil.rmtree(target)
         _forget_thumbnails(base, target.relative_to(base).as_posix() + "__")
         return {"deleted": target.relative_to(base).as_posix(), "files": count}
     if busy_folder is not None and target.parent == busy_folder.resolve():
-        raise ApiError(409, "FOLDER_IN_USE", f"{relative} belongs to the running session: stop it first")
+        raise WandaError(ErrorCode.FOLDER_IN_USE, f"{relative} belongs to the running session: stop it first")
     target.unlink()
     removed = 1
     sidecar = target.with_suffix(".json")
