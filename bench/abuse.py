@@ -84,7 +84,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_seconds, free_port, percentile, report  # noqa: E402
+from common import cpu_seconds, free_port, percentile, report
 
 PASSWORD = "abuse-bench-password"
 HOST = "127.0.0.1"
@@ -158,8 +158,21 @@ class Server:
         with open(log, "wb") as sink:  # a file, not a pipe nobody reads
             self.process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "wanda", "--camera", "sim", "--mount", "sim", "--host", HOST,
-                    "--port", str(self.port), "--captures", str(self.captures), "--data-dir", str(self.scratch / "state"),
+                    sys.executable,
+                    "-m",
+                    "wanda",
+                    "--camera",
+                    "sim",
+                    "--mount",
+                    "sim",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(self.port),
+                    "--captures",
+                    str(self.captures),
+                    "--data-dir",
+                    str(self.scratch / "state"),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=sink,
@@ -239,7 +252,9 @@ class Client:
 # -- load in processes of their own (the attacker's work must not sit in the probe's latencies) ---
 
 
-def probe_latency(base: str, headers: dict, path: str, seconds: float, delay: float = 0.0, keep_alive: bool = False) -> dict:
+def probe_latency(
+    base: str, headers: dict, path: str, seconds: float, delay: float = 0.0, keep_alive: bool = False
+) -> dict:
     """One client, one GET every PROBE_INTERVAL (the next starts at once if one took longer), for
     ``seconds`` after ``delay``: a new connection each (a script's requests), or one kept alive (a
     browser's; aiohttp asks again once on a new connection when the server closed an idle one).
@@ -285,9 +300,7 @@ def probe_latency(base: str, headers: dict, path: str, seconds: float, delay: fl
     return asyncio.run(probe())
 
 
-def connection_attack(
-    port: int, seconds: float, idle: int, slow: int, bodies: int, reopen_delay: float
-) -> dict:
+def connection_attack(port: int, seconds: float, idle: int, slow: int, bodies: int, reopen_delay: float) -> dict:
     """Idle, slowloris and never-ending-body connections for ``seconds``, each opened again as
     soon as the server closes it. Returns counters and how long the connections lived."""
     raise_own_fd_limit()
@@ -374,7 +387,7 @@ def connection_attack(
                 writer.write(
                     (
                         f"POST /api/camera/settings HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {PASSWORD}\r\n"
-                        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"exposure_seconds\": "
+                        'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"exposure_seconds": '
                     ).encode()
                 )
                 how = await outcome(reader, left())
@@ -460,9 +473,9 @@ def listen_drops() -> dict[str, int]:
     their client sends its SYN again after 1 s, then 3 s."""
     with open("/proc/net/netstat") as table:
         lines = table.read().splitlines()
-    for names, values in zip(lines[::2], lines[1::2]):
+    for names, values in zip(lines[::2], lines[1::2], strict=False):  # a header line, a value line
         if names.startswith("TcpExt:"):
-            figures = dict(zip(names.split()[1:], (int(v) for v in values.split()[1:])))
+            figures = dict(zip(names.split()[1:], (int(v) for v in values.split()[1:]), strict=True))
             return {k: figures.get(k, 0) for k in ("ListenOverflows", "ListenDrops")}
     return {}
 
@@ -480,8 +493,11 @@ async def wait_session_end(client: Client, timeout: float) -> dict | None:
 
 async def start_session(client: Client, name: str) -> bool:
     body = {
-        "name": name, "total_images": SESSION_FRAMES, "total_time_hours": SESSION_SECONDS / 3600,
-        "use_current_settings": False, "exposure_seconds": EXPOSURE,
+        "name": name,
+        "total_images": SESSION_FRAMES,
+        "total_time_hours": SESSION_SECONDS / 3600,
+        "use_current_settings": False,
+        "exposure_seconds": EXPOSURE,
     }
     status, envelope, _ = await client.call("POST", "/api/session/start", body)
     if status != 200:
@@ -491,7 +507,9 @@ async def start_session(client: Client, name: str) -> bool:
     return True
 
 
-async def connection_phase(pool, loop, server: Server, args, base: dict[str, list[float]]) -> list[tuple[str, bool, str]]:
+async def connection_phase(
+    pool, loop, server: Server, args, base: dict[str, list[float]]
+) -> list[tuple[str, bool, str]]:
     print(
         f"\n== 2. connections beyond the descriptor limit during a session: {args.idle} idle, {args.slow} slowloris, "
         f"{args.bodies} never-ending bodies for {args.attack_seconds:g} s (reopened {args.reopen_delay:g} s after each close)"
@@ -499,14 +517,23 @@ async def connection_phase(pool, loop, server: Server, args, base: dict[str, lis
     async with Client(server.base, bearer()) as client:
         health = await client.data("/api/health")
         gate_before = health["connections"]
-        print(f"   the server: open-file limit {args.fd_limit}, connection limit {gate_before['limit']} (from /api/health)")
+        print(
+            f"   the server: open-file limit {args.fd_limit}, connection limit {gate_before['limit']} (from /api/health)"
+        )
         if not await start_session(client, "abuse_connections"):
             return [("session completes under the attack", False, "did not start")]
         session_started = time.monotonic()
         cpu_before = cpu_seconds(server.pid)
         drops_before = listen_drops()
         attack = loop.run_in_executor(
-            pool, connection_attack, server.port, args.attack_seconds, args.idle, args.slow, args.bodies, args.reopen_delay
+            pool,
+            connection_attack,
+            server.port,
+            args.attack_seconds,
+            args.idle,
+            args.slow,
+            args.bodies,
+            args.reopen_delay,
         )
         # The probes start once the attack's connections are in place and stop before they go.
         probes = {
@@ -583,24 +610,30 @@ async def connection_phase(pool, loop, server: Server, args, base: dict[str, lis
         bound = max(10 * base_p99, 0.1)
         checks += [
             (
-                f"API p99, {name}", p99 < bound,
+                f"API p99, {name}",
+                p99 < bound,
                 f"{ms(p99)} ms (baseline {ms(base_p99)}, bound {ms(bound)}; max {ms(max(latencies, default=0))}; {slow} >= 1 s)",
             ),
             (f"no API failure, {name}", not errors and bool(latencies), f"{len(errors)} of {len(latencies)}"),
         ]
     if monitor_failures:
-        print(f"   the monitor's own requests (new connection each): {len(monitor_failures)} failed, e.g. {monitor_failures[0]}")
+        print(
+            f"   the monitor's own requests (new connection each): {len(monitor_failures)} failed, e.g. {monitor_failures[0]}"
+        )
     fd_errors = server.log_text().count("Too many open files")
     print(f"   'Too many open files' in the server's log: {fd_errors}")
     if final:
-        print(f"   session: {final['status']}, {final['captured_images']}/{final['total_images']} frames, error {final['error']!r}")
+        print(
+            f"   session: {final['status']}, {final['captured_images']}/{final['total_images']} frames, error {final['error']!r}"
+        )
     else:
         print("   session: still running 60 s after it was due to end")
 
     complete = bool(final) and final["status"] == "completed" and final["captured_images"] == SESSION_FRAMES
     return [
         (
-            "session completes under attack", complete,
+            "session completes under attack",
+            complete,
             f"{final['status']}, {final['captured_images']}/{SESSION_FRAMES} frames" if final else "still running",
         ),
         *checks,
@@ -615,7 +648,9 @@ async def header_timeout_phase(pool, loop, server: Server, args) -> tuple[str, b
     print(f"\n== 2b. the header timeout alone: {args.slow} slowloris clients for {seconds:g} s, nothing else")
     async with Client(server.base, bearer()) as client:
         before = (await client.data("/api/health"))["connections"]
-        attacked = await loop.run_in_executor(pool, connection_attack, server.port, seconds, 0, args.slow, 0, args.reopen_delay)
+        attacked = await loop.run_in_executor(
+            pool, connection_attack, server.port, seconds, 0, args.slow, 0, args.reopen_delay
+        )
         after = (await client.data("/api/health"))["connections"]
     timed_out = after["timed_out"] - before["timed_out"]
     lived = attacked["lived"]["slow"]
@@ -667,7 +702,9 @@ async def guessing_phase(pool, loop, server: Server, args) -> tuple[list[tuple[s
     offsets = ", ".join(f"{t - started:.1f}" for t in checked[:20])
     print(f"   compared by the server (401): {len(checked)}, at {offsets} s after the start")
     after_burst = max(0, len(checked) - FREE_GUESSES) / duration
-    print(f"   guesses per second achieved: {len(checked) / duration:.2f} in all, {after_burst:.2f} after the first {FREE_GUESSES}")
+    print(
+        f"   guesses per second achieved: {len(checked) / duration:.2f} in all, {after_burst:.2f} after the first {FREE_GUESSES}"
+    )
     if retry_after is not None:
         # full_at = first + 10 * N and wait = full_at - now - 40 s, so N = (wait + 40 + now - first) / 10.
         first = checked[0] if checked else started
@@ -687,7 +724,8 @@ async def guessing_phase(pool, loop, server: Server, args) -> tuple[list[tuple[s
     )
     checks = [
         (
-            "checked guesses/s after burst", after_burst <= 0.2,
+            "checked guesses/s after burst",
+            after_burst <= 0.2,
             f"{after_burst:.2f}/s ({len(checked)} compared in {duration:.0f} s, {total} sent)",
         ),
         ("cookie requests all 200", cookie_total > 0 and cookie_ok == cookie_total, f"{cookie_ok}/{cookie_total}"),
@@ -767,7 +805,9 @@ async def disk_phase(server: Server, args, cookie: str | None) -> list[tuple[str
             await asyncio.sleep(0.2)
         filled_at = time.monotonic()
         ballast = await asyncio.to_thread(fill_disk, captures)
-        print(f"   ballast: {ballast / 2**20:.1f} MB written until ENOSPC; frames before: {status and status['captured_images']}")
+        print(
+            f"   ballast: {ballast / 2**20:.1f} MB written until ENOSPC; frames before: {status and status['captured_images']}"
+        )
         final = await wait_session_end(client, 20)
         if final:
             reason = final["error"] or ""
@@ -778,7 +818,9 @@ async def disk_phase(server: Server, args, cookie: str | None) -> list[tuple[str
         else:
             reason = ""
             print("   session: still running 20 s after the disk filled")
-        disk_full = bool(final) and final["status"] == "error" and any(w.lower() in reason.lower() for w in DISK_FULL_WORDS)
+        disk_full = (
+            bool(final) and final["status"] == "error" and any(w.lower() in reason.lower() for w in DISK_FULL_WORDS)
+        )
         checks.append(("disk-full session ends in error", disk_full, f"{final and final['status']}: {reason!r}"))
         print(f"   /api/storage (disk full): {describe_storage(await client.data('/api/storage'))}")
         listed = await client.data("/api/sessions")
@@ -805,7 +847,7 @@ async def disk_phase(server: Server, args, cookie: str | None) -> list[tuple[str
         client.failures.clear()  # refused connections while it starts are expected
         if serving_s is None:
             print(f"   NOT serving 30 s after the restart:\n{server.logs[-1].read_text(errors='replace')[-2000:]}")
-            return checks + [("serving again within 10 s", False, "not serving")]
+            return [*checks, ("serving again within 10 s", False, "not serving")]
         print(f"   serving again {serving_s:.2f} s after the new process started")
         checks.append(("serving again within 10 s", serving_s < 10, f"{serving_s:.2f} s"))
         storage = await client.data("/api/storage")
@@ -818,13 +860,18 @@ async def disk_phase(server: Server, args, cookie: str | None) -> list[tuple[str
         describe_sessions(sessions)
         ours = next((s for s in sessions if s.get("name") == "abuse_disk"), None)
         if ours:
-            kept = ours.get("status") == "error" and any(w.lower() in (ours.get("error") or "").lower() for w in DISK_FULL_WORDS)
+            kept = ours.get("status") == "error" and any(
+                w.lower() in (ours.get("error") or "").lower() for w in DISK_FULL_WORDS
+            )
             listed_as = "yes" if kept else f"no, it is listed as {ours.get('status')!r}"
             print(f"   the session's disk-full error survived the restart: {listed_as}")
-        checks.append((
-            "restart: the session is listed", ours is not None,
-            f"{ours['status']}: {ours['error']!r}, saved {ours['saved']}" if ours else "missing",
-        ))
+        checks.append(
+            (
+                "restart: the session is listed",
+                ours is not None,
+                f"{ours['status']}: {ours['error']!r}, saved {ours['saved']}" if ours else "missing",
+            )
+        )
 
         # Space again: the disk writable, the ballast gone; the state and the session's metadata
         # (kept in memory while the disk refused it, retried every 10 s) follow.
@@ -839,7 +886,9 @@ async def disk_phase(server: Server, args, cookie: str | None) -> list[tuple[str
                 break
             await asyncio.sleep(0.2)
         print(f"   /api/storage {time.monotonic() - freed:.1f} s after the ballast went: {describe_storage(storage)}")
-        checks.append(("writable again afterwards", bool(storage) and storage["state"] == "ok", storage and storage["state"]))
+        checks.append(
+            ("writable again afterwards", bool(storage) and storage["state"] == "ok", storage and storage["state"])
+        )
         while time.monotonic() < freed + 15:
             listed = await client.data("/api/sessions")
             sessions = listed["sessions"] if listed else []
@@ -909,21 +958,29 @@ def logged_errors(log: str) -> Counter:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fd-limit", type=int, default=1024, help="the server's open-file limit, soft and hard (systemd's default)")
+    parser.add_argument(
+        "--fd-limit", type=int, default=1024, help="the server's open-file limit, soft and hard (systemd's default)"
+    )
     parser.add_argument("--baseline-seconds", type=float, default=5.0)
     parser.add_argument("--attack-seconds", type=float, default=40.0)
     parser.add_argument("--idle", type=int, default=1100, help="idle connections (more than the descriptor limit)")
     parser.add_argument("--slow", type=int, default=50, help="slowloris connections")
     parser.add_argument("--bodies", type=int, default=20, help="connections whose body never completes")
-    parser.add_argument("--reopen-delay", type=float, default=0.0, help="seconds before the attacker reopens a closed connection")
+    parser.add_argument(
+        "--reopen-delay", type=float, default=0.0, help="seconds before the attacker reopens a closed connection"
+    )
     parser.add_argument("--guess-seconds", type=float, default=20.0)
     parser.add_argument("--guessers", type=int, default=100)
     parser.add_argument("--tmpfs-mb", type=int, default=64)
     parser.add_argument(
-        "--min-free-mb", type=int, default=0,
+        "--min-free-mb",
+        type=int,
+        default=0,
         help="the server's reserve (default 200 MB in wanda; 0 here, so the tmpfs really fills under the session's writes)",
     )
-    parser.add_argument("--kill", choices=("KILL", "TERM"), default="KILL", help="how the server is stopped before the restart")
+    parser.add_argument(
+        "--kill", choices=("KILL", "TERM"), default="KILL", help="how the server is stopped before the restart"
+    )
     args = parser.parse_args()
 
     own = raise_own_fd_limit()
@@ -932,7 +989,9 @@ def main() -> int:
     captures = scratch / "captures"
     tmpfs, message = mount_tmpfs(captures, args.tmpfs_mb)
     if tmpfs:
-        print(f"captures on a {args.tmpfs_mb} MB tmpfs at {captures}; the server's reserve min_free_mb={args.min_free_mb}")
+        print(
+            f"captures on a {args.tmpfs_mb} MB tmpfs at {captures}; the server's reserve min_free_mb={args.min_free_mb}"
+        )
     else:
         print(f"cannot mount a tmpfs at {captures} ({message}): phase 2 runs on the ordinary disk, phase 4 is skipped")
     server = Server(scratch, captures, args.fd_limit, args.min_free_mb)

@@ -23,10 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import report  # noqa: E402
+from common import report
 
-from wanda.analysis import analyse  # noqa: E402
-from wanda.backends.sky import SimulatedSky  # noqa: E402
+from wanda.analysis import analyse
+from wanda.backends.sky import SimulatedSky
 
 
 def main() -> int:
@@ -38,7 +38,9 @@ def main() -> int:
     args = parser.parse_args()
 
     print(f"accuracy: 1440x1080 8-bit frames, {args.exposure} s at gain {args.gain}, seed {args.seed}")
-    print(f"{'FWHM':>5} {'HFR truth':>10} {'measured':>9} {'error':>7} {'stars>5σ':>9} {'found':>6} {'error':>7} {'FWHM meas':>10}")
+    print(
+        f"{'FWHM':>5} {'HFR truth':>10} {'measured':>9} {'error':>7} {'stars>5σ':>9} {'found':>6} {'error':>7} {'FWHM meas':>10}"
+    )
     checks = []
     worst_hfr = worst_count = 0.0
     for fwhm in (2, 3, 4, 5, 6, 8):
@@ -68,7 +70,9 @@ def main() -> int:
     times.sort()
     median = statistics.median(times)
     p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
-    print(f"\ntime per 1440x1080 frame over {args.frames} frames: median {median:.1f} ms, p95 {p95:.1f} ms, max {times[-1]:.1f} ms")
+    print(
+        f"\ntime per 1440x1080 frame over {args.frames} frames: median {median:.1f} ms, p95 {p95:.1f} ms, max {times[-1]:.1f} ms"
+    )
     checks.append(("median HFR within 10% of FWHM/2", worst_hfr <= 0.10, f"worst {worst_hfr:.1%}"))
     checks.append(("star count within 10% of truth", worst_count <= 0.10, f"worst {worst_count:.1%}"))
     checks.append(("analysis time per frame < 30 ms", median < 30, f"median {median:.1f} ms"))

@@ -36,8 +36,20 @@ def running_wanda(*args: str):
     with open(log, "wb") as sink:
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "wanda", "--camera", "sim", "--host", "127.0.0.1", "--port", str(port),
-                "--captures", f"{scratch.name}/captures", "--data-dir", f"{scratch.name}/state", *args,
+                sys.executable,
+                "-m",
+                "wanda",
+                "--camera",
+                "sim",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--captures",
+                f"{scratch.name}/captures",
+                "--data-dir",
+                f"{scratch.name}/state",
+                *args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=sink,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -24,7 +25,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ViewerResult, api_load, percentile, report, running_wanda, view_stream  # noqa: E402
+from common import ViewerResult, api_load, percentile, report, running_wanda, view_stream
 
 API_PATHS = ("/api/camera/status", "/state", "/api/health")
 
@@ -40,7 +41,11 @@ async def ws_client(session: aiohttp.ClientSession, base: str, until: float, rec
                 except TimeoutError:
                     break
                 event = message.get("event")
-                if message.get("topic") == "camera" and event in ("capture_start", "capture_progress", "capture_complete"):
+                if message.get("topic") == "camera" and event in (
+                    "capture_start",
+                    "capture_progress",
+                    "capture_complete",
+                ):
                     record["events"].append((event, time.monotonic()))
     except (aiohttp.ClientError, TypeError, ValueError) as exc:
         record["errors"].append(repr(exc))
@@ -53,7 +58,7 @@ def progress_figures(events: list[tuple[str, float]]) -> tuple[int, float]:
     progress = sum(1 for e, _ in events if e == "capture_progress")
     if len(times) < 2 or events[0][0] != "capture_start" or events[-1][0] != "capture_complete":
         return progress, float("inf")
-    return progress, max(b - a for a, b in zip(times, times[1:]))
+    return progress, max(b - a for a, b in itertools.pairwise(times))
 
 
 async def run(args, base: str) -> int:
@@ -97,20 +102,26 @@ async def run(args, base: str) -> int:
 
     errors += [e for rec in records for e in rec["errors"]] + [e for v in viewers for e in v.errors]
     lag_max = health["loop_lag"]["max_1m_ms"]
-    print(f"exposure {args.exposure:g} s: capture returned after {capture_s:.2f} s ({capture_body.get('data', {}).get('file')})")
+    print(
+        f"exposure {args.exposure:g} s: capture returned after {capture_s:.2f} s ({capture_body.get('data', {}).get('file')})"
+    )
     print(
         f"API: {len(latencies)} requests at concurrency {args.api_concurrency} in {api_done:.2f} s during the exposure: "
         f"p50 {percentile(latencies, 50) * 1000:.2f} ms, p99 {percentile(latencies, 99) * 1000:.2f} ms"
     )
     print(f"event-loop lag (server, max over the last minute): {lag_max:.2f} ms")
-    print(f"viewers: {len(viewers)}, frames received {sum(v.frames for v in viewers)} (the preview pauses while the still exposes)")
+    print(
+        f"viewers: {len(viewers)}, frames received {sum(v.frames for v in viewers)} (the preview pauses while the still exposes)"
+    )
     worst_gap = 0.0
     fewest_per_s = float("inf")
     for i, rec in enumerate(records, 1):
         count, gap = progress_figures(rec["events"])
         worst_gap = max(worst_gap, gap)
         fewest_per_s = min(fewest_per_s, count / args.exposure)
-        print(f"  ws client {i}: {count} capture_progress events ({count / args.exposure:.1f}/s), longest gap {gap:.2f} s")
+        print(
+            f"  ws client {i}: {count} capture_progress events ({count / args.exposure:.1f}/s), longest gap {gap:.2f} s"
+        )
     for error in errors[:10]:
         print(f"  error: {error}")
 
@@ -118,7 +129,11 @@ async def run(args, base: str) -> int:
         ("API p99 < 20 ms", percentile(latencies, 99) * 1000 < 20, f"{percentile(latencies, 99) * 1000:.2f} ms"),
         ("event-loop lag max < 50 ms", lag_max < 50, f"{lag_max:.2f} ms"),
         ("no errors", not errors, str(len(errors))),
-        (">= 1 progress event/s per client", fewest_per_s >= 1 and worst_gap <= 1.0, f"{fewest_per_s:.1f}/s, gap {worst_gap:.2f} s"),
+        (
+            ">= 1 progress event/s per client",
+            fewest_per_s >= 1 and worst_gap <= 1.0,
+            f"{fewest_per_s:.1f}/s, gap {worst_gap:.2f} s",
+        ),
         ("all API requests made", len(latencies) == args.requests, str(len(latencies))),
     ]
     return report(checks)

@@ -30,8 +30,10 @@ def main() -> int:
         cwd=ROOT,
         env={**os.environ, "WANDA_FUZZ_EXAMPLES": str(args.examples)},
     )
-    print(f"\n{args.examples} examples per operation in {time.monotonic() - started:.0f} s: "
-          f"{'PASS' if result.returncode == 0 else 'FAIL'}")
+    print(
+        f"\n{args.examples} examples per operation in {time.monotonic() - started:.0f} s: "
+        f"{'PASS' if result.returncode == 0 else 'FAIL'}"
+    )
     return result.returncode
 
 

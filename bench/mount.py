@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ViewerResult, report, running_wanda, view_stream  # noqa: E402
+from common import ViewerResult, report, running_wanda, view_stream
 
 
 async def run(args, base: str) -> int:
@@ -59,15 +59,20 @@ async def run(args, base: str) -> int:
     expected = int(elapsed / args.interval) + 1  # the first step comes at once
     frames = sum(v.frames for v in viewers)
     errors = [e for v in viewers for e in v.errors]
-    print(f"tracked {elapsed:.1f} s at {args.interval} s/step while streaming to {args.viewers} viewers "
-          f"({frames / streamed / max(1, args.viewers):.1f} fps each)")
+    print(
+        f"tracked {elapsed:.1f} s at {args.interval} s/step while streaming to {args.viewers} viewers "
+        f"({frames / streamed / max(1, args.viewers):.1f} fps each)"
+    )
     print(f"steps: {status['steps']} taken, {expected} due by a perfect clock")
     print(f"|actual - ideal|: max {status['max_timing_error_ms']:.3f} ms, mean {status['mean_timing_error_ms']:.3f} ms")
     print(f"last step (the drift): {status['timing_error_ms']:.3f} ms late")
     checks = [
         ("max |actual - ideal| < 5 ms", status["max_timing_error_ms"] < 5, f"{status['max_timing_error_ms']:.3f} ms"),
-        ("zero accumulated drift", abs(status["steps"] - expected) <= 1 and status["timing_error_ms"] < 5,
-         f"{status['steps'] - expected:+d} steps, last {status['timing_error_ms']:.3f} ms"),
+        (
+            "zero accumulated drift",
+            abs(status["steps"] - expected) <= 1 and status["timing_error_ms"] < 5,
+            f"{status['steps'] - expected:+d} steps, last {status['timing_error_ms']:.3f} ms",
+        ),
         ("viewers without errors", not errors, str(len(errors))),
     ]
     return report(checks)

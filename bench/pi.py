@@ -154,14 +154,22 @@ class Client:
     def _refused(self, status: int, headers) -> ServerProblem | None:
         if status == 401:
             if self.password:
-                return ServerProblem(f"WANDA at {self.base} refused the password (401 UNAUTHORIZED): check --password or WANDA_PASSWORD")
-            return ServerProblem(f"WANDA at {self.base} wants a password (401 UNAUTHORIZED): pass --password or set WANDA_PASSWORD")
+                return ServerProblem(
+                    f"WANDA at {self.base} refused the password (401 UNAUTHORIZED): check --password or WANDA_PASSWORD"
+                )
+            return ServerProblem(
+                f"WANDA at {self.base} wants a password (401 UNAUTHORIZED): pass --password or set WANDA_PASSWORD"
+            )
         if status == 429:
             wait = headers.get("Retry-After", "?")
-            return ServerProblem(f"WANDA at {self.base}: too many wrong passwords from this address (429): wait {wait} s, then check the password")
+            return ServerProblem(
+                f"WANDA at {self.base}: too many wrong passwords from this address (429): wait {wait} s, then check the password"
+            )
         return None
 
-    async def call(self, method: str, path: str, body: dict | None = None, timeout: float = API_TIMEOUT_S) -> tuple[int, dict]:
+    async def call(
+        self, method: str, path: str, body: dict | None = None, timeout: float = API_TIMEOUT_S
+    ) -> tuple[int, dict]:
         """(HTTP status, envelope) of one JSON request; ServerProblem when the server cannot be talked to."""
         try:
             async with self.session.request(
@@ -179,7 +187,9 @@ class Client:
         except ValueError:
             envelope = None
         if not isinstance(envelope, dict) or "success" not in envelope:
-            raise ServerProblem(f"{method} {self.base}{path} answered HTTP {status} without WANDA's JSON envelope: is this a WANDA server?")
+            raise ServerProblem(
+                f"{method} {self.base}{path} answered HTTP {status} without WANDA's JSON envelope: is this a WANDA server?"
+            )
         return status, envelope
 
     async def data(self, method: str, path: str, body: dict | None = None, timeout: float = API_TIMEOUT_S) -> dict:
@@ -225,7 +235,9 @@ class StreamViewer:
         """Connect and get the response headers (bounded); then read parts in the background."""
         try:
             self._response = await asyncio.wait_for(
-                self.client.session.get(self.client.base + "/stream", timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)),
+                self.client.session.get(
+                    self.client.base + "/stream", timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
+                ),
                 API_TIMEOUT_S,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -261,7 +273,7 @@ class StreamViewer:
                 self.arrived.set()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001  (reported as the viewer's error)
+        except Exception as exc:
             self.error = f"reading /stream: {exc!r}"
             self.arrived.set()
 
@@ -364,7 +376,7 @@ def read_fits_minimal(raw: bytes) -> tuple[dict, np.ndarray]:
 def read_fits(raw: bytes) -> tuple[dict, np.ndarray, str]:
     """(header as a dict, data, which reader): astropy when it is installed, else our own."""
     try:
-        from astropy.io import fits  # noqa: PLC0415
+        from astropy.io import fits
     except ImportError:
         header, data = read_fits_minimal(raw)
         return header, data, "built-in reader"
@@ -400,7 +412,8 @@ class Bench:
         backend = self.camera.get("backend")
         self.sim = backend == "sim"
         try:
-            from astropy import __version__ as astropy_version  # noqa: PLC0415
+            from astropy import __version__ as astropy_version
+
             reader = f"astropy {astropy_version}"
         except ImportError:
             reader = "built-in FITS reader"
@@ -426,7 +439,11 @@ class Bench:
 
         detail("model", "model", lambda v: v or "unknown")
         detail("picamera2", "picamera2", lambda v: v or "version unknown")
-        detail("platform", "platform", lambda v: PLATFORMS.get(v, f"{v} (unknown)") if v else "unknown (picamera2 before 0.3.13: a Pi 4 or older)")
+        detail(
+            "platform",
+            "platform",
+            lambda v: PLATFORMS.get(v, f"{v} (unknown)") if v else "unknown (picamera2 before 0.3.13: a Pi 4 or older)",
+        )
         detail("tuning file", "tuning_file", lambda v: v or "the sensor's default")
         detail("sensor DPC", "sensor_dpc", lambda v: v or "unknown (not readable)")
         detail("preview encoder", "preview_encoder", str)
@@ -454,7 +471,7 @@ class Bench:
 
     async def read_settings(self) -> None:
         """The settings this script changes, to restore them at the end."""
-        status, envelope = await self.client.call("GET", "/api/camera/settings")
+        _, envelope = await self.client.call("GET", "/api/camera/settings")
         if not envelope.get("success") or "exposure_seconds" not in (envelope.get("data") or {}):
             # WANDA answers settings on POST only (405 to a GET): the status carries the same.
             envelope = {"data": await self.client.data("GET", "/api/camera/status")}
@@ -493,11 +510,15 @@ class Bench:
             return
         started = time.monotonic()
         self.capture_in_flight = True  # until it answers: an interruption cancels it (restore)
-        status, envelope = await self.client.call("POST", "/api/camera/capture", {}, timeout=exposure + CAPTURE_MARGIN_S)
+        status, envelope = await self.client.call(
+            "POST", "/api/camera/capture", {}, timeout=exposure + CAPTURE_MARGIN_S
+        )
         self.capture_in_flight = False
         took = time.monotonic() - started
         if not envelope.get("success"):
-            r.fail(f"{name}: the capture failed after {took:.1f} s: {ApiFailure('POST', '/api/camera/capture', status, envelope)}")
+            r.fail(
+                f"{name}: the capture failed after {took:.1f} s: {ApiFailure('POST', '/api/camera/capture', status, envelope)}"
+            )
             return
         data = envelope.get("data") or {}
         files = data.get("files") or [data.get("file")]
@@ -518,7 +539,11 @@ class Bench:
             requested = (sidecar.get("requested") or {}).get("exposure_seconds")
             camera = sidecar.get("camera") or {}
             figures = self.sensor_figures(camera)
-            note = "" if requested is None or abs(requested - exposure) <= 1e-6 * exposure else f", WANDA requested {fmt(requested)} s"
+            note = (
+                ""
+                if requested is None or abs(requested - exposure) <= 1e-6 * exposure
+                else f", WANDA requested {fmt(requested)} s"
+            )
             if not isinstance(applied, int | float):
                 r.fail(f"{name}: the sidecar has no applied exposure_seconds ({figures}{note})")
             else:
@@ -550,7 +575,7 @@ class Bench:
         except ApiFailure as exc:
             r.fail(f"{name}: the FITS file could not be downloaded: {exc}")
             return
-        except Exception as exc:  # noqa: BLE001  (a malformed file is a finding, not a crash)
+        except Exception as exc:
             r.fail(f"{name}: the FITS file {fits_name} could not be read: {exc!r}")
             return
         shape = "x".join(str(n) for n in reversed(pixels.shape))
@@ -646,7 +671,9 @@ class Bench:
             if capture.done():
                 status, envelope = capture.result()
                 self.capture_in_flight = False
-                r.fail(f"{name}: the capture answered HTTP {status} {envelope.get('code', '')} before it could be cancelled")
+                r.fail(
+                    f"{name}: the capture answered HTTP {status} {envelope.get('code', '')} before it could be cancelled"
+                )
                 return
             if state.get("exposing") is None:
                 r.fail(f"{name}: /state showed no exposure within {fmt(START_WITHIN_S)} s of the capture request")
@@ -659,7 +686,9 @@ class Bench:
             cancelled_at = time.monotonic()
             answer = await self.client.data("POST", "/api/camera/capture/cancel")
             if not answer.get("cancelled"):
-                r.fail(f"{name}: the cancel answered {answer} (the exposure had ended? a longer exposure or shorter --cancel-after)")
+                r.fail(
+                    f"{name}: the cancel answered {answer} (the exposure had ended? a longer exposure or shorter --cancel-after)"
+                )
             done, _ = await asyncio.wait({capture}, timeout=max(CANCEL_WITHIN_S, 30.0))
             answered_s = time.monotonic() - cancelled_at
             if not done:
@@ -683,19 +712,26 @@ class Bench:
                 await asyncio.gather(capture, return_exceptions=True)
 
         frame_text = (
-            f"fresh preview frame after {frame_s:.2f} s" if frame_s is not None
+            f"fresh preview frame after {frame_s:.2f} s"
+            if frame_s is not None
             else f"no fresh preview frame within 30 s ({viewer.error or 'none arrived'})"
         )
         r.check(
-            status == 409 and code == "CAPTURE_CANCELLED" and answered_s <= CANCEL_WITHIN_S
-            and frame_s is not None and frame_s <= CANCEL_WITHIN_S,
+            status == 409
+            and code == "CAPTURE_CANCELLED"
+            and answered_s <= CANCEL_WITHIN_S
+            and frame_s is not None
+            and frame_s <= CANCEL_WITHIN_S,
             f"{name}: capture answered {status} {code} after {answered_s:.2f} s, {frame_text} "
             f"(preview exposure set to {fmt(short)} s at {set_back_s:.2f} s)",
         )
         if images_before is None or images_after is None:
             r.info(f"{name}: the capture list could not be read to count files")
         else:
-            r.check(images_after == images_before, f"{name}: no file written ({images_before} images before, {images_after} after)")
+            r.check(
+                images_after == images_before,
+                f"{name}: no file written ({images_before} images before, {images_after} after)",
+            )
 
     # 4 -------------------------------------------------------------------------------------------
 
@@ -711,7 +747,9 @@ class Bench:
             await viewer.open()
             first = await viewer.wait_for(lambda seq, at: True, PREVIEW_FRAME_WAIT_S)
             if first is None:
-                r.fail(f"preview: no frame on /stream within {fmt(PREVIEW_FRAME_WAIT_S)} s ({viewer.error or 'none arrived'})")
+                r.fail(
+                    f"preview: no frame on /stream within {fmt(PREVIEW_FRAME_WAIT_S)} s ({viewer.error or 'none arrived'})"
+                )
                 return
             before = await self.client.data("GET", "/state")
             t0 = time.monotonic()
@@ -741,7 +779,9 @@ class Bench:
         pixels_wanted = bool((after.get("analysis") or {}).get("running")) or bool(after.get("stretched_viewer_count"))
         if configured == "hardware":
             if encodes == 0 and (encoded or 0) > 0:
-                r.check(True, f"preview encoder: hardware in use (WANDA encoded no JPEG itself, {encoded} frames encoded)")
+                r.check(
+                    True, f"preview encoder: hardware in use (WANDA encoded no JPEG itself, {encoded} frames encoded)"
+                )
             elif pixels_wanted:
                 r.info(
                     f"preview encoder: hardware configured, but WANDA encoded {encodes} frames itself: the analysis or a "
@@ -752,7 +792,9 @@ class Bench:
         elif configured == "software":
             r.info(f"preview encoder: software (libjpeg-turbo), {encodes} encodes for {encoded} frames")
         else:
-            r.info(f"preview encoder: {SIM if self.sim else 'not reported'}; {encodes} software encodes for {encoded} frames")
+            r.info(
+                f"preview encoder: {SIM if self.sim else 'not reported'}; {encodes} software encodes for {encoded} frames"
+            )
 
     # 5 -------------------------------------------------------------------------------------------
 
@@ -773,7 +815,9 @@ class Bench:
                 await self.client.data("POST", "/api/camera/settings", wanted)
                 now = await self.client.data("GET", "/api/camera/status")
                 same = all(
-                    math.isclose(float(now[k]), float(v), rel_tol=1e-5, abs_tol=1e-6) if isinstance(v, int | float) else now.get(k) == v
+                    math.isclose(float(now[k]), float(v), rel_tol=1e-5, abs_tol=1e-6)
+                    if isinstance(v, int | float)
+                    else now.get(k) == v
                     for k, v in wanted.items()
                 )
                 r.check(same, f"settings restored: {text}")
@@ -821,8 +865,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default=DEFAULT_URL, help=f"the WANDA server (default {DEFAULT_URL})")
     parser.add_argument("--password", default=os.environ.get("WANDA_PASSWORD", ""), help="default: $WANDA_PASSWORD")
-    parser.add_argument("--exposures", type=exposures, default=exposures("0.5,30,200"), help="seconds, comma-separated (default 0.5,30,200)")
-    parser.add_argument("--cancel-after", type=float, default=5.0, help="seconds into the longest exposure to cancel it (default 5)")
+    parser.add_argument(
+        "--exposures",
+        type=exposures,
+        default=exposures("0.5,30,200"),
+        help="seconds, comma-separated (default 0.5,30,200)",
+    )
+    parser.add_argument(
+        "--cancel-after", type=float, default=5.0, help="seconds into the longest exposure to cancel it (default 5)"
+    )
     parser.add_argument("--iso", type=float, default=800.0, help="ISO of the stills (gain = iso / 100; default 800)")
     args = parser.parse_args(argv)
     url = args.url.strip().rstrip("/")

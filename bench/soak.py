@@ -53,14 +53,25 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_seconds, report, rss_mb, running_wanda, stalled_viewer  # noqa: E402
+from common import cpu_seconds, report, rss_mb, running_wanda, stalled_viewer
 
 API_PATHS = ("/api/camera/status", "/state", "/api/health", "/api/storage", "/api/captures", "/api/mount/status")
 WS_ACTIONS = ("camera.status", "mount.status", "session.status")
 MARKER = b"--frame\r\n"  # starts every part of the stream
 TCP_ESTABLISHED = 1
-TCP_STATES = {1: "ESTABLISHED", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 5: "FIN-WAIT-2", 6: "TIME-WAIT", 7: "CLOSE",
-              8: "CLOSE-WAIT", 9: "LAST-ACK", 10: "LISTEN", 11: "CLOSING"}
+TCP_STATES = {
+    1: "ESTABLISHED",
+    2: "SYN-SENT",
+    3: "SYN-RECV",
+    4: "FIN-WAIT-1",
+    5: "FIN-WAIT-2",
+    6: "TIME-WAIT",
+    7: "CLOSE",
+    8: "CLOSE-WAIT",
+    9: "LAST-ACK",
+    10: "LISTEN",
+    11: "CLOSING",
+}
 CONNECTION_ERRORS = (aiohttp.ClientError, ConnectionError, TimeoutError, asyncio.IncompleteReadError)
 # Paths the server answers on its default thread pool (asyncio.to_thread): a burst of them in the
 # warm-up grows that pool to its size, so its threads are in the start figures.
@@ -113,7 +124,10 @@ def server_end_state(server_port: int, client_port: int) -> str:
         next(table)
         for line in table:
             fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == server_port and int(fields[2].rsplit(":", 1)[1], 16) == client_port:
+            if (
+                int(fields[1].rsplit(":", 1)[1], 16) == server_port
+                and int(fields[2].rsplit(":", 1)[1], 16) == client_port
+            ):
                 states.add(int(fields[3], 16))
     if TCP_ESTABLISHED in states:
         return "ESTABLISHED"
@@ -127,7 +141,7 @@ def kernel_tcp() -> dict[str, int]:
         for line in sockstat:
             if line.startswith("TCP:"):
                 fields = line.split()[1:]
-                return {name: int(value) for name, value in zip(fields[::2], fields[1::2])}
+                return {name: int(value) for name, value in zip(fields[::2], fields[1::2], strict=True)}
     return {}
 
 
@@ -273,7 +287,7 @@ async def ws_client(soak: Soak, index: int) -> None:
             async with soak.http.ws_connect(soak.base + "/ws") as ws:
                 soak.counts["ws connections"] += 1
 
-                async def read() -> None:
+                async def read(pending: dict[int, asyncio.Future] = pending) -> None:  # this connection's
                     async for message in ws:
                         if message.type != aiohttp.WSMsgType.TEXT:
                             soak.error("ws: malformed message", f"client {index}: a {message.type.name} message")
@@ -287,7 +301,9 @@ async def ws_client(soak: Soak, index: int) -> None:
                         elif "id" in data:
                             waiter = pending.pop(data["id"], None)
                             if waiter is None:
-                                soak.error("ws: malformed message", f"client {index}: a reply to nothing: {message.data[:200]}")
+                                soak.error(
+                                    "ws: malformed message", f"client {index}: a reply to nothing: {message.data[:200]}"
+                                )
                             elif not waiter.done():
                                 waiter.set_result(data)
                         elif isinstance(data.get("topic"), str) and isinstance(data.get("event"), str):
@@ -394,7 +410,10 @@ async def tracking(soak: Soak) -> None:
             if result[1]["data"].get("tracking") is on:
                 soak.counts["tracking toggles"] += 1
             else:
-                soak.error("mount: wrong state", f"tracking {result[1]['data'].get('tracking')!r} after {'start' if on else 'stop'}")
+                soak.error(
+                    "mount: wrong state",
+                    f"tracking {result[1]['data'].get('tracking')!r} after {'start' if on else 'stop'}",
+                )
         on = not on
         if await soak.pause(20):
             return
@@ -537,9 +556,15 @@ async def run(args, base: str, pid: int | None) -> int:
         reference_lag_ms, reference_over = (float(x) for x in reference_out.split())
         # Leave the server as it was found (it matters with --url).
         exposure = before[1]["data"]["exposure_seconds"]
-        await soak.request("teardown", "POST", "/api/camera/settings", {"exposure_seconds": exposure}, expected=("CAPTURE_BUSY",))
+        await soak.request(
+            "teardown", "POST", "/api/camera/settings", {"exposure_seconds": exposure}, expected=("CAPTURE_BUSY",)
+        )
         mount = mount_before[1]["data"]
-        restore = {"action": "start", "speed": mount["speed"], "direction": mount["direction"]} if mount["tracking"] else {"action": "stop"}
+        restore = (
+            {"action": "start", "speed": mount["speed"], "direction": mount["direction"]}
+            if mount["tracking"]
+            else {"action": "stop"}
+        )
         await soak.request("teardown", "POST", "/api/mount/tracking", restore)
 
     total = time.monotonic() - started
@@ -547,27 +572,37 @@ async def run(args, base: str, pid: int | None) -> int:
     fps = [frames / seconds for seconds, frames in soak.viewer_sessions if seconds > 5]
     error_count = sum(soak.errors.values())
     print()
-    print(f"load: {total:.0f} s in all ({args.warmup:g} s warm-up, {elapsed:.0f} s measured), load generator CPU {cpu_self / total * 100:.0f}%")
+    print(
+        f"load: {total:.0f} s in all ({args.warmup:g} s warm-up, {elapsed:.0f} s measured), load generator CPU {cpu_self / total * 100:.0f}%"
+    )
     print(
         f"viewers: {len(soak.viewer_sessions)} sessions, {sum(f for _, f in soak.viewer_sessions)} frames; "
         f"delivered fps over {len(fps)} sessions > 5 s: median {statistics.median(fps) if fps else float('nan'):.1f}, "
         f"min {min(fps) if fps else float('nan'):.1f} (the preview runs at up to {min(30, 1 / args.exposure):.0f} fps)"
     )
     ends = ", ".join(
-        f"{name.rsplit(' ', 1)[1]} x{n}" for name, n in sorted(c.items()) if name.startswith("stalled viewer dropped (not told): ")
+        f"{name.rsplit(' ', 1)[1]} x{n}"
+        for name, n in sorted(c.items())
+        if name.startswith("stalled viewer dropped (not told): ")
     )
     print(
         f"stalled viewers: opened {c['stalled viewer opened']}; dropped by the server {c['stalled viewer dropped (told)']} "
         f"with a reset or FIN that reached them, {c['stalled viewer dropped (not told)']} with their end still established "
         f"(the server's end: {ends or '-'})"
     )
-    print(f"WebSocket: {c['ws connections']} connections, {c['ws commands']} commands answered ok, {c['ws events']} events")
+    print(
+        f"WebSocket: {c['ws connections']} connections, {c['ws commands']} commands answered ok, {c['ws events']} events"
+    )
     print(f"API: {c['api requests']} requests answered; mount: {c['tracking toggles']} tracking toggles")
-    print(f"captures: {c['captures']} saved; sessions: {c['sessions started']} started, {c['sessions completed']} completed")
+    print(
+        f"captures: {c['captures']} saved; sessions: {c['sessions started']} started, {c['sessions completed']} completed"
+    )
     for name in sorted(k for k in c if k.endswith("(expected)")):
         print(f"  contention: {name} x{c[name]}")
     rises = ", ".join(f"{lag:.1f} ms at {int(t // 60)}:{int(t % 60):02d}" for t, lag in soak.lag_rises[-4:])
-    print(f"event-loop lag max: {soak.lag_max_ms:.2f} ms over {soak.lag_samples} samples of max_1m_ms (the max rose to {rises})")
+    print(
+        f"event-loop lag max: {soak.lag_max_ms:.2f} ms over {soak.lag_samples} samples of max_1m_ms (the max rose to {rises})"
+    )
     print(
         f"  reference (an idle event loop in a process of its own, same machine, whole run): lag max {reference_lag_ms:.2f} ms, "
         f"{reference_over:.0f} wake-ups more than 20 ms late"
@@ -592,7 +627,8 @@ async def run(args, base: str, pid: int | None) -> int:
     checks = [
         ("no errors", error_count == 0, str(error_count)),
         (
-            "event-loop lag max < 50 ms", soak.lag_max_ms < 50,
+            "event-loop lag max < 50 ms",
+            soak.lag_max_ms < 50,
             f"{soak.lag_max_ms:.2f} ms (the idle reference process: {reference_lag_ms:.2f} ms)",
         ),
     ]
@@ -600,12 +636,18 @@ async def run(args, base: str, pid: int | None) -> int:
         cpu = (end["cpu"] - start["cpu"]) / elapsed * 100
         print(f"server CPU over the measured period: {cpu:.0f}% of one core")
         print(f"RSS: start {start['rss']:.1f} MB, middle {rss_middle:.1f} MB, end {end['rss']:.1f} MB")
-        print(f"open fds: start {start['fds']}, end {end['fds']}; threads: start {start['threads']}, end {end['threads']}")
+        print(
+            f"open fds: start {start['fds']}, end {end['fds']}; threads: start {start['threads']}, end {end['threads']}"
+        )
         growth = end["rss"] - start["rss"]
         checks += [
             ("RSS growth < 10 MB", growth < 10, f"{start['rss']:.1f} -> {end['rss']:.1f} MB ({growth:+.1f})"),
             ("open fds end <= start + 5", end["fds"] <= start["fds"] + 5, f"{start['fds']} -> {end['fds']}"),
-            ("threads end <= start + 2", end["threads"] <= start["threads"] + 2, f"{start['threads']} -> {end['threads']}"),
+            (
+                "threads end <= start + 2",
+                end["threads"] <= start["threads"] + 2,
+                f"{start['threads']} -> {end['threads']}",
+            ),
         ]
     return report(checks)
 

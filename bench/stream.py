@@ -29,7 +29,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     ViewerResult,
     api_load,
     cpu_seconds,
@@ -43,7 +43,18 @@ from common import (  # noqa: E402
 
 API_PATHS = ("/api/health", "/state")
 
-async def phase(base: str, pid: int | None, *, viewers: int, stalled: int, api_workers: int, api_pause: float, seconds: float, warmup: float):
+
+async def phase(
+    base: str,
+    pid: int | None,
+    *,
+    viewers: int,
+    stalled: int,
+    api_workers: int,
+    api_pause: float,
+    seconds: float,
+    warmup: float,
+):
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -121,8 +132,13 @@ async def run(args, base: str, pid: int | None) -> int:
     many = await phase(base, pid, viewers=args.viewers, stalled=0, api_workers=0, api_pause=0, **common)
     show(f"{args.viewers} viewers", many)
     full = await phase(
-        base, pid, viewers=args.viewers, stalled=args.stalled, api_workers=args.api_concurrency,
-        api_pause=args.api_pause, **common,
+        base,
+        pid,
+        viewers=args.viewers,
+        stalled=args.stalled,
+        api_workers=args.api_concurrency,
+        api_pause=args.api_pause,
+        **common,
     )
     show(f"{args.viewers} viewers+{args.stalled} stalled+API", full)
     rss_end = rss_mb(pid) if pid else None
@@ -151,7 +167,9 @@ def main() -> int:
     parser.add_argument("--stalled", type=int, default=3)
     parser.add_argument("--api-concurrency", type=int, default=20)
     parser.add_argument(
-        "--api-pause", type=float, default=0.05,
+        "--api-pause",
+        type=float,
+        default=0.05,
         help="seconds each API worker waits between requests (0: back to back)",
     )
     parser.add_argument("--seconds", type=float, default=10.0)

@@ -10,6 +10,13 @@ from wanda.app import create_app
 from wanda.config import Config
 
 
+def pytest_configure(config):
+    # `pytest` runs everything; `pytest -m "not slow"` the fast tier for while you develop.
+    config.addinivalue_line(
+        "markers", "slow: a real `wanda` process or another subprocess, a browser, crashes or fuzzing (the slow tier)"
+    )
+
+
 @pytest.fixture
 def config(tmp_path) -> Config:
     return Config(camera="sim", captures=tmp_path / "captures", data_dir=tmp_path / "state", port=0)
@@ -17,10 +24,11 @@ def config(tmp_path) -> Config:
 
 @pytest.fixture
 def make_client(aiohttp_client, config):
-    """Build a test client for the real app; keyword arguments change the config."""
+    """Build a test client for the real app; ``camera`` replaces the backend the config selects,
+    other keyword arguments change the config."""
 
-    async def make(**changes):
-        app = create_app(dataclasses.replace(config, **changes))
+    async def make(camera=None, **changes):
+        app = create_app(dataclasses.replace(config, **changes), camera=camera)
         return await aiohttp_client(app)
 
     return make
@@ -29,4 +37,3 @@ def make_client(aiohttp_client, config):
 @pytest.fixture
 async def client(make_client):
     return await make_client()
-

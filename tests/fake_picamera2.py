@@ -166,7 +166,11 @@ def has_control_modes() -> bool:
 
 def unconfigured_controls() -> dict[str, tuple]:
     """camera_controls before the first configure: libcamera's placeholder ranges."""
-    placeholders = {"ExposureTime": (1, 66666, 20000), "AnalogueGain": (1.0, 16.0, 1.0), "FrameDurationLimits": (33333, 120000, None)}
+    placeholders = {
+        "ExposureTime": (1, 66666, 20000),
+        "AnalogueGain": (1.0, 16.0, 1.0),
+        "FrameDurationLimits": (33333, 120000, None),
+    }
     return {**mode_controls(IMX477_MODES[-1]), **placeholders}
 
 
@@ -278,8 +282,8 @@ class CompletedRequest:
                 raise NotImplementedError("the fake delivers unpacked raw formats only")
             mosaic = np.full((height, width), BLACK_LEVEL_16 >> 4, np.uint16)
             red, blue = ((0, 0), (1, 1)) if bayer == "RGGB" else ((1, 1), (0, 0))  # RGGB or BGGR
-            mosaic[red[0]::2, red[1]::2] = RAW_RED  # red sites brighter: the pattern shows
-            mosaic[blue[0]::2, blue[1]::2] = RAW_BLUE + self.metadata["ExposureTime"] // 1000 % 1000
+            mosaic[red[0] :: 2, red[1] :: 2] = RAW_RED  # red sites brighter: the pattern shows
+            mosaic[blue[0] :: 2, blue[1] :: 2] = RAW_BLUE + self.metadata["ExposureTime"] // 1000 % 1000
             if self.hot_pixel:
                 mosaic[HOT_PIXEL] = 4095
             if depth == 16:
@@ -364,7 +368,7 @@ class Picamera2:
             if isinstance(tuning, str):
                 os.environ[TUNING_ENV] = tuning
             else:
-                tuning_file = tempfile.NamedTemporaryFile("w")  # noqa: SIM115  (as picamera2 does)
+                tuning_file = tempfile.NamedTemporaryFile("w")
                 json.dump(tuning, tuning_file)
                 tuning_file.flush()
                 os.environ[TUNING_ENV] = tuning_file.name
@@ -441,10 +445,14 @@ class Picamera2:
         }
 
     def create_preview_configuration(self, main={}, lores=None, raw={}, buffer_count=4, controls={}, **_):  # noqa: B006
-        return self._configuration("preview", main, lores, raw, buffer_count, controls, {"size": (640, 480), "format": "XBGR8888"})
+        return self._configuration(
+            "preview", main, lores, raw, buffer_count, controls, {"size": (640, 480), "format": "XBGR8888"}
+        )
 
     def create_still_configuration(self, main={}, lores=None, raw={}, buffer_count=1, controls={}, **_):  # noqa: B006
-        return self._configuration("still", main, lores, raw, buffer_count, controls, {"size": self.sensor_resolution, "format": "BGR888"})
+        return self._configuration(
+            "still", main, lores, raw, buffer_count, controls, {"size": self.sensor_resolution, "format": "BGR888"}
+        )
 
     def configure(self, camera_config):
         with self._cond:
@@ -462,8 +470,11 @@ class Picamera2:
             if get_platform() == Platform.PISP and depth != 16:  # the CFE writes 16-bit samples only
                 packing, depth = ("PISP_COMP1" if packing == "CSI2P" else ""), 16
             raw["size"] = self._mode["size"]
-            raw["format"] = f"{DELIVERED_BAYER}_{packing}" if packing.startswith("PISP") else (
-                f"S{DELIVERED_BAYER}{depth}" + (f"_{packing}" if packing else ""))
+            raw["format"] = (
+                f"{DELIVERED_BAYER}_{packing}"
+                if packing.startswith("PISP")
+                else (f"S{DELIVERED_BAYER}{depth}" + (f"_{packing}" if packing else ""))
+            )
         self.camera_config = config
         self.camera_controls = mode_controls(self._mode)  # the mode's ranges replace the placeholders
         self.controls = dict(config["controls"])
@@ -651,7 +662,7 @@ class Picamera2:
                 job.signal()
 
     def _complete_frame(self):
-        low, high = self._mode_frame_limits()
+        low, _ = self._mode_frame_limits()
         metadata = {
             "SensorTimestamp": time.monotonic_ns(),
             "ExposureTime": self._exposure_us,
@@ -768,7 +779,9 @@ class Picamera2:
 def picamera2_0_3_16() -> type[Picamera2]:
     """picamera2 as Bookworm's first images shipped it: ``wait`` without a time-out (0.3.17 added
     it) and no ``cancel_all_and_flush`` (0.3.20)."""
-    namespace = {k: v for k, v in vars(Picamera2).items() if k not in ("cancel_all_and_flush", "__dict__", "__weakref__")}
+    namespace = {
+        k: v for k, v in vars(Picamera2).items() if k not in ("cancel_all_and_flush", "__dict__", "__weakref__")
+    }
     namespace["wait"] = lambda self, job: job.get_result()
     return type("Picamera2", (), namespace)
 

@@ -117,7 +117,13 @@ def test_a_crowded_field_counts_every_star():
     rng = np.random.default_rng(3)
     for row in range(10):
         for column in range(15):
-            add_star(image, 25 + 37 * column + rng.uniform(-2, 2), 25 + 37 * row + rng.uniform(-2, 2), rng.uniform(300, 3000), 3.5)
+            add_star(
+                image,
+                25 + 37 * column + rng.uniform(-2, 2),
+                25 + 37 * row + rng.uniform(-2, 2),
+                rng.uniform(300, 3000),
+                3.5,
+            )
     result = analyse(as_8bit(image), 255)
     assert result["star_count"] == 150
     assert result["hfr"] == pytest.approx(1.75, rel=0.06)

@@ -103,7 +103,7 @@ async def test_the_camera_is_free_as_soon_as_the_session_says_it_ended(client):
     ws = await client.ws_connect("/ws")
     status, body = await post(client, "/api/session/start", {"name": "short", "total_images": 2})
     assert status == 200, body
-    while (message := await ws.receive_json(timeout=10)).get("event") != "session_complete":
+    while (await ws.receive_json(timeout=10)).get("event") != "session_complete":
         pass
     # Its last metadata may still be being written; the camera is free all the same.
     status, body = await post(client, "/api/camera/capture")

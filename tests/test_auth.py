@@ -62,7 +62,9 @@ async def test_without_a_password_nothing_is_asked(client):
     assert (await (await client.post("/login", json={"password": "x"})).json())["message"] == "no password is set"
 
 
-@pytest.mark.parametrize("path", ["/api/camera/status", "/stream", "/snapshot", "/api/captures", "/state", "/api/openapi.json"])
+@pytest.mark.parametrize(
+    "path", ["/api/camera/status", "/stream", "/snapshot", "/api/captures", "/state", "/api/openapi.json"]
+)
 async def test_every_endpoint_needs_it(locked, path):
     response = await locked.get(path)
     assert response.status == 401
@@ -122,7 +124,9 @@ async def test_five_wrong_passwords_then_one_try_every_ten_seconds(locked, clock
     refused = await wrong_login(locked)
     assert refused.status == 429 and refused.headers["Retry-After"] == "10"
     assert await refused.json() == {
-        "success": False, "code": "TOO_MANY_ATTEMPTS", "error": "too many wrong passwords from this address: try again in 10 s",
+        "success": False,
+        "code": "TOO_MANY_ATTEMPTS",
+        "error": "too many wrong passwords from this address: try again in 10 s",
     }
     # While throttled the right password is not even compared: a right guess answers like a wrong one.
     assert (await locked.post("/login", json={"password": PASSWORD})).status == 429

@@ -7,13 +7,15 @@ Screenshots go to a temporary folder, or to $WANDA_SCREENSHOTS (`WANDA_SCREENSHO
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
-import time
+import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import wait_for
 from live_server import Wanda
 from playwright.sync_api import Page, expect, sync_playwright
 
@@ -22,22 +24,35 @@ from wanda.jpeg import JpegEncoder
 CHROMIUM = "/usr/bin/chromium"
 # Headless, and nothing that reaches for the internet (this machine and the field have none).
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 WAIT_MS = 15000
 
 
+pytestmark = pytest.mark.slow  # a real browser and a real `wanda`
+
+CAMERA_SETTINGS = (
+    "exposure_seconds",
+    "gain",
+    "night_vision_mode",
+    "night_vision_intensity",
+    "save_raw",
+    "skip_frames",
+    "file_format",
+    "frame_type",
+)
+
+
 def eventually(check, timeout: float = WAIT_MS / 1000):
-    """Poll the server until ``check()`` is true; fail with the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached: {check.__doc__ or check}")
-        time.sleep(0.1)
+    """Poll the server until ``check()`` is true; fail otherwise."""
+    return wait_for(check, timeout=timeout, what=check.__doc__ or "the check")
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +66,70 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def wanda(tmp_path_factory):
-    server = Wanda(tmp_path_factory.mktemp("wanda"))
-    server.start()
-    yield server
-    server.stop()
+def shared_wanda(tmp_path_factory):
+    """One server for the module's tests (a start costs a second or two), and what it started with."""
+    with Wanda(tmp_path_factory.mktemp("wanda")) as server:
+        camera = server.get("/api/camera/status")
+        mount = server.get("/api/mount/status")
+        server.initial = {
+            "camera": {name: camera[name] for name in CAMERA_SETTINGS},
+            "mount": {"speed": mount["speed"], "direction": mount["direction"]},
+            "form": server.get("/api/session/config"),
+        }
+        yield server
+
+
+@pytest.fixture
+def wanda(shared_wanda):
+    """The shared server as every test expects to find it, whatever the test before did or left
+    behind when it failed: no session or capture running, the mount stopped, the camera, the mount's
+    direction and the session form as the server started with them. (Files taken stay: the tests
+    count from what is there.)"""
+    reset(shared_wanda)
+    return shared_wanda
+
+
+def reset(server: Wanda) -> None:
+    initial = server.initial
+    if server.get("/api/session/status")["active"]:
+        with contextlib.suppress(urllib.error.HTTPError):  # 409: it ended meanwhile
+            server.post("/api/session/stop", {})
+        wait_for(lambda: not server.get("/api/session/status")["active"], what="the session to end")
+    if server.get("/api/camera/status")["exposure"] is not None:
+        with contextlib.suppress(urllib.error.HTTPError):  # 409: it ended meanwhile
+            server.post("/api/camera/capture/cancel", {})
+        wait_for(lambda: server.get("/api/camera/status")["exposure"] is None, what="the capture to end")
+    mount = server.get("/api/mount/status")
+    if mount["direction"] != initial["mount"]["direction"] or mount["speed"] != initial["mount"]["speed"]:
+        server.post("/api/mount/tracking", {"action": "start", **initial["mount"]})  # how they are set
+    if server.get("/api/mount/status")["tracking"]:
+        server.post("/api/mount/tracking", {"action": "stop"})
+    server.post("/api/camera/settings", initial["camera"])
+    server.post("/api/session/config", initial["form"])
+
+
+@pytest.fixture
+def open_page(browser):
+    """``open_page(server)``: the page in a browser context of its own, connected; every context
+    is closed after the test, whether it passed or failed."""
+    contexts = []
+
+    def open_(
+        server: Wanda, width: int = 1280, height: int = 900, connected: bool = True, **options
+    ) -> tuple[Page, Console]:
+        context = browser.new_context(viewport={"width": width, "height": height}, **options)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        console = Console(page)
+        page.goto(server.url + "/")
+        if connected:
+            expect(page.locator("#ws-state")).to_have_text("connected")
+        return page, console
+
+    yield open_
+    for context in contexts:
+        context.close()
 
 
 @pytest.fixture(scope="session")
@@ -74,21 +148,12 @@ class Console:
         page.on("pageerror", lambda e: self.errors.append(str(e)))
 
 
-def open_page(browser, server: Wanda, width: int = 1280, height: int = 900, **context) -> tuple[Page, Console]:
-    page = browser.new_context(viewport={"width": width, "height": height}, **context).new_page()
-    page.set_default_timeout(WAIT_MS)
-    console = Console(page)
-    page.goto(server.url + "/")
-    expect(page.locator("#ws-state")).to_have_text("connected")
-    return page, console
-
-
 def wait_for_live_frame(page: Page) -> None:
     page.wait_for_function("() => document.getElementById('live').naturalWidth === 1440")
 
 
-def test_browser_page_loads_clean_and_shows_live_frames(browser, wanda, screenshots):
-    page, console = open_page(browser, wanda)
+def test_browser_page_loads_clean_and_shows_live_frames(open_page, wanda, screenshots):
+    page, console = open_page(wanda)
     wait_for_live_frame(page)
     # The frame is the sky, not a blank: its pixels vary (stars on a background).
     spread = page.evaluate(
@@ -109,11 +174,10 @@ def test_browser_page_loads_clean_and_shows_live_frames(browser, wanda, screensh
     expect(page.locator("#storage-state")).to_contain_text("free")
     page.screenshot(path=screenshots / "desktop.png")
     assert console.errors == []
-    page.context.close()
 
 
-def test_browser_exposure_changes_the_camera_and_a_refused_value_shows_the_servers_message(browser, wanda):
-    page, console = open_page(browser, wanda)
+def test_browser_exposure_changes_the_camera_and_a_refused_value_shows_the_servers_message(open_page, wanda):
+    page, console = open_page(wanda)
     page.get_by_label("exposure with unit").fill("250 ms")
     page.get_by_label("exposure with unit").press("Enter")
     eventually(lambda: wanda.get("/api/camera/status")["exposure_seconds"] == 0.25)
@@ -131,14 +195,12 @@ def test_browser_exposure_changes_the_camera_and_a_refused_value_shows_the_serve
     low, high = 1e-4, wanda.get("/api/camera/status")["limits"]["exposure_seconds"][1]
     expected = (low * high) ** 0.5
     eventually(lambda: abs(wanda.get("/api/camera/status")["exposure_seconds"] / expected - 1) < 0.01)
-    wanda.post("/api/camera/settings", {"exposure_seconds": 0.05, "iso": 800})
     assert [e for e in console.errors if "400" not in e] == []  # the refused request itself is logged
-    page.context.close()
 
 
-def test_browser_two_pages_stay_in_step(browser, wanda):
-    first, _ = open_page(browser, wanda)
-    second, _ = open_page(browser, wanda)
+def test_browser_two_pages_stay_in_step(open_page, wanda):
+    first, _ = open_page(wanda)
+    second, _ = open_page(wanda)
     first.get_by_label("ISO").fill("1200")
     first.get_by_label("ISO").press("Enter")
     expect(second.get_by_label("ISO")).to_have_value("1200")  # through the WebSocket's status event
@@ -146,12 +208,10 @@ def test_browser_two_pages_stay_in_step(browser, wanda):
     expect(second.get_by_label("Frame type")).to_have_value("dark")
     wanda.post("/api/camera/settings", {"iso": 800, "frame_type": "light"})
     expect(first.get_by_label("Frame type")).to_have_value("light")
-    first.context.close()
-    second.context.close()
 
 
-def test_browser_capture_shows_progress_and_adds_the_frame_to_the_gallery(browser, wanda, screenshots):
-    page, console = open_page(browser, wanda)
+def test_browser_capture_shows_progress_and_adds_the_frame_to_the_gallery(open_page, wanda, screenshots):
+    page, console = open_page(wanda)
     wanda.post("/api/camera/settings", {"exposure_seconds": 2.0})
     before = len(wanda.get("/api/captures")["files"])
     page.get_by_role("button", name="Capture", exact=True).click()
@@ -166,26 +226,22 @@ def test_browser_capture_shows_progress_and_adds_the_frame_to_the_gallery(browse
     newest = wanda.get("/api/captures")["files"][0]
     expect(page.locator("#gallery-grid li").first).to_contain_text(newest)
     expect(page.locator("#last-capture img")).to_have_attribute("alt", f"last capture {newest}")
-    wanda.post("/api/camera/settings", {"exposure_seconds": 0.05})
     assert console.errors == []
-    page.context.close()
 
 
-def test_browser_cancel_stops_the_exposure(browser, wanda):
-    page, _ = open_page(browser, wanda)
+def test_browser_cancel_stops_the_exposure(open_page, wanda):
+    page, _ = open_page(wanda)
     wanda.post("/api/camera/settings", {"exposure_seconds": 30.0})
     page.get_by_role("button", name="Capture", exact=True).click()
     page.get_by_role("button", name="Cancel").click()
     expect(page.locator("#capture-message")).to_have_text("Cancelled: nothing was saved.")
     expect(page.locator("#camera-state")).to_have_text("camera idle")
-    wanda.post("/api/camera/settings", {"exposure_seconds": 0.05})
-    page.context.close()
 
 
-def test_browser_gallery_opens_downloads_and_deletes_with_confirmation(browser, wanda):
+def test_browser_gallery_opens_downloads_and_deletes_with_confirmation(open_page, wanda):
     wanda.post("/api/camera/settings", {"exposure_seconds": 0.05})
     saved = wanda.post("/api/camera/capture", {})["file"]
-    page, console = open_page(browser, wanda)
+    page, console = open_page(wanda)
     item = page.locator("#gallery-grid li", has_text=saved)
     item.click()
     dialog = page.locator("#image-dialog")
@@ -203,17 +259,16 @@ def test_browser_gallery_opens_downloads_and_deletes_with_confirmation(browser, 
     eventually(lambda: saved not in wanda.get("/api/captures")["files"])
     expect(item).to_have_count(0)
     assert console.errors == []
-    page.context.close()
 
 
-def test_browser_gallery_shows_a_big_folder_a_page_at_a_time(browser, wanda):
+def test_browser_gallery_shows_a_big_folder_a_page_at_a_time(open_page, wanda):
     folder = wanda.root / "captures" / "long night"
     folder.mkdir(parents=True)
     tiny = JpegEncoder().encode(np.full((48, 64, 3), 40, np.uint8), "RGB")
     for number in range(1, 131):
         (folder / f"light_{number:04d}.jpg").write_bytes(tiny)
         os.utime(folder / f"light_{number:04d}.jpg", (1_700_000_000 + number,) * 2)
-    page, console = open_page(browser, wanda)
+    page, console = open_page(wanda)
     page.get_by_label("Folder").select_option("long night")
     grid = page.locator("#gallery-grid li")
     more = page.get_by_role("button", name=re.compile("Show more"))
@@ -230,12 +285,11 @@ def test_browser_gallery_shows_a_big_folder_a_page_at_a_time(browser, wanda):
     page.get_by_label("Folder").select_option("long night")
     expect(grid).to_have_count(60)
     assert console.errors == []
-    page.context.close()
 
 
-def test_browser_session_started_from_the_page_shows_progress(browser, wanda, screenshots):
+def test_browser_session_started_from_the_page_shows_progress(open_page, wanda, screenshots):
     wanda.post("/api/camera/settings", {"exposure_seconds": 0.5})
-    page, console = open_page(browser, wanda)
+    page, console = open_page(wanda)
     page.get_by_label("Name").fill("M42 browser")
     page.get_by_label("Frames").fill("4")
     page.get_by_label("Rapid").check()
@@ -254,14 +308,12 @@ def test_browser_session_started_from_the_page_shows_progress(browser, wanda, sc
     page.get_by_label("Folder").select_option("M42 browser")
     expect(page.locator("#gallery-grid li")).to_have_count(4)
     expect(page.locator("#folder-zip")).to_have_attribute("href", "/api/captures/M42%20browser.zip")
-    wanda.post("/api/camera/settings", {"exposure_seconds": 0.05})
     assert console.errors == []
-    page.context.close()
 
 
-def test_browser_stop_and_resume_a_session(browser, wanda):
+def test_browser_stop_and_resume_a_session(open_page, wanda):
     wanda.post("/api/camera/settings", {"exposure_seconds": 0.3})
-    page, _ = open_page(browser, wanda)
+    page, _ = open_page(wanda)
     page.get_by_label("Name").fill("resumable")
     page.get_by_label("Frames").fill("50")
     page.get_by_role("button", name="Start session").click()
@@ -274,12 +326,10 @@ def test_browser_stop_and_resume_a_session(browser, wanda):
     eventually(lambda: wanda.get("/api/session/status")["running"])
     page.get_by_role("button", name="Stop session").click()
     eventually(lambda: not wanda.get("/api/session/status")["running"])
-    wanda.post("/api/camera/settings", {"exposure_seconds": 0.05})
-    page.context.close()
 
 
-def test_browser_tracking_toggles_and_follows_the_mount(browser, wanda):
-    page, _ = open_page(browser, wanda)
+def test_browser_tracking_toggles_and_follows_the_mount(open_page, wanda):
+    page, _ = open_page(wanda)
     toggle = page.get_by_label("Sidereal tracking")
     toggle.check()
     eventually(lambda: wanda.get("/api/mount/status")["tracking"])
@@ -289,7 +339,6 @@ def test_browser_tracking_toggles_and_follows_the_mount(browser, wanda):
     wanda.post("/api/mount/tracking", {"action": "stop"})  # from elsewhere: the page follows
     expect(toggle).not_to_be_checked()
     expect(page.locator("#mount-status")).to_contain_text("Stopped")
-    page.context.close()
 
 
 def green_or_blue_light(browser, png: bytes, threshold: int = 8) -> tuple[int, int]:
@@ -297,8 +346,9 @@ def green_or_blue_light(browser, png: bytes, threshold: int = 8) -> tuple[int, i
     counted exactly (a lossless decode in a blank page's canvas)."""
     page = browser.new_page()
     try:
-        return tuple(page.evaluate(
-            """async (data) => {
+        return tuple(
+            page.evaluate(
+                """async (data) => {
                 const image = new Image();
                 image.src = 'data:image/png;base64,' + data;
                 await image.decode();
@@ -309,19 +359,20 @@ def green_or_blue_light(browser, png: bytes, threshold: int = 8) -> tuple[int, i
                 let lit = 0, brightest = 0;
                 for (let i = 0; i < pixels.length; i += 4) {
                     const light = Math.max(pixels[i + 1], pixels[i + 2]);
-                    if (light > %d) lit += 1;
+                    if (light > THRESHOLD) lit += 1;
                     brightest = Math.max(brightest, light);
                 }
                 return [lit, brightest];
-            }""" % threshold,
-            base64.b64encode(png).decode(),
-        ))
+            }""".replace("THRESHOLD", str(threshold)),
+                base64.b64encode(png).decode(),
+            )
+        )
     finally:
         page.close()
 
 
-def test_browser_night_mode_turns_everything_red_and_is_remembered(browser, wanda, screenshots):
-    page, console = open_page(browser, wanda)
+def test_browser_night_mode_turns_everything_red_and_is_remembered(browser, open_page, wanda, screenshots):
+    page, console = open_page(wanda)
     page.get_by_role("button", name="Night").click()
     expect(page.get_by_role("button", name="Night")).to_have_attribute("aria-pressed", "true")
     page.locator("#analysis-panel summary").click()  # open everything there is to see
@@ -355,11 +406,10 @@ def test_browser_night_mode_turns_everything_red_and_is_remembered(browser, wand
     page.reload()  # remembered
     expect(page.locator("html")).to_have_class("night")
     assert console.errors == []
-    page.context.close()
 
 
-def test_browser_phone_layout_has_no_sideways_scroll_and_touch_sized_controls(browser, wanda, screenshots):
-    page, console = open_page(browser, wanda, width=390, height=844, is_mobile=True, has_touch=True)
+def test_browser_phone_layout_has_no_sideways_scroll_and_touch_sized_controls(open_page, wanda, screenshots):
+    page, console = open_page(wanda, width=390, height=844, is_mobile=True, has_touch=True)
     wait_for_live_frame(page)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     small = page.evaluate(
@@ -373,12 +423,11 @@ def test_browser_phone_layout_has_no_sideways_scroll_and_touch_sized_controls(br
     page.get_by_role("button", name="Fit").click()
     page.screenshot(path=screenshots / "phone.png", full_page=True)
     assert console.errors == []
-    page.context.close()
 
 
-def test_browser_analysis_panel_fills_from_the_server_and_the_stretch_lifts_the_sky(browser, wanda, screenshots):
+def test_browser_analysis_panel_fills_from_the_server_and_the_stretch_lifts_the_sky(open_page, wanda, screenshots):
     wanda.post("/api/camera/settings", {"exposure_seconds": 0.1, "iso": 1600})
-    page, console = open_page(browser, wanda)
+    page, console = open_page(wanda)
     assert wanda.get("/state")["analysis"]["listeners"] == 0  # closed panel: no analysis asked for
     page.locator("#analysis-panel summary").click()
     expect(page.locator("#star-count")).to_have_text(re.compile(r"^[1-9]\d*$"))
@@ -413,13 +462,11 @@ def test_browser_analysis_panel_fills_from_the_server_and_the_stretch_lifts_the_
     page.locator("#analysis-panel").screenshot(path=screenshots / "analysis.png")
     page.locator("#analysis-panel summary").click()  # closed again: the server stops analysing
     eventually(lambda: wanda.get("/state")["analysis"]["listeners"] == 0)
-    wanda.post("/api/camera/settings", {"exposure_seconds": 0.05, "iso": 800})
     assert console.errors == []
-    page.context.close()
 
 
-def test_browser_every_control_is_labelled_and_reachable_by_keyboard(browser, wanda):
-    page, _ = open_page(browser, wanda)
+def test_browser_every_control_is_labelled_and_reachable_by_keyboard(open_page, wanda):
+    page, _ = open_page(wanda)
     unlabelled = page.evaluate(
         """() => [...document.querySelectorAll('input, select, button')]
                 .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
@@ -437,14 +484,11 @@ def test_browser_every_control_is_labelled_and_reachable_by_keyboard(browser, wa
     before = len(wanda.get("/api/captures")["files"])
     page.keyboard.press("Enter")
     eventually(lambda: len(wanda.get("/api/captures")["files"]) == before + 1)
-    page.context.close()
 
 
-def test_browser_survives_a_server_restart(browser, tmp_path):
-    server = Wanda(tmp_path)
-    server.start()
-    try:
-        page, console = open_page(browser, server)
+def test_browser_survives_a_server_restart(open_page, tmp_path):
+    with Wanda(tmp_path) as server:
+        page, console = open_page(server)
         wait_for_live_frame(page)
         server.stop()
         expect(page.locator("#ws-state")).to_have_attribute("data-state", "closed")
@@ -457,19 +501,11 @@ def test_browser_survives_a_server_restart(browser, tmp_path):
         expect(page.get_by_label("ISO")).to_have_value("1500")
         # Only the failed connections while the server was down may be logged.
         assert [e for e in console.errors if "ERR_CONNECTION_REFUSED" not in e and "WebSocket" not in e] == []
-        page.context.close()
-    finally:
-        server.stop()
 
 
-def test_browser_with_a_password_logs_in_once_and_works(browser, tmp_path, screenshots):
-    server = Wanda(tmp_path, password="dark skies")
-    server.start()
-    try:
-        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-        page.set_default_timeout(WAIT_MS)
-        console = Console(page)
-        page.goto(server.url + "/")
+def test_browser_with_a_password_logs_in_once_and_works(open_page, tmp_path, screenshots):
+    with Wanda(tmp_path, password="dark skies") as server:
+        page, console = open_page(server, connected=False)
         expect(page).to_have_url(server.url + "/login")  # the page itself needs the password
         page.get_by_label("Password").fill("light pollution")
         page.get_by_role("button", name="Log in").click()
@@ -484,6 +520,3 @@ def test_browser_with_a_password_logs_in_once_and_works(browser, tmp_path, scree
         page.get_by_label("ISO").press("Enter")
         eventually(lambda: server.get("/api/camera/status")["iso"] == 1000)
         assert [e for e in console.errors if "401" not in e] == []  # the refused login is logged
-        page.context.close()
-    finally:
-        server.stop()

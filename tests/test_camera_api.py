@@ -13,8 +13,16 @@ from wanda.jpeg import JpegEncoder
 from wanda.keys import CONTROL
 
 OLD_STATUS_FIELDS = {
-    "mode", "capture_status", "recording", "iso", "gain", "exposure_seconds",
-    "night_vision_mode", "night_vision_intensity", "save_raw", "skip_frames",
+    "mode",
+    "capture_status",
+    "recording",
+    "iso",
+    "gain",
+    "exposure_seconds",
+    "night_vision_mode",
+    "night_vision_intensity",
+    "save_raw",
+    "skip_frames",
 }
 
 
@@ -249,7 +257,9 @@ async def test_exposure_state_is_reported_in_state(client):
 
 async def test_numbers_too_large_for_a_float_are_a_validation_error(client):
     response = await client.post(
-        "/api/camera/settings", data='{"exposure_seconds": 1' + "0" * 400 + "}", headers={"Content-Type": "application/json"}
+        "/api/camera/settings",
+        data='{"exposure_seconds": 1' + "0" * 400 + "}",
+        headers={"Content-Type": "application/json"},
     )
     assert response.status == 400
     assert (await response.json())["code"] == "VALIDATION_ERROR"
@@ -264,18 +274,30 @@ async def test_a_page_reached_through_a_foreign_name_is_refused(client):
     assert (await client.post("/api/camera/settings", json={"iso": 200}, headers=local)).status == 200
 
 
-async def test_waiting_viewers_leave_no_waiters_behind(aiohttp_client, config):
+async def test_waiting_viewers_leave_no_waiters_behind(aiohttp_client, config, monkeypatch):
     import dataclasses
 
     from test_stream import _SilentCamera
 
+    from wanda.handlers import stream
     from wanda.keys import HUB
 
+    # A viewer with no frame coming re-waits every DISCONNECT_POLL_S (to see whether its client
+    # left); made short here, so that many re-waits happen at once.
+    monkeypatch.setattr(stream, "DISCONNECT_POLL_S", 0.01)
     client = await aiohttp_client(create_app(dataclasses.replace(config), camera=_SilentCamera()))
     hub = client.app[HUB]
+    waits = []
+    next_after = hub.next_after
+
+    def counted(seq):
+        waits.append(seq)
+        return next_after(seq)
+
+    hub.next_after = counted  # the viewers' handlers call it
     responses = [await client.get("/stream") for _ in range(3)]
-    await asyncio.sleep(3.5)  # no frame comes: each viewer re-waits every second
-    assert len(hub._waiters) <= 3
+    await wait_until(lambda: len(waits) >= 3 * 10)  # each viewer has re-waited many times
+    assert hub.waiting <= 3  # one waiter a viewer at most: the timed-out ones were removed
     for response in responses:
         response.close()
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+from helpers import free_port, wait_for
+from live_server import Wanda
 
 from wanda.config import Config, ConfigError, load_config
 
@@ -64,24 +68,7 @@ def test_config_is_frozen():
         Config().port = 1  # type: ignore[misc]
 
 
-
-def _wanda(*args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env = {k: v for k, v in env.items() if not k.startswith("WANDA_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "wanda", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs
-    )
-
-
-def _wait_for_log(process: subprocess.Popen, needle: str) -> list[str]:
-    lines = []
-    for line in process.stderr:
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError("wanda exited before logging %r:\n%s" % (needle, "".join(lines)))
-
-
+@pytest.mark.slow
 def test_bad_option_exits_2_with_one_line():
     result = subprocess.run([sys.executable, "-m", "wanda", "--camera", "webcam"], capture_output=True, text=True)
     assert result.returncode == 2
@@ -93,6 +80,7 @@ def test_bad_option_exits_2_with_one_line():
     assert result.stderr.strip() == "wanda: error: port (from $WANDA_PORT): 'x' is not a valid int"
 
 
+@pytest.mark.slow
 def test_picamera2_off_the_pi_is_one_readable_line():
     result = subprocess.run(
         [sys.executable, "-m", "wanda", "--camera", "picamera2", "--port", str(free_port())],
@@ -107,6 +95,7 @@ def test_picamera2_off_the_pi_is_one_readable_line():
     assert "--system-site-packages" in last
 
 
+@pytest.mark.slow
 def test_a_taken_port_is_one_readable_line():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -132,29 +121,38 @@ def _read_some_stream(port: int) -> socket.socket:
     return sock
 
 
+def _stream_viewers(port: int) -> list[dict]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/state", timeout=10) as response:
+        return json.loads(response.read())["data"]["viewers"]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_wanda_serves_the_sky_and_stops_cleanly_with_a_stalled_viewer(signum, tmp_path):
-    port = free_port()
-    process = _wanda(
-        "--camera", "auto", "--host", "127.0.0.1", "--port", str(port), "--sim-fwhm", "2.5",
-        "--captures", str(tmp_path / "captures"), "--data-dir", str(tmp_path / "state"),
-    )
-    try:
-        lines = _wait_for_log(process, "serving: open")
-        log = "".join(lines)
+    # --camera auto: the simulated sky here, and the log says why.
+    server = Wanda(tmp_path, args=["--camera", "auto", "--sim-fwhm", "2.5"])
+    with server:
+        log = server.log_text()
         assert "simulated sky, because picamera2 is not importable" in log  # auto says why
-        assert f"http://127.0.0.1:{port}/" in lines[-1]
+        assert re.search(rf"serving: open .*http://127\.0\.0\.1:{server.port}/", log), log
 
         stalled = socket.socket()
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.connect(("127.0.0.1", port))
+        stalled.connect(("127.0.0.1", server.port))
         stalled.sendall(b"GET /video_feed HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        reader = _read_some_stream(port)
-        time.sleep(1.0)  # let the stalled viewer's buffers fill
+        reader = _read_some_stream(server.port)
+        # The stalled viewer is served (the server has begun sending it frames)...
+        wait_for(lambda: any(v["path"] == "/video_feed" for v in _stream_viewers(server.port)))
+        stalled.settimeout(10)
+        assert stalled.recv(1, socket.MSG_PEEK)
+        # ...and then its buffers fill, the scenario itself: this wait proves nothing, it gives the
+        # server time to get stuck writing to a client that never reads (bounded, and well below
+        # the write timeout, after which the server would have dropped it already).
+        time.sleep(1.0)
 
-        process.send_signal(signum)
-        assert process.wait(timeout=15) == 0
-        rest = process.stderr.read()
+        server.process.send_signal(signum)
+        assert server.wait() == 0
+        rest = server.log_text()[len(log) :]
         assert "Traceback" not in rest and "stopped" in rest
         # The reading viewer's stream was ended by the server, not left hanging.
         reader.settimeout(5)
@@ -162,10 +160,6 @@ def test_wanda_serves_the_sky_and_stops_cleanly_with_a_stalled_viewer(signum, tm
             pass
         stalled.close()
         reader.close()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_missing_libturbojpeg_stops_with_one_line_naming_the_package(monkeypatch, capsys):

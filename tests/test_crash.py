@@ -24,9 +24,6 @@ import json
 import os
 import random
 import re
-import signal
-import subprocess
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +31,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from astropy.io import fits
-from helpers import fill, free_port, mounted_tmpfs
+from helpers import fill, mounted_tmpfs
+from live_server import Wanda
 
 from wanda.jpeg import JpegEncoder
 
@@ -52,59 +50,33 @@ JPEG = JpegEncoder()
 # -- the server: a real process, so that it can be killed -----------------------------------------
 
 
-class Wanda:
+class Server:
+    """A live `wanda` (tests/live_server.py) with an HTTP session of the test's, started again
+    after each kill on the same folders."""
+
     def __init__(self, workdir: Path, captures: Path, env: dict[str, str] | None = None):
+        self.live = Wanda(workdir, captures=captures, env=env)
         self.captures = captures
-        self.data_dir = workdir / "state"
-        self.log = workdir / "wanda.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("WANDA_")} | (env or {})
-        self.process: subprocess.Popen | None = None
+        self.url = self.live.url
         self.http: aiohttp.ClientSession | None = None
         self.killed = False
 
     async def start(self) -> None:
-        assert self.process is None
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "wanda", "--camera", "sim", "--mount", "sim", "--host", "127.0.0.1",
-                    "--port", str(port), "--captures", str(self.captures), "--data-dir", str(self.data_dir),
-                ],
-                stdout=log, stderr=log, env=self.env,
-            )
+        assert not self.live.running
+        await asyncio.to_thread(self.live.start)  # returns once it answers
         self.killed = False
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        for _ in range(300):
-            if self.process.poll() is not None:
-                raise AssertionError(f"wanda exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                async with self.http.get(self.url + "/api/health") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"wanda did not answer within 15 s:\n{self.log_tail()}")
 
     async def kill(self) -> None:
         """SIGKILL: no shutdown, no cleanup, whatever it was doing."""
-        self.killed = True
-        if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-            self.process = None
+        self.killed = True  # first: the loops' failing requests are expected from now on
+        await asyncio.to_thread(self.live.kill)
         if self.http is not None:
             await self.http.close()
             self.http = None
 
     def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return self.live.log_text()[-chars:]
 
     async def request(self, method: str, path: str, body: dict | None = None, **params) -> tuple[int, dict]:
         assert self.http is not None
@@ -136,11 +108,11 @@ async def poll(check, timeout: float = 15.0, pause: float = 0.05, what: str = "c
     raise AssertionError(f"{what}: not reached in {timeout} s")
 
 
-async def session_status(server: Wanda) -> dict:
+async def session_status(server: Server) -> dict:
     return await server.get("/api/session/status")
 
 
-async def wait_session_idle(server: Wanda) -> dict:
+async def wait_session_idle(server: Server) -> dict:
     async def idle():
         status = await session_status(server)
         return status if not status["active"] else None
@@ -312,7 +284,7 @@ def check_after_kill(root: Path, record: Record) -> dict[str, str]:
     return statuses
 
 
-async def check_after_restart(server: Wanda, record: Record, left: dict[str, str]) -> dict[str, dict]:
+async def check_after_restart(server: Server, record: Record, left: dict[str, str]) -> dict[str, dict]:
     """After a restart (nothing running yet): the recovery's result, on disk and through the API.
     Returns the metadata of every session."""
     root = server.captures
@@ -353,12 +325,13 @@ async def check_after_restart(server: Wanda, record: Record, left: dict[str, str
 
 def resumable(sessions: dict[str, dict], at_least: int = 1) -> list[str]:
     return sorted(
-        name for name, m in sessions.items()
+        name
+        for name, m in sessions.items()
         if m["status"] in ("interrupted", "stopped", "error") and m["total_images"] - len(m["frames"]) >= at_least
     )
 
 
-async def check_resume(server: Wanda, record: Record, name: str) -> None:
+async def check_resume(server: Server, record: Record, name: str) -> None:
     """Resume a session, let it take two frames more, stop it: it went on where it was, with
     higher numbers, and left the frames taken before alone."""
     folder = server.captures / name
@@ -398,7 +371,7 @@ async def check_resume(server: Wanda, record: Record, name: str) -> None:
 # -- the work the kills interrupt -----------------------------------------------------------------
 
 
-async def capture_loop(server: Wanda, record: Record, allowed: tuple[int, ...]) -> None:
+async def capture_loop(server: Server, record: Record, allowed: tuple[int, ...]) -> None:
     """Single captures back to back until the kill; every confirmed file is remembered."""
     while True:
         try:
@@ -414,10 +387,10 @@ async def capture_loop(server: Wanda, record: Record, allowed: tuple[int, ...]) 
             prefix = "" if folder == "." else folder + "/"
             record.confirmed.update(prefix + name for name in [*data["files"], data["sidecar"]])
         else:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # refused (a session has the camera): ask again in a moment
 
 
-async def gallery_loop(server: Wanda, folder: str | None) -> int:
+async def gallery_loop(server: Server, folder: str | None) -> int:
     """List the gallery while files are being written: never a temporary; the newest JPEG listed
     is whole when fetched. Returns how many listings it checked."""
     listings = 0
@@ -444,7 +417,7 @@ async def gallery_loop(server: Wanda, folder: str | None) -> int:
             if server.killed:
                 return listings
             raise
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # a browser's pace, not a wait for anything
 
 
 def writing(folders: list[Path]) -> bool:
@@ -459,13 +432,15 @@ def writing(folders: list[Path]) -> bool:
     return False
 
 
-async def run_then_kill(server: Wanda, delay: float, loops: list, mid_write: list[Path] | None = None) -> None:
+async def run_then_kill(server: Server, delay: float, loops: list, mid_write: list[Path] | None = None) -> None:
     """Run the loops, kill the server after ``delay`` seconds (with ``mid_write``: at the first
     moment after that when a file is being written in one of those folders, if one comes within
     a second), and re-raise what the loops found."""
     tasks = [asyncio.create_task(loop) for loop in loops]
     failed = []
     try:
+        # The kill's moment, seeded and random: the scenario itself (the loops work meanwhile);
+        # what is checked is the disk after the kill, not anything the wait shows.
         await asyncio.sleep(delay)
         if mid_write:
             for _ in range(500):
@@ -496,11 +471,12 @@ async def run_then_kill(server: Wanda, delay: float, loops: list, mid_write: lis
 # -- the tests ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 async def test_random_kills_leave_whole_files_and_agreeing_metadata(tmp_path):
     rng = random.Random(SEED)
     root = tmp_path / "captures"
-    server = Wanda(tmp_path, root)
+    server = Server(tmp_path, root)
     record = Record()
     kinds = ["session", *rng.sample(["captures", "mixed", "resume", "session", "resume", "captures"], ROUNDS - 1)]
     history: list[str] = []
@@ -531,7 +507,11 @@ async def test_random_kills_leave_whole_files_and_agreeing_metadata(tmp_path):
 
             running = None  # the session that must be running when the kill comes
             if kind in ("session", "mixed"):
-                body = {"name": f"night{round_no}", "total_images": SESSION_FRAMES, "frame_type": rng.choice(["light", "dark"])}
+                body = {
+                    "name": f"night{round_no}",
+                    "total_images": SESSION_FRAMES,
+                    "frame_type": rng.choice(["light", "dark"]),
+                }
                 status, payload = await server.post("/api/session/start", body)
                 assert status == 200, payload
                 running = payload["data"]["folder"]
@@ -560,9 +540,11 @@ async def test_random_kills_leave_whole_files_and_agreeing_metadata(tmp_path):
         raise AssertionError(f"{exc}\nCRASH_SEED={SEED}, rounds: {history}\nserver log:\n{server.log_tail()}") from exc
     finally:
         await server.kill()
-    print(f"\n{len(history)} kills: {history}; {len(record.verified)} files verified, "
-          f"{len(record.confirmed)} confirmed by the API, {record.temporaries_seen} temporaries left by kills, "
-          f"{resumes_checked} resumes checked")
+    print(
+        f"\n{len(history)} kills: {history}; {len(record.verified)} files verified, "
+        f"{len(record.confirmed)} confirmed by the API, {record.temporaries_seen} temporaries left by kills, "
+        f"{resumes_checked} resumes checked"
+    )
 
 
 @pytest.fixture
@@ -571,11 +553,12 @@ def small_disk(tmp_path):
         yield disk
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 async def test_a_full_disk_then_a_kill_leave_no_partial_files(tmp_path, small_disk):
     rng = random.Random(SEED)
     root = small_disk / "captures"
-    server = Wanda(tmp_path, root, env={"WANDA_MIN_FREE_MB": "0"})
+    server = Server(tmp_path, root, env={"WANDA_MIN_FREE_MB": "0"})
     record = Record()
     try:
         await server.start()
@@ -613,7 +596,9 @@ async def test_a_full_disk_then_a_kill_leave_no_partial_files(tmp_path, small_di
         status, payload = await server.post("/api/session/start", {"name": "full2", "total_images": 5})
         assert status == 200, payload
         delay = round(rng.uniform(0.2, 1.0), 3)
-        await run_then_kill(server, delay, [capture_loop(server, record, (200, 409, 507)), gallery_loop(server, "full2")])
+        await run_then_kill(
+            server, delay, [capture_loop(server, record, (200, 409, 507)), gallery_loop(server, "full2")]
+        )
         left = check_after_kill(root, record)
         assert left["full"] == "error", left
 

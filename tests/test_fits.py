@@ -59,7 +59,8 @@ async def test_a_fits_still_through_the_api(aiohttp_client, config):
     config = dataclasses.replace(config, telescope="Skywatcher 80ED", observer="A. Observer", object="M42")
     client = await aiohttp_client(create_app(config))
     response = await client.post(
-        "/api/camera/settings", json={"exposure_seconds": 0.2, "iso": 800, "file_format": "jpeg+fits", "frame_type": "dark"}
+        "/api/camera/settings",
+        json={"exposure_seconds": 0.2, "iso": 800, "file_format": "jpeg+fits", "frame_type": "dark"},
     )
     assert response.status == 200
     before = datetime.now(UTC)

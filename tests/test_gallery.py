@@ -115,7 +115,9 @@ async def test_a_big_folder_lists_every_name_and_the_details_of_one_page(client,
     assert [item["name"] for item in default["items"]] == default["files"][:100]
     assert (default["offset"], default["limit"]) == (0, 100)
 
-    page = (await (await client.get("/api/captures", params={"folder": "night 1", "offset": "200", "limit": "60"})).json())["data"]
+    page = (
+        await (await client.get("/api/captures", params={"folder": "night 1", "offset": "200", "limit": "60"})).json()
+    )["data"]
     assert [item["name"] for item in page["items"]] == [f"light_{n:04d}.jpg" for n in range(50, 0, -1)]
     oldest_with_notes = page["items"][2]
     assert oldest_with_notes["sidecar"] == "light_0048.json" and page["items"][3]["sidecar"] is None
@@ -139,7 +141,7 @@ async def test_hidden_temporaries_never_show(gallery_client, config):
     files = (await (await gallery_client.get("/api/captures")).json())["data"]["files"]
     assert all(not name.startswith(".") for name in files)
     assert (await gallery_client.get("/api/captures/.light_0003.jpg.123.tmp")).status == 400
-    assert "/.thumbs" not in json.dumps((await (await gallery_client.get("/api/captures/folders")).json()))
+    assert "/.thumbs" not in json.dumps(await (await gallery_client.get("/api/captures/folders")).json())
 
 
 async def test_thumbnails_are_small_made_once_and_cached(gallery_client, config):
@@ -279,8 +281,13 @@ def test_paths_are_checked_without_the_server(tmp_path):
 
 async def test_raw_requests_that_no_client_would_normalise_are_refused_too(gallery_client, config, tmp_path):
     (tmp_path / "secret.txt").write_text("private")
-    for path in ("/api/captures/../secret.txt", "/api/captures/M42/../../secret.txt",
-                 "/api/captures/%2e%2e/secret.txt", "/api/captures/..%5csecret.txt", "/api/captures/M42%2f..%2f..%2fsecret.txt"):
+    for path in (
+        "/api/captures/../secret.txt",
+        "/api/captures/M42/../../secret.txt",
+        "/api/captures/%2e%2e/secret.txt",
+        "/api/captures/..%5csecret.txt",
+        "/api/captures/M42%2f..%2f..%2fsecret.txt",
+    ):
         reader, writer = await asyncio.open_connection("127.0.0.1", gallery_client.port)
         writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()

@@ -3,6 +3,7 @@ WebSocket contract, and the GPIO driver against a fake gpiozero at the library e
 
 from __future__ import annotations
 
+import itertools
 import random
 import sys
 import threading
@@ -98,7 +99,7 @@ async def test_a_speed_change_takes_effect_from_the_last_step_without_a_jump(clo
     clock.limit = clock.now + 4.0
     await wait_until(lambda: mount.steps >= 10)
     times = step_times(mount.pins)
-    gaps = [round(b - a, 6) for a, b in zip(times, times[1:])][:9]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(times)][:9]
     # each change counts from the last step: no burst, no pause, no step lost or doubled
     assert gaps == [2.0, 2.0, 2.0, 2.0, 0.5, 0.5, 0.5, 2.0, 2.0]
     assert mount.status()["speed"] == 2.0 and mount.status()["direction"] is False
@@ -112,7 +113,7 @@ async def test_a_change_arriving_after_the_new_interval_steps_at_once(clock, mou
     clock.limit = clock.now + 1.2
     await wait_until(lambda: mount.steps >= 5)
     times = step_times(mount.pins)
-    assert [round(b - a, 6) for a, b in zip(times, times[1:])][:4] == [2.0, 0.7, 0.5, 0.5]
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times)][:4] == [2.0, 0.7, 0.5, 0.5]
 
 
 async def test_stop_close_and_a_dying_thread_switch_the_coils_off(clock, mount):

@@ -4,7 +4,7 @@ holds to it under fuzzing (schemathesis), including a fuzzer of our own for the 
 from __future__ import annotations
 
 from wanda.app import create_app
-from wanda.openapi import build_spec
+from wanda.handlers.openapi import build_spec
 from wanda.settings import Limits
 
 

@@ -39,26 +39,26 @@ def load_script():
 
 @pytest.fixture(scope="module")
 def locked_wanda(tmp_path_factory):
-    server = Wanda(tmp_path_factory.mktemp("wanda"), password=PASSWORD)
-    server.start()
-    yield server
-    server.stop()
+    with Wanda(tmp_path_factory.mktemp("wanda"), password=PASSWORD) as server:
+        yield server
 
 
+@pytest.mark.slow
 def test_the_pi_bench_passes_on_the_simulated_sky_and_restores_the_settings(tmp_path):
-    server = Wanda(tmp_path, password=PASSWORD)
-    server.start()
-    try:
+    with Wanda(tmp_path, password=PASSWORD) as server:
         # Settings of the owner's own, unlike the defaults and unlike what the script sets.
         server.post("/api/camera/settings", {"exposure_seconds": 0.02, "iso": 400, "file_format": "jpeg"})
         result = run_script(
-            "--url", server.url, "--exposures", "0.05,0.2,1", "--cancel-after", "0.3",
+            "--url",
+            server.url,
+            "--exposures",
+            "0.05,0.2,1",
+            "--cancel-after",
+            "0.3",
             env={"WANDA_PASSWORD": PASSWORD},  # the environment's password, as the docstring shows
         )
         after = server.get("/api/camera/status")
         captures = server.get("/api/captures")["files"]
-    finally:
-        server.stop()
 
     output = result.stdout
     assert result.returncode == 0, output + result.stderr
@@ -84,6 +84,7 @@ def test_the_pi_bench_passes_on_the_simulated_sky_and_restores_the_settings(tmp_
     assert sorted(captures) == sorted(f"light_000{n}.{ext}" for n in (1, 2, 3) for ext in ("jpg", "fits"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "password, says",
     [("light pollution", "refused the password (401 UNAUTHORIZED)"), ("", "wants a password (401 UNAUTHORIZED)")],
@@ -97,6 +98,7 @@ def test_a_wrong_or_missing_password_is_one_line_and_exit_2(locked_wanda, passwo
     assert says in output
 
 
+@pytest.mark.slow
 def test_no_server_is_one_line_and_exit_2():
     result = run_script("--url", f"http://127.0.0.1:{free_port()}")
     output = result.stdout + result.stderr
@@ -112,9 +114,15 @@ def test_the_built_in_fits_reader_agrees_with_what_wanda_writes():
     rng = np.random.default_rng(3)
     mosaic = rng.integers(0, 4096, (31, 45), dtype=np.uint16)
     mosaic[0, 0], mosaic[0, 1] = 0, 4095
-    cards = [("BITDEPTH", 12, ""), ("DATAMAX", 4095, ""), ("BLKLEVEL", 256.0, "data units"),
-             ("SENSDPC", "off", ""), ("BAYERPAT", "RGGB", ""), ("OBJECT", "O'Neil's 'cluster'", ""),
-             ("EXPTIME", 0.500012, "seconds")]
+    cards = [
+        ("BITDEPTH", 12, ""),
+        ("DATAMAX", 4095, ""),
+        ("BLKLEVEL", 256.0, "data units"),
+        ("SENSDPC", "off", ""),
+        ("BAYERPAT", "RGGB", ""),
+        ("OBJECT", "O'Neil's 'cluster'", ""),
+        ("EXPTIME", 0.500012, "seconds"),
+    ]
     header, data = pi.read_fits_minimal(fits_bytes(mosaic, cards))
     assert data.dtype == np.uint16 and np.array_equal(data, mosaic)
     assert (header["BITDEPTH"], header["DATAMAX"], header["BLKLEVEL"]) == (12, 4095, 256.0)

@@ -29,7 +29,13 @@ def pi(tmp_path):
 
 def run(pi, **env) -> subprocess.CompletedProcess:
     root, _, bin_dir = pi
-    environment = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "WANDA_SYSTEM_ROOT": str(root), "SUDO": "", **env}
+    environment = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "WANDA_SYSTEM_ROOT": str(root),
+        "SUDO": "",
+        **env,
+    }
     return subprocess.run(["bash", str(SCRIPT)], env=environment, capture_output=True, text=True, timeout=30)
 
 

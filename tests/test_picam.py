@@ -112,6 +112,7 @@ def test_picam_requested_without_a_camera_is_a_clear_error(picamera2):
         create_backend(Config(camera="picamera2"))
 
 
+@pytest.mark.slow  # a `wanda` process of its own
 def test_picam_command_without_a_camera_exits_with_one_line(tmp_path):
     # The fake as the `picamera2` package of a separate `wanda` process, with no camera listed.
     package = tmp_path / "picamera2"
@@ -119,8 +120,21 @@ def test_picam_command_without_a_camera_exits_with_one_line(tmp_path):
     (package / "__init__.py").write_text("from fake_picamera2 import Picamera2\nPicamera2.cameras = []\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(TESTS)])}
     result = subprocess.run(
-        [sys.executable, "-m", "wanda", "--camera", "picamera2", "--port", str(free_port()), "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=30, env=env,
+        [
+            sys.executable,
+            "-m",
+            "wanda",
+            "--camera",
+            "picamera2",
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
@@ -446,7 +460,9 @@ def tuning_dirs(tmp_path, monkeypatch):
     for platform in ("vc4", "pisp"):
         directory = tmp_path / "ipa" / platform
         directory.mkdir(parents=True)
-        (directory / "imx477_scientific.json").write_text(json.dumps({"version": 2.0, "target": platform, "scientific": True}))
+        (directory / "imx477_scientific.json").write_text(
+            json.dumps({"version": 2.0, "target": platform, "scientific": True})
+        )
     monkeypatch.setattr("wanda.backends.picam.TUNING_DIRS", (str(tmp_path / "ipa" / "{platform}"),))
     return tmp_path / "ipa"
 

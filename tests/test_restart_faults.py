@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import numpy as np
 import pytest
-from helpers import fill, mounted_tmpfs
+from helpers import fill, mounted_tmpfs, wait_for
 from live_server import Wanda
 
 from wanda.jpeg import JpegEncoder
@@ -27,10 +26,18 @@ def left_running(disk) -> None:
     folder.mkdir()
     (folder / "light_0001.jpg").write_bytes(JPEG)
     metadata = {
-        "format": 1, "name": "night", "folder": "night", "status": "running", "mode": "rapid",
-        "total_images": 5, "captured_images": 1, "settings": {"frame_type": "light", "file_format": "jpeg",
-        "exposure_seconds": 0.05, "gain": 1.0, "iso": 100}, "started": "2026-12-01T20:00:00.000Z",
-        "ended": None, "error": None, "resumed": [],
+        "format": 1,
+        "name": "night",
+        "folder": "night",
+        "status": "running",
+        "mode": "rapid",
+        "total_images": 5,
+        "captured_images": 1,
+        "settings": {"frame_type": "light", "file_format": "jpeg", "exposure_seconds": 0.05, "gain": 1.0, "iso": 100},
+        "started": "2026-12-01T20:00:00.000Z",
+        "ended": None,
+        "error": None,
+        "resumed": [],
         "frames": [{"index": 1, "file": "light_0001.jpg", "exposure_seconds": 0.05, "gain": 1.0}],
     }
     (folder / "session_metadata.json").write_text(json.dumps(metadata))
@@ -40,21 +47,15 @@ def on_disk(disk) -> dict:
     return json.loads((disk / "night" / "session_metadata.json").read_text())
 
 
-def wait_for(predicate, seconds: float) -> None:
-    """Wait for something the server does by itself (a retried write); fail if it never comes."""
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("not reached")
-        time.sleep(0.1)
+pytestmark = pytest.mark.slow  # a real `wanda` process on a small real filesystem
 
 
 @pytest.fixture
 def server(tmp_path):
-    wanda = Wanda(tmp_path)
+    wanda = Wanda(tmp_path)  # started by the test, once the disk is as it wants it
     yield wanda
-    wanda.stop()
-    assert "Traceback" not in (tmp_path / "wanda.log").read_text()
+    assert wanda.stop() == 0
+    assert "Traceback" not in wanda.log_text()
 
 
 def test_wanda_starts_on_a_full_disk_and_writes_the_recovery_once_space_is_freed(tmp_path, server):
@@ -68,7 +69,7 @@ def test_wanda_starts_on_a_full_disk_and_writes_the_recovery_once_space_is_freed
         assert on_disk(disk)["status"] == "running"  # the disk refused the recovery's write
         assert server.get("/api/storage")["state"] == "full"
         server.delete("/api/captures/light_0001.jpg")  # the gallery frees space on a full disk
-        wait_for(lambda: on_disk(disk)["status"] == "interrupted", 10)  # written at once, not at the next retry
+        wait_for(lambda: on_disk(disk)["status"] == "interrupted", timeout=10)  # written at once, not at the next retry
         assert on_disk(disk)["error"] == INTERRUPTED_BY_RESTART
         [session] = server.get("/api/sessions")["sessions"]
         assert session["saved"] is True
@@ -85,5 +86,5 @@ def test_wanda_starts_on_a_read_only_disk_and_writes_the_recovery_when_it_is_wri
         storage = server.get("/api/storage")
         assert (storage["state"], storage["writable"]) == ("read_only", False)
         subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
-        wait_for(lambda: on_disk(disk)["status"] == "interrupted", 3 * RETRY_WRITE_S)
+        wait_for(lambda: on_disk(disk)["status"] == "interrupted", timeout=3 * RETRY_WRITE_S)
         assert server.get("/api/storage")["writable"] is True  # (and full: 4 MB is below the reserve)

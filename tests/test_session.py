@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
-from helpers import fill, free_port, is_reply, mounted_tmpfs, receive_until, wait_until
+from helpers import fill, is_reply, mounted_tmpfs, receive_until, wait_until
+from live_server import Wanda
 
 from wanda.app import create_app
 from wanda.keys import CONTROL, MOUNT, SESSIONS
@@ -64,7 +62,12 @@ async def test_a_rapid_session_fills_its_own_folder_and_reports_each_frame(clien
     assert (complete["status"], complete["active"], complete["running"]) == ("completed", False, False)
 
     status = await finished(client)
-    assert (status["status"], status["active"], status["captured_images"], status["progress"]) == ("completed", False, 3, 100.0)
+    assert (status["status"], status["active"], status["captured_images"], status["progress"]) == (
+        "completed",
+        False,
+        3,
+        100.0,
+    )
     folder = config.captures / "M31"
     assert images(folder) == ["light_0001.jpg", "light_0002.jpg", "light_0003.jpg"]
     meta = metadata(folder)
@@ -83,9 +86,11 @@ async def test_a_timed_session_spreads_its_frames_over_the_time(client, config):
     await start(client, name="timed", total_images=3, total_time_hours=0.9 / 3600)  # a frame every 0.3 s
     status = await finished(client)
     assert status["status"] == "completed" and status["late"] is False and status["mode"] == "timed"
-    starts = [time.mktime(time.strptime(f["started"][:19], "%Y-%m-%dT%H:%M:%S")) + float(f["started"][19:-1])
-              for f in metadata(config.captures / "timed")["frames"]]
-    assert all(b - a >= 0.25 for a, b in zip(starts, starts[1:]))  # held back to the schedule
+    starts = [
+        time.mktime(time.strptime(f["started"][:19], "%Y-%m-%dT%H:%M:%S")) + float(f["started"][19:-1])
+        for f in metadata(config.captures / "timed")["frames"]
+    ]
+    assert all(b - a >= 0.25 for a, b in itertools.pairwise(starts))  # held back to the schedule
 
 
 async def test_a_frame_longer_than_its_slot_makes_the_session_late(client, config):
@@ -159,13 +164,22 @@ async def test_a_name_already_used_gets_a_suffix(client, config):
 async def test_a_session_can_take_its_own_settings_and_frame_type(client, config):
     await set_exposure(client, 0.05)
     await start(
-        client, name="darks", total_images=2, use_current_settings=False,
-        exposure_seconds=0.1, iso=400, frame_type="dark",
+        client,
+        name="darks",
+        total_images=2,
+        use_current_settings=False,
+        exposure_seconds=0.1,
+        iso=400,
+        frame_type="dark",
     )
     await finished(client)
     meta = metadata(config.captures / "darks")
     assert meta["settings"] == {
-        "exposure_seconds": 0.1, "gain": 4.0, "iso": 400.0, "frame_type": "dark", "file_format": "jpeg",
+        "exposure_seconds": 0.1,
+        "gain": 4.0,
+        "iso": 400.0,
+        "frame_type": "dark",
+        "file_format": "jpeg",
     }
     assert images(config.captures / "darks") == ["dark_0001.jpg", "dark_0002.jpg"]  # the type names the files
     assert json.loads((config.captures / "darks" / "dark_0001.json").read_text())["frame_type"] == "dark"
@@ -275,9 +289,24 @@ async def test_as_soon_as_the_status_says_a_session_ended_it_is_listed_so_and_th
         stopping = asyncio.create_task(client.post("/api/session/stop"))
         await wait_until(lambda: sessions.status()["status"] == "stopped")
         assert sessions.active  # still writing
+        # Both requests must reach the wait for the ending session's write while it is held (else
+        # they would prove nothing): counted where they start to wait.
+        waiting = []
+        ended = sessions._ended
+
+        async def counted():
+            waiting.append(True)
+            await ended()
+
+        sessions._ended = counted
         listing = asyncio.create_task(client.get("/api/sessions"))
-        starting = asyncio.create_task(client.post("/api/session/start", json={"name": "second", "total_images": 1, "use_current_settings": False, "exposure_seconds": 0.05}))
-        await asyncio.sleep(0.2)
+        starting = asyncio.create_task(
+            client.post(
+                "/api/session/start",
+                json={"name": "second", "total_images": 1, "use_current_settings": False, "exposure_seconds": 0.05},
+            )
+        )
+        await wait_until(lambda: len(waiting) == 2)
         assert not listing.done() and not starting.done()  # both wait for the write, neither answers early
     finally:
         held.release()
@@ -306,26 +335,9 @@ async def test_shutdown_mid_session_marks_it_interrupted_and_switches_the_coils_
 # -- crashes: a real `wanda` process, killed ---------------------------------------------------------
 
 
-
-class WandaProcess:
-    def __init__(self, config):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WANDA_")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "wanda", "--camera", "sim", "--mount", "sim", "--host", "127.0.0.1",
-             "--port", str(self.port), "--captures", str(config.captures), "--data-dir", str(config.data_dir)],
-            stderr=subprocess.PIPE, text=True, env=env,
-        )
-        for line in self.process.stderr:
-            if "serving: open" in line:
-                return
-        raise AssertionError("wanda did not start")
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
+def wanda_process(config, tmp_path) -> Wanda:
+    """A real `wanda` on the test config's folders, so that the app in the test finds what it left."""
+    return Wanda(tmp_path, captures=config.captures, data_dir=config.data_dir)
 
 
 async def _post(session, url, body):
@@ -333,8 +345,10 @@ async def _post(session, url, body):
         return response.status, await response.json()
 
 
-async def test_a_killed_session_is_interrupted_at_the_next_start_and_resumes(aiohttp_client, config):
-    server = WandaProcess(config)
+@pytest.mark.slow
+async def test_a_killed_session_is_interrupted_at_the_next_start_and_resumes(aiohttp_client, config, tmp_path):
+    server = wanda_process(config, tmp_path)
+    await asyncio.to_thread(server.start)
     try:
         async with aiohttp.ClientSession() as session:
             await _post(session, server.url + "/api/camera/settings", {"exposure_seconds": 0.2})
@@ -342,10 +356,8 @@ async def test_a_killed_session_is_interrupted_at_the_next_start_and_resumes(aio
             assert status == 200
             folder = config.captures / "crash"
             await wait_until(lambda: len(images(folder)) >= 2)
-        server.process.send_signal(signal.SIGKILL)
-        server.process.wait()
     finally:
-        server.stop()
+        server.kill()
     assert metadata(folder)["status"] == "running"  # what the kill left behind
     taken = images(folder)
 
@@ -366,22 +378,27 @@ async def test_a_killed_session_is_interrupted_at_the_next_start_and_resumes(aio
     assert again.status == 409
 
 
-async def test_sigterm_mid_session_exits_cleanly_and_leaves_it_interrupted(config):
-    server = WandaProcess(config)
+@pytest.mark.slow
+async def test_sigterm_mid_session_exits_cleanly_and_leaves_it_interrupted(config, tmp_path):
+    server = wanda_process(config, tmp_path)
+    await asyncio.to_thread(server.start)
     try:
         async with aiohttp.ClientSession() as session:
             await _post(session, server.url + "/api/camera/settings", {"exposure_seconds": 30})
-            await _post(session, server.url + "/api/session/start", {"name": "term", "total_images": 3, "enable_tracking": True})
-            async with session.get(server.url + "/api/camera/status") as response:
-                while (await response.json())["data"]["capture_status"] != "Capturing":
-                    await asyncio.sleep(0.05)
-                    response = await session.get(server.url + "/api/camera/status")
-        server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=15) == 0
-        log = server.process.stderr.read()
+            await _post(
+                session, server.url + "/api/session/start", {"name": "term", "total_images": 3, "enable_tracking": True}
+            )
+
+            async def capturing() -> bool:
+                async with session.get(server.url + "/api/camera/status") as response:
+                    return (await response.json())["data"]["capture_status"] == "Capturing"
+
+            await wait_until(capturing)
+        assert await asyncio.to_thread(server.stop) == 0  # SIGTERM
+        log = server.log_text()
         assert "Traceback" not in log and "session term interrupted" in log
     finally:
-        server.stop()
+        server.kill()
     meta = metadata(config.captures / "term")
     assert meta["status"] == "interrupted" and meta["frames"] == []
     assert images(config.captures / "term") == [] and hidden(config.captures) == []
@@ -393,11 +410,21 @@ async def test_sigterm_mid_session_exits_cleanly_and_leaves_it_interrupted(confi
 async def test_the_session_form_is_remembered(client, config):
     form = (await (await client.get("/api/session/config")).json())["data"]
     assert form == {
-        "name": "", "totalImages": 10, "enableTracking": False, "useCurrentSettings": True,
-        "sessionMode": "rapid", "totalTimeHours": 1.0,
+        "name": "",
+        "totalImages": 10,
+        "enableTracking": False,
+        "useCurrentSettings": True,
+        "sessionMode": "rapid",
+        "totalTimeHours": 1.0,
     }
-    saved = {"name": "M42", "totalImages": 40, "enableTracking": True, "useCurrentSettings": True,
-             "sessionMode": "timed", "totalTimeHours": 2.5}
+    saved = {
+        "name": "M42",
+        "totalImages": 40,
+        "enableTracking": True,
+        "useCurrentSettings": True,
+        "sessionMode": "timed",
+        "totalTimeHours": 2.5,
+    }
     response = await client.post("/api/session/config", json=saved)
     assert response.status == 200 and (await response.json())["data"] == saved
     assert json.loads((config.captures / "session_config.json").read_text()) == saved
@@ -439,11 +466,20 @@ async def test_a_session_killed_after_its_last_frame_is_completed_not_interrupte
     folder.mkdir(parents=True)
     for name in ("light_0001.jpg", "light_0002.jpg"):
         (folder / name).write_bytes(b"\xff\xd8 a frame \xff\xd9")
-    (folder / "session_metadata.json").write_text(json.dumps({
-        "name": "done", "folder": "done", "status": "running", "total_images": 2, "started": "2026-11-28T01:00:00Z",
-        "frames": [{"index": 1, "file": "light_0001.jpg"}, {"index": 2, "file": "light_0002.jpg"}],
-        "settings": {"frame_type": "light", "file_format": "jpeg"}, "ended": None,
-    }))
+    (folder / "session_metadata.json").write_text(
+        json.dumps(
+            {
+                "name": "done",
+                "folder": "done",
+                "status": "running",
+                "total_images": 2,
+                "started": "2026-11-28T01:00:00Z",
+                "frames": [{"index": 1, "file": "light_0001.jpg"}, {"index": 2, "file": "light_0002.jpg"}],
+                "settings": {"frame_type": "light", "file_format": "jpeg"},
+                "ended": None,
+            }
+        )
+    )
     client = await make_client()
     listed = (await (await client.get("/api/sessions")).json())["data"]["sessions"]
     assert [(s["folder"], s["status"]) for s in listed] == [("done", "completed")]

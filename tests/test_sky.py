@@ -41,7 +41,7 @@ def _isolated_star(sky: SimulatedSky, *, min_snr: float, max_peak_adu: float) ->
 
 
 def _box(image: np.ndarray, x: float, y: float, half: int = 10) -> np.ndarray:
-    xi, yi = int(round(x)), int(round(y))
+    xi, yi = round(x), round(y)
     return image[yi - half : yi + half + 1, xi - half : xi + half + 1]
 
 
@@ -116,11 +116,11 @@ def test_the_field_drifts_at_the_sidereal_rate_unless_tracking():
     sky = SimulatedSky(plate_scale=2.0, clock=clock)
     sky.render_luminance(0.01, 8)
     first = sky.truth()
-    x0 = dict(zip(first.y.tolist(), first.x.tolist()))
+    x0 = dict(zip(first.y.tolist(), first.x.tolist(), strict=True))
     clock.now += 4.0
     sky.render_luminance(0.01, 8)
     moved = sky.truth()
-    shifts = [x - x0[y] for x, y in zip(moved.x.tolist(), moved.y.tolist()) if y in x0]
+    shifts = [x - x0[y] for x, y in zip(moved.x.tolist(), moved.y.tolist(), strict=True) if y in x0]
     assert np.median(shifts) == pytest.approx(4.0 * SIDEREAL_RATE / 2.0, rel=1e-3)
 
     sky.set_tracking(True)
@@ -137,10 +137,10 @@ def test_stars_trail_in_a_long_untracked_exposure():
     image = sky.render_luminance(4.0, 2.0, 0.0, bits=16).copy()
     truth = sky.truth()
     star = int(np.argmax(np.where((truth.x > 100) & (truth.x < 1300), truth.flux_e_per_s, 0)))
-    row = image[int(round(truth.y[star]))].astype(np.float64)
+    row = image[round(truth.y[star])].astype(np.float64)
     lit = row > np.median(row) + 0.5 * (row[int(truth.x[star])] - np.median(row))
     trail = 4.0 * SIDEREAL_RATE / 2.0  # 30 pixels
-    x = int(round(truth.x[star]))
+    x = round(truth.x[star])
     assert lit[x - int(trail / 2) + 3 : x + int(trail / 2) - 3].all()
 
 

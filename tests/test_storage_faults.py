@@ -97,7 +97,7 @@ async def test_a_websocket_reply_never_echoes_nan_as_its_id(client):
     replies = []
     while len(replies) < 4:
         text = (await ws.receive(timeout=10)).data
-        message = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in {text}"))
+        message = json.loads(text, parse_constant=lambda c, text=text: pytest.fail(f"{c} in {text}"))
         if "ok" in message:
             replies.append(message)
     assert [(r["id"], r["ok"]) for r in replies] == [(None, False), (None, False), (None, False), (2, True)]
@@ -220,7 +220,9 @@ async def test_a_session_the_full_disk_ended_keeps_its_reason_across_a_restart_b
     assert [(s["status"], s["error"], s["saved"]) for s in listed] == [("error", reason, False)]
     (small_disk / "someone_elses_file.bin").unlink()
     restarted.app[SESSIONS].storage_changed()
-    await wait_until(lambda: json.loads((captures / "filled" / "session_metadata.json").read_text())["status"] == "error")
+    await wait_until(
+        lambda: json.loads((captures / "filled" / "session_metadata.json").read_text())["status"] == "error"
+    )
     await wait_until(lambda: not (config.data_dir / "unwritten_sessions.json").exists())
 
 

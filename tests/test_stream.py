@@ -7,10 +7,10 @@ import re
 import socket
 import time
 
-from helpers import read_part, wait_until, was_reset
+from helpers import CountingSky, assert_camera_idle, read_part, wait_until, was_reset
 
 from wanda.jpeg import JpegEncoder
-from wanda.keys import CAMERA, HUB
+from wanda.keys import CAMERA, HUB, LAG
 
 
 async def test_a_frame_reaches_several_viewers(client):
@@ -61,17 +61,20 @@ async def test_each_frame_is_encoded_once_whatever_the_number_of_viewers(client)
     assert camera.encoder.encodes < 8 * 5, "eight viewers must not cost eight encodes a frame"
 
 
-async def test_no_viewer_means_no_encoding(client):
+async def test_no_viewer_means_no_encoding(make_client):
+    client = await make_client(camera=CountingSky())
     camera = client.app[CAMERA]
-    await asyncio.sleep(0.3)
+    await assert_camera_idle(camera)
     assert camera.encoder.encodes == 0
     response = await client.get("/stream")
     await read_part(response.content)
     response.close()
     await wait_until(lambda: not client.app[HUB].viewers)
-    await asyncio.sleep(0.2)  # a frame that was being made when the viewer left may still land
+    # A frame that was being made when the viewer left may still land; once the camera thread is
+    # idle, nothing more is encoded.
+    await assert_camera_idle(camera)
     settled = camera.encoder.encodes
-    await asyncio.sleep(0.3)
+    await assert_camera_idle(camera)
     assert camera.encoder.encodes == settled
 
 
@@ -227,7 +230,16 @@ async def test_state_reports_viewers_and_rates(client):
 
 
 async def test_health_reports_loop_lag_uptime_and_viewers(client):
-    await asyncio.sleep(0.25)
+    lag = client.app[LAG]
+    measured = asyncio.Event()
+    record = lag.record
+
+    def recorded(now: float, late: float) -> None:
+        record(now, late)
+        measured.set()
+
+    lag.record = recorded  # the monitor's own task calls it
+    await asyncio.wait_for(measured.wait(), 10)  # the monitor has measured the loop at least once
     body = await (await client.get("/api/health")).json()
     data = body["data"]
     assert body["success"] is True

@@ -37,7 +37,11 @@ async def test_commands_get_replies_with_the_same_validation_as_rest(client):
     reply = (await receive_until(ws, is_reply("a")))[-1]
     assert reply["ok"] is True and reply["data"]["exposure_seconds"] == 0.2 and reply["data"]["iso"] == 200
     # Everybody hears about the change.
-    event = (await receive_until(watcher, lambda m: m.get("topic") == "camera" and m.get("event") == "status" and m["data"]["iso"] == 200))[-1]
+    event = (
+        await receive_until(
+            watcher, lambda m: m.get("topic") == "camera" and m.get("event") == "status" and m["data"]["iso"] == 200
+        )
+    )[-1]
     assert event["topic"] == "camera"
 
     await ws.send_json({"id": 7, "action": "camera.set", "params": {"exposure_seconds": 999}})
@@ -268,13 +272,22 @@ async def test_an_overflow_stops_a_send_stuck_on_the_client_even_as_its_deadline
     assert errors == [] and len(closed) == 1 and closed[0].startswith("too slow")
 
 
+@pytest.mark.slow  # a subprocess: the example script, three exposures
 async def test_the_example_script_takes_three_frames_against_a_live_server(aiohttp_server, config):
     from wanda.app import create_app
 
     server = await aiohttp_server(create_app(config))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(EXAMPLE), "--url", f"http://127.0.0.1:{server.port}", "--exposure", "0.4", "--frames", "3",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        str(EXAMPLE),
+        "--url",
+        f"http://127.0.0.1:{server.port}",
+        "--exposure",
+        "0.4",
+        "--frames",
+        "3",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, stderr.decode()

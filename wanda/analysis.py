@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,6 @@ from wanda.astro.measure import analyse
 from wanda.astro.stretch import Stretch
 
 log = logging.getLogger(__name__)
-
 
 
 def srgb_to_linear_table() -> np.ndarray:
@@ -44,6 +44,7 @@ class AnalysisWorker:
         scale: float = 1.0,
         linear: bool = True,
         stretch_demand: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self._loop = loop
         self._publish = publish
@@ -51,13 +52,14 @@ class AnalysisWorker:
         self.scale = scale
         self._to_linear = None if linear else srgb_to_linear_table()
         self._stretch_demand = stretch_demand
+        self._clock = clock  # seconds, for the interval and ``hold`` (read from the camera thread too)
         self.listeners = 0  # WebSocket clients on the `analysis` topic (set from the loop)
         self._held_until = 0.0
         self._wake_camera: Callable[[], None] = lambda: None
         self._slot: tuple[np.ndarray, str, float] | None = None
         self._ready = threading.Event()
         self._stopping = False
-        self._last_offer = 0.0
+        self._last_offer = -math.inf  # the first frame offered is due, whatever the clock reads
         self._thread: threading.Thread | None = None
         self.latest: dict[str, Any] | None = None  # the newest result (read from the loop)
         self.analysed = 0
@@ -70,7 +72,7 @@ class AnalysisWorker:
     @property
     def wanted(self) -> bool:
         """Read from the camera thread too: plain attribute reads."""
-        return self.listeners > 0 or time.monotonic() < self._held_until or self._stretch_demand()
+        return self.listeners > 0 or self._clock() < self._held_until or self._stretch_demand()
 
     def set_camera_wake(self, wake: Callable[[], None]) -> None:
         self._wake_camera = wake
@@ -84,7 +86,7 @@ class AnalysisWorker:
     def hold(self, seconds: float) -> None:
         """Keep analysing for ``seconds`` (a client polling ``GET /api/analysis``)."""
         was = self.wanted
-        self._held_until = max(self._held_until, time.monotonic() + seconds)
+        self._held_until = max(self._held_until, self._clock() + seconds)
         if not was:
             self._wake_camera()
 
@@ -96,7 +98,7 @@ class AnalysisWorker:
     def offer(self, pixels: np.ndarray, pixel_format: str, timestamp: float) -> None:
         if not self.wanted:
             return
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last_offer < self.interval:
             return
         self._last_offer = now

@@ -63,7 +63,9 @@ def create_app(
     app[CONFIG] = config
     # In front of the sockets once `wanda` serves (wanda/cli.py); test servers go without it.
     app[GATE] = ConnectionGate(
-        connection_limit(config.max_connections, current_descriptor_limit()), config.header_timeout, config.write_timeout
+        connection_limit(config.max_connections, current_descriptor_limit()),
+        config.header_timeout,
+        config.write_timeout,
     )
     if config.password:
         app[AUTH] = Guard(config.password)

@@ -67,7 +67,9 @@ class CameraArbiter:
         """Take the camera, or raise 409 CAPTURE_BUSY naming who has it."""
         if self.lease is not None:
             holder = self.lease.holder
-            raise WandaError(ErrorCode.CAPTURE_BUSY, f"the camera is busy: {holder.describe()} is using it",
+            raise WandaError(
+                ErrorCode.CAPTURE_BUSY,
+                f"the camera is busy: {holder.describe()} is using it",
                 {"held_by": holder.as_dict()},
             )
         self.lease = Lease(self, Holder(kind, name))

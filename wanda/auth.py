@@ -161,7 +161,9 @@ class Guard:
         self._everyone.spend(now)
         if self._everyone.wait(now) > 0 and not self._everyone.warned:
             self._everyone.warned = True
-            log.warning("too many wrong passwords from many addresses: one more try every %.0f s for all", EVERYONE_REFILL_S)
+            log.warning(
+                "too many wrong passwords from many addresses: one more try every %.0f s for all", EVERYONE_REFILL_S
+            )
         elif self._everyone.wait(now) <= 0:
             self._everyone.warned = False  # a new episode is logged anew
         if bucket.wait(now) > 0 and not bucket.warned:
@@ -169,7 +171,10 @@ class Guard:
             shared = f" (shared by the addresses beyond the {MAX_TRACKED} tracked)" if bucket is self._overflow else ""
             log.warning(
                 "too many wrong passwords from %s%s: its requests without a session cookie get 429, "
-                "one more try every %.0f s", address, shared, REFILL_S,
+                "one more try every %.0f s",
+                address,
+                shared,
+                REFILL_S,
             )
 
     def _bucket(self, address: str, now: float) -> Bucket:

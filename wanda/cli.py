@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--password", help="require this password (better: WANDA_PASSWORD or the config file)")
     add("--preview-encoder", choices=PREVIEW_ENCODERS, help="preview JPEG encoder on the Pi (default auto)")
     add("--tuning-file", metavar="FILE", help="libcamera tuning file for the Pi camera, e.g. imx477_scientific.json")
-    add("--sensor-dpc", choices=("on", "off"), help="the HQ camera's on-sensor hot pixel correction (default off: it eats faint stars)")
+    add(
+        "--sensor-dpc",
+        choices=("on", "off"),
+        help="the HQ camera's on-sensor hot pixel correction (default off: it eats faint stars)",
+    )
     add("--sim-fwhm", type=float, metavar="PX", help="star size (FWHM, pixels) of the simulated sky (default 3)")
     add("--version", action="version", version=f"wanda {__version__}")
     return parser
@@ -145,7 +149,10 @@ async def serve(config: Config) -> None:
             raise CannotListen(exc.strerror or str(exc)) from exc
         log.info(
             "at most %d connections (open files: %d); %g s for a request's headers, %g s for its body",
-            app[GATE].limit, descriptors, config.header_timeout, config.body_timeout,
+            app[GATE].limit,
+            descriptors,
+            config.header_timeout,
+            config.body_timeout,
         )
         port = runner.addresses[0][1] if runner.addresses else config.port
         urls = await asyncio.to_thread(_urls, config.host, port)  # name lookups may block
@@ -171,7 +178,7 @@ def _urls(host: str, port: int) -> list[str]:
     urls = [f"http://{socket.gethostname()}.local:{port}/"]
     try:
         infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
-        urls += sorted({f"http://{info[4][0]}:{port}/" for info in infos if not info[4][0].startswith("127.")})
+        urls += sorted({f"http://{info[4][0]}:{port}/" for info in infos if not str(info[4][0]).startswith("127.")})
     except OSError:
         pass
     urls.append(f"http://127.0.0.1:{port}/")

@@ -114,7 +114,6 @@ class Config:
         for name in ("write_timeout", "snapshot_timeout", "shutdown_timeout", "header_timeout", "body_timeout"):
             _check(getattr(self, name) > 0, name, "must be > 0")
 
-
     @property
     def state_dir(self) -> Path:
         if self.data_dir is not None:
@@ -212,4 +211,3 @@ def load_config(
             values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
 
     return Config(**values)
-

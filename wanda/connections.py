@@ -79,12 +79,14 @@ def raise_descriptor_limit() -> int:
     return soft
 
 
-def reset(transport: asyncio.BaseTransport) -> None:
+def reset(transport: asyncio.BaseTransport | None) -> None:
     """Close a connection with a reset instead of a FIN: the kernel frees the socket and its
     buffers now (a plain close of a client that stopped reading sits in FIN-WAIT-1 for minutes),
     and the client learns at once that it was let go."""
+    if transport is None:
+        return
     _linger_zero(transport)
-    transport.abort()
+    transport.abort()  # type: ignore[attr-defined]  # every transport of a stream socket has it
 
 
 def _linger_zero(transport: asyncio.BaseTransport) -> None:
@@ -162,7 +164,8 @@ class GatedConnection(asyncio.Protocol):
         self.handler.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self.handler.eof_received()
+        self.handler.eof_received()
+        return None  # as aiohttp's handler says: close the transport
 
     def pause_writing(self) -> None:
         self.handler.pause_writing()
@@ -195,12 +198,13 @@ class GatedConnection(asyncio.Protocol):
     def stalled(self, now: float, write_timeout: float) -> bool:
         """Whether the client has had data waiting for it and acknowledged none of it for
         ``write_timeout``: it has stopped reading."""
-        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-        counts = unsent_and_acked(sock) if sock is not None else None
-        if counts is None:
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        counts = unsent_and_acked(sock) if transport is not None and sock is not None else None
+        if transport is None or counts is None:
             return False
         queued, acked = counts
-        waiting = queued + self.transport.get_write_buffer_size()
+        waiting = queued + transport.get_write_buffer_size()
         if waiting == 0 or acked != self._acked:
             self._acked, self._stalled_since = acked, None
             return False
@@ -249,10 +253,10 @@ class Refusal(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.gate.lingering += 1
         if self.gate.lingering > MAX_LINGERING_REFUSALS:
-            reset(self.transport)
+            reset(transport)
             return
-        self.transport.write(REFUSAL)
-        self._timer = asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, reset, self.transport)
+        self.transport.write(REFUSAL)  # type: ignore[union-attr]  # just set
+        self._timer = asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, reset, transport)
 
     def data_received(self, data: bytes) -> None:
         pass  # the request is not served
@@ -268,7 +272,11 @@ class Refusal(asyncio.Protocol):
 
 def _refusal() -> bytes:
     body = json.dumps(
-        {"success": False, "code": ErrorCode.TOO_MANY_CONNECTIONS, "error": "the server has as many connections as it can hold: try again"}
+        {
+            "success": False,
+            "code": ErrorCode.TOO_MANY_CONNECTIONS,
+            "error": "the server has as many connections as it can hold: try again",
+        }
     ).encode()
     head = (
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
@@ -336,6 +344,7 @@ class ConnectionGate:
         now = asyncio.get_running_loop().time()
         oldest_silent = next(iter(self._silent), None)
         least_recent = next((c for c in self._asked if not c.busy), None)
+        idle: GatedConnection | None
         if oldest_silent is not None and now - oldest_silent.accepted >= SILENT_GRACE_S:
             idle = oldest_silent
         elif least_recent is not None and now - least_recent.idle_since >= KEPT_IDLE_S:
@@ -376,15 +385,20 @@ class ConnectionGate:
     def closed(self, connection: GatedConnection) -> None:
         self._silent.pop(connection, None)
         self._asked.pop(connection, None)
-        if self._by_handler.pop(connection.handler, None) is not None and connection.address not in (None, *LOOPBACK):
-            left = self._by_address[connection.address] - 1
+        address = connection.address
+        if (
+            self._by_handler.pop(connection.handler, None) is not None
+            and address is not None
+            and address not in LOOPBACK
+        ):
+            left = self._by_address[address] - 1
             if left:
-                self._by_address[connection.address] = left
+                self._by_address[address] = left
             else:
-                del self._by_address[connection.address]
+                del self._by_address[address]
 
     def connection_of(self, request: web.BaseRequest) -> GatedConnection | None:
-        return self._by_handler.get(request.protocol)  # type: ignore[arg-type]
+        return self._by_handler.get(request.protocol)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -425,6 +439,7 @@ class GatedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
+        assert self._runner.server is not None  # set up by the runner before any site starts
         self._server = await loop.create_server(
             self.gate.serve(self._runner.server), self.host, self.port, backlog=ACCEPT_BATCH, reuse_address=True
         )
@@ -459,7 +474,7 @@ async def gate_middleware(request: web.Request, handler):
     return await handler(request)
 
 
-async def read_body(request: web.Request, timeout: float) -> bytes:
+async def read_body(request: web.Request, timeout: float) -> bytes:  # noqa: ASYNC109  (the time-out is the point)
     """The request's body, which must arrive within ``timeout`` seconds: a client that never
     finishes it is let go instead of holding its connection for ever."""
     try:
@@ -470,7 +485,9 @@ async def read_body(request: web.Request, timeout: float) -> bytes:
     except (RequestPayloadError, HttpProcessingError):
         # A body that cannot be decoded (a Content-Encoding that lies, broken chunks): the
         # client's fault, and aiohttp would log it as a traceback of ours.
-        raise WandaError(ErrorCode.INVALID_REQUEST, "the request's body could not be read (its encoding is broken)") from None
+        raise WandaError(
+            ErrorCode.INVALID_REQUEST, "the request's body could not be read (its encoding is broken)"
+        ) from None
     except (ConnectionResetError, RuntimeError) as exc:
         if isinstance(exc, RuntimeError) and request.transport is not None:
             raise  # not aiohttp's "Connection closed.": a fault of ours

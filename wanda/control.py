@@ -245,7 +245,9 @@ class CameraControl:
             known = storage_error(exc)  # the disk's reason (full, read-only, ...), answered with its status
             reason = known.message if known else exc.strerror or str(exc)
             failure = WandaError(
-                ErrorCode.CAPTURE_FAILED, f"the image could not be saved: {reason}", answer_as=known.code if known else None
+                ErrorCode.CAPTURE_FAILED,
+                f"the image could not be saved: {reason}",
+                answer_as=known.code if known else None,
             )
         except CameraUnavailable as exc:
             failure = WandaError(ErrorCode.CAPTURE_FAILED, str(exc), answer_as=ErrorCode.CAMERA_UNAVAILABLE)
@@ -257,7 +259,9 @@ class CameraControl:
             self.exposure = None
             self._cancel = None
         if failure is not None:
-            self.bus.publish("camera", "capture_error", {"code": failure.code, "error": failure.message, **self._capture_state()})
+            self.bus.publish(
+                "camera", "capture_error", {"code": failure.code, "error": failure.message, **self._capture_state()}
+            )
             self.bus.publish("camera", "status", self.status())
             raise failure
         result = {
@@ -283,7 +287,9 @@ class CameraControl:
     ) -> SavedFile:
         """Encode and write on the storage thread. A cancellation meanwhile waits for the write to
         finish, so whoever keeps records (a session) can trust the files on disk."""
-        save = asyncio.get_running_loop().run_in_executor(self._storage, self._save_still, files, image, settings, extra)
+        save = asyncio.get_running_loop().run_in_executor(
+            self._storage, self._save_still, files, image, settings, extra
+        )
         try:
             return await asyncio.shield(save)
         except asyncio.CancelledError:
@@ -361,7 +367,9 @@ class CameraControl:
             "width": width,
             "height": height,
             "file_format": settings.file_format,
-            "raw": "dng" if image.raw_dng is not None else ("not available from this camera" if settings.save_raw else None),
+            "raw": "dng"
+            if image.raw_dng is not None
+            else ("not available from this camera" if settings.save_raw else None),
             "saved": utc_iso(time.time()),
             "camera": image.metadata,
             **_sensor_record(image),
@@ -412,4 +420,5 @@ def _sensor_record(image: StillImage) -> dict[str, Any]:
 
 
 def _limits(backend: CameraBackend) -> Limits:
-    return Limits(exposure=tuple(backend.exposure_limits), gain=tuple(backend.gain_limits))
+    (shortest, longest), (lowest, highest) = backend.exposure_limits, backend.gain_limits
+    return Limits(exposure=(shortest, longest), gain=(lowest, highest))

@@ -32,9 +32,11 @@ class Check:
 
 def check_python() -> Check:
     version = ".".join(map(str, sys.version_info[:3]))
-    if sys.version_info >= (3, 11):
+    if sys.version_info >= (3, 11):  # noqa: UP036  (doctor may run under an older python3 than WANDA needs)
         return Check("python", OK, f"Python {version}")
-    return Check("python", FAIL, f"Python {version}", "WANDA needs Python 3.11 or newer (Raspberry Pi OS Bookworm has it)")
+    return Check(
+        "python", FAIL, f"Python {version}", "WANDA needs Python 3.11 or newer (Raspberry Pi OS Bookworm has it)"
+    )
 
 
 def check_picamera2(config: Config) -> Check:
@@ -53,7 +55,9 @@ def check_tuning(config: Config) -> Check:
     try:
         path = resolve_tuning_file(config.tuning_file)
     except CameraUnavailable as exc:
-        return Check("tuning file", FAIL if config.camera != "sim" else WARN, str(exc), "fix tuning_file in the configuration")
+        return Check(
+            "tuning file", FAIL if config.camera != "sim" else WARN, str(exc), "fix tuning_file in the configuration"
+        )
     return Check("tuning file", OK, path)
 
 
@@ -88,22 +92,30 @@ def check_gpio(config: Config) -> Check:
     if not usable:
         return Check("gpio", FAIL if required else WARN, f"{chips[0]} not accessible", "add the user to the gpio group")
     try:
-        import lgpio  # noqa: F401, PLC0415
-        from gpiozero.pins.lgpio import LGPIOFactory  # noqa: F401, PLC0415
+        import lgpio  # noqa: F401
+        from gpiozero.pins.lgpio import LGPIOFactory  # noqa: F401
     except ImportError as exc:
-        return Check("gpio", FAIL if required else WARN, f"gpiozero/lgpio not importable ({exc})",
-                     "sudo apt install python3-gpiozero python3-lgpio (venv with --system-site-packages)")
+        return Check(
+            "gpio",
+            FAIL if required else WARN,
+            f"gpiozero/lgpio not importable ({exc})",
+            "sudo apt install python3-gpiozero python3-lgpio (venv with --system-site-packages)",
+        )
     return Check("gpio", OK, ", ".join(c.name for c in usable))
 
 
 def check_captures(config: Config) -> Check:
     root, reason = choose_captures_dir(config.captures)
     if not writable(root):  # the same test as /api/storage's: read-only disks too
-        return Check("captures", FAIL, f"{root} is not writable", "chown it to the user running wanda, or pass --captures")
+        return Check(
+            "captures", FAIL, f"{root} is not writable", "chown it to the user running wanda, or pass --captures"
+        )
     free, _ = disk_space(root)
     detail = f"{root} ({reason}), {free / 2**30:.1f} GiB free"
     if free < config.min_free_mb * 2**20:
-        return Check("captures", WARN, detail, f"less than the {config.min_free_mb} MB reserve: sessions will refuse to start")
+        return Check(
+            "captures", WARN, detail, f"less than the {config.min_free_mb} MB reserve: sessions will refuse to start"
+        )
     return Check("captures", OK, detail)
 
 
@@ -114,8 +126,12 @@ def check_port(config: Config) -> Check:
         try:
             sock.bind((config.host, config.port))
         except OSError as exc:
-            return Check("port", FAIL, f"{config.host}:{config.port}: {exc.strerror or exc}",
-                         "stop what listens there (sudo ss -ltnp) or pick --port")
+            return Check(
+                "port",
+                FAIL,
+                f"{config.host}:{config.port}: {exc.strerror or exc}",
+                "stop what listens there (sudo ss -ltnp) or pick --port",
+            )
     return Check("port", OK, f"{config.host}:{config.port} is free")
 
 

@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import WSCloseCode
-
 log = logging.getLogger(__name__)
+
+TRY_AGAIN_LATER = 1013  # the WebSocket close code (RFC 6455 registry) for a client too slow to keep up
 
 TOPICS = ("camera", "mount", "session", "system", "analysis")
 # What a client gets until it subscribes: everything but the analysis, which costs the server CPU
@@ -29,8 +29,10 @@ QUEUE_LIMIT = 256
 SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is dropped
 
 
-def encode_event(topic: str, event: str, data: dict[str, Any]) -> str:
-    return json.dumps({"topic": topic, "event": event, "data": data, "ts": round(time.time(), 6)}, separators=(",", ":"))
+def encode_event(topic: str, event: str, data: dict[str, Any], ts: float | None = None) -> str:
+    """The event's JSON text, stamped ``ts`` (Unix seconds; now if not given)."""
+    stamp = time.time() if ts is None else ts
+    return json.dumps({"topic": topic, "event": event, "data": data, "ts": round(stamp, 6)}, separators=(",", ":"))
 
 
 def _coalescible(event: str) -> bool:
@@ -126,13 +128,14 @@ class Subscriber:
 
     async def _drop(self, reason: str) -> None:
         self.closing = self.too_slow = True
-        await self._close(WSCloseCode.TRY_AGAIN_LATER, f"too slow: {reason}")
+        await self._close(TRY_AGAIN_LATER, f"too slow: {reason}")
 
 
 class EventBus:
     """Lives in the event loop. Topics are fixed; status providers feed new clients."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock  # stamps the events (Unix seconds)
         self.subscribers: set[Subscriber] = set()
         self._status: dict[str, Callable[[], dict[str, Any]]] = {}
         self._watchers: list[Callable[[], None]] = []
@@ -169,14 +172,16 @@ class EventBus:
         self._status[topic] = provider
 
     def status_messages(self) -> list[Message]:
-        return [Message(encode_event(topic, "status", provider()), None) for topic, provider in self._status.items()]
+        now = self._clock()
+        return [Message(encode_event(name, "status", status(), now), None) for name, status in self._status.items()]
 
     def publish(self, topic: str, event: str, data: dict[str, Any]) -> None:
         assert topic in TOPICS, topic
         self.published += 1
         if not self.subscribers:
             return
-        message = Message(encode_event(topic, event, data), (topic, event) if _coalescible(event) else None)
+        key = (topic, event) if _coalescible(event) else None
+        message = Message(encode_event(topic, event, data, self._clock()), key)
         for subscriber in list(self.subscribers):
             if topic in subscriber.topics:
                 subscriber.offer(message)

@@ -73,12 +73,18 @@ class Viewer:
     path: str
     fps_limit: float | None
     id: int = field(default_factory=lambda: next(_viewer_ids))
-    started: float = field(default_factory=time.monotonic)
     frames_sent: int = 0
     frames_skipped: int = 0
-    meter: RateMeter = field(default_factory=RateMeter)
     task: asyncio.Task | None = None
     writing: bool = False  # inside a write to the client (the place a stalled client blocks)
+    # Seconds, for its age and rate (tests pass their own).
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    started: float = field(init=False)
+    meter: RateMeter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+        self.meter = RateMeter(clock=self.clock)
 
     def describe(self) -> dict:
         return {
@@ -89,7 +95,7 @@ class Viewer:
             "fps_limit": self.fps_limit,
             "frames_sent": self.frames_sent,
             "frames_skipped": self.frames_skipped,
-            "connected_s": round(time.monotonic() - self.started, 1),
+            "connected_s": round(self.clock() - self.started, 1),
         }
 
 
@@ -126,6 +132,11 @@ class FrameHub:
         self._demand -= 1
 
     # -- frames --------------------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        """How many callers of ``next_after`` wait for a frame now (one at most for each viewer)."""
+        return len(self._waiters)
 
     def publish(self, frame: Frame) -> None:
         self.latest = frame

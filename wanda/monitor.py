@@ -33,4 +33,3 @@ class LoopLagMonitor:
 
     def describe(self) -> dict:
         return {"now_ms": round(self.lag_now * 1000, 2), "max_1m_ms": round(self.lag_max * 1000, 2)}
-

@@ -66,7 +66,7 @@ class SimulatedPins:
         self.closed = False
 
     def set(self, pattern: tuple[int, int, int, int]) -> None:
-        self.pattern = tuple(pattern)
+        self.pattern = (pattern[0], pattern[1], pattern[2], pattern[3])
         self.history.append((self._clock(), self.pattern))
 
     @property
@@ -99,7 +99,7 @@ class GpioPins:
             raise MountUnavailable(f"cannot open GPIO pins {pins}: {exc}") from None
 
     def set(self, pattern: tuple[int, int, int, int]) -> None:
-        for output, value in zip(self._outputs, pattern):
+        for output, value in zip(self._outputs, pattern, strict=True):
             output.value = value
 
     def close(self) -> None:
@@ -305,7 +305,7 @@ class MountControl:
         self.bus = bus
         self._on_tracking = on_tracking
         loop = asyncio.get_running_loop()
-        mount.listeners.append(lambda event: loop.call_soon_threadsafe(self._thread_failed))
+        mount.listeners.append(lambda event: (loop.call_soon_threadsafe(self._thread_failed), None)[1])
         bus.add_status_provider("mount", self.status)
 
     def status(self) -> dict[str, Any]:

@@ -63,13 +63,16 @@ async def origin_middleware(request: web.Request, handler):
         config = request.app[CONFIG]
         if origin.rstrip("/") not in config.allowed_origins:
             if not same_origin(origin, request):
-                raise WandaError(ErrorCode.FORBIDDEN_ORIGIN, f"requests from the web page at {origin} are not allowed (see allowed_origins)"
+                raise WandaError(
+                    ErrorCode.FORBIDDEN_ORIGIN,
+                    f"requests from the web page at {origin} are not allowed (see allowed_origins)",
                 )
             # Same origin, but is it us? A page whose name was re-pointed at this machine (DNS
             # rebinding) is "same origin" with itself: its Host is not one of our names.
             host, _ = _host_port(URL(f"{request.scheme}://{request.host}"))
             if not _trusted(host, request.app[TRUSTED_HOSTS]):
-                raise WandaError(ErrorCode.FORBIDDEN_ORIGIN, f"this server does not answer to {host!r} (add it to allowed_origins)"
+                raise WandaError(
+                    ErrorCode.FORBIDDEN_ORIGIN, f"this server does not answer to {host!r} (add it to allowed_origins)"
                 )
     return await handler(request)
 
@@ -89,4 +92,6 @@ async def auth_middleware(request: web.Request, handler):
         guard.refuse_if_throttled(address)  # a throttled address gets 429 whatever it sends
     elif guard.try_password(address, password):
         return await handler(request)
-    raise WandaError(ErrorCode.UNAUTHORIZED, "a password is needed: Authorization: Bearer <password>, or log in at /login")
+    raise WandaError(
+        ErrorCode.UNAUTHORIZED, "a password is needed: Authorization: Bearer <password>, or log in at /login"
+    )

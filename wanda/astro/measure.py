@@ -204,7 +204,10 @@ def find_stars(image: np.ndarray, stats: Statistics, full_scale: int) -> Stars:
     peak = centre - local_sky
     # Hot pixels: one bright pixel, its 4 neighbours at the sky. A star, however sharp, spreads.
     neighbours = (
-        _pixels(image, ys - 1, xs) + _pixels(image, ys + 1, xs) + _pixels(image, ys, xs - 1) + _pixels(image, ys, xs + 1)
+        _pixels(image, ys - 1, xs)
+        + _pixels(image, ys + 1, xs)
+        + _pixels(image, ys, xs - 1)
+        + _pixels(image, ys, xs + 1)
     ) / 4 - local_sky
     keep = neighbours > HOT_PIXEL_RATIO * peak
     order = np.argsort(-peak[keep], kind="stable")[:MAX_CANDIDATES]
@@ -225,7 +228,9 @@ def find_stars(image: np.ndarray, stats: Statistics, full_scale: int) -> Stars:
     fwhm = np.full(ys.size, np.nan)
     # Focus is measured on stars well inside the range: near full scale, the stars that stay
     # unclipped are those centred between pixels, which would bias the HFR of sharp stars.
-    measurable = np.flatnonzero((centre < MEASURE_BELOW * full_scale) & (peak >= MIN_MEASURE_SNR * noise))[:MAX_MEASURED]
+    measurable = np.flatnonzero((centre < MEASURE_BELOW * full_scale) & (peak >= MIN_MEASURE_SNR * noise))[
+        :MAX_MEASURED
+    ]
     if measurable.size:
         cx[measurable], cy[measurable], hfr[measurable], fwhm[measurable], flux[measurable] = _measure(
             image, cx[measurable], cy[measurable], noise
@@ -263,7 +268,7 @@ def _local_maxima(image: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: flo
     (saturated) top yields one maximum, not many."""
     if ys.size == 0:
         return np.zeros(0, bool)
-    reach = int(math.floor(radius))
+    reach = math.floor(radius)
     offsets = np.arange(-reach, reach + 1)
     oy, ox = np.meshgrid(offsets, offsets, indexing="ij")
     disk = (oy * oy + ox * ox <= radius * radius) & ((oy != 0) | (ox != 0))
@@ -375,7 +380,9 @@ def _radial(image: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: int, nois
 # -- everything, as published ---------------------------------------------------------------------
 
 
-def analyse(image: np.ndarray, full_scale: int, *, scale: float = 1.0, channels: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+def analyse(
+    image: np.ndarray, full_scale: int, *, scale: float = 1.0, channels: dict[str, np.ndarray] | None = None
+) -> dict[str, Any]:
     """The figures of one frame, as the `analysis` event and ``GET /api/analysis`` carry them.
 
     ``image`` is the linear luminance; ``scale`` multiplies positions and sizes into pixels of the
@@ -422,5 +429,3 @@ def analyse(image: np.ndarray, full_scale: int, *, scale: float = 1.0, channels:
 
 def _rounded(value: float, digits: int = 3) -> float:
     return round(float(value), digits)
-
-

@@ -12,8 +12,11 @@ import numpy as np
 class Spread(Protocol):
     """What the stretch needs of an image's statistics (wanda.astro.measure.Statistics has it)."""
 
-    median: float
-    mad: float
+    @property
+    def median(self) -> float: ...
+
+    @property
+    def mad(self) -> float: ...
 
 
 def mtf(midtones: float, x: np.ndarray | float) -> np.ndarray | float:
@@ -37,7 +40,9 @@ class Stretch:
         return np.round(255 * mtf(self.midtones, clipped)).astype(np.uint8)
 
 
-def auto_stretch(stats: Spread, full_scale: int, target_background: float = 0.25, shadows_clip: float = -2.8) -> Stretch:
+def auto_stretch(
+    stats: Spread, full_scale: int, target_background: float = 0.25, shadows_clip: float = -2.8
+) -> Stretch:
     median = stats.median / full_scale
     mad = 1.4826 * stats.mad / full_scale
     shadows = min(max(0.0, median + shadows_clip * mad), median)
@@ -46,5 +51,3 @@ def auto_stretch(stats: Spread, full_scale: int, target_background: float = 0.25
         return Stretch(shadows, 0.5)
     midtones = float(mtf(target_background, offset))
     return Stretch(shadows, min(max(midtones, 1e-6), 1 - 1e-6))
-
-

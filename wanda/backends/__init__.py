@@ -65,6 +65,7 @@ class CameraBackend(Protocol):
     exposure_limits: tuple[float, float]
     gain_limits: tuple[float, float]
     exposure_s: float  # the exposure in use (read from the loop for time-outs)
+    gain: float
     # True when the backend encodes the preview itself (picamera2's hardware MJPEG encoder): the
     # worker then starts and stops that stream with the demand instead of calling capture_preview.
     encodes_preview: bool

@@ -25,7 +25,7 @@ def probe_picamera2(tuning_file: str = "") -> Picamera2Probe:
     reads it once, when the camera listing below starts its camera manager (a bad one raises
     CameraUnavailable, since picamera2 exists and the configuration asks for it)."""
     try:
-        from picamera2 import Picamera2  # noqa: PLC0415  (only on a Pi)
+        from picamera2 import Picamera2
     except ImportError as exc:
         if "numpy" in str(exc):
             return _numpy_mismatch(exc)
@@ -37,7 +37,7 @@ def probe_picamera2(tuning_file: str = "") -> Picamera2Probe:
         )
     except ValueError as exc:  # "numpy.dtype size changed": compiled against another numpy
         return _numpy_mismatch(exc)
-    from wanda.backends.picam import UPGRADE_FIX, missing_features, select_tuning_file  # noqa: PLC0415
+    from wanda.backends.picam import UPGRADE_FIX, missing_features, select_tuning_file
 
     missing = missing_features(Picamera2)
     if missing:
@@ -46,7 +46,9 @@ def probe_picamera2(tuning_file: str = "") -> Picamera2Probe:
     try:
         cameras = Picamera2.global_camera_info()
     except Exception as exc:  # libcamera errors come in many types
-        return Picamera2Probe(False, f"picamera2 could not list cameras ({exc})", "check libcamera: rpicam-hello --list-cameras")
+        return Picamera2Probe(
+            False, f"picamera2 could not list cameras ({exc})", "check libcamera: rpicam-hello --list-cameras"
+        )
     if not cameras:
         return Picamera2Probe(
             False,

@@ -102,9 +102,9 @@ class Picamera2Backend:
         self._tuning_file = tuning_file
         self._preview_encoder = preview_encoder
         self._sensor_dpc = sensor_dpc
-        self._camera = None
+        self._camera: Any = None  # a Picamera2 (untyped; present only on a Pi)
         self._available: dict[str, tuple] = {}
-        self._preview_config = None
+        self._preview_config: dict[str, Any] = {}  # picamera2's preview configuration, once open
         self.sensor_size = FULL_SIZE
         self.instrument = "Raspberry Pi camera"
         self.pixel_size_um = 1.55
@@ -124,7 +124,7 @@ class Picamera2Backend:
 
     def open(self) -> None:
         try:
-            from picamera2 import Picamera2  # noqa: PLC0415  (only on a Pi)
+            from picamera2 import Picamera2
         except ImportError as exc:
             raise CameraUnavailable(f"picamera2 is not importable ({exc})") from None
         missing = missing_features(Picamera2)
@@ -139,7 +139,9 @@ class Picamera2Backend:
             # Until a mode is configured libcamera reports placeholder ranges (ExposureTime up to
             # 66.7 ms): configure the still mode once and read the limits of the mode long
             # exposures are taken in, then the preview.
-            camera.configure(camera.create_still_configuration(main={"size": self.sensor_size, "format": "RGB888"}, raw=None))
+            camera.configure(
+                camera.create_still_configuration(main={"size": self.sensor_size, "format": "RGB888"}, raw=None)
+            )
             self._available = dict(camera.camera_controls)
             self._read_limits()
             properties = getattr(camera, "camera_properties", {}) or {}
@@ -181,8 +183,12 @@ class Picamera2Backend:
             {True: "on", False: "off", None: "unknown"}[dpc],
         )
         if dpc is not None and dpc != self._sensor_dpc:
-            log.warning("sensor DPC is %s, not %s as configured: %s", "on" if dpc else "off",
-                        "on" if self._sensor_dpc else "off", sensor_dpc_fix(self._sensor_dpc))
+            log.warning(
+                "sensor DPC is %s, not %s as configured: %s",
+                "on" if dpc else "off",
+                "on" if self._sensor_dpc else "off",
+                sensor_dpc_fix(self._sensor_dpc),
+            )
 
     def close(self) -> None:
         if self._camera is not None:
@@ -217,12 +223,12 @@ class Picamera2Backend:
 
     def _astro_controls(self, exposure_s: float, gain: float, frame_s: float) -> dict[str, Any]:
         """The controls for one mode; only those this camera advertises (picamera2 refuses others)."""
-        exposure_us = int(round(exposure_s * 1e6))
+        exposure_us = round(exposure_s * 1e6)
         # Not clamped here: libcamera clamps it to the range of the mode in use, which the limits
         # read at another moment (another mode) may not be. A frame lasts 22 sensor lines (and, in
         # the IMX477's long exposure mode, a rounding of up to 128 lines) beyond its exposure: the
         # longest frame allowed leaves room for that, or the exposure would be cut.
-        frame_us = max(int(round(frame_s * 1e6)), exposure_us)
+        frame_us = max(round(frame_s * 1e6), exposure_us)
         longest_frame_us = frame_us + max(FRAME_SLACK_US, frame_us // 100)
         controls = {
             # Fixed colour gains alone make white balance manual, the same for every frame of the
@@ -282,7 +288,9 @@ class Picamera2Backend:
                 return None
             if time.monotonic() > deadline:
                 self._drop(job)
-                raise CameraUnavailable(f"the camera delivered no frame within {timeout:.1f} s (check the ribbon cable)")
+                raise CameraUnavailable(
+                    f"the camera delivered no frame within {timeout:.1f} s (check the ribbon cable)"
+                )
 
     def _drop(self, job) -> None:
         """Take a pending job back from picamera2; a request that arrived meanwhile is released."""
@@ -323,8 +331,8 @@ class Picamera2Backend:
         """Hardware encoding: picamera2's MJPEG encoder calls ``on_jpeg`` from its own thread."""
         if self._stream_sink is not None:
             return
-        from picamera2.encoders import MJPEGEncoder  # noqa: PLC0415
-        from picamera2.outputs import FileOutput  # noqa: PLC0415
+        from picamera2.encoders import MJPEGEncoder
+        from picamera2.outputs import FileOutput
 
         self._encoder = MJPEGEncoder()
         self._camera.start_encoder(self._encoder, FileOutput(_JpegSink(on_jpeg)), name="main")
@@ -413,7 +421,9 @@ class Picamera2Backend:
         raw_format = str((getattr(request, "config", None) or {}).get("raw", {}).get("format", RAW_FORMAT))
         order, _, packing = raw_format.partition("_")
         if packing:  # CSI-2 packed or PiSP compressed: not plain samples
-            raise CameraUnavailable(f"the camera delivered raw data as {raw_format}, which WANDA cannot read (it asked for {RAW_FORMAT})")
+            raise CameraUnavailable(
+                f"the camera delivered raw data as {raw_format}, which WANDA cannot read (it asked for {RAW_FORMAT})"
+            )
         depth = int(order[5:])  # "SRGGB16" -> 16
         mosaic = np.ascontiguousarray(array[:, :width])
         if depth > SENSOR_BIT_DEPTH:
@@ -468,9 +478,9 @@ def _package_version(name: str) -> str | None:
 
 
 def _platform_name() -> str | None:
-    """"vc4" (Pi 4 and older) or "pisp" (Pi 5), as picamera2 tells them apart."""
+    """ "vc4" (Pi 4 and older) or "pisp" (Pi 5), as picamera2 tells them apart."""
     try:
-        from picamera2.platform import Platform, get_platform  # noqa: PLC0415
+        from picamera2.platform import Platform, get_platform
     except ImportError:  # picamera2 before 0.3.13 had no platform module (VC4 only)
         return None
     return "vc4" if get_platform() == Platform.VC4 else "pisp"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,7 +171,6 @@ class SimulatedSky:
     instrument = "WANDA simulated sky (IMX477 model)"
     # Its 1440 px span the IMX477's 4056 pixels of 1.55 um.
     pixel_size_um = round(1.55 * 4056 / PREVIEW_SIZE[0], 3)
-    details: dict = {}  # nothing beyond its name to report
 
     def __init__(
         self,
@@ -183,6 +183,7 @@ class SimulatedSky:
         clock=time.monotonic,
         wall_clock=time.time,
     ):
+        self.details: dict = {}  # nothing beyond its name to report
         self.fwhm = float(fwhm)
         self.sigma = self.fwhm / (2 * math.sqrt(2 * math.log(2)))
         self.plate_scale = float(plate_scale)
@@ -194,7 +195,7 @@ class SimulatedSky:
         self.gain = 8.0
 
         width, height = PREVIEW_SIZE
-        self._pad = int(math.ceil(4 * self.sigma)) + 1  # stamps never leave the padded canvas
+        self._pad = math.ceil(4 * self.sigma) + 1  # stamps never leave the padded canvas
         self._strip = 4 * width  # the sky strip the frame drifts along; it wraps around
         rng = np.random.default_rng(seed)
         self._rng = np.random.default_rng(seed + 1)  # per-frame draws
@@ -223,9 +224,7 @@ class SimulatedSky:
         # Noise is sliced from a precomputed field at a random offset: a fresh draw per frame
         # would cost more than the whole frame budget.
         self._noise_slack = 256
-        self._noise = rng.standard_normal(
-            (height + self._noise_slack, width + self._noise_slack), dtype=np.float32
-        )
+        self._noise = rng.standard_normal((height + self._noise_slack, width + self._noise_slack), dtype=np.float32)
         self._canvas = np.empty((height + 2 * self._pad, width + 2 * self._pad), np.float32)
         self._bg_cache: tuple[tuple[float, float], np.ndarray] | None = None
         self._rgbx_buffers = (np.empty((height, width), np.uint32), np.empty((height, width), np.uint32))
@@ -236,7 +235,7 @@ class SimulatedSky:
         self._drift_px = 0.0
         self._drift_since = clock()
         self._next_due: float | None = None
-        self._pending: tuple[float, PreviewFrame] | None = None
+        self._pending: tuple[float, np.ndarray] | None = None  # the next frame's pixels, rendered ahead
         self._last_truth: SkyTruth | None = None
 
     # -- backend interface ---------------------------------------------------------------------
@@ -316,6 +315,12 @@ class SimulatedSky:
         self._next_due = due + interval
         timestamp = self._wall_clock() - max(0.0, self._clock() - due)
         return PreviewFrame(pixels, "RGBX", timestamp, self.exposure_s, self.gain)
+
+    def start_stream(self, on_jpeg: Callable[[bytes, float], None]) -> None:
+        raise NotImplementedError("the simulated sky has no encoder of its own (encodes_preview is False)")
+
+    def stop_stream(self) -> None:
+        pass  # never started
 
     # -- mount coupling ----------------------------------------------------------------------
 
@@ -408,7 +413,7 @@ class SimulatedSky:
         return (self._star_x + offset) % self._strip - (self._strip - PREVIEW_SIZE[0]) / 2
 
     def _add_stars(self, canvas: np.ndarray, exposure_s: float, adu_per_e: float, offset: float, trail: float):
-        width, height = PREVIEW_SIZE
+        width = PREVIEW_SIZE[0]
         pad = self._pad
         # A trail runs from the star's position at exposure start to where it is at the end.
         x_start = self._frame_x(offset - trail)
@@ -420,7 +425,7 @@ class SimulatedSky:
         if xs.size == 0:
             return
         half = pad - 1
-        span_x = 2 * half + 1 + int(math.ceil(trail))
+        span_x = 2 * half + 1 + math.ceil(trail)
         x0 = np.floor(xs).astype(np.int64) - half
         y0 = np.floor(ys).astype(np.int64) - half
         # Stamps that would leave the canvas are cut at its edge (only trails can).
@@ -444,7 +449,7 @@ class SimulatedSky:
         _stamp(canvas, x0 + pad, y0 + pad, values)
 
     def _truth_at(self, offset: float, trail: float, exposure_s: float, gain: float) -> SkyTruth:
-        width, height = PREVIEW_SIZE
+        width = PREVIEW_SIZE[0]
         # Report the centre of the trail: where the light's centroid is.
         x = self._frame_x(offset - trail / 2)
         inside = (x >= 0) & (x <= width - 1)

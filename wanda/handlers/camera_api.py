@@ -17,7 +17,7 @@ from wanda.keys import CONFIG, CONTROL
 routes = web.RouteTableDef()
 
 
-async def read_json(request: web.Request, *, required: bool = True, timeout: float | None = None) -> Any:
+async def read_json(request: web.Request, *, required: bool = True, timeout: float | None = None) -> Any:  # noqa: ASYNC109
     """The request body as JSON; INVALID_REQUEST when it is not JSON. Empty means {} if optional.
     ``timeout``: how long the body may take (default ``body_timeout``)."""
     raw = await read_body(request, request.app[CONFIG].body_timeout if timeout is None else timeout)
@@ -60,7 +60,10 @@ async def camera_capture_cancel(request: web.Request) -> web.Response:
     if result["cancelled"]:
         return ok(result, "exposure cancelled")
     if "held_by" in result:
-        return ok(result, f"no capture is running: {result['held_by']['kind']} {result['held_by']['name']!r} has the camera (stop it instead)")
+        return ok(
+            result,
+            f"no capture is running: {result['held_by']['kind']} {result['held_by']['name']!r} has the camera (stop it instead)",
+        )
     return ok(result, "no exposure was running")
 
 

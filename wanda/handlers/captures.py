@@ -250,9 +250,13 @@ async def _end_zips(app: web.Application) -> None:
 
 
 @routes.get(r"/api/captures/{path:[\s\S]+}")  # any character: "." would stop at a newline in a name
-async def capture_file(request: web.Request, path: str | None = None) -> web.StreamResponse:
+async def capture(request: web.Request) -> web.StreamResponse:
+    return await capture_file(request, request.match_info["path"])
+
+
+async def capture_file(request: web.Request, path: str) -> web.StreamResponse:
     root = request.app[CAPTURES]
-    target = await asyncio.to_thread(gallery.resolve_inside, root, path or request.match_info["path"])
+    target = await asyncio.to_thread(gallery.resolve_inside, root, path)
     if request.query.get("thumb") in ("1", "true"):
         encoder = request.app[THUMB_ENCODER]
         thumb = await asyncio.to_thread(gallery.thumbnail, root, target, encoder)

@@ -42,7 +42,12 @@ async def login(request: web.Request) -> web.Response:
         raise WandaError(ErrorCode.UNAUTHORIZED, "wrong password")
     response = ok({}, "logged in")
     response.set_cookie(
-        COOKIE, guard.new_session(), max_age=COOKIE_MAX_AGE, httponly=True, samesite="Strict", path="/",
+        COOKIE,
+        guard.new_session(),
+        max_age=COOKIE_MAX_AGE,
+        httponly=True,
+        samesite="Strict",
+        path="/",
         secure=request.secure,
     )
     return response

@@ -78,8 +78,10 @@ async def _send_frames(
 ) -> None:
     loop = asyncio.get_running_loop()
     latest = hub.latest
-    fresh = latest is not None and time.time() - latest.timestamp < FRESH_FOR_S
-    seq = latest.seq - 1 if fresh else (latest.seq if latest else 0)
+    if latest is None:
+        seq = 0
+    else:  # a fresh frame is sent at once; an old one waits for the next
+        seq = latest.seq - 1 if time.time() - latest.timestamp < FRESH_FOR_S else latest.seq
     min_interval = 1.0 / viewer.fps_limit if viewer.fps_limit else 0.0
     last_sent = -math.inf
     while True:

@@ -11,8 +11,8 @@ from wanda import __version__
 from wanda.connections import GATE
 from wanda.errors import ErrorCode, WandaError
 from wanda.handlers.envelope import ok
+from wanda.handlers.openapi import build_spec
 from wanda.keys import CAMERA, CONTROL, HUB, LAG, STARTED
-from wanda.openapi import build_spec
 
 routes = web.RouteTableDef()
 

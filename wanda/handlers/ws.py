@@ -57,7 +57,9 @@ async def _subscribe(app: web.Application, subscriber: Subscriber, params: dict[
         raise WandaError(ErrorCode.VALIDATION_ERROR, "topics: must be a list of topic names")
     unknown = sorted(set(topics) - set(TOPICS))
     if unknown:
-        raise WandaError(ErrorCode.VALIDATION_ERROR, f"topics: unknown topic {unknown[0]!r} (topics: {', '.join(TOPICS)})")
+        raise WandaError(
+            ErrorCode.VALIDATION_ERROR, f"topics: unknown topic {unknown[0]!r} (topics: {', '.join(TOPICS)})"
+        )
     app[BUS].set_topics(subscriber, set(topics) | {"system"})  # system messages (errors, hello) always arrive
     return {"topics": sorted(subscriber.topics)}
 
@@ -95,10 +97,14 @@ class Connection:
             # echoed in a reply that no JSON parser reads.
             message = json.loads(text, parse_constant=_not_json, parse_float=_finite)
         except (ValueError, RecursionError):
-            self.subscriber.offer(_reply(None, error=WandaError(ErrorCode.INVALID_REQUEST, "the message is not valid JSON")))
+            self.subscriber.offer(
+                _reply(None, error=WandaError(ErrorCode.INVALID_REQUEST, "the message is not valid JSON"))
+            )
             return
         if not isinstance(message, dict):
-            self.subscriber.offer(_reply(None, error=WandaError(ErrorCode.INVALID_REQUEST, "the message must be a JSON object")))
+            self.subscriber.offer(
+                _reply(None, error=WandaError(ErrorCode.INVALID_REQUEST, "the message must be a JSON object"))
+            )
             return
         request_id = message.get("id")
         name = message.get("action")
@@ -106,7 +112,9 @@ class Connection:
         if not isinstance(name, str):
             error = WandaError(ErrorCode.INVALID_REQUEST, "action: must be a string naming the command")
         elif name not in ACTIONS:
-            error = WandaError(ErrorCode.INVALID_ACTION, f"unknown action {name[:64]!r} (actions: {', '.join(sorted(ACTIONS))})")
+            error = WandaError(
+                ErrorCode.INVALID_ACTION, f"unknown action {name[:64]!r} (actions: {', '.join(sorted(ACTIONS))})"
+            )
         elif not isinstance(params, dict):
             error = WandaError(ErrorCode.VALIDATION_ERROR, "params: must be a JSON object")
         elif len(self.pending) >= MAX_PENDING:
@@ -142,7 +150,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         except TimeoutError:  # a peer that does not read does not answer the close either
             drop_client(request)
         except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
                 raise  # we are being cancelled
             # Not a cancel of ours: aiohttp shares one drain waiter per connection, and the send we
             # gave up on cancelled it, so the close frame cannot be sent behind it either.
@@ -157,10 +166,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     writer = asyncio.create_task(subscriber.run(), name="ws-writer")
     bus.add(subscriber)
     try:
-        async for message in ws:
-            if message.type == WSMsgType.TEXT:
-                connection.receive(message.data)
-            elif message.type == WSMsgType.BINARY:
+        async for received in ws:
+            if received.type == WSMsgType.TEXT:
+                connection.receive(received.data)
+            elif received.type == WSMsgType.BINARY:
                 error = WandaError(ErrorCode.INVALID_REQUEST, "binary messages are not supported: send JSON text")
                 subscriber.offer(_reply(None, error=error))
     finally:

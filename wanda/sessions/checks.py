@@ -37,8 +37,14 @@ MAX_NAME_BYTES = 240
 # extension: a folder named CON cannot be copied off the stick.
 FAT_DEVICE_NAMES = frozenset(
     {
-        "CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
-        *(f"COM{i}" for i in "0123456789¹²³"), *(f"LPT{i}" for i in "0123456789¹²³"),
+        "CON",
+        "PRN",
+        "AUX",
+        "NUL",
+        "CONIN$",
+        "CONOUT$",
+        *(f"COM{i}" for i in "0123456789¹²³"),
+        *(f"LPT{i}" for i in "0123456789¹²³"),
     }
 )
 
@@ -61,7 +67,9 @@ def validate_name(name: Any) -> str:
     if name != name.rstrip(". "):
         raise invalid("name", "may not end with a dot or a space (USB drives drop them)")
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        raise WandaError(ErrorCode.NAME_TOO_LONG, f"name: at most {MAX_NAME_BYTES} bytes in UTF-8 (a folder's name on disk)")
+        raise WandaError(
+            ErrorCode.NAME_TOO_LONG, f"name: at most {MAX_NAME_BYTES} bytes in UTF-8 (a folder's name on disk)"
+        )
     if name.split(".")[0].rstrip().upper() in FAT_DEVICE_NAMES:
         raise WandaError(ErrorCode.RESERVED_NAME, f"name: {name!r} is a device name that USB drives (FAT) cannot hold")
     if _LIKE_A_FRAME.match(name):
@@ -100,8 +108,14 @@ FRAME_FIELDS = ("frame_type", "file_format")  # the session's own, whatever the 
 
 
 START_FIELDS = (
-    "name", "total_images", "use_current_settings", "enable_tracking", "total_time_hours", "object",
-    *SETTING_FIELDS, *FRAME_FIELDS,
+    "name",
+    "total_images",
+    "use_current_settings",
+    "enable_tracking",
+    "total_time_hours",
+    "object",
+    *SETTING_FIELDS,
+    *FRAME_FIELDS,
 )
 
 

@@ -43,7 +43,9 @@ def parse_session_config(body: Any) -> dict[str, Any]:
             raise invalid("sessionMode", "must be rapid or timed")
         form["sessionMode"] = body["sessionMode"]
     if "totalTimeHours" in body:
-        form["totalTimeHours"] = None if body["totalTimeHours"] is None else _hours("totalTimeHours", body["totalTimeHours"])
+        form["totalTimeHours"] = (
+            None if body["totalTimeHours"] is None else _hours("totalTimeHours", body["totalTimeHours"])
+        )
     if form["sessionMode"] == "timed" and not form["totalTimeHours"]:
         raise invalid("totalTimeHours", "a timed session needs totalTimeHours > 0")
     return form

@@ -50,8 +50,8 @@ class SessionRun:
     schedule_start: float  # loop time of the first frame of this run
     first_index: int  # frames already taken when this run started (a resume)
     lease: Lease  # the camera, held from the start until its last frame
+    writer: MetadataWriter
     started_monotonic: float = field(default_factory=time.monotonic)
-    writer: MetadataWriter | None = None
     tracking_started_here: bool = False
     stop_reason: str | None = None  # "stopped" or "interrupted" once asked to end
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -178,9 +178,10 @@ class SessionManager:
         """A session whose status already says how it ended may still be writing its metadata:
         wait for that, so a client that saw "completed" and at once lists the sessions or starts
         the next one sees it ended and is not refused."""
-        if self.active and self.run.metadata["status"] != "running":
+        run = self.run
+        if run is not None and run.task is not None and not run.task.done() and run.metadata["status"] != "running":
             # Bounded: a write hung on a failing drive must not hang the list or every start.
-            await asyncio.wait({self.run.task}, timeout=ENDING_WAIT_S)
+            await asyncio.wait({run.task}, timeout=ENDING_WAIT_S)
 
     async def stop(self, reason: str = "stopped") -> dict[str, Any]:
         run = self.run
@@ -219,10 +220,24 @@ class SessionManager:
         run = self.run
         if run is None:
             return {
-                "active": False, "running": False, "status": "idle", "name": None, "folder": None,
-                "total_images": 0, "captured_images": 0, "images_captured": 0, "progress": 0.0,
-                "elapsed_time": 0.0, "remaining_time": 0.0, "session_dir": None, "total_time_hours": None,
-                "estimated_completion": None, "late": False, "lateness_s": 0.0, "mode": None, "error": None,
+                "active": False,
+                "running": False,
+                "status": "idle",
+                "name": None,
+                "folder": None,
+                "total_images": 0,
+                "captured_images": 0,
+                "images_captured": 0,
+                "progress": 0.0,
+                "elapsed_time": 0.0,
+                "remaining_time": 0.0,
+                "session_dir": None,
+                "total_time_hours": None,
+                "estimated_completion": None,
+                "late": False,
+                "lateness_s": 0.0,
+                "mode": None,
+                "error": None,
             }
         metadata = run.metadata
         # The task is still finishing when it announces the outcome: the status decides.
@@ -267,7 +282,7 @@ class SessionManager:
         return await asyncio.to_thread(self._list)
 
     def _list(self) -> list[dict[str, Any]]:
-        sessions = []
+        sessions: list[dict[str, Any]] = []
         if not self.root.is_dir():
             return sessions
         for folder in self.root.iterdir():
@@ -342,7 +357,10 @@ class SessionManager:
                     break
                 free, _ = await asyncio.to_thread(disk_space, run.folder)
                 if free < self.min_free_bytes:
-                    raise WandaError(ErrorCode.INSUFFICIENT_SPACE, f"free space fell to {free // 2**20} MB, below the floor of {self.min_free_bytes // 2**20} MB")
+                    raise WandaError(
+                        ErrorCode.INSUFFICIENT_SPACE,
+                        f"free space fell to {free // 2**20} MB, below the floor of {self.min_free_bytes // 2**20} MB",
+                    )
                 try:
                     result = await self.control.capture(
                         files, settings, {"session": metadata["name"], "object": target, "frame": index + 1}, run.lease
@@ -368,7 +386,9 @@ class SessionManager:
                 )
                 metadata["captured_images"] = len(metadata["frames"])
                 await run.writer.write(metadata)
-                self.bus.publish("session", "session_progress", {**self.status(), "file": result["file"], "url": result["url"]})
+                self.bus.publish(
+                    "session", "session_progress", {**self.status(), "file": result["file"], "url": result["url"]}
+                )
                 if run.stop_reason:
                     break
             if run.stop_reason:
@@ -441,7 +461,11 @@ class SessionManager:
                 if name is not None and folder.name != name:
                     continue
                 metadata = self._metadata_of(folder) if folder.is_dir() else None
-                if metadata and metadata.get("status") in RESUMABLE and len(metadata.get("frames", [])) < metadata.get("total_images", 0):
+                if (
+                    metadata
+                    and metadata.get("status") in RESUMABLE
+                    and len(metadata.get("frames", [])) < metadata.get("total_images", 0)
+                ):
                     candidates.append((metadata.get("started") or "", folder, metadata))
         if not candidates:
             which = f"session {name!r}" if name else "session"

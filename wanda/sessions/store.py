@@ -22,8 +22,6 @@ log = logging.getLogger(__name__)
 METADATA = "session_metadata.json"
 
 
-
-
 FINISHED = ("completed", "stopped", "error", "interrupted")
 
 
@@ -91,19 +89,19 @@ def write_metadata(folder: Path, metadata: dict[str, Any]) -> None:
 def reconcile(folder: Path, metadata: dict[str, Any]) -> dict[str, Any]:
     """Make the frame list agree with the images on disk (a crash between saving an image and
     rewriting the metadata leaves one image unlisted; a listed image can't be missing, but check)."""
-    listed = {frame["file"]: frame for frame in metadata.get("frames", []) if isinstance(frame, dict) and "file" in frame}
+    listed = {
+        frame["file"]: frame for frame in metadata.get("frames", []) if isinstance(frame, dict) and "file" in frame
+    }
     settings = metadata.get("settings") or {}
     stem = settings.get("frame_type", "light")
     extension = frame_extension(settings.get("file_format", "jpeg"))
 
-    def is_frame(name: str) -> bool:
-        match = _FRAME_NUMBER.match(name)
-        return bool(match) and match["type"] == stem and match["extension"] == extension
-
-    on_disk = sorted(
-        (p.name for p in folder.iterdir() if is_frame(p.name)),
-        key=lambda name: int(_FRAME_NUMBER.match(name)["number"]),  # light_10000 after light_9999
-    )
+    numbers = {}
+    for path in folder.iterdir():
+        match = _FRAME_NUMBER.match(path.name)
+        if match and match["type"] == stem and match["extension"] == extension:
+            numbers[path.name] = int(match["number"])
+    on_disk = sorted(numbers, key=numbers.__getitem__)  # light_10000 after light_9999
     frames = []
     for name in on_disk:
         frame = listed.get(name)
@@ -154,7 +152,7 @@ class SessionStore:
     def _recover(self) -> list[str]:
         """Sweep the temporaries a kill left behind, make every session's metadata agree with its
         files, and mark the sessions left running as interrupted."""
-        marked = []
+        marked: list[str] = []
         if not self.root.is_dir():
             return marked
         remembered = self._read_unwritten_endings()
@@ -172,7 +170,9 @@ class SessionStore:
             ending = remembered.get(str(folder))
             if metadata.get("status") == "running" and ending is not None:
                 metadata.update(ending)  # it ended before the restart; the disk refused to say so
-                log.info("session %s %s before the restart (its disk refused to say so)", folder.name, metadata["status"])
+                log.info(
+                    "session %s %s before the restart (its disk refused to say so)", folder.name, metadata["status"]
+                )
             elif metadata.get("status") == "running":
                 # Killed after its last frame but before it could say so: it is complete.
                 complete = len(metadata.get("frames", [])) >= metadata.get("total_images", 0) > 0
@@ -218,7 +218,10 @@ class SessionStore:
                     self._refused.add(folder)
                     log.error(
                         "session %s: its metadata cannot be written (%s): shown as %s, tried again every %.0f s",
-                        folder.name, exc.strerror or exc, metadata.get("status"), RETRY_WRITE_S,
+                        folder.name,
+                        exc.strerror or exc,
+                        metadata.get("status"),
+                        RETRY_WRITE_S,
                     )
                 if self.unwritten.get(folder) is not metadata:
                     self.unwritten[folder] = metadata

@@ -56,8 +56,11 @@ def fits_bytes(data: np.ndarray, cards: Iterable[Card] = ()) -> bytes:
     if data.dtype != np.uint16 or data.ndim not in (2, 3):
         raise ValueError("FITS data here is uint16, 2-D or three planes")
     shape = data.shape
-    header = [card("SIMPLE", True, "conforms to FITS standard"), card("BITPIX", 16, "16-bit integers"),
-              card("NAXIS", data.ndim)]
+    header = [
+        card("SIMPLE", True, "conforms to FITS standard"),
+        card("BITPIX", 16, "16-bit integers"),
+        card("NAXIS", data.ndim),
+    ]
     header.append(card("NAXIS1", shape[-1], "width"))
     header.append(card("NAXIS2", shape[-2], "height"))
     if data.ndim == 3:

@@ -42,7 +42,10 @@ def _parts(relative: str) -> tuple[str, ...]:
     if not parts or relative.startswith("/") or any(p in (".", "..") or p.startswith(TEMP_PREFIX) for p in parts):
         raise WandaError(ErrorCode.INVALID_PATH, "the path must name something inside the capture directory")
     if len(_bytes(relative)) > PATH_MAX or any(len(_bytes(part)) > NAME_MAX for part in parts):
-        raise WandaError(ErrorCode.NAME_TOO_LONG, f"a name may be {NAME_MAX} bytes long, a path {PATH_MAX}: no capture has a longer one")
+        raise WandaError(
+            ErrorCode.NAME_TOO_LONG,
+            f"a name may be {NAME_MAX} bytes long, a path {PATH_MAX}: no capture has a longer one",
+        )
     return parts
 
 
@@ -62,8 +65,10 @@ def resolve_inside(root: Path, relative: str, *, kind: str = "file") -> Path:
         candidate = (base / PurePosixPath(*parts)).resolve()
     except RuntimeError:  # Python 3.11's word for a symbolic link loop (3.13 raises OSError ELOOP)
         raise OSError(errno.ELOOP, "symbolic link loop", relative) from None
-    found = candidate.is_relative_to(base) and candidate != base and (
-        (kind in ("file", "any") and candidate.is_file()) or (kind in ("dir", "any") and candidate.is_dir())
+    found = (
+        candidate.is_relative_to(base)
+        and candidate != base
+        and ((kind in ("file", "any") and candidate.is_file()) or (kind in ("dir", "any") and candidate.is_dir()))
     )
     if not found:
         raise WandaError(ErrorCode.FILE_NOT_FOUND, f"no such capture: {relative}")
@@ -155,7 +160,7 @@ def list_folders(root: Path) -> list[dict[str, Any]]:
                         "session": "session_metadata.json" in names,
                     }
                 )
-    folders.sort(key=lambda f: f["name"])
+    folders.sort(key=lambda f: str(f["name"]))
     return folders
 
 
@@ -238,7 +243,8 @@ class ChunkWriter:
 def write_zip(folder: Path, sink: ChunkWriter) -> None:
     """The folder's visible files as a zip, written as it is built (nothing whole in memory)."""
     base = folder.resolve()
-    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+    # ChunkWriter is the writable file-like object zipfile asks for (its stubs want a narrower type).
+    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[call-overload]
         for path in sorted(base.rglob("*")):
             relative = path.relative_to(base)
             if any(part.startswith(TEMP_PREFIX) for part in relative.parts):

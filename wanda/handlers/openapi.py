@@ -17,10 +17,19 @@ from wanda.settings import FILE_FORMATS, FRAME_TYPES, MAX_SKIP_FRAMES, NIGHT_VIS
 ERROR_CODES = [str(code) for code in ErrorCode]  # each with its status in wanda.handlers.envelope.STATUS
 
 STATUS_TEXT = {
-    400: "bad input", 401: "no or wrong password", 403: "a web page of another site, or no permission on the disk",
-    404: "no such thing", 405: "wrong method", 408: "the body did not arrive in time", 409: "conflict with what runs",
-    413: "body too large", 415: "not a JPEG", 429: "too many failed logins", 500: "a fault in WANDA or the camera",
-    503: "not available now (or every connection busy)", 507: "the disk is full or read-only",
+    400: "bad input",
+    401: "no or wrong password",
+    403: "a web page of another site, or no permission on the disk",
+    404: "no such thing",
+    405: "wrong method",
+    408: "the body did not arrive in time",
+    409: "conflict with what runs",
+    413: "body too large",
+    415: "not a JPEG",
+    429: "too many failed logins",
+    500: "a fault in WANDA or the camera",
+    503: "not available now (or every connection busy)",
+    507: "the disk is full or read-only",
 }
 
 
@@ -31,7 +40,10 @@ def _error(status: int) -> dict[str, Any]:
     }
     if status in (429, 503):
         response["headers"] = {
-            "Retry-After": {"description": "whole seconds until the next try", "schema": {"type": "integer", "minimum": 1}}
+            "Retry-After": {
+                "description": "whole seconds until the next try",
+                "schema": {"type": "integer", "minimum": 1},
+            }
         }
     return response
 
@@ -74,7 +86,11 @@ def _camera_settings(limits: Limits) -> dict[str, Any]:
             "iso": {"type": "number", "minimum": gain_low * 100, "maximum": gain_high * 100},
             "gain": {"type": "number", "minimum": gain_low, "maximum": gain_high},
             "night_vision_mode": {"type": "boolean"},
-            "night_vision_intensity": {"type": "number", "minimum": NIGHT_VISION_LIMITS[0], "maximum": NIGHT_VISION_LIMITS[1]},
+            "night_vision_intensity": {
+                "type": "number",
+                "minimum": NIGHT_VISION_LIMITS[0],
+                "maximum": NIGHT_VISION_LIMITS[1],
+            },
             "save_raw": {"type": "boolean"},
             "skip_frames": {"type": "integer", "minimum": 0, "maximum": MAX_SKIP_FRAMES},
             "file_format": {"type": "string", "enum": list(FILE_FORMATS)},
@@ -137,7 +153,9 @@ def build_spec(limits: Limits) -> dict[str, Any]:
         {"name": "stretch", "in": "query", "schema": {"type": "string", "enum": ["auto", "none"]}},
     ]
     paths: dict[str, Any] = {
-        "/": {"get": _operation("the browser client", {200: {"description": "the page", "content": {"text/html": {}}}})},
+        "/": {
+            "get": _operation("the browser client", {200: {"description": "the page", "content": {"text/html": {}}}})
+        },
         "/static/{filename}": {
             "get": _operation(
                 "the browser client's files",
@@ -147,7 +165,10 @@ def build_spec(limits: Limits) -> dict[str, Any]:
             )
         },
         "/login": {
-            "get": _operation("the login page (when a password is set)", {200: {"description": "the page", "content": {"text/html": {}}}}),
+            "get": _operation(
+                "the login page (when a password is set)",
+                {200: {"description": "the page", "content": {"text/html": {}}}},
+            ),
             "post": _operation(
                 "log in: sets the session cookie",
                 {200: _ok("logged in")},
@@ -155,7 +176,9 @@ def build_spec(limits: Limits) -> dict[str, Any]:
             ),
         },
         "/stream": {"get": _operation("live MJPEG stream", {200: mjpeg}, 400, 503, parameters=stream_params)},
-        "/video_feed": {"get": _operation("live MJPEG stream (the original path)", {200: mjpeg}, 400, 503, parameters=stream_params)},
+        "/video_feed": {
+            "get": _operation("live MJPEG stream (the original path)", {200: mjpeg}, 400, 503, parameters=stream_params)
+        },
         "/snapshot": {"get": _operation("one fresh JPEG", {200: {"description": "the frame", **jpeg}}, 503)},
         "/state": {"get": _operation("the stream's state: rates, viewers, analysis", {200: _ok()})},
         "/ws": {
@@ -165,14 +188,21 @@ def build_spec(limits: Limits) -> dict[str, Any]:
                 400,
             )
         },
-        "/api/openapi.json": {"get": _operation("this description", {200: {"description": "OpenAPI 3", "content": {"application/json": {}}}})},
+        "/api/openapi.json": {
+            "get": _operation(
+                "this description", {200: {"description": "OpenAPI 3", "content": {"application/json": {}}}}
+            )
+        },
         "/api/health": {"get": _operation("event-loop lag, uptime, viewers, the camera", {200: _ok()})},
         "/api/camera/status": {"get": _operation("camera settings, limits and state", {200: _ok()})},
         "/api/camera/settings": {
             "post": _operation(
                 "change camera settings (the applied values come back)",
                 {200: _ok("settings applied")},
-                400, 403, 409, 503,
+                400,
+                403,
+                409,
+                503,
                 requestBody=_json_body(_camera_settings(limits)),
             )
         },
@@ -180,48 +210,83 @@ def build_spec(limits: Limits) -> dict[str, Any]:
             "post": _operation(
                 "take one still with the current settings; answers when it is saved",
                 {200: _ok("saved")},
-                400, 403, 409, 503, 507,
+                400,
+                403,
+                409,
+                503,
+                507,
                 requestBody=_json_body(_object({}), required=False),
             )
         },
         "/api/camera/capture/cancel": {
-            "post": _operation("abort the running exposure", {200: _ok()}, 400, 403, requestBody=_json_body(_object({}), required=False))
+            "post": _operation(
+                "abort the running exposure",
+                {200: _ok()},
+                400,
+                403,
+                requestBody=_json_body(_object({}), required=False),
+            )
         },
-        "/api/analysis": {"get": _operation("histogram, stretch, stars and focus of the live image", {200: _ok()}, 503)},
+        "/api/analysis": {
+            "get": _operation("histogram, stretch, stars and focus of the live image", {200: _ok()}, 503)
+        },
         "/api/mount/status": {"get": _operation("tracking state and step timing", {200: _ok()})},
         "/api/mount/tracking": {
             "post": _operation("start or stop tracking", {200: _ok()}, 400, 403, 503, requestBody=_json_body(tracking))
         },
         "/api/session/status": {"get": _operation("the running or last session", {200: _ok()})},
         "/api/session/start": {
-            "post": _operation("start a capture session", {200: _ok()}, 400, 403, 409, 507, requestBody=_json_body(session_start))
+            "post": _operation(
+                "start a capture session", {200: _ok()}, 400, 403, 409, 507, requestBody=_json_body(session_start)
+            )
         },
         "/api/session/stop": {
-            "post": _operation("stop the running session", {200: _ok()}, 400, 403, 409, requestBody=_json_body(_object({}), required=False))
+            "post": _operation(
+                "stop the running session",
+                {200: _ok()},
+                400,
+                403,
+                409,
+                requestBody=_json_body(_object({}), required=False),
+            )
         },
         "/api/session/resume": {
             "post": _operation(
                 "resume an interrupted, stopped or failed session",
                 {200: _ok()},
-                400, 403, 409, 507,
+                400,
+                403,
+                409,
+                507,
                 requestBody=_json_body(_object({"name": name}), required=False),
             )
         },
         "/api/sessions": {"get": _operation("every session, newest first", {200: _ok()})},
         "/api/session/config": {
             "get": _operation("the remembered session form", {200: _ok()}),
-            "post": _operation("remember the session form", {200: _ok()}, 400, 403, 507, requestBody=_json_body(session_form)),
+            "post": _operation(
+                "remember the session form", {200: _ok()}, 400, 403, 507, requestBody=_json_body(session_form)
+            ),
         },
         "/api/storage": {"get": _operation("where captures go, free space, frames left", {200: _ok()})},
         "/api/captures": {
             "get": _operation(
                 "every image's name, newest first, and the details of one page of them",
                 {200: _ok()},
-                400, 404,
+                400,
+                404,
                 parameters=[
                     folder_query,
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": PAGE}},
-                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": PAGE},
+                    },
+                    {
+                        "name": "offset",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+                    },
                 ],
             )
         },
@@ -229,19 +294,36 @@ def build_spec(limits: Limits) -> dict[str, Any]:
         "/api/captures/{folder}.zip": {
             "get": _operation(
                 "a folder as a zip, streamed",
-                {200: {"description": "the zip", "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}},
-                400, 404, 503,
-                parameters=[{"name": "folder", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}],
+                {
+                    200: {
+                        "description": "the zip",
+                        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+                    }
+                },
+                400,
+                404,
+                503,
+                parameters=[
+                    {"name": "folder", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+                ],
             )
         },
         "/api/captures/{path}": {
             "get": _operation(
                 "a capture (or its thumbnail)",
                 {200: {"description": "the file"}},
-                400, 403, 404, 415,
-                parameters=[capture_path, {"name": "thumb", "in": "query", "schema": {"type": "string", "enum": ["1", "true", "0"]}}],
+                400,
+                403,
+                404,
+                415,
+                parameters=[
+                    capture_path,
+                    {"name": "thumb", "in": "query", "schema": {"type": "string", "enum": ["1", "true", "0"]}},
+                ],
             ),
-            "delete": _operation("delete a capture or a folder", {200: _ok()}, 400, 403, 404, 409, 507, parameters=[capture_path]),
+            "delete": _operation(
+                "delete a capture or a folder", {200: _ok()}, 400, 403, 404, 409, 507, parameters=[capture_path]
+            ),
         },
     }
     return {
