@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from wanda import __version__
 from wanda.arbiter import CameraArbiter, Lease
 from wanda.backends import CameraBackend, CameraUnavailable, CaptureCancelled, StillImage
 from wanda.camera import CameraWorker
@@ -34,7 +33,7 @@ from wanda.settings import (
     save_settings,
 )
 from wanda.storage.disk import NumberedFiles, SavedFile
-from wanda.storage.fits import fits_bytes
+from wanda.storage.stills import CameraDescription, encode_still
 from wanda.timestamps import utc_iso
 
 log = logging.getLogger(__name__)
@@ -77,9 +76,6 @@ def _take_still(backend: CameraBackend, settings: CameraSettings, cancel: thread
         raw="fits" in settings.file_format,
         dng=settings.save_raw,
     )
-
-
-IMAGE_TYPES = {"light": "Light Frame", "dark": "Dark Frame", "flat": "Flat Frame", "bias": "Bias Frame"}
 
 
 class CameraControl:
@@ -342,81 +338,11 @@ class CameraControl:
     ) -> SavedFile:
         """Storage thread: encode and write the image (in each format asked for), the raw DNG and
         the sidecar, each atomically."""
-        encoded: dict[str, bytes] = {}
-        if "jpeg" in settings.file_format:
-            encoded["jpg"] = self._still_encoder.encode(image.pixels, image.pixel_format)
-        if "fits" in settings.file_format:
-            if image.linear is None:
-                raise CameraUnavailable("this camera gave no linear data to write as FITS")
-            encoded["fits"] = fits_bytes(image.linear, self._fits_cards(image, settings, extra))
-        if image.raw_dng is not None:
-            encoded["dng"] = image.raw_dng
-        extension, data = next(iter(encoded.items()))  # the first format asked for names the frame
-        companions = dict(list(encoded.items())[1:])
-        self._last_still_bytes = sum(len(b) for b in encoded.values())
-        height, width = image.pixels.shape[:2]
-        sidecar = {
-            "software": f"WANDA {__version__}",
-            "backend": self.worker.backend.name,
-            "date_obs": utc_iso(image.started),
-            "exposure_seconds": image.exposure_s,
-            "gain": image.gain,
-            "iso": round(image.gain * 100, 6),
-            "requested": {"exposure_seconds": settings.exposure_seconds, "gain": settings.gain},
-            "frame_type": settings.frame_type,
-            "width": width,
-            "height": height,
-            "file_format": settings.file_format,
-            "raw": "dng"
-            if image.raw_dng is not None
-            else ("not available from this camera" if settings.save_raw else None),
-            "saved": utc_iso(time.time()),
-            "camera": image.metadata,
-            **_sensor_record(image),
-            **extra,
-        }
-        return files.save(extension, data, sidecar, companions)
-
-    def _fits_cards(self, image: StillImage, settings: CameraSettings, extra: dict[str, Any]) -> list:
         backend = self.worker.backend
-        temperature = image.metadata.get("SensorTemperature")
-        return [
-            ("DATE-OBS", utc_iso(image.started).rstrip("Z"), "UTC, start of the exposure"),
-            ("EXPTIME", float(image.exposure_s), "seconds, as the sensor applied it"),
-            ("GAIN", float(image.gain), "analogue gain"),
-            ("ISOSPEED", round(image.gain * 100, 3), "gain x 100, as WANDA names it"),
-            ("IMAGETYP", IMAGE_TYPES[settings.frame_type], "frame type"),
-            ("INSTRUME", backend.instrument, "camera"),
-            ("TELESCOP", self.observatory.get("telescope") or None, ""),
-            ("OBSERVER", self.observatory.get("observer") or None, ""),
-            ("OBJECT", extra.get("object") or self.observatory.get("object") or None, ""),
-            ("XPIXSZ", float(backend.pixel_size_um), "pixel width, microns"),
-            ("YPIXSZ", float(backend.pixel_size_um), "pixel height, microns"),
-            ("CCD-TEMP", float(temperature) if isinstance(temperature, int | float) else None, "sensor, Celsius"),
-            ("BAYERPAT", image.bayer, "raw Bayer mosaic, top-left first"),
-            ("XBAYROFF", 0 if image.bayer else None, ""),
-            ("YBAYROFF", 0 if image.bayer else None, ""),
-            ("BITDEPTH", image.bit_depth, "bits per sample from the sensor"),
-            ("DATAMAX", 2**image.bit_depth - 1 if image.bit_depth else None, "largest valid value"),
-            ("BLKLEVEL", image.black_level, "sensor black level, data units"),
-            ("SENSDPC", _on_off(image.sensor_dpc), "on-sensor defective pixel correction"),
-            ("SWCREATE", f"WANDA {__version__}", "software"),
-        ]
-
-
-def _on_off(flag: bool | None) -> str | None:
-    return None if flag is None else ("on" if flag else "off")
-
-
-def _sensor_record(image: StillImage) -> dict[str, Any]:
-    """What the sidecar says about the sensor's data, where the backend knows it."""
-    sensor = {
-        "bit_depth": image.bit_depth,
-        "black_level": image.black_level,
-        "defective_pixel_correction": _on_off(image.sensor_dpc),
-    }
-    sensor = {key: value for key, value in sensor.items() if value is not None}
-    return {"sensor": sensor} if sensor else {}
+        camera = CameraDescription(backend.name, backend.instrument, backend.pixel_size_um)
+        still = encode_still(image, settings, camera, self.observatory, extra, self._still_encoder)
+        self._last_still_bytes = still.size
+        return files.save(still.extension, still.data, still.sidecar, still.companions)
 
 
 def _limits(backend: CameraBackend) -> Limits:
