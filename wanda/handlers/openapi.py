@@ -1,7 +1,7 @@
 """The OpenAPI 3 description of WANDA's HTTP API, served at ``GET /api/openapi.json``.
 
 Written by hand next to the handlers: it says what the validation in wanda/settings.py,
-wanda/session.py and the handlers accepts. tests/test_openapi.py checks that every route the app
+wanda/sessions/checks.py and the handlers accepts. tests/test_openapi.py checks that every route the app
 registers is described here and nothing else, and the fuzzing tests hold the server to it.
 """
 

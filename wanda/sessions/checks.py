@@ -20,19 +20,11 @@ if TYPE_CHECKING:
 CONFIG_FILE = "session_config.json"  # the session form, in the captures folder: not a session's name
 
 MAX_IMAGES = 100_000
-
-
 MAX_HOURS = 240.0
-
-
 # Path separators, and what FAT and exFAT USB drives (the usual capture disks) refuse in names.
 FORBIDDEN_IN_NAMES = '/\\<>:"|?*'
-
-
 # A folder name is at most 255 bytes on every filesystem; "_12" may be added when the name is taken.
 MAX_NAME_BYTES = 240
-
-
 # What FAT and exFAT drives (and Windows, which reads them) refuse as a name, with or without an
 # extension: a folder named CON cannot be copied off the stick.
 FAT_DEVICE_NAMES = frozenset(
@@ -47,8 +39,6 @@ FAT_DEVICE_NAMES = frozenset(
         *(f"LPT{i}" for i in "0123456789¹²³"),
     }
 )
-
-
 # A folder named like a frame's file in the captures folder (light_0005.json) would stand where a
 # single capture's file goes.
 _LIKE_A_FRAME = re.compile(r"^[A-Za-z]+_\d+\.", re.ASCII)
@@ -102,8 +92,6 @@ class SessionRequest:
 
 
 SETTING_FIELDS = ("exposure_seconds", "iso", "gain")  # the camera's, unless use_current_settings
-
-
 FRAME_FIELDS = ("frame_type", "file_format")  # the session's own, whatever the camera has
 
 

@@ -32,11 +32,7 @@ from wanda.timestamps import utc_iso
 log = logging.getLogger(__name__)
 
 RESUMABLE = ("interrupted", "stopped", "error")
-
-
 ENDING_WAIT_S = 10.0  # how long a start or a listing waits for an ending session's last write
-
-
 END_WAIT_S = 1.5  # how long a stop (or shutdown) waits for the session's task to end
 
 

@@ -1,6 +1,6 @@
 """A session's files: ``session_metadata.json`` beside its frames, rewritten atomically after every
 frame and reconciled with the frames on disk after a crash; the store that recovers the captures
-folder at start-up and keeps metadata a full or read-only disk refused; the saved session form."""
+folder at start-up and keeps metadata a full or read-only disk refused."""
 
 from __future__ import annotations
 
@@ -20,26 +20,14 @@ from wanda.timestamps import utc_iso
 log = logging.getLogger(__name__)
 
 METADATA = "session_metadata.json"
-
-
 FINISHED = ("completed", "stopped", "error", "interrupted")
-
-
 RETRY_WRITE_S = 10.0  # how often metadata the disk refused (full, read-only) is tried again
-
-
 # In WANDA's data directory: how the sessions whose metadata the captures disk refused ended. A
 # restart before that disk takes them must not turn a session that failed ("the disk is full")
 # into one that was merely interrupted.
 UNWRITTEN_FILE = "unwritten_sessions.json"
-
-
 ENDING_FIELDS = ("status", "error", "ended")
-
-
 INTERRUPTED_BY_RESTART = "the server stopped while the session ran (a crash, a kill, a power cut or a full disk)"
-
-
 _FRAME_NUMBER = re.compile(r"^(?P<type>[a-z]+)_(?P<number>\d+)\.(?P<extension>jpg|fits)$")
 
 
