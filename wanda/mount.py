@@ -86,7 +86,7 @@ class GpioPins:
         if len(pins) != 4:
             raise MountUnavailable(f"the stepper needs 4 pins, got {len(pins)}")
         try:
-            from gpiozero import OutputDevice
+            from gpiozero import OutputDevice  # here, not at the top: only on a Pi
             from gpiozero.pins.lgpio import LGPIOFactory
         except ImportError as exc:
             raise MountUnavailable(

@@ -25,7 +25,7 @@ def probe_picamera2(tuning_file: str = "") -> Picamera2Probe:
     reads it once, when the camera listing below starts its camera manager (a bad one raises
     CameraUnavailable, since picamera2 exists and the configuration asks for it)."""
     try:
-        from picamera2 import Picamera2
+        from picamera2 import Picamera2  # here, not at the top: it exists only on a Pi
     except ImportError as exc:
         if "numpy" in str(exc):
             return _numpy_mismatch(exc)

@@ -124,7 +124,7 @@ class Picamera2Backend:
 
     def open(self) -> None:
         try:
-            from picamera2 import Picamera2
+            from picamera2 import Picamera2  # here, not at the top: it exists only on a Pi
         except ImportError as exc:
             raise CameraUnavailable(f"picamera2 is not importable ({exc})") from None
         missing = missing_features(Picamera2)
