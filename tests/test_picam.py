@@ -17,7 +17,7 @@ from pathlib import Path
 import fake_picamera2
 import numpy as np
 import pytest
-from helpers import free_port, read_part, wait_until
+from helpers import free_port, read_part, wait_for, wait_until
 
 from wanda.app import create_app
 from wanda.backends import CameraUnavailable, CaptureCancelled
@@ -69,13 +69,6 @@ def preview_until(backend, exposure_s: float, frames: int = 12):
 def in_force(camera) -> dict:
     """The controls the sensor ran the last completed frame with."""
     return camera.control_log[-1][1]
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def in_lines(seconds: float) -> float:
@@ -170,7 +163,7 @@ def test_picam_preview_wait_returns_at_once_when_the_worker_is_woken(picamera2, 
     camera = the_camera(picamera2)
     backend.capture_preview(threading.Event(), 30)
     backend.set_controls(exposure_s=20.0)
-    wait_for(lambda: (camera.exposing_us or 0) > 19_000_000)  # a 20 s frame is under way
+    wait_for(lambda: (camera.exposing_us or 0) > 19_000_000, timeout=10)  # a 20 s frame is under way
     wake = threading.Event()
     threading.Timer(0.2, wake.set).start()
     started = time.monotonic()
@@ -269,7 +262,7 @@ def test_picam_long_exposure_is_cancelled_and_the_preview_comes_back(picamera2, 
 def test_picam_shortening_a_long_preview_exposure_does_not_wait_for_the_frame_under_way(picamera2, backend):
     camera = the_camera(picamera2)
     backend.set_controls(exposure_s=60.0)
-    wait_for(lambda: (camera.exposing_us or 0) > 59_000_000)
+    wait_for(lambda: (camera.exposing_us or 0) > 59_000_000, timeout=10)
     backend.set_controls(exposure_s=0.05)
     started = time.monotonic()
     frame = backend.capture_preview(threading.Event(), 30)
@@ -448,7 +441,7 @@ def test_picam_long_exposures_are_not_capped_at_the_placeholder_66_ms(picamera2,
     assert camera.sent[-1]["ExposureTime"] == 200_000_000
     # Not clamped to a range read in another mode: libcamera clamps it to the mode in use.
     assert camera.sent[-1]["FrameDurationLimits"] == (200_000_000, 202_000_000)
-    wait_for(lambda: (camera.exposing_us or 0) > 199_000_000)  # and the sensor runs it
+    wait_for(lambda: (camera.exposing_us or 0) > 199_000_000, timeout=10)  # and the sensor runs it
 
 
 # 2. The tuning file
@@ -629,7 +622,7 @@ def test_picam_shortening_a_long_exposure_is_not_lost_to_a_request_recycled_mean
     stop cancelled: the 60 s exposure survived the restart."""
     camera = the_camera(picamera2)
     backend.set_controls(exposure_s=60.0)
-    wait_for(lambda: (camera.exposing_us or 0) > 59_000_000)
+    wait_for(lambda: (camera.exposing_us or 0) > 59_000_000, timeout=10)
     camera.recycle_during_set_controls = True
     backend.set_controls(exposure_s=0.05)
     frame = backend.capture_preview(threading.Event(), 30)

@@ -161,7 +161,7 @@ class StepperMount:
         self.max_error = 0.0
         self._sum_abs_error = 0.0
         self.failure: str | None = None
-        self.listeners: list[Callable[[str], None]] = []  # called with "mount_error"
+        self.listeners: list[Callable[[str], object]] = []  # called with "mount_error"; results ignored
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -305,7 +305,7 @@ class MountControl:
         self.bus = bus
         self._on_tracking = on_tracking
         loop = asyncio.get_running_loop()
-        mount.listeners.append(lambda event: (loop.call_soon_threadsafe(self._thread_failed), None)[1])
+        mount.listeners.append(lambda event: loop.call_soon_threadsafe(self._thread_failed))
         bus.add_status_provider("mount", self.status)
 
     def status(self) -> dict[str, Any]:
