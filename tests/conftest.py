@@ -9,6 +9,9 @@ import pytest
 from wanda.app import create_app
 from wanda.config import Config
 
+# The browser tests' fixtures, shared by every tests/test_browser*.py.
+pytest_plugins = ["in_browser"]
+
 
 def pytest_configure(config):
     # `pytest` runs everything; `pytest -m "not slow"` the fast tier for while you develop.

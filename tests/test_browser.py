@@ -1,155 +1,21 @@
 """The browser client in a real browser: Playwright driving Debian's Chromium (headless) against a
-real `wanda` process on the simulated sky.
-
-Screenshots go to a temporary folder, or to $WANDA_SCREENSHOTS (`WANDA_SCREENSHOTS=docs/screenshots
-.venv/bin/python -m pytest tests/test_browser.py` refreshes the README's set)."""
+real `wanda` process on the simulated sky (the fixtures are in tests/in_browser.py)."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import re
-import urllib.error
-from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import wait_for
+from in_browser import eventually, wait_for_live_frame
 from live_server import Wanda
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import expect
 
 from wanda.jpeg import JpegEncoder
 
-CHROMIUM = "/usr/bin/chromium"
-# Headless, and nothing that reaches for the internet (this machine and the field have none).
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WAIT_MS = 15000
-
-
 pytestmark = pytest.mark.slow  # a real browser and a real `wanda`
-
-CAMERA_SETTINGS = (
-    "exposure_seconds",
-    "gain",
-    "night_vision_mode",
-    "night_vision_intensity",
-    "save_raw",
-    "skip_frames",
-    "file_format",
-    "frame_type",
-)
-
-
-def eventually(check, timeout: float = WAIT_MS / 1000):
-    """Poll the server until ``check()`` is true; fail otherwise."""
-    return wait_for(check, timeout=timeout, what=check.__doc__ or "the check")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/setup.sh test does it)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def shared_wanda(tmp_path_factory):
-    """One server for the module's tests (a start costs a second or two), and what it started with."""
-    with Wanda(tmp_path_factory.mktemp("wanda")) as server:
-        camera = server.get("/api/camera/status")
-        mount = server.get("/api/mount/status")
-        server.initial = {
-            "camera": {name: camera[name] for name in CAMERA_SETTINGS},
-            "mount": {"speed": mount["speed"], "direction": mount["direction"]},
-            "form": server.get("/api/session/config"),
-        }
-        yield server
-
-
-@pytest.fixture
-def wanda(shared_wanda):
-    """The shared server as every test expects to find it, whatever the test before did or left
-    behind when it failed: no session or capture running, the mount stopped, the camera, the mount's
-    direction and the session form as the server started with them. (Files taken stay: the tests
-    count from what is there.)"""
-    reset(shared_wanda)
-    return shared_wanda
-
-
-def reset(server: Wanda) -> None:
-    initial = server.initial
-    if server.get("/api/session/status")["active"]:
-        with contextlib.suppress(urllib.error.HTTPError):  # 409: it ended meanwhile
-            server.post("/api/session/stop", {})
-        wait_for(lambda: not server.get("/api/session/status")["active"], what="the session to end")
-    if server.get("/api/camera/status")["exposure"] is not None:
-        with contextlib.suppress(urllib.error.HTTPError):  # 409: it ended meanwhile
-            server.post("/api/camera/capture/cancel", {})
-        wait_for(lambda: server.get("/api/camera/status")["exposure"] is None, what="the capture to end")
-    mount = server.get("/api/mount/status")
-    if mount["direction"] != initial["mount"]["direction"] or mount["speed"] != initial["mount"]["speed"]:
-        server.post("/api/mount/tracking", {"action": "start", **initial["mount"]})  # how they are set
-    if server.get("/api/mount/status")["tracking"]:
-        server.post("/api/mount/tracking", {"action": "stop"})
-    server.post("/api/camera/settings", initial["camera"])
-    server.post("/api/session/config", initial["form"])
-
-
-@pytest.fixture
-def open_page(browser):
-    """``open_page(server)``: the page in a browser context of its own, connected; every context
-    is closed after the test, whether it passed or failed."""
-    contexts = []
-
-    def open_(
-        server: Wanda, width: int = 1280, height: int = 900, connected: bool = True, **options
-    ) -> tuple[Page, Console]:
-        context = browser.new_context(viewport={"width": width, "height": height}, **options)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(WAIT_MS)
-        console = Console(page)
-        page.goto(server.url + "/")
-        if connected:
-            expect(page.locator("#ws-state")).to_have_text("connected")
-        return page, console
-
-    yield open_
-    for context in contexts:
-        context.close()
-
-
-@pytest.fixture(scope="session")
-def screenshots(tmp_path_factory) -> Path:
-    folder = Path(os.environ.get("WANDA_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-class Console:
-    """What the page said on its console and the errors it threw."""
-
-    def __init__(self, page: Page):
-        self.errors: list[str] = []
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-
-def wait_for_live_frame(page: Page) -> None:
-    page.wait_for_function("() => document.getElementById('live').naturalWidth === 1440")
 
 
 def test_browser_page_loads_clean_and_shows_live_frames(open_page, wanda, screenshots):
