@@ -321,3 +321,24 @@ async def test_a_camera_that_stopped_is_a_clear_503_not_an_internal_error(client
     body = await response.json()
     assert response.status == 503 and body["code"] == "CAMERA_UNAVAILABLE", body
     assert "not running" in body["error"]
+
+
+async def test_the_frames_left_estimate_averages_the_stills_saved_in_the_current_format(client, config):
+    async def estimate() -> int:
+        return (await (await client.get("/api/storage")).json())["data"]["estimated_frame_bytes"]
+
+    async def capture_size() -> int:
+        saved = (await (await client.post("/api/camera/capture")).json())["data"]
+        return sum((config.captures / name).stat().st_size for name in saved["files"])
+
+    await client.post("/api/camera/settings", json={"exposure_seconds": 0.001, "file_format": "jpeg"})
+    faint = await capture_size()
+    await client.post("/api/camera/settings", json={"exposure_seconds": 2.0})
+    bright = await capture_size()
+    assert faint != bright
+    assert await estimate() == (faint + bright) // 2  # the average, not the last one
+    await client.post("/api/camera/settings", json={"file_format": "fits"})
+    fits = await capture_size()
+    assert await estimate() == fits
+    await client.post("/api/camera/settings", json={"file_format": "jpeg"})
+    assert await estimate() == (faint + bright) // 2  # a FITS frame did not change the JPEG figure

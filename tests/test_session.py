@@ -209,6 +209,27 @@ async def test_stopping_mid_exposure_cancels_cleanly(client, config):
     assert again.status == 409 and (await again.json())["code"] == "SESSION_STOP_FAILED"
 
 
+async def test_an_ended_session_keeps_its_elapsed_time_and_a_deleted_one_says_it_cannot_be_resumed(client, config):
+    await set_exposure(client, 30)
+    await start(client, name="short night", total_images=5)
+    await wait_until(lambda: client.app[CONTROL].exposure is not None)
+    ended = (await (await client.post("/api/session/stop")).json())["data"]
+    assert ended["status"] == "stopped"
+    stopped_at = time.monotonic()
+    await wait_until(lambda: time.monotonic() - stopped_at > 0.5)  # the clock moved on; the session did not
+    later = (await (await client.get("/api/session/status")).json())["data"]
+    assert later["elapsed_time"] == ended["elapsed_time"]
+    listed = (await (await client.get("/api/sessions")).json())["data"]["sessions"]
+    assert [s["folder"] for s in listed] == ["short night"]  # resumable: stopped before its frames
+    assert (await client.delete("/api/captures/short night")).status == 200
+    response = await client.post("/api/session/resume", json={"name": "short night"})
+    body = await response.json()
+    assert (response.status, body["code"]) == (409, "SESSION_START_FAILED")
+    assert body["error"] == "session 'short night' cannot be resumed: its folder was deleted"
+    odd = await client.post("/api/session/resume", json={"name": 5})
+    assert (odd.status, (await odd.json())["code"]) == (400, "VALIDATION_ERROR")
+
+
 async def test_a_session_that_will_not_fit_is_refused(make_client, config):
     client = await make_client(min_free_mb=10**9)  # a reserve no disk has
     response = await client.post("/api/session/start", json={"name": "big", "total_images": 10})

@@ -175,6 +175,35 @@ async def test_a_read_only_disk_says_so_and_refuses_writes_with_507(make_client,
     await ws.close()
 
 
+async def test_a_captures_folder_that_cannot_be_written_is_said_at_start_and_refuses_before_exposing(
+    make_client, tmp_path, caplog
+):
+    in_the_way = tmp_path / "not a folder"
+    in_the_way.write_bytes(b"a file where the captures folder would go")
+    client = await make_client(captures=in_the_way / "captures", min_free_mb=0)
+    assert any("NOTHING CAN BE SAVED" in r.message and "is a file, not a folder" in r.message for r in caplog.records)
+    status = await storage(client)
+    assert (status["state"], status["writable"]) == ("read_only", False)
+    assert status["message"] == f"nothing can be saved: {in_the_way} is a file, not a folder"
+    await client.post("/api/camera/settings", json={"exposure_seconds": 30})
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"id": 1, "action": "subscribe", "params": {"topics": ["camera"]}})
+    await receive_until(ws, is_reply(1))
+    capture = await client.post("/api/camera/capture")  # refused at once, not after a 30 s exposure
+    body = await capture.json()
+    assert (capture.status, body["code"]) == (507, "CAPTURE_FAILED")
+    assert body["error"] == f"nothing can be saved: {in_the_way} is a file, not a folder"
+    await ws.send_json({"id": 2, "action": "camera.status"})
+    seen = await receive_until(ws, is_reply(2))
+    assert [m for m in seen if m.get("event") == "capture_start"] == []  # no exposure was started
+    start = await client.post("/api/session/start", json={"name": "M42", "total_images": 3})
+    body = await start.json()
+    assert (start.status, body["code"]) == (507, "READ_ONLY_STORAGE")
+    assert body["error"] == f"the session cannot save its frames: {in_the_way} is a file, not a folder"
+    assert client.app[CONTROL].arbiter.holder is None
+    await ws.close()
+
+
 async def test_a_session_that_failed_keeps_its_reason_across_a_restart(make_client, small_disk):
     captures = small_disk / "captures"
     client = await make_client(captures=captures, min_free_mb=1)

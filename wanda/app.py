@@ -47,7 +47,7 @@ from wanda.monitor import LoopLagMonitor
 from wanda.mount import MountControl, StepperMount, StepperPins, create_pins
 from wanda.security import auth_middleware, origin_middleware, trusted_hosts
 from wanda.sessions.runner import SessionManager
-from wanda.storage.disk import choose_captures_dir
+from wanda.storage.disk import choose_captures_dir, unwritable_reason
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,9 @@ def create_app(
     app[TRUSTED_HOSTS] = trusted_hosts(config.allowed_origins)
     app[CAPTURES], reason = choose_captures_dir(config.captures)
     log.info("captures go to %s (%s)", app[CAPTURES], reason)
+    unwritable = unwritable_reason(app[CAPTURES])
+    if unwritable is not None:  # said at start, not first by a refused session in the small hours
+        log.warning("NOTHING CAN BE SAVED: %s; captures and sessions will be refused until it can", unwritable)
 
     app.cleanup_ctx.append(_camera_ctx(camera))
     app.cleanup_ctx.append(_mount_ctx(pins))

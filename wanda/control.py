@@ -8,6 +8,7 @@ storage thread, so the preview resumes as soon as the exposure ends.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -32,7 +33,7 @@ from wanda.settings import (
     parse_changes,
     save_settings,
 )
-from wanda.storage.disk import NumberedFiles, SavedFile
+from wanda.storage.disk import NumberedFiles, SavedFile, unwritable_reason
 from wanda.storage.stills import CameraDescription, encode_still
 from wanda.timestamps import utc_iso
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 STILL_QUALITY = 95
 PROGRESS_INTERVAL = 0.5  # seconds between capture_progress events (the issue asks for >= 1/s)
+SIZE_SAMPLES = 20  # saved stills averaged per format for the frames-left estimate
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,9 @@ class CameraControl:
         # One storage thread owns image encoding and writing for stills.
         self._storage = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="storage")
         self._still_encoder = JpegEncoder(STILL_QUALITY)
-        self._last_still_bytes: int | None = None
+        # Sizes of the last stills saved, per (file format, raw): the frames-left estimate follows
+        # their average, so one frame of a bright sky or a change of format does not make it jump.
+        self._still_sizes: dict[tuple[str, bool], collections.deque[int]] = {}
         self._set_preview_gain(settings)
         bus.add_status_provider("camera", self.status)
 
@@ -215,6 +219,14 @@ class CameraControl:
         async with self._settings_lock:  # a settings change in flight lands first
             settings = settings or self.settings
             files = files or self.root_files(settings.frame_type)
+            # Before the exposure, not after it: a 5-minute frame that cannot be saved is 5 minutes lost.
+            unwritable = await asyncio.to_thread(unwritable_reason, files.folder)
+            if unwritable is not None:
+                raise WandaError(
+                    ErrorCode.CAPTURE_FAILED,
+                    f"nothing can be saved: {unwritable}",
+                    answer_as=ErrorCode.READ_ONLY_STORAGE,
+                )
             cancel = threading.Event()
             self.exposure = Exposure(time.monotonic(), time.time(), settings.exposure_seconds, files.stem)
             self._cancel = cancel
@@ -311,9 +323,11 @@ class CameraControl:
         return self.cancel()
 
     def estimated_still_bytes(self) -> int:
-        """What the next still will take on disk: the last one's size, or a generous guess."""
-        if self._last_still_bytes is not None:
-            return self._last_still_bytes
+        """What the next still will take on disk: the average of the last ones saved in the current
+        format, or a generous guess before there is one."""
+        sizes = list(self._still_sizes.get((self.settings.file_format, self.settings.save_raw), ()))
+        if sizes:
+            return sum(sizes) // len(sizes)
         backend = self.worker.backend
         width, height = getattr(backend, "sensor_size", backend.preview_size)  # stills may be full size
         sixteen_bit = width * height * 2  # a DNG or a FITS frame: 16 bits a pixel
@@ -341,7 +355,10 @@ class CameraControl:
         backend = self.worker.backend
         camera = CameraDescription(backend.name, backend.instrument, backend.pixel_size_um)
         still = encode_still(image, settings, camera, self.observatory, extra, self._still_encoder)
-        self._last_still_bytes = still.size
+        sizes = self._still_sizes.setdefault(
+            (settings.file_format, settings.save_raw), collections.deque(maxlen=SIZE_SAMPLES)
+        )
+        sizes.append(still.size)  # from the storage thread: a deque's append is atomic
         return files.save(still.extension, still.data, still.sidecar, still.companions)
 
 

@@ -16,7 +16,7 @@ from wanda.handlers.envelope import ok
 from wanda.jpeg import JpegEncoder
 from wanda.keys import CAPTURES, CONFIG, CONTROL, SESSIONS
 from wanda.storage import gallery
-from wanda.storage.disk import disk_space, writable
+from wanda.storage.disk import disk_space, unwritable_reason
 from wanda.validate import query_whole
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,15 @@ def _busy_folder(app: web.Application) -> Path | None:
 @routes.get("/api/storage")
 async def storage(request: web.Request) -> web.Response:
     root = request.app[CAPTURES]
-    (free, total), can_write = await asyncio.gather(
-        asyncio.to_thread(disk_space, root), asyncio.to_thread(writable, root)
+    (free, total), unwritable = await asyncio.gather(
+        asyncio.to_thread(disk_space, root), asyncio.to_thread(unwritable_reason, root)
     )
+    can_write = unwritable is None
     reserve = request.app[CONFIG].min_free_mb * 2**20
     frame = request.app[CONTROL].estimated_still_bytes()
     frames_left = max(0, (free - reserve) // frame) if can_write else 0
     if not can_write:
-        state, message = "read_only", "the captures folder is read-only: nothing can be saved"
+        state, message = "read_only", f"nothing can be saved: {unwritable}"
     elif free < frame:
         state, message = "full", "the disk is full: delete captures in the gallery to go on"
     elif frames_left == 0:

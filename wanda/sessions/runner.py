@@ -26,7 +26,7 @@ from wanda.events import EventBus
 from wanda.mount import MountControl
 from wanda.sessions.checks import SessionRequest, parse_start
 from wanda.sessions.store import MetadataWriter, SessionStore, read_metadata, reconcile
-from wanda.storage.disk import TEMP_PREFIX, NumberedFiles, disk_space
+from wanda.storage.disk import TEMP_PREFIX, NumberedFiles, disk_space, unwritable_reason
 from wanda.timestamps import utc_iso
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class SessionRun:
     lease: Lease  # the camera, held from the start until its last frame
     writer: MetadataWriter
     started_monotonic: float = field(default_factory=time.monotonic)
+    ended_monotonic: float | None = None  # the elapsed time stops here
     tracking_started_here: bool = False
     stop_reason: str | None = None  # "stopped" or "interrupted" once asked to end
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -150,6 +151,8 @@ class SessionManager:
     async def resume(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or set(body) - {"name"}:
             raise WandaError(ErrorCode.VALIDATION_ERROR, "resume takes an optional name (the session's folder) only")
+        if not isinstance(body.get("name", ""), str):
+            raise WandaError(ErrorCode.VALIDATION_ERROR, "name: must be a string (the session's folder)")
         async with self._lock:
             await self._ended()
             if self.active:
@@ -250,7 +253,7 @@ class SessionManager:
             "captured_images": captured,
             "images_captured": captured,
             "progress": round(100 * captured / total, 1),
-            "elapsed_time": round(time.monotonic() - run.started_monotonic, 1),
+            "elapsed_time": round((run.ended_monotonic or time.monotonic()) - run.started_monotonic, 1),
             "remaining_time": round(remaining_s / 3600, 4),
             "session_dir": str(run.folder),
             "total_time_hours": metadata["total_time_hours"],
@@ -413,6 +416,7 @@ class SessionManager:
         metadata["status"] = outcome
         metadata["error"] = error
         metadata["ended"] = utc_iso(time.time())
+        run.ended_monotonic = time.monotonic()
         if run.tracking_started_here and outcome != "interrupted":
             await self.mount.stop()  # only the tracking this session started
         try:
@@ -464,12 +468,19 @@ class SessionManager:
                 ):
                     candidates.append((metadata.get("started") or "", folder, metadata))
         if not candidates:
+            if name is not None and not (self.root / name).is_dir():
+                raise WandaError(
+                    ErrorCode.SESSION_START_FAILED, f"session {name!r} cannot be resumed: its folder was deleted"
+                )
             which = f"session {name!r}" if name else "session"
             raise WandaError(ErrorCode.SESSION_START_FAILED, f"no interrupted {which} to resume")
         _, folder, metadata = max(candidates, key=lambda c: c[0])
         return folder, reconcile(folder, metadata)
 
     async def _check_space(self, frames: int) -> None:
+        unwritable = await asyncio.to_thread(unwritable_reason, self.root)
+        if unwritable is not None:
+            raise WandaError(ErrorCode.READ_ONLY_STORAGE, f"the session cannot save its frames: {unwritable}")
         free, _ = await asyncio.to_thread(disk_space, self.root)
         need = frames * self.control.estimated_still_bytes() + self.min_free_bytes
         if free < need:

@@ -62,16 +62,28 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def writable(path: Path) -> bool:
-    """Whether WANDA may write under ``path`` (or its nearest existing parent): false on a disk
-    mounted read-only (as the kernel does after an error, or a card's lock switch), a folder
-    WANDA's user may not write, or a file where the folder would go."""
-    path = _nearest_existing(path)
+def unwritable_reason(path: Path) -> str | None:
+    """Why WANDA may not write under ``path`` (or its nearest existing parent), in words an
+    observer can act on, or None when it may: a disk mounted read-only (as the kernel does after
+    an error, or a card's lock switch), a folder WANDA's user may not write, or a file where the
+    folder would go."""
+    existing = _nearest_existing(path)
     try:
-        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-    return not read_only and path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError as exc:
+        return f"{existing} cannot be read ({exc.strerror or exc})"
+    if read_only:
+        return f"the disk holding {existing} is mounted read-only (after a disk error, or a locked card?)"
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"WANDA's user ({getpass.getuser()}) may not write in {existing}: chown it, or choose --captures"
+    return None
+
+
+def writable(path: Path) -> bool:
+    """Whether WANDA may write under ``path`` (see :func:`unwritable_reason`)."""
+    return unwritable_reason(path) is None
 
 
 def _fsync_dir(directory: Path) -> None:
