@@ -23,15 +23,16 @@ function exposureToSlider(seconds) {
   return Math.round((1000 * Math.log(seconds / low)) / Math.log(high / low));
 }
 
-/** Show a camera status, leaving alone the control the user is editing right now. */
-export function showCamera(status) {
+/** Show a camera status, leaving alone the control the user is editing right now (unless
+ * ``refused``: a value the camera refused goes back to what the camera has). */
+export function showCamera(status, refused = false) {
   camera.status = status;
   if (status.limits) {
     camera.limits = { exposure: status.limits.exposure_seconds, iso: status.limits.iso };
     $("iso-input").min = status.limits.iso[0];
     $("iso-input").max = status.limits.iso[1];
   }
-  const editing = document.activeElement;
+  const editing = refused ? null : document.activeElement;
   if (editing !== $("exposure-text")) $("exposure-text").value = formatExposure(status.exposure_seconds);
   if (editing !== $("exposure-slider")) $("exposure-slider").value = exposureToSlider(status.exposure_seconds);
   if (editing !== $("iso-input")) $("iso-input").value = Math.round(status.iso);
@@ -47,7 +48,7 @@ export function showCamera(status) {
 
 async function setCamera(changes, output) {
   const status = await commandShowing("camera", showCamera, output, "POST", "/api/camera/settings", changes);
-  if (!status && camera.status) showCamera(camera.status); // put the control back to what the camera has
+  if (!status && camera.status) showCamera(camera.status, true); // put the control back to what the camera has
 }
 
 export function setupCamera() {
@@ -57,7 +58,9 @@ export function setupCamera() {
   $("exposure-text").addEventListener("change", (event) => {
     const seconds = parseExposure(event.target.value);
     if (!Number.isFinite(seconds) || seconds <= 0) {
-      $("exposure-error").textContent = "exposure: write a duration such as 30 s, 250 ms, 500 µs or 1/250";
+      $("exposure-error").textContent = seconds === 0 || /^\s*-/.test(event.target.value)
+        ? "exposure: must be positive"
+        : "exposure: write a duration such as 30 s, 250 ms, 500 µs or 1/250";
       return;
     }
     setCamera({ exposure_seconds: seconds }, $("exposure-error"));

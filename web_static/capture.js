@@ -2,6 +2,7 @@
 // and the camera pill in the status bar.
 
 import { api, command } from "./api.js";
+import { confirmAction } from "./confirm.js";
 import { $ } from "./dom.js";
 import { formatExposure } from "./format.js";
 import { session } from "./state.js";
@@ -9,9 +10,18 @@ import { session } from "./state.js";
 export function showExposing(exposure) {
   const box = $("capture-progress-box");
   const exposing = Boolean(exposure);
+  const running = session.status && session.status.active ? session.status : null;
   box.hidden = !exposing;
-  $("cancel-button").hidden = !exposing;
-  $("capture-button").disabled = exposing || Boolean(session.status && session.status.active);
+  // A session's frame is the session's: its Cancel would end the whole session, so the button
+  // says that, and asks first.
+  $("cancel-button").hidden = !exposing || Boolean(running);
+  $("capture-stop-session").hidden = !exposing || !running;
+  $("capture-owner").hidden = !running;
+  if (running) {
+    const frame = Math.min(running.captured_images + 1, running.total_images);
+    $("capture-owner").textContent = `Session ${running.name}: frame ${frame} of ${running.total_images}`;
+  }
+  $("capture-button").disabled = exposing || Boolean(running);
   if (exposing) {
     $("capture-progress").value = exposure.progress;
     $("capture-countdown").textContent = `${exposure.remaining.toFixed(1)} s`;
@@ -44,4 +54,9 @@ export function setupCapture() {
     }
   });
   $("cancel-button").addEventListener("click", () => command($("capture-message"), "POST", "/api/camera/capture/cancel"));
+  $("capture-stop-session").addEventListener("click", async () => {
+    const name = session.status && session.status.name;
+    if (!(await confirmAction(`Stop the session ${name}? The frame being taken is dropped; the frames saved stay, and it can be resumed.`, "Stop session"))) return;
+    command($("capture-message"), "POST", "/api/session/stop");
+  });
 }

@@ -3,12 +3,40 @@
 
 import { api, command, commandShowing } from "./api.js";
 import { $ } from "./dom.js";
-import { formatHours } from "./format.js";
+import { formatDuration, formatHours } from "./format.js";
 import { camera, session } from "./state.js";
+
+const ENDINGS = {
+  completed: "completed",
+  stopped: "stopped",
+  error: "failed",
+  interrupted: "was interrupted (the server stopped)",
+};
+
+/** How the last session ended, said until the observer dismisses it (remembered on this device). */
+function showEnded(status) {
+  const box = $("session-ended");
+  const key = `${status.folder}|${status.status}|${status.captured_images}`;
+  if (!(status.status in ENDINGS) || status.active || localStorage.getItem("wanda.sessionDismissed") === key) {
+    box.hidden = true;
+    return;
+  }
+  const took = formatDuration(status.elapsed_time);
+  const frames = `${status.captured_images} of ${status.total_images} frames${took ? ` in ${took}` : ""}`;
+  const where = status.captured_images ? ` Saved in ${status.session_dir}.` : "";
+  const reason = status.error ? ` ${status.error.replace(/\.$/, "")}.` : "";
+  $("session-ended-text").textContent = `${status.name} ${ENDINGS[status.status]}: ${frames}.${reason}${where}`;
+  box.dataset.state = status.status;
+  box.dataset.key = key;
+  box.dataset.folder = status.folder;
+  $("session-ended-show").hidden = !status.captured_images;
+  box.hidden = false;
+}
 
 export function showSession(status) {
   session.status = status;
   const running = Boolean(status.active);
+  showEnded(status);
   $("session-form").hidden = running;
   $("session-running").hidden = !running;
   const pill = $("session-state");
@@ -71,6 +99,16 @@ export function setupSession() {
     await commandShowing("session", (result) => showSession(result.session_status), $("session-message"), "POST", "/api/session/start", start);
   });
   $("session-stop").addEventListener("click", () => command($("session-message"), "POST", "/api/session/stop"));
+  $("session-ended-dismiss").addEventListener("click", () => {
+    localStorage.setItem("wanda.sessionDismissed", $("session-ended").dataset.key);
+    $("session-ended").hidden = true;
+  });
+  $("session-ended-show").addEventListener("click", () => {
+    const select = $("gallery-folder");
+    select.value = $("session-ended").dataset.folder;
+    select.dispatchEvent(new Event("change"));
+    $("gallery-panel").scrollIntoView({ behavior: "smooth" });
+  });
   $("session-resume").addEventListener("click", (event) =>
     command($("session-message"), "POST", "/api/session/resume", { name: event.target.dataset.name }));
 }

@@ -9,6 +9,7 @@ import { $ } from "./dom.js";
 import { gallery, refreshFolders, refreshGallery } from "./gallery.js";
 import { live } from "./live.js";
 import { showMount } from "./mount.js";
+import { offlineText, showOffline, showOnline } from "./offline.js";
 import { refreshResumable, showSession } from "./session.js";
 import { refreshStorage } from "./storage.js";
 
@@ -41,6 +42,7 @@ export function connect() {
     if (socket.everConnected) {
       // The server may have restarted: the stream and the lists start afresh (the statuses come
       // by themselves on connect).
+      showOnline();
       live.start();
       refreshAll();
     }
@@ -52,7 +54,12 @@ export function connect() {
     fetch("/api/health").then((r) => { if (r.status === 401) location.assign("/login"); }, () => {});
     const wait = socket.retry;
     socket.retry = Math.min(socket.retry * 2, 15000);
-    showSocket("closed", `offline, reconnecting in ${Math.round(wait / 1000)} s`);
+    if (socket.everConnected) {
+      showOffline();
+      showSocket("closed", offlineText(Math.round(wait / 1000)));
+    } else {
+      showSocket("closed", `no connection, retrying in ${Math.round(wait / 1000)} s`);
+    }
     setTimeout(connect, wait);
   });
 }
@@ -71,6 +78,7 @@ function handleMessage(message) {
     handleCameraEvent(event, data);
   } else if (topic === "session") {
     showSession(data);
+    if (event === "session_progress") showFolderCount(data.folder, data.captured_images);
     if (event === "session_progress" || event === "session_complete") {
       refreshStorage();
       if (gallery.folder === data.folder) refreshGallery();
@@ -82,6 +90,13 @@ function handleMessage(message) {
   } else if (topic === "analysis") {
     showAnalysis(data);
   }
+}
+
+/** The gallery's folder list counts a running session's frames as they are saved (from the event:
+ * listing the folders again for every frame would cost the server a scan per viewer). */
+function showFolderCount(folder, frames) {
+  const option = [...$("gallery-folder").options].find((o) => o.value === folder);
+  if (option) option.textContent = `${folder} (${frames})`;
 }
 
 function handleCameraEvent(event, data) {
