@@ -133,12 +133,30 @@ def test_browser_resume_goes_when_its_folder_is_deleted(open_page, wanda):
     wanda.post("/api/camera/settings", {"exposure_seconds": 0.1})
     page, console = open_page(wanda)
     resume = page.locator("#session-resume")
-    expect(resume).to_have_text("Resume to delete (0/3)")
+    expect(resume).to_have_text("Resume to delete (0/3)")  # the newest resumable session
     page.get_by_label("Folder").select_option("to delete")
     page.get_by_role("button", name="Delete folder").click()
     page.locator("#confirm-dialog").get_by_role("button", name="Delete").click()
-    expect(resume).to_be_hidden()
+    # Gone, or offering an older session of the shared server, never the deleted one.
+    page.wait_for_function(
+        "() => { const b = document.getElementById('session-resume'); return b.hidden || b.dataset.name !== 'to delete'; }"
+    )
     assert console.errors == []
+
+
+def test_browser_a_refused_folder_delete_shows_beside_the_gallery_until_it_no_longer_applies(open_page, wanda):
+    page, console = open_page(wanda)
+    wanda.post("/api/camera/settings", {"exposure_seconds": 30.0})
+    wanda.post("/api/session/start", {"name": "busy", "total_images": 3})
+    page.get_by_label("Folder").select_option("busy")
+    page.get_by_role("button", name="Delete folder").click()
+    page.locator("#confirm-dialog").get_by_role("button", name="Delete").click()
+    message = page.locator("#gallery-message")
+    expect(message).to_contain_text("session")  # the server's reason: a session is writing there
+    expect(page.locator("#session-message")).to_be_empty()
+    wanda.post("/api/session/stop", {})  # from elsewhere: the reason is gone, and so is the message
+    expect(message).to_be_hidden()
+    assert [e for e in console.errors if "409" not in e] == []
 
 
 class WithoutRootsOverride(Wanda):

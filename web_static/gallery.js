@@ -2,8 +2,10 @@
 // confirmed delete.
 
 import { api, command } from "./api.js";
+import { confirmAction } from "./confirm.js";
 import { $ } from "./dom.js";
 import { formatBytes } from "./format.js";
+import { refreshResumable } from "./session.js";
 
 // A night's folder holds thousands of frames: the grid shows the newest page and grows on request.
 const GALLERY_PAGE = 60;
@@ -91,26 +93,24 @@ function openImage(item) {
   $("image-download").href = item.url;
   $("image-download").setAttribute("download", item.name);
   $("image-delete").onclick = async () => {
-    if (!(await confirmDelete(`Delete ${item.name}? This cannot be undone.`))) return;
+    if (!(await confirmAction(`Delete ${item.name}? This cannot be undone.`))) return;
     dialog.close();
-    await command($("session-message"), "DELETE", item.url);
+    await command($("gallery-message"), "DELETE", item.url);
     refreshGallery();
     refreshFolders();
   };
   dialog.showModal();
 }
 
-/** A confirmation in the page's own colours (a native confirm() would flash white at night). */
-function confirmDelete(text) {
-  const dialog = $("confirm-dialog");
-  $("confirm-text").textContent = text;
-  dialog.returnValue = "";
-  dialog.showModal();
-  return new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true }));
+/** A gallery error (a refused delete) shows beside the gallery until it no longer applies: another
+ * folder is chosen, the delete is tried again, or the session that kept the folder busy ends. */
+export function clearGalleryMessage() {
+  $("gallery-message").textContent = "";
 }
 
 export function setupGallery() {
   $("gallery-folder").addEventListener("change", (event) => {
+    clearGalleryMessage();
     gallery.folder = event.target.value;
     gallery.shown = GALLERY_PAGE;
     refreshGallery();
@@ -121,11 +121,12 @@ export function setupGallery() {
   });
   $("folder-delete").addEventListener("click", async () => {
     const folder = gallery.folder;
-    if (!folder || !(await confirmDelete(`Delete the folder ${folder} and every frame in it?`))) return;
-    if (await command($("session-message"), "DELETE", `/api/captures/${encodeURIComponent(folder)}`)) {
+    if (!folder || !(await confirmAction(`Delete the folder ${folder} and every frame in it?`))) return;
+    if (await command($("gallery-message"), "DELETE", `/api/captures/${encodeURIComponent(folder)}`)) {
       gallery.folder = "";
       await refreshFolders();
       refreshGallery();
+      refreshResumable(); // a session whose folder went can no longer be resumed
     }
   });
 }

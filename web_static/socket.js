@@ -6,7 +6,7 @@ import { eventsSeen } from "./api.js";
 import { showCamera } from "./camera.js";
 import { showExposing, showLastCapture } from "./capture.js";
 import { $ } from "./dom.js";
-import { gallery, refreshFolders, refreshGallery } from "./gallery.js";
+import { clearGalleryMessage, gallery, refreshFolders, refreshGallery } from "./gallery.js";
 import { live } from "./live.js";
 import { showMount } from "./mount.js";
 import { offlineText, showOffline, showOnline } from "./offline.js";
@@ -79,10 +79,14 @@ function handleMessage(message) {
   } else if (topic === "session") {
     showSession(data);
     if (event === "session_progress") showFolderCount(data.folder, data.captured_images);
-    if (event === "session_progress" || event === "session_complete") {
+    const ended = ["session_complete", "session_stop", "session_error"].includes(event);
+    if (event === "session_progress" || ended) {
       refreshStorage();
       if (gallery.folder === data.folder) refreshGallery();
-      if (event === "session_complete") refreshFolders();
+    }
+    if (ended) {
+      refreshFolders();
+      clearGalleryMessage(); // a delete the session refused (its folder was busy) may go on now
     }
     if (event === "session_start") refreshFolders();
   } else if (topic === "mount") {
