@@ -79,7 +79,10 @@ def test_auto_stretch_in_the_pixinsight_manner():
     image = as_8bit(sky_image(level=30, noise=2))
     stats = statistics(exact_histogram(image, 255))
     stretch = auto_stretch(stats, 255)
-    median, mad = stats.median / 255, 1.4826 * stats.mad / 255
+    # The MAD the shadows clip at is the values' spread over their steps: on noise of 2 steps, the
+    # MAD of the integers give or take the rounding.
+    assert stats.spread == pytest.approx(stats.mad, abs=0.5)
+    median, mad = stats.median / 255, 1.4826 * stats.spread / 255
     assert stretch.shadows == pytest.approx(median - 2.8 * mad)
     assert stretch.midtones == pytest.approx(mtf(0.25, median - stretch.shadows))
     table = stretch.lookup_table()
@@ -89,6 +92,50 @@ def test_auto_stretch_in_the_pixinsight_manner():
     assert table[int(stats.median)] == pytest.approx(255 * expected, abs=1)
     assert table[int(stats.median)] == pytest.approx(0.25 * 255, abs=8)
     assert table[0] == 0 and table[255] == 255 and np.all(np.diff(table.astype(int)) >= 0)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.2, 0.4])
+def test_the_stretch_lifts_a_faint_sky_quantised_to_a_few_values(noise):
+    """The issue's sky: 100 ms at ISO 400 on the simulated sky, 8 bits, its background at 16 with
+    less than a step of noise, so most pixels hold 16 and the MAD of the integers is 0."""
+    image = sky_image(level=16.2, noise=noise)
+    for i in range(20):
+        add_star(image, 40 + 25 * i, 60 + 15 * i, flux_for_peak(60, 3.0), 3.0)
+    image = as_8bit(image)
+    stats = statistics(exact_histogram(image, 255))
+    assert (stats.median, stats.mad) == (16.0, 0.0)  # the trap: shadows at median - 2.8 x 0 = the median
+    assert stats.spread >= 0.25  # a quarter of a step at least, whatever the data
+    table = auto_stretch(stats, 255).lookup_table()
+    # The sky goes up to about a quarter of the display (not to 0), and what is brighter than
+    # the sky stays brighter: the stars, and the noise one step above it.
+    assert table[16] == pytest.approx(0.25 * 255, abs=8)
+    assert table[15] < table[16] < table[17] < table[76] <= 255
+    assert table[0] == 0 and table[255] == 255 and np.all(np.diff(table.astype(int)) >= 0)
+
+
+def test_the_stretch_never_darkens_a_bright_or_saturated_frame():
+    bright = as_8bit(sky_image(level=180, noise=3))
+    stats = statistics(exact_histogram(bright, 255))
+    table = auto_stretch(stats, 255).lookup_table()
+    assert table[180] >= 180 and table[255] == 255  # STF would take this sky down to 64
+    # All at full scale: nothing to lift, and a stretch with its shadows at full scale divided by
+    # zero and turned the frame black. The frame is left as it is.
+    saturated = np.full((100, 100), 255, np.uint8)
+    saturated[50, 50] = 200
+    stats = statistics(exact_histogram(saturated, 255))
+    table = auto_stretch(stats, 255).lookup_table()
+    assert table.tolist() == list(range(256))
+
+
+def test_the_spread_of_a_gamma_encoded_preview_is_its_steps():
+    """On a Pi the analysis undoes the preview's gamma: 8-bit values become every 20th or so of
+    65536. A faint sky on one 8-bit value then spreads over that value's step, not over 1/65535."""
+    linear = np.array([0, 400, 430, 460, 490, 65535], np.uint16)  # evenly spaced codes near 430
+    image = np.repeat(linear[[1, 2, 2, 2, 2, 2, 3, 4, 5]], 1000)
+    stats = statistics(exact_histogram(image, 65535))
+    assert stats.mad == 0 and 7 <= stats.spread <= 20  # of the order of the 30-unit step, not of 1
+    stretch = auto_stretch(stats, 65535)
+    assert 0 < stretch.shadows < 430 / 65535 and stretch.midtones < 0.5
 
 
 @pytest.mark.parametrize("fwhm", [2.5, 4.0, 6.0])

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 from helpers import CountingSky, assert_camera_idle, is_reply, read_part, receive_until, wait_until
 
+from wanda.backends.sky import SimulatedSky
 from wanda.jpeg import JpegEncoder
 from wanda.keys import ANALYSIS, CAMERA, HUB
 
@@ -101,3 +103,65 @@ async def test_the_stretched_stream_is_encoded_once_for_its_viewers_and_brighter
     assert stretched_level > plain_level + 20  # the faint sky lifted to about a quarter
     bad = await client.get("/stream?stretch=loud")
     assert bad.status == 400 and (await bad.json())["code"] == "VALIDATION_ERROR"
+
+
+class QuickSky(SimulatedSky):
+    """The simulated sky at any exposure, but a frame at the stream's rate: the longest exposure's
+    frames are rendered as 230 s of light without waiting 230 s for each."""
+
+    def frame_interval(self, max_fps: float) -> float:
+        return 1.0 / max_fps
+
+
+@pytest.mark.parametrize("setting", ["shortest at the lowest ISO", "100 ms at ISO 400", "longest at the highest ISO"])
+async def test_the_stretched_stream_lifts_the_sky_at_every_setting_and_never_blackens_it(make_client, setting):
+    """The issue: at 100 ms and ISO 400 the sky's MAD is 0, the shadows clipped at the median and
+    the stretched stream turned the sky (16) black. Through /stream?stretch=auto, at the faintest
+    and the brightest settings the camera allows."""
+    client = await make_client(camera=QuickSky())
+    limits = (await (await client.get("/api/camera/status")).json())["data"]["limits"]
+    exposure, iso = {
+        "shortest at the lowest ISO": (limits["exposure_seconds"][0], limits["iso"][0]),
+        "100 ms at ISO 400": (0.1, 400),
+        "longest at the highest ISO": (limits["exposure_seconds"][1], limits["iso"][1]),
+    }[setting]
+    response = await client.post("/api/camera/settings", json={"exposure_seconds": exposure, "iso": iso})
+    assert response.status == 200
+    await client.post("/api/mount/tracking", json={"action": "start"})  # no trails to render for 230 s
+    plain = await client.get("/stream")
+    stretched = await client.get("/stream?stretch=auto")
+    await wait_until(lambda: client.app[ANALYSIS].stretch is not None)
+    stretched_from = client.app[HUB].latest.seq + 1  # frames before the stretch existed are as shot
+    for _ in range(200):
+        plain_headers, plain_jpeg = await read_part(plain.content)
+        headers, stretched_jpeg = await read_part(stretched.content)
+        if int(headers["x-sequence"]) > stretched_from and int(plain_headers["x-sequence"]) > stretched_from:
+            break
+    decoder = JpegEncoder()
+    shot = decoder.decode(plain_jpeg)[..., 0]
+    lifted = decoder.decode(stretched_jpeg)[..., 0]
+    sky, stretched_sky = np.median(shot), np.median(lifted)
+    if sky >= 250:  # saturated (the longest exposure at the highest ISO): not made worse
+        assert stretched_sky >= sky
+        return
+    assert sky < 40  # a faint sky, as the issue's
+    assert stretched_sky > sky + 20  # lifted (to about a quarter), not clipped to 0
+    # The stars are still brighter than the sky, by more than as shot: the brightest ten, where the
+    # sky's truth has them (the mount tracks, so every frame since has them there).
+    truth = client.app[CAMERA].backend.truth()
+    inside = (truth.x > 5) & (truth.x < 1434) & (truth.y > 5) & (truth.y < 1074)
+    brightest = np.argsort(-np.where(inside, truth.flux_e_per_s, 0))[:10]
+
+    def peak(image: np.ndarray) -> float:
+        return float(
+            np.median(
+                [
+                    image[
+                        round(truth.y[i]) - 1 : round(truth.y[i]) + 2, round(truth.x[i]) - 1 : round(truth.x[i]) + 2
+                    ].max()
+                    for i in brightest
+                ]
+            )
+        )
+
+    assert peak(lifted) - stretched_sky > max(peak(shot) - sky, 10)

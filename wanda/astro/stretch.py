@@ -1,5 +1,16 @@
 """The auto-stretch in the PixInsight STF manner: shadows c0 = median - 2.8 x 1.4826 x MAD,
-midtones m = MTF(0.25, median - c0), on data normalised to 0..1. Pure functions."""
+midtones m = MTF(0.25, median - c0), on data normalised to 0..1. Pure functions.
+
+Two departures, both so that the stretch lifts every sky that is not saturated and never makes
+a frame worse:
+
+- the MAD is the spread of the values over their quantisation steps (``Statistics.spread``), not
+  the MAD of the integers, which is 0 on a faint sky of one or two values: the shadows then clip
+  at the median and the sky goes black instead of up;
+- the background goes to 0.25 or stays where it is if it is brighter (STF would darken a bright
+  sky to 0.25), and a saturated frame (median at full scale: nothing to tell apart) is left as
+  it is.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +27,7 @@ class Spread(Protocol):
     def median(self) -> float: ...
 
     @property
-    def mad(self) -> float: ...
+    def spread(self) -> float: ...  # a MAD that is never 0 on quantised data
 
 
 def mtf(midtones: float, x: np.ndarray | float) -> np.ndarray | float:
@@ -36,7 +47,8 @@ class Stretch:
     def lookup_table(self, levels: int = 256) -> np.ndarray:
         """The stretch as a table from ``levels`` input values to 8-bit output."""
         x = np.linspace(0.0, 1.0, levels)
-        clipped = np.clip((x - self.shadows) / (self.highlights - self.shadows), 0.0, 1.0)
+        span = max(self.highlights - self.shadows, 1e-9)  # never a division by zero (NaN is black)
+        clipped = np.clip((x - self.shadows) / span, 0.0, 1.0)
         return np.round(255 * mtf(self.midtones, clipped)).astype(np.uint8)
 
 
@@ -44,10 +56,17 @@ def auto_stretch(
     stats: Spread, full_scale: int, target_background: float = 0.25, shadows_clip: float = -2.8
 ) -> Stretch:
     median = stats.median / full_scale
-    mad = 1.4826 * stats.mad / full_scale
-    shadows = min(max(0.0, median + shadows_clip * mad), median)
+    if median >= 1.0:  # saturated: every stretch would clip the sky, and nothing is left to lift
+        return IDENTITY
+    sigma = 1.4826 * stats.spread / full_scale
+    shadows = min(max(0.0, median + shadows_clip * sigma), median)
     offset = median - shadows
-    if offset <= 0:  # a flat image: nothing to stretch
-        return Stretch(shadows, 0.5)
-    midtones = float(mtf(target_background, offset))
+    if offset <= 0:  # the median is 0: nothing above the shadows to lift
+        return IDENTITY
+    # MTF(m, offset) = target for m = MTF(target, offset); a sky brighter than the target keeps
+    # its level (the rescale by 1 - c0 then lifts it a little) instead of being darkened to it.
+    midtones = float(mtf(max(target_background, median), offset))
     return Stretch(shadows, min(max(midtones, 1e-6), 1 - 1e-6))
+
+
+IDENTITY = Stretch(0.0, 0.5)  # the frame as it is
