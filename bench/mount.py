@@ -1,7 +1,7 @@
 """Mount timing benchmark: does the step schedule hold while the server streams?
 
-    python bench/mount.py                 # 10 minutes at 0.1 s per step, 10 viewers
-    python bench/mount.py --minutes 1 --interval 0.2 --viewers 5
+    .venv/bin/python bench/mount.py       # 10 minutes at 0.1 s per step, 10 viewers
+    .venv/bin/python bench/mount.py --minutes 1 --interval 0.2 --viewers 5
 
 Starts `wanda` on the simulated sky with simulated pins (real clock), streams to --viewers viewers,
 tracks at --interval seconds per step for --minutes, and prints the max and mean |actual - ideal|
@@ -23,6 +23,8 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ViewerResult, report, running_wanda, view_stream
 
+POLL_S = 10  # the mount status's max step error covers the last minute: polls overlap
+
 
 async def run(args, base: str) -> int:
     seconds = args.minutes * 60
@@ -37,20 +39,26 @@ async def run(args, base: str) -> int:
             started = time.monotonic()
             assert r.status == 200, await r.text()
         next_report = started + 60
+        next_poll = started + POLL_S
+        worst = 0.0  # the status's max is the last minute's: polled more often, the whole run's
         while time.monotonic() - started < seconds:
             await asyncio.sleep(1)
-            if time.monotonic() >= next_report:
-                next_report += 60
+            if time.monotonic() >= next_poll:
+                next_poll += POLL_S
                 async with session.get(base + "/api/mount/status") as r:
                     s = (await r.json())["data"]
+                worst = max(worst, s["max_timing_error_ms"])
+            if time.monotonic() >= next_report:
+                next_report += 60
                 print(
-                    f"  {int(time.monotonic() - started):4d} s: {s['steps']} steps, max |error| "
+                    f"  {int(time.monotonic() - started):4d} s: {s['steps']} steps, last minute's max |error| "
                     f"{s['max_timing_error_ms']:.3f} ms, mean {s['mean_timing_error_ms']:.3f} ms",
                     flush=True,
                 )
         async with session.get(base + "/api/mount/status") as r:
             status = (await r.json())["data"]
         elapsed = time.monotonic() - started
+        worst = max(worst, status["max_timing_error_ms"])
         async with session.post(base + "/api/mount/tracking", json={"action": "stop"}) as r:
             await r.read()
         await asyncio.gather(*streams)
@@ -64,10 +72,10 @@ async def run(args, base: str) -> int:
         f"({frames / streamed / max(1, args.viewers):.1f} fps each)"
     )
     print(f"steps: {status['steps']} taken, {expected} due by a perfect clock")
-    print(f"|actual - ideal|: max {status['max_timing_error_ms']:.3f} ms, mean {status['mean_timing_error_ms']:.3f} ms")
+    print(f"|actual - ideal|: max {worst:.3f} ms, mean {status['mean_timing_error_ms']:.3f} ms")
     print(f"last step (the drift): {status['timing_error_ms']:.3f} ms late")
     checks = [
-        ("max |actual - ideal| < 5 ms", status["max_timing_error_ms"] < 5, f"{status['max_timing_error_ms']:.3f} ms"),
+        ("max |actual - ideal| < 5 ms", worst < 5, f"{worst:.3f} ms"),
         (
             "zero accumulated drift",
             abs(status["steps"] - expected) <= 1 and status["timing_error_ms"] < 5,

@@ -75,6 +75,37 @@ async def test_steps_follow_an_absolute_schedule_so_late_wakeups_never_add_up(cl
     assert mount.status()["max_timing_error_ms"] <= 4.0 + 1e-6
 
 
+async def test_the_max_step_error_is_the_last_minutes_and_starts_afresh_with_tracking(clock, mount):
+    """The status's "max step error" (max_timing_error_ms, as /api/mount/status gives it): one
+    late step must not show for the rest of the night, nor a run of tracking before this one."""
+
+    def late_once(seconds):
+        waits = iter([seconds])
+        return lambda: next(waits, 0.0)  # the next wake-up that late, then all on time
+
+    clock.jitter = late_once(0.05)
+    mount.track(2.0, True)  # step 0 at once, step 1 (at 2 s) 50 ms late
+    await run_until_steps(mount, clock, 20, 2.0)  # 38 s: the late step is within the minute
+    assert mount.status()["max_timing_error_ms"] == pytest.approx(50.0, abs=0.01)
+    clock.limit = clock.now + 15 * 2.0 + 1.0
+    await wait_until(lambda: mount.steps >= 35)  # 68 s: the late step is more than a minute ago
+    status = mount.status()
+    assert status["max_timing_error_ms"] == 0.0 and status["steps"] == 35
+    assert status["mean_timing_error_ms"] > 0  # the mean is over every step
+    # Late again, then tracking stops and starts: the new run starts with its own max.
+    clock.jitter = late_once(0.03)
+    clock.limit = clock.now + 2.0 + 1.0
+    await wait_until(lambda: mount.steps >= 36)
+    assert mount.status()["max_timing_error_ms"] == pytest.approx(30.0, abs=0.01)
+    mount.stop()
+    assert mount.status()["max_timing_error_ms"] == pytest.approx(30.0, abs=0.01)  # what the last run did
+    mount.track(2.0, True)
+    assert mount.status()["max_timing_error_ms"] == 0.0
+    clock.limit = clock.now + 2 * 2.0 + 1.0
+    await wait_until(lambda: mount.steps >= 39)  # its first three steps, on time
+    assert mount.status()["max_timing_error_ms"] == 0.0
+
+
 async def test_the_half_step_sequence_turns_both_ways(clock, mount):
     mount.track(1.0, True)
     await run_until_steps(mount, clock, 9, 1.0)

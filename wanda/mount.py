@@ -40,6 +40,7 @@ HALF_STEP_SEQUENCE = (
 COILS_OFF = (0, 0, 0, 0)
 SPEED_LIMITS = (0.1, 10.0)  # seconds per step, the original contract's clamp
 MAX_CATCH_UP_STEPS = 10  # further behind than this (a frozen machine), the schedule restarts
+ERROR_WINDOW_S = 60.0  # the status's max step error is over the steps of the last minute
 
 
 class MountUnavailable(RuntimeError):
@@ -158,7 +159,10 @@ class StepperMount:
         self.steps = 0
         self.restarts = 0  # schedules restarted because the thread fell too far behind
         self.last_error = 0.0  # seconds the last step was late (actual - due)
-        self.max_error = 0.0
+        # |error| of the last ERROR_WINDOW_S of steps since tracking started, as (due time,
+        # |error|) with the errors decreasing: the window's max is the first. One late step
+        # (a hiccup an hour ago, another speed) must not show as the mount's timing for ever.
+        self._recent_errors: deque[tuple[float, float]] = deque()
         self._sum_abs_error = 0.0
         self.failure: str | None = None
         self.listeners: list[Callable[[str], object]] = []  # called with "mount_error"; results ignored
@@ -192,6 +196,7 @@ class StepperMount:
             now = self._clock()
             if not self._tracking:
                 self._anchor, self._next = now, 0  # the first step now: energise the coils
+                self._recent_errors.clear()  # a new run of tracking: its own max step error
             else:
                 last_due = self._anchor + (self._next - 1) * self._interval
                 self._anchor, self._next = last_due, 1
@@ -220,11 +225,20 @@ class StepperMount:
                 "speed": self._interval,
                 "steps": self.steps,
                 "timing_error_ms": round(self.last_error * 1000, 3),
-                "max_timing_error_ms": round(self.max_error * 1000, 3),
+                "max_timing_error_ms": round(self.max_error * 1000, 3),  # the last minute's
                 "mean_timing_error_ms": round(self._sum_abs_error / self.steps * 1000, 3) if self.steps else 0.0,
                 "coils_on": self._coils_on,
                 "pins": self.pins.name,
             }
+
+    @property
+    def max_error(self) -> float:
+        """The largest |error| of the steps of the last ERROR_WINDOW_S since tracking started
+        (seconds; 0 with none). Call with the lock held."""
+        horizon = self._clock() - ERROR_WINDOW_S
+        while self._recent_errors and self._recent_errors[0][0] < horizon:
+            self._recent_errors.popleft()
+        return self._recent_errors[0][1] if self._recent_errors else 0.0
 
     # -- the thread ----------------------------------------------------------------------------
 
@@ -272,7 +286,10 @@ class StepperMount:
         self.steps += 1
         self._next += 1
         self.last_error = error
-        self.max_error = max(self.max_error, abs(error))
+        # A sliding-window max: smaller errors before this one can never be the max again.
+        while self._recent_errors and self._recent_errors[-1][1] <= abs(error):
+            self._recent_errors.pop()
+        self._recent_errors.append((due, abs(error)))
         self._sum_abs_error += abs(error)
 
     def _coils_off(self) -> None:
