@@ -567,13 +567,22 @@ async def test_a_full_disk_then_a_kill_leave_no_partial_files(tmp_path, small_di
         assert status == 200, payload
         record.confirmed.update([*payload["data"]["files"], payload["data"]["sidecar"]])
 
-        # A session of JPEG + FITS frames (3.3 MB each) runs into the end of the disk mid-frame.
-        assert (await server.post("/api/camera/settings", {"file_format": "jpeg+fits"}))[0] == 200
-        status, payload = await server.post("/api/session/start", {"name": "full", "total_images": 40})
+        # A session of JPEG + FITS frames (3.3 MB each) that fits runs into the end of the disk
+        # mid-frame: someone else's file takes the room once its first frame is saved.
+        settings = {"file_format": "jpeg+fits", "exposure_seconds": 3.0}  # time to fill the disk
+        assert (await server.post("/api/camera/settings", settings))[0] == 200
+        status, payload = await server.post("/api/session/start", {"name": "full", "total_images": 2})
         assert status == 200, payload
+
+        async def first_frame_saved():
+            return (await session_status(server))["captured_images"] >= 1
+
+        await poll(first_frame_saved, what="the session's first frame")
+        fill(small_disk, leave=2**20)
         ended = await wait_session_idle(server)
         assert ended["status"] == "error" and "disk is full" in ended["error"], ended
-        assert 0 < ended["captured_images"] < 40
+        assert ended["captured_images"] == 1
+        assert (await server.post("/api/camera/settings", {"exposure_seconds": 0.05}))[0] == 200
         check_metadata(root / "full", read_metadata(root / "full"), exact=True)
         status, payload = await server.post("/api/camera/capture", {})
         assert (status, payload["code"]) == (507, "CAPTURE_FAILED"), payload
@@ -591,10 +600,10 @@ async def test_a_full_disk_then_a_kill_leave_no_partial_files(tmp_path, small_di
         # Room for a JPEG but not its FITS: a session fails on its first frames while single
         # captures keep failing with 507, and the kill comes somewhere in that.
         (small_disk / "someone_elses_file.bin").unlink()
-        fill(small_disk, leave=2 * 2**20)
         assert (await server.post("/api/camera/settings", {"file_format": "jpeg+fits"}))[0] == 200
-        status, payload = await server.post("/api/session/start", {"name": "full2", "total_images": 5})
-        assert status == 200, payload
+        status, payload = await server.post("/api/session/start", {"name": "full2", "total_images": 2})
+        assert status == 200, payload  # it fits (the estimate knows a frame's size by now)...
+        fill(small_disk, leave=2 * 2**20)  # ...until the disk fills up
         delay = round(rng.uniform(0.2, 1.0), 3)
         await run_then_kill(
             server, delay, [capture_loop(server, record, (200, 409, 507)), gallery_loop(server, "full2")]

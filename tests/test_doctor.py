@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import socket
 
 import fake_picamera2
+import pytest
 from helpers import free_port
 
 from wanda import cli
+from wanda.app import create_app
 
 
 def doctor(capsys, *args: str) -> tuple[int, str]:
@@ -39,6 +43,21 @@ def test_doctor_fails_on_a_taken_port_with_the_fix(capsys, tmp_path):
     assert code == 1
     assert line(out, "port").startswith("FAIL") and "pick --port" in out
     assert "1 required check(s) failed: port" in out
+
+
+@pytest.mark.parametrize("password", ["", "dark skies"])
+async def test_doctor_passes_the_port_held_by_wanda_itself_and_says_so(aiohttp_server, config, capsys, password):
+    """`wanda doctor` beside the running service: the port is WANDA's own, which is as it should be.
+    With a password, WANDA's answer to the doctor (who does not send it) is a 401 that still says
+    whose it is."""
+    port = free_port()
+    await aiohttp_server(create_app(dataclasses.replace(config, password=password)), port=port)
+    args = ("--camera", "sim", "--mount", "sim", "--port", str(port), "--captures", str(config.captures))
+    # On a thread: the doctor blocks on its request, and the server answers from this loop.
+    code, out = await asyncio.to_thread(doctor, capsys, *args)
+    assert line(out, "port").startswith("ok") and f"127.0.0.1:{port} is WANDA's own" in line(out, "port")
+    assert ("with a password" in out) == bool(password)
+    assert code == 0 and "all required checks pass" in out
 
 
 def test_doctor_fails_when_the_camera_asked_for_is_missing(capsys, tmp_path):

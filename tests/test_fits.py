@@ -14,6 +14,7 @@ from helpers import wait_until
 
 from wanda.app import create_app
 from wanda.jpeg import JpegEncoder
+from wanda.keys import MEASURER
 from wanda.storage.fits import card, fits_bytes
 
 
@@ -80,6 +81,7 @@ async def test_a_fits_still_through_the_api(aiohttp_client, config):
     assert hdu.data.shape == (1080, 1440) and hdu.data.dtype == np.uint16
     jpeg = JpegEncoder().decode((config.captures / "dark_0001.jpg").read_bytes())[..., 0].astype(int)
     assert np.abs(jpeg - (hdu.data >> 8)).mean() < 2
+    await wait_until(lambda: client.app[MEASURER].idle)  # the measurement rewrites the sidecar
     assert not [p.name for p in config.captures.iterdir() if p.name.startswith(".")]
 
 

@@ -57,6 +57,9 @@ def assert_enveloped(response) -> None:
     if response.status_code >= 400:
         body = response.json()
         assert body["success"] is False and isinstance(body["code"], str) and isinstance(body["error"], str), body
+        if body["code"] == "VALIDATION_ERROR":  # "field: what is wrong", the field named once
+            field, _, reason = body["error"].partition(":")
+            assert not reason.lstrip().startswith(field + " "), body
 
 
 @schema.parametrize()

@@ -14,7 +14,7 @@ from helpers import fill, is_reply, mounted_tmpfs, receive_until, wait_until
 from live_server import Wanda
 
 from wanda.app import create_app
-from wanda.keys import CONTROL, MOUNT, SESSIONS
+from wanda.keys import CONTROL, MEASURER, MOUNT, SESSIONS
 from wanda.mount import COILS_OFF, SimulatedPins
 
 
@@ -148,6 +148,7 @@ async def test_bad_session_requests_name_the_field(client, config, body, field):
     assert response.status == 400
     payload = await response.json()
     assert payload["code"] == "VALIDATION_ERROR" and payload["error"].startswith(f"{field}:")
+    assert not payload["error"].removeprefix(f"{field}:").lstrip().startswith(field)  # named once
     assert not config.captures.exists() or not [p for p in config.captures.iterdir() if p.is_dir()]
 
 
@@ -257,6 +258,7 @@ async def test_free_space_falling_below_the_floor_ends_the_session_with_an_error
     assert status["status"] == "error" and "below the floor" in status["error"]
     meta = metadata(folder)
     assert meta["status"] == "error" and [f["file"] for f in meta["frames"]] == images(folder)
+    await wait_until(lambda: client.app[MEASURER].idle)  # its sidecar rewrites are done
     assert hidden(small_disk) == []
 
 
@@ -275,6 +277,7 @@ async def test_a_full_disk_mid_frame_leaves_no_partial_file(make_client, small_d
     assert status["status"] == "error"
     meta = metadata(folder)  # parses, and lists exactly the complete images on disk
     assert [f["file"] for f in meta["frames"]] == images(folder)
+    await wait_until(lambda: client.app[MEASURER].idle)  # its sidecar rewrites are done
     assert hidden(small_disk) == []
     for name in images(folder):
         assert (folder / name).read_bytes()[-2:] == b"\xff\xd9"  # every image is whole
@@ -291,6 +294,7 @@ async def test_a_frame_that_does_not_fit_never_shows_and_takes_no_number(make_cl
     assert (await client.post("/api/camera/settings", json={"file_format": "jpeg+fits"})).status == 200
     refused = await client.post("/api/camera/capture")
     assert refused.status == 507, await refused.text()
+    await wait_until(lambda: client.app[MEASURER].idle)  # its sidecar rewrites are done
     assert images(small_disk / "captures") == ["light_0001.jpg"] and hidden(small_disk) == []
     assert (await client.post("/api/camera/settings", json={"file_format": "jpeg"})).status == 200
     second = await client.post("/api/camera/capture")
@@ -468,6 +472,7 @@ async def test_a_bad_session_form_is_refused(client, body, field):
     assert response.status == 400
     payload = await response.json()
     assert payload["code"] == "VALIDATION_ERROR" and payload["error"].startswith(f"{field}:")
+    assert field not in payload["error"].removeprefix(f"{field}:")  # named once (not "needs totalTimeHours > 0")
 
 
 async def test_half_written_files_from_a_killed_run_are_swept_at_start(aiohttp_client, config):

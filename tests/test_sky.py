@@ -1,13 +1,18 @@
-"""The simulated sky obeys exposure, gain and tracking, and knows its truth."""
+"""The simulated sky obeys exposure, gain, tracking and the frame type, and knows its truth."""
 
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
+from astropy.io import fits
+from helpers import wait_until
 
+from wanda.astro.measure import analyse
 from wanda.backends.sky import PREVIEW_SIZE, SIDEREAL_RATE, SensorModel, SimulatedSky
+from wanda.keys import CAMERA, CAPTURES
 
 
 class FakeClock:
@@ -191,3 +196,102 @@ def test_shortening_the_exposure_abandons_the_long_frame_under_way():
     frame = sky.capture_preview(give_up, 30)
     timer.cancel()
     assert frame is not None and frame.exposure_s == 0.05
+
+
+# -- frame types: what is in front of the lens ------------------------------------------------------
+
+
+async def _capture_fits(client, frame_type: str, exposure: float, iso: float = 800) -> np.ndarray:
+    """One still of ``frame_type`` through the API, as the FITS file it saved (16-bit linear)."""
+    body = {"exposure_seconds": exposure, "iso": iso, "frame_type": frame_type, "file_format": "fits"}
+    response = await client.post("/api/camera/settings", json=body)
+    assert response.status == 200, await response.text()
+    response = await client.post("/api/camera/capture")
+    assert response.status == 200, await response.text()
+    data = (await response.json())["data"]
+    assert data["frame_type"] == frame_type and data["file"].startswith(frame_type)
+    with fits.open(client.app[CAPTURES] / data["file"]) as hdus:
+        return hdus[0].data.astype(np.float64)
+
+
+def _robust_sigma(image: np.ndarray) -> float:
+    return float(1.4826 * np.median(np.abs(image - np.median(image))))
+
+
+async def test_darks_and_bias_frames_are_taken_capped_and_flats_on_an_even_panel(client):
+    """A dark is taken with the telescope capped: no stars, no sky background, no vignetting, only
+    what the sensor makes by itself; a bias is the shortest exposure's; a flat an even panel."""
+    sensor = SensorModel()
+    black = sensor.black_level_adu * 16  # in the FITS file's 16-bit units
+    adu_per_e = 8 / sensor.e_per_adu_at_unity * 16  # ISO 800
+    light = await _capture_fits(client, "light", 0.2)
+    assert analyse(light.astype(np.uint16), 65535)["star_count"] > 100
+    hot = client.app[CAMERA].backend.truth()  # the sensor's hot pixels, in every frame
+
+    dark = await _capture_fits(client, "dark", 0.2)
+    assert analyse(dark.astype(np.uint16), 65535)["star_count"] == 0
+    # The bias level everywhere (no background, gradient or vignetting), the read noise on it, and
+    # the hot pixels' dark current.
+    assert np.median(dark) == pytest.approx(black, abs=10)
+    assert np.median(dark[:100, :100]) == pytest.approx(np.median(dark[490:590, 670:770]), abs=10)
+    assert _robust_sigma(dark) == pytest.approx(sensor.read_noise_e * adu_per_e, rel=0.1)
+    assert (dark[hot.hot_y, hot.hot_x] > black + 10 * sensor.read_noise_e * adu_per_e).mean() > 0.8
+
+    bias = await _capture_fits(client, "bias", 0.2)
+    assert analyse(bias.astype(np.uint16), 65535)["star_count"] == 0
+    assert np.median(bias) == pytest.approx(black, abs=10)
+    assert _robust_sigma(bias) == pytest.approx(sensor.read_noise_e * adu_per_e, rel=0.1)
+    # The shortest exposure's: no time for the hot pixels to fill.
+    assert np.median(bias[hot.hot_y, hot.hot_x]) < black + 3 * sensor.read_noise_e * adu_per_e
+
+    flat = await _capture_fits(client, "flat", 1 / 30)  # the preview's default exposure and ISO
+    assert analyse(flat.astype(np.uint16), 65535)["star_count"] == 0
+    centre = np.median(flat[490:590, 670:770])
+    assert 0.4 * 65535 < centre < 0.6 * 65535  # about half of full scale
+    # Vignetting (the corners get about a fifth less light), and no light-pollution gradient.
+    corners = [flat[:60, :60], flat[:60, -60:], flat[-60:, :60], flat[-60:, -60:]]
+    assert all(0.7 < (np.median(c) - black) / (centre - black) < 0.9 for c in corners)
+    assert np.median(flat[:40, 670:770]) == pytest.approx(np.median(flat[-40:, 670:770]), rel=0.02)
+    # Scaled by exposure x gain like the sky: half the exposure, half the light.
+    shorter = await _capture_fits(client, "flat", 1 / 60)
+    assert np.median(shorter[490:590, 670:770]) - black == pytest.approx((centre - black) / 2, rel=0.05)
+
+
+async def test_the_preview_shows_what_the_frame_type_puts_in_front_of_the_lens(client):
+    """Frame type dark means the cap is on: the live view shows the dark too, as a real camera's."""
+
+    async def analysed_after(body: dict) -> dict:
+        response = await client.post("/api/camera/settings", json=body)
+        assert response.status == 200
+        changed = time.time()  # frames read out after this were rendered with the new settings
+
+        async def fresh():
+            data = (await (await client.get("/api/analysis")).json())["data"]
+            return data if data["timestamp"] > changed else None
+
+        return await wait_until(fresh)
+
+    assert (await analysed_after({"exposure_seconds": 0.05, "frame_type": "light"}))["star_count"] > 100
+    assert (await analysed_after({"frame_type": "dark"}))["star_count"] == 0
+    assert (await analysed_after({"frame_type": "light"}))["star_count"] > 100
+
+
+async def test_a_session_of_darks_is_capped_and_the_preview_is_not(client, config):
+    """A session's frame type is its own: its darks are capped, and the camera, still on lights,
+    shows the sky again after them."""
+    await client.post("/api/camera/settings", json={"exposure_seconds": 0.05, "file_format": "fits"})
+    response = await client.post(
+        "/api/session/start", json={"name": "darks", "total_images": 2, "frame_type": "dark", "file_format": "fits"}
+    )
+    assert response.status == 200, await response.text()
+
+    async def completed():
+        return (await (await client.get("/api/session/status")).json())["data"]["status"] == "completed"
+
+    await wait_until(completed)
+    darks = sorted((config.captures / "darks").glob("dark_*.fits"))
+    assert len(darks) == 2
+    for path in darks:
+        with fits.open(path) as hdus:
+            assert analyse(hdus[0].data.astype(np.uint16), 65535)["star_count"] == 0
+    assert client.app[CAMERA].backend.frame_type == "light"

@@ -12,8 +12,9 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, hdrs, web
 
+from wanda import SERVER
 from wanda.analysis import AnalysisWorker
 from wanda.auth import Guard
 from wanda.backends import CameraBackend
@@ -37,6 +38,7 @@ from wanda.keys import (
     CONTROL,
     HUB,
     LAG,
+    MEASURER,
     MOUNT,
     SESSIONS,
     STARTED,
@@ -48,6 +50,7 @@ from wanda.mount import MountControl, StepperMount, StepperPins, create_pins
 from wanda.security import auth_middleware, origin_middleware, trusted_hosts
 from wanda.sessions.runner import SessionManager
 from wanda.storage.disk import choose_captures_dir, unwritable_reason
+from wanda.storage.review import Measurer
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +84,13 @@ def create_app(
     if unwritable is not None:  # said at start, not first by a refused session in the small hours
         log.warning("NOTHING CAN BE SAVED: %s; captures and sessions will be refused until it can", unwritable)
 
+    app.cleanup_ctx.append(_measurer_ctx)  # before the camera: stills are offered to it as they are saved
     app.cleanup_ctx.append(_camera_ctx(camera))
     app.cleanup_ctx.append(_mount_ctx(pins))
     app.cleanup_ctx.append(_sessions_ctx)
     app.cleanup_ctx.append(_lag_monitor_ctx)
     app.on_shutdown.append(_on_shutdown)
+    app.on_response_prepare.append(_identify)
 
     for module in (stream, camera_api, analysis_api, mount_api, session_api, captures, ws, system, login):
         app.add_routes(module.routes)
@@ -131,6 +136,7 @@ def _camera_ctx(backend: CameraBackend | None):
                 data_dir=config.state_dir,
                 observatory={"telescope": config.telescope, "observer": config.observer, "object": config.object},
             )
+            app[CONTROL].on_saved = lambda saved: app[MEASURER].submit(saved.path)
             yield
             await asyncio.to_thread(app[CONTROL].close)
         finally:
@@ -138,6 +144,14 @@ def _camera_ctx(backend: CameraBackend | None):
             await asyncio.to_thread(analysis.stop)
 
     return camera_ctx
+
+
+async def _measurer_ctx(app: web.Application) -> AsyncIterator[None]:
+    measurer = Measurer()
+    measurer.start()
+    app[MEASURER] = measurer
+    yield
+    await asyncio.to_thread(measurer.stop)
 
 
 def _mount_ctx(pins: StepperPins | None):
@@ -186,6 +200,12 @@ async def _lag_monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _identify(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer says it is WANDA's (a 401 and a 429 too): `wanda doctor` recognises a port
+    held by WANDA itself without the password."""
+    response.headers[hdrs.SERVER] = SERVER
 
 
 async def _on_shutdown(app: web.Application) -> None:

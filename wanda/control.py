@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,13 +64,15 @@ class Exposure:
         }
 
 
-def _apply_controls(backend: CameraBackend, exposure_s: float, gain: float) -> tuple[float, float]:
+def _apply_controls(backend: CameraBackend, exposure_s: float, gain: float, frame_type: str) -> tuple[float, float]:
     """Camera-thread job: set the controls, return what the backend actually applied."""
-    backend.set_controls(exposure_s=exposure_s, gain=gain)
+    backend.set_controls(exposure_s=exposure_s, gain=gain, frame_type=frame_type)
     return backend.exposure_s, backend.gain
 
 
 def _take_still(backend: CameraBackend, settings: CameraSettings, cancel: threading.Event) -> StillImage:
+    # A session's frames may be of another type than the camera's (its darks with the cap on).
+    backend.set_controls(frame_type=settings.frame_type)
     return backend.capture_still(
         settings.exposure_seconds,
         settings.gain,
@@ -111,6 +114,8 @@ class CameraControl:
         # Sizes of the last stills saved, per (file format, raw): the frames-left estimate follows
         # their average, so one frame of a bright sky or a change of format does not make it jump.
         self._still_sizes: dict[tuple[str, bool], collections.deque[int]] = {}
+        # Called on the storage thread with each still saved (the gallery measures it); must not block.
+        self.on_saved: Callable[[SavedFile], object] | None = None
         self._set_preview_gain(settings)
         bus.add_status_provider("camera", self.status)
 
@@ -127,7 +132,9 @@ class CameraControl:
         """Load the saved settings and apply them to the camera before anybody sees it."""
         limits = _limits(worker.backend)
         settings = await asyncio.to_thread(load_settings, data_dir, limits)
-        exposure, gain = await worker.call(_apply_controls, settings.exposure_seconds, settings.gain)
+        exposure, gain = await worker.call(
+            _apply_controls, settings.exposure_seconds, settings.gain, settings.frame_type
+        )
         settings = dataclasses.replace(settings, exposure_seconds=exposure, gain=gain)
         return cls(
             worker, bus, captures_root=captures_root, data_dir=data_dir, settings=settings, observatory=observatory
@@ -174,8 +181,8 @@ class CameraControl:
             if self.exposure is not None:
                 raise WandaError(ErrorCode.CAPTURE_BUSY, "a capture is running: change the settings when it is done")
             wanted = dataclasses.replace(self.settings, **changes)
-            if wanted.exposure_seconds != self.settings.exposure_seconds or wanted.gain != self.settings.gain:
-                exposure, gain = await self.worker.call(_apply_controls, wanted.exposure_seconds, wanted.gain)
+            if _controls(wanted) != _controls(self.settings):
+                exposure, gain = await self.worker.call(_apply_controls, *_controls(wanted))
                 wanted = dataclasses.replace(wanted, exposure_seconds=exposure, gain=gain)
             self.settings = wanted
             self._set_preview_gain(wanted)
@@ -234,18 +241,16 @@ class CameraControl:
         self.bus.publish("camera", "status", self.status())
         ticker = asyncio.create_task(self._publish_progress(), name="capture-progress")
         failure: WandaError | None = None
+        left_on = _controls(settings)  # what the still leaves on the camera
         try:
             try:
                 image = await self.worker.call(_take_still, settings, cancel)
             except asyncio.CancelledError:
                 cancel.set()  # nobody waits for this still any more: do not leave the sensor exposing
                 raise
+            left_on = (image.exposure_s, image.gain, settings.frame_type)
             self._cancel = None  # the exposure is over; saving is not cancelled half-way
             saved = await self._save(files, image, settings, extra_metadata or {})
-            if (image.exposure_s, image.gain) != (self.settings.exposure_seconds, self.settings.gain):
-                # A session's own settings must not stay on the sensor: the preview follows the
-                # settings the status shows.
-                await self.worker.call(_apply_controls, self.settings.exposure_seconds, self.settings.gain)
         except CaptureCancelled:
             failure = WandaError(ErrorCode.CAPTURE_CANCELLED, "the capture was cancelled")
         except OSError as exc:
@@ -266,6 +271,14 @@ class CameraControl:
             ticker.cancel()
             self.exposure = None
             self._cancel = None
+        if left_on != _controls(self.settings):
+            # A session's own settings must not stay on the sensor, after a failed or cancelled
+            # frame either (its darks would leave the preview capped): the preview follows the
+            # settings the status shows.
+            try:
+                await self.worker.call(_apply_controls, *_controls(self.settings))
+            except Exception as exc:  # the camera's own failure is what the capture reports
+                log.warning("could not restore the camera's settings after a still: %s", exc)
         if failure is not None:
             self.bus.publish(
                 "camera", "capture_error", {"code": failure.code, "error": failure.message, **self._capture_state()}
@@ -359,7 +372,18 @@ class CameraControl:
             (settings.file_format, settings.save_raw), collections.deque(maxlen=SIZE_SAMPLES)
         )
         sizes.append(still.size)  # from the storage thread: a deque's append is atomic
-        return files.save(still.extension, still.data, still.sidecar, still.companions)
+        saved = files.save(still.extension, still.data, still.sidecar, still.companions)
+        if self.on_saved is not None:
+            try:
+                self.on_saved(saved)
+            except Exception:  # the still is saved whatever a listener does
+                log.exception("after saving %s", saved.path.name)
+        return saved
+
+
+def _controls(settings: CameraSettings) -> tuple[float, float, str]:
+    """What of the settings the camera itself is set to: exposure, gain and frame type."""
+    return settings.exposure_seconds, settings.gain, settings.frame_type
 
 
 def _limits(backend: CameraBackend) -> Limits:

@@ -5,6 +5,8 @@ Prints a table and exits non-zero when a required check fails. Nothing here chan
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import shutil
 import socket
@@ -13,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from wanda import SERVER
 from wanda.backends import CameraUnavailable
 from wanda.backends.choose import probe_picamera2
 from wanda.backends.picam import read_sensor_dpc, resolve_tuning_file, sensor_dpc_fix
@@ -126,13 +129,48 @@ def check_port(config: Config) -> Check:
         try:
             sock.bind((config.host, config.port))
         except OSError as exc:
-            return Check(
-                "port",
-                FAIL,
-                f"{config.host}:{config.port}: {exc.strerror or exc}",
-                "stop what listens there (sudo ss -ltnp) or pick --port",
-            )
-    return Check("port", OK, f"{config.host}:{config.port} is free")
+            refused = exc
+        else:
+            return Check("port", OK, f"{config.host}:{config.port} is free")
+    # Taken: by WANDA itself (the service, running while its installation is checked) is as it
+    # should be; by anything else, `wanda` could not start.
+    running = wanda_on(config.host, config.port)
+    if running is not None:
+        return Check("port", OK, f"{config.host}:{config.port} is WANDA's own: {running}")
+    return Check(
+        "port",
+        FAIL,
+        f"{config.host}:{config.port}: {refused.strerror or refused}",
+        "stop what listens there (sudo ss -ltnp) or pick --port",
+    )
+
+
+WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "localhost": "127.0.0.1", "::": "::1"}
+
+
+def wanda_on(host: str, port: int, timeout: float = 2.0) -> str | None:
+    """What WANDA listening at ``host``:``port`` says of itself, or None if what listens there is
+    not WANDA (or says nothing within ``timeout``). WANDA answers every request with its Server
+    header, a 401 too, so it is recognised without the password: the doctor may not know it, and
+    sending a wrong one would spend one of this address's tries."""
+    connection = http.client.HTTPConnection(WILDCARDS.get(host, host), port, timeout=timeout)
+    try:
+        connection.request("GET", "/api/health")
+        response = connection.getresponse()
+        body = response.read(1 << 16)
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+    if response.getheader("Server") != SERVER:
+        return None
+    if response.status == 401:
+        return "WANDA is running there (with a password: its health is for those who know it)"
+    try:
+        health = json.loads(body)["data"]
+        return f"WANDA {health['version']} is running there ({health['status']}, up {health['uptime_s']:.0f} s)"
+    except (ValueError, KeyError, TypeError):
+        return f"WANDA is running there (/api/health: {response.status} {response.reason})"
 
 
 LOCAL_HOSTS = ("127.0.0.1", "::1", "localhost")

@@ -16,6 +16,7 @@ from wanda.frames import FrameHub
 from wanda.monitor import LoopLagMonitor
 from wanda.mount import MountControl
 from wanda.sessions.runner import SessionManager
+from wanda.storage.review import Measurer
 
 CONFIG = web.AppKey("config", Config)
 HUB = web.AppKey("hub", FrameHub)
@@ -29,5 +30,6 @@ SESSIONS = web.AppKey("sessions", SessionManager)
 LAG = web.AppKey("lag", LoopLagMonitor)
 STARTED = web.AppKey("started", float)  # Unix time the app was built
 CAPTURES = web.AppKey("captures", Path)  # where captures go (chosen once, at start)
+MEASURER = web.AppKey("measurer", Measurer)  # the `measure` thread: stars and HFR of each saved frame
 TRUSTED_HOSTS = web.AppKey("trusted_hosts", frozenset)  # Host names a browser may use to reach us
 AUTH = web.AppKey("auth", Guard)  # present only when a password is set

@@ -75,25 +75,29 @@ def parse_changes(body: Any, limits: Limits) -> dict[str, Any]:
     """Validate a settings request body into CameraSettings field changes.
 
     Raises WandaError: INVALID_REQUEST when the body is not a JSON object, VALIDATION_ERROR naming
-    the field for a wrong type, an unknown field or a value outside what the sensor can do.
+    the field (once, at the start: the message goes beside the control that sent it) for a wrong
+    type, an unknown field or a value outside what the sensor can do, with the range it can.
     """
     known_fields(json_object(body), SETTABLE)
     changes: dict[str, Any] = {}
     if "exposure_seconds" in body:
-        exposure = number("exposure_seconds", body["exposure_seconds"])
-        if exposure <= 0:
-            raise invalid("exposure_seconds", "must be > 0")
-        changes["exposure_seconds"] = within("exposure_seconds", exposure, *limits.exposure, unit=" s")
+        low, high = limits.exposure
+        exposure = number("exposure_seconds", body["exposure_seconds"], f"a number of seconds ({low:g}..{high:g} s)")
+        if exposure <= 0:  # a sign typed by mistake: say what is wrong with it, not that it is out of range
+            raise invalid(
+                "exposure_seconds", f"must be positive, got {exposure:g} s (the limits are {low:g}..{high:g} s)"
+            )
+        changes["exposure_seconds"] = within("exposure_seconds", exposure, low, high, unit=" s")
     if "iso" in body:
-        iso = number("iso", body["iso"])
-        if iso <= 0:
-            raise invalid("iso", "must be > 0")
-        low, high = limits.gain
-        changes["gain"] = within("iso", iso, low * 100, high * 100) / 100
+        low, high = limits.gain[0] * 100, limits.gain[1] * 100
+        iso = number("iso", body["iso"], f"a number from {low:g} to {high:g}")
+        changes["gain"] = within("iso", iso, low, high) / 100
     if "gain" in body:
         gain = within("gain", number("gain", body["gain"]), *limits.gain)
         if "gain" in changes and not math.isclose(changes["gain"], gain):
-            raise invalid("iso", f"iso {body['iso']} and gain {gain:g} disagree (iso = gain x 100)")
+            raise invalid(
+                "iso", f"{changes['gain'] * 100:g} disagrees with gain {gain:g} (that gain is {gain * 100:g})"
+            )
         changes["gain"] = gain
     if "night_vision_mode" in body:
         changes["night_vision_mode"] = boolean("night_vision_mode", body["night_vision_mode"])

@@ -82,7 +82,13 @@ class CameraBackend(Protocol):
 
     def close(self) -> None: ...
 
-    def set_controls(self, *, exposure_s: float | None = None, gain: float | None = None) -> None: ...
+    def set_controls(
+        self, *, exposure_s: float | None = None, gain: float | None = None, frame_type: str | None = None
+    ) -> None:
+        """Exposure and gain for the preview and what follows; ``frame_type`` (light, dark, flat,
+        bias) says what is in front of the lens: a real camera has nothing to change (the
+        observer caps the telescope), the simulated sky renders the cap or the flat panel."""
+        ...
 
     def capture_preview(self, wake: threading.Event, max_fps: float) -> PreviewFrame | None:
         """Block until the next preview frame; return None early when ``wake`` is set."""

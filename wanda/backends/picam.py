@@ -249,7 +249,12 @@ class Picamera2Backend:
     def _preview_controls(self) -> dict[str, Any]:
         return self._astro_controls(self.exposure_s, self.gain, max(1.0 / self._max_fps, self.exposure_s))
 
-    def set_controls(self, *, exposure_s: float | None = None, gain: float | None = None) -> None:
+    def set_controls(
+        self, *, exposure_s: float | None = None, gain: float | None = None, frame_type: str | None = None
+    ) -> None:
+        # The frame type is the observer's doing (the cap, the flat panel): nothing to set here.
+        if exposure_s is None and gain is None:
+            return
         previous = self.exposure_s
         if exposure_s is not None:
             self.exposure_s = _clamp(float(exposure_s), *self.exposure_limits)

@@ -9,6 +9,9 @@ on any machine. What makes it useful for astronomy work:
   drifts during an exposure;
 - sky background with a light-pollution gradient and vignetting, shot noise, read noise, a bias
   level and a few hot pixels;
+- the frame type says what is in front of the lens: the sky for lights; for darks and bias frames
+  the cap (no light at all: the bias level, read noise and the hot pixels' dark current, a bias
+  at the shortest exposure); for flats an evenly lit panel, vignetted like the sky;
 - brightness scales with exposure x gain through a sensor model like the IMX477's (12-bit ADC);
 - while the mount is not tracking, the field drifts at the sidereal rate for the plate scale;
 - it knows its truth (star positions, fluxes, FWHM, expected SNR) so measurements can be tested.
@@ -34,6 +37,12 @@ SIDEREAL_RATE = 15.041  # arcseconds per second of time, on the celestial equato
 PREVIEW_SIZE = (1440, 1080)
 EXPOSURE_LIMITS = (0.0001, 230.0)  # seconds; the IMX477 goes to about 230 s
 GAIN_LIMITS = (1.0, 16.0)  # analogue gain
+CAPPED = ("dark", "bias")  # frame types taken with the telescope capped
+# The flat panel fills this share of the 12-bit range at the preview's defaults (1/30 s, gain 8),
+# and scales with exposure x gain like the sky: the observer adjusts the exposure to the flat
+# target of their stacking software, as with a real panel.
+FLAT_LEVEL = 0.5
+FLAT_REFERENCE = (1 / 30, 8.0)  # exposure (s), gain
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,7 @@ class SimulatedSky:
         self._wall_clock = wall_clock
         self.exposure_s = 1 / 30
         self.gain = 8.0
+        self.frame_type = "light"  # what is in front of the lens: see render_luminance
 
         width, height = PREVIEW_SIZE
         self._pad = math.ceil(4 * self.sigma) + 1  # stamps never leave the padded canvas
@@ -215,18 +225,20 @@ class SimulatedSky:
         self._hot_y, self._hot_x = np.divmod(hot, width)
         self._hot_rate = 10 ** rng.uniform(2.5, 4.0, hot.size)
 
-        # Background shape: a light-pollution gradient times vignetting (relative, mean ~1).
+        # Background shape: a light-pollution gradient times vignetting (relative, mean ~1). A
+        # flat panel has the optic's vignetting and no gradient.
         yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
         cx, cy = (width - 1) / 2, (height - 1) / 2
         r2 = ((xx - cx) ** 2 + (yy - cy) ** 2) / (cx**2 + cy**2)
-        self._bg_shape = ((1.0 + 0.25 * (yy / height - 0.5)) * (1.0 - 0.2 * r2)).astype(np.float32)
+        self._vignetting = (1.0 - 0.2 * r2).astype(np.float32)
+        self._bg_shape = ((1.0 + 0.25 * (yy / height - 0.5)) * self._vignetting).astype(np.float32)
 
         # Noise is sliced from a precomputed field at a random offset: a fresh draw per frame
         # would cost more than the whole frame budget.
         self._noise_slack = 256
         self._noise = rng.standard_normal((height + self._noise_slack, width + self._noise_slack), dtype=np.float32)
         self._canvas = np.empty((height + 2 * self._pad, width + 2 * self._pad), np.float32)
-        self._bg_cache: tuple[tuple[float, float], np.ndarray] | None = None
+        self._bg_cache: tuple[tuple[str, float, float], np.ndarray] | None = None
         self._rgbx_buffers = (np.empty((height, width), np.uint32), np.empty((height, width), np.uint32))
         self._rgbx_turn = 0
 
@@ -246,7 +258,13 @@ class SimulatedSky:
     def close(self) -> None:
         self._pending = None
 
-    def set_controls(self, *, exposure_s: float | None = None, gain: float | None = None) -> None:
+    def set_controls(
+        self, *, exposure_s: float | None = None, gain: float | None = None, frame_type: str | None = None
+    ) -> None:
+        """``frame_type``: a dark or bias frame is taken with the cap on and a flat on a panel, and
+        the preview shows the same (a real camera sees what its frame type puts in front of it)."""
+        if frame_type is not None:
+            self.frame_type = frame_type
         if exposure_s is not None:
             exposure_s = min(max(float(exposure_s), EXPOSURE_LIMITS[0]), EXPOSURE_LIMITS[1])
             exposure_s = round(exposure_s * 1e6) / 1e6  # whole microseconds, like the sensor
@@ -359,7 +377,10 @@ class SimulatedSky:
     def render_luminance(
         self, exposure_s: float, gain: float, offset: float | None = None, *, bits: int = 8
     ) -> np.ndarray:
-        """One exposure as float32 ADU of a ``bits``-bit image (clipped to its range).
+        """One exposure as float32 ADU of a ``bits``-bit image (clipped to its range), of what the
+        frame type puts in front of the lens: the sky (light), the cap (dark, bias: no light, only
+        what the sensor makes by itself; a bias frame is the shortest exposure's, whatever the
+        exposure set), or the flat panel (flat: even light, vignetted, no stars).
 
         The view returned points into a reused buffer: copy it to keep it past the next render.
         """
@@ -368,8 +389,22 @@ class SimulatedSky:
         width, height = PREVIEW_SIZE
         sensor = self.sensor
         adu_per_e = gain / sensor.e_per_adu_at_unity / 2 ** (sensor.adc_bits - bits)
-        bg_e = sensor.sky_e_per_s * exposure_s
-        sigma_bg_e = math.sqrt(bg_e + sensor.read_noise_e**2)
+        black = sensor.black_level_adu / 2 ** (sensor.adc_bits - bits)
+        sky = self.frame_type not in CAPPED and self.frame_type != "flat"
+        if self.frame_type == "bias":
+            exposure_s = EXPOSURE_LIMITS[0]
+        if self.frame_type == "flat":
+            reference_exposure, reference_gain = FLAT_REFERENCE
+            panel_e_per_s = (
+                (FLAT_LEVEL * 2**sensor.adc_bits - sensor.black_level_adu)
+                * sensor.e_per_adu_at_unity
+                / (reference_exposure * reference_gain)
+            )
+            light_e = panel_e_per_s * exposure_s
+        else:
+            light_e = sensor.sky_e_per_s * exposure_s if sky else 0.0
+        # The light's shot noise at its mean level (vignetting changes it by a tenth at most).
+        sigma_bg_e = math.sqrt(light_e + sensor.read_noise_e**2)
 
         pad = self._pad
         canvas = self._canvas
@@ -381,15 +416,20 @@ class SimulatedSky:
         canvas[:, -pad:] = 0
         oy, ox = self._rng.integers(0, self._noise_slack, 2)
         np.multiply(self._noise[oy : oy + height, ox : ox + width], sigma_bg_e * adu_per_e, out=image)
-        image += self._background(bg_e * adu_per_e, sensor.black_level_adu / 2 ** (sensor.adc_bits - bits))
+        if light_e > 0:
+            image += self._background("flat" if self.frame_type == "flat" else "sky", light_e * adu_per_e, black)
+        else:  # capped: the bias level alone, the same everywhere
+            image += np.float32(black)
 
         # Trails longer than a third of the frame are drawn shortened: an untracked exposure of
         # minutes would otherwise need stamps of hundreds of megabytes.
         trail = 0.0 if self._tracking else min(self.drift_rate * exposure_s, width / 3)
-        self._add_stars(canvas, exposure_s, adu_per_e, offset, trail)
+        if sky:
+            self._add_stars(canvas, exposure_s, adu_per_e, offset, trail)
+        # Hot pixels are the sensor's own dark current: in every frame, capped or not.
         image[self._hot_y, self._hot_x] += self._hot_rate * exposure_s * adu_per_e  # unique positions
         np.clip(image, 0, 2**bits - 1, out=image)
-        self._last_truth = self._truth_at(offset, trail, exposure_s, gain)
+        self._last_truth = self._truth_at(offset, trail, exposure_s, gain, stars=sky)
         return image
 
     def _render_rgbx(self, exposure_s: float, gain: float, offset: float) -> np.ndarray:
@@ -402,10 +442,12 @@ class SimulatedSky:
         packed *= np.uint32(0x010101)
         return packed.view(np.uint8).reshape(packed.shape[0], packed.shape[1], 4)
 
-    def _background(self, level: float, black: float) -> np.ndarray:
-        key = (round(level, 9), round(black, 9))
+    def _background(self, light: str, level: float, black: float) -> np.ndarray:
+        """The sky's background (gradient and vignetting) or the flat panel's (vignetting)."""
+        key = (light, round(level, 9), round(black, 9))
         if self._bg_cache is None or self._bg_cache[0] != key:
-            self._bg_cache = (key, self._bg_shape * np.float32(level) + np.float32(black))
+            shape = self._vignetting if light == "flat" else self._bg_shape
+            self._bg_cache = (key, shape * np.float32(level) + np.float32(black))
         return self._bg_cache[1]
 
     def _frame_x(self, offset: float) -> np.ndarray:
@@ -448,11 +490,11 @@ class SimulatedSky:
         values *= np.float32(adu_per_e)
         _stamp(canvas, x0 + pad, y0 + pad, values)
 
-    def _truth_at(self, offset: float, trail: float, exposure_s: float, gain: float) -> SkyTruth:
+    def _truth_at(self, offset: float, trail: float, exposure_s: float, gain: float, *, stars: bool) -> SkyTruth:
         width = PREVIEW_SIZE[0]
         # Report the centre of the trail: where the light's centroid is.
         x = self._frame_x(offset - trail / 2)
-        inside = (x >= 0) & (x <= width - 1)
+        inside = (x >= 0) & (x <= width - 1) & stars  # no stars behind the cap or the panel
         return SkyTruth(
             x=x[inside],
             y=self._star_y[inside],

@@ -1,23 +1,28 @@
-"""The capture gallery: listings, files, thumbnails, folder zips, deletes, and the storage figures.
-Thin handlers: the disk work is in wanda/storage/gallery.py and runs on threads; a zip streams
-through wanda/handlers/zips.py."""
+"""The capture gallery: listings, files, thumbnails, previews and details of frames, zips and
+deletes (a folder, or a selection), and the storage figures. Thin handlers: the disk work is in
+wanda/storage/ (gallery.py, renditions.py, review.py) and runs on threads; a zip streams through
+wanda/handlers/zips.py."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from wanda.errors import WandaError
+from wanda.connections import read_body
+from wanda.errors import ErrorCode, WandaError
 from wanda.handlers import zips
 from wanda.handlers.envelope import ok
 from wanda.jpeg import JpegEncoder
-from wanda.keys import CAPTURES, CONFIG, CONTROL, SESSIONS
-from wanda.storage import gallery
+from wanda.keys import CAPTURES, CONFIG, CONTROL, MEASURER, SESSIONS
+from wanda.storage import gallery, renditions, review
 from wanda.storage.disk import disk_space, unwritable_reason
-from wanda.validate import query_whole
+from wanda.validate import choice, invalid, json_object, known_fields, query_whole
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -25,6 +30,8 @@ THUMB_ENCODER = web.AppKey("thumb_encoder", JpegEncoder)
 PAGE = 100  # image details per listing unless ?limit= asks otherwise
 MAX_PAGE = 1000
 MAX_OFFSET = 10**8
+MAX_SELECTION = 1000  # paths in one delete or zip of a selection
+FLAGS = ("1", "true")
 
 
 def _busy_folder(app: web.Application) -> Path | None:
@@ -77,7 +84,7 @@ async def captures(request: web.Request) -> web.Response:
         {
             "folder": folder or "",
             "files": listing.names,
-            "total": len(listing.names),
+            "total": listing.frames,
             "offset": offset,
             "limit": limit,
             "items": listing.items,
@@ -89,6 +96,49 @@ async def captures(request: web.Request) -> web.Response:
 async def folders(request: web.Request) -> web.Response:
     details = await asyncio.to_thread(gallery.list_folders, request.app[CAPTURES])
     return ok({"folders": [f["name"] for f in details], "details": details})
+
+
+@routes.post("/api/captures/delete")
+async def delete_selection(request: web.Request) -> web.Response:
+    """Several captures at once: every path is checked before anything is deleted."""
+    paths = await _selection(request)
+    result = await asyncio.to_thread(gallery.delete_files, request.app[CAPTURES], paths, _busy_folder(request.app))
+    request.app[SESSIONS].storage_changed()
+    return ok(result, f"deleted {len(result['deleted'])} files")
+
+
+@routes.post("/api/captures/zip")
+async def zip_selection(request: web.Request) -> web.StreamResponse:
+    """Several captures (and their sidecars) as one zip, streamed."""
+    paths = await _selection(request)
+    entries = await asyncio.to_thread(gallery.selection, request.app[CAPTURES], paths)
+    return await zips.send_files(request, entries, "wanda-selection")
+
+
+async def _selection(request: web.Request) -> list[str]:
+    """``paths`` from a JSON body (``{"paths": [...]}``) or a form (``paths=...&paths=...``: a
+    browser downloads a zip by posting a form)."""
+    raw = await read_body(request, request.app[CONFIG].body_timeout)
+    if request.content_type == "application/x-www-form-urlencoded":
+        try:
+            fields = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_SELECTION)
+        except ValueError:
+            raise invalid("paths", f"at most {MAX_SELECTION} paths") from None
+        body: dict[str, Any] = {}
+        for name, value in fields:
+            body.setdefault(name, []).append(value)
+    else:
+        try:
+            body = json_object(json.loads(raw) if raw.strip() else None)
+        except (ValueError, RecursionError):
+            raise WandaError(ErrorCode.INVALID_REQUEST, "the body is not valid JSON") from None
+    known_fields(body, ["paths"])
+    paths = body.get("paths")
+    if not isinstance(paths, list) or not 1 <= len(paths) <= MAX_SELECTION:
+        raise invalid("paths", f"must be a list of 1 to {MAX_SELECTION} capture paths")
+    if not all(isinstance(path, str) and path for path in paths):
+        raise invalid("paths", "each must be a capture's path (a non-empty string)")
+    return paths
 
 
 @routes.get("/api/captures/{folder}.zip")
@@ -110,16 +160,29 @@ async def capture(request: web.Request) -> web.StreamResponse:
 
 
 async def capture_file(request: web.Request, path: str) -> web.StreamResponse:
+    """The file; or (``?info=1``) its frame's details, (``?thumb=1``) its thumbnail, (``?preview=1``,
+    ``&stretch=auto``) a JPEG of it to view at full size."""
     root = request.app[CAPTURES]
+    query = request.query
+    stretch = choice("stretch", query.get("stretch", "none"), ("auto", "none")) == "auto"
     target = await asyncio.to_thread(gallery.resolve_inside, root, path)
-    if request.query.get("thumb") in ("1", "true"):
-        encoder = request.app[THUMB_ENCODER]
-        thumb = await asyncio.to_thread(gallery.thumbnail, root, target, encoder)
-        headers = {"Cache-Control": "max-age=86400", "Content-Type": "image/jpeg"}
-        if isinstance(thumb, bytes):  # the cache could not be written
-            return web.Response(body=thumb, headers=headers)
-        return web.FileResponse(thumb, headers=headers)
+    if query.get("info") in FLAGS:
+        return ok(await asyncio.to_thread(review.frame_info, root, target, request.app[MEASURER]))
+    encoder = request.app[THUMB_ENCODER]
+    if query.get("thumb") in FLAGS:
+        thumb = await asyncio.to_thread(renditions.thumbnail, root, target, encoder)
+        return _jpeg(thumb, "max-age=86400")
+    if query.get("preview") in FLAGS:
+        view = await asyncio.to_thread(renditions.preview, root, target, encoder, stretch=stretch)
+        return _jpeg(view, "no-cache")
     return web.FileResponse(target, headers={"Cache-Control": "no-cache"})
+
+
+def _jpeg(made: Path | bytes, cache: str) -> web.StreamResponse:
+    headers = {"Cache-Control": cache, "Content-Type": "image/jpeg"}
+    if isinstance(made, bytes):  # the cache could not be written
+        return web.Response(body=made, headers=headers)
+    return web.FileResponse(made, headers=headers)
 
 
 @routes.delete(r"/api/captures/{path:[\s\S]+}")

@@ -11,7 +11,7 @@ from typing import Any
 
 from wanda import __version__
 from wanda.errors import ErrorCode
-from wanda.handlers.captures import MAX_OFFSET, MAX_PAGE, PAGE
+from wanda.handlers.captures import MAX_OFFSET, MAX_PAGE, MAX_SELECTION, PAGE
 from wanda.settings import FILE_FORMATS, FRAME_TYPES, MAX_SKIP_FRAMES, NIGHT_VISION_LIMITS, Limits
 
 ERROR_CODES = [str(code) for code in ErrorCode]  # each with its status in wanda.handlers.envelope.STATUS
@@ -25,7 +25,7 @@ STATUS_TEXT = {
     408: "the body did not arrive in time",
     409: "conflict with what runs",
     413: "body too large",
-    415: "not a JPEG",
+    415: "not a JPEG or FITS image",
     429: "too many failed logins",
     500: "a fault in WANDA or the camera",
     503: "not available now (or every connection busy)",
@@ -144,6 +144,30 @@ def build_spec(limits: Limits) -> dict[str, Any]:
     folder_query = {"name": "folder", "in": "query", "required": False, "schema": {"type": "string"}}
     capture_path = {"name": "path", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
     jpeg = {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}
+    selection = _object(
+        {
+            "paths": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_SELECTION,
+                "items": {"type": "string", "minLength": 1},
+                "description": "captures' paths as listed (`path`), e.g. `M42/light_0001.fits`",
+            }
+        },
+        ["paths"],
+    )
+    selection_body = {
+        "required": True,
+        "content": {
+            "application/json": {"schema": selection},
+            "application/x-www-form-urlencoded": {"schema": selection},
+        },
+    }
+    zip_response = {
+        "description": "the zip",
+        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+    }
+    flag = {"type": "string", "enum": ["1", "true", "0"]}
     mjpeg = {
         "description": "multipart/x-mixed-replace; boundary=frame: one JPEG a part, until the client leaves",
         "content": {"multipart/x-mixed-replace": {"schema": {"type": "string", "format": "binary"}}},
@@ -271,7 +295,7 @@ def build_spec(limits: Limits) -> dict[str, Any]:
         "/api/storage": {"get": _operation("where captures go, free space, frames left", {200: _ok()})},
         "/api/captures": {
             "get": _operation(
-                "every image's name, newest first, and the details of one page of them",
+                "every image's name, newest first, and the details of one page of frames",
                 {200: _ok()},
                 400,
                 404,
@@ -291,15 +315,33 @@ def build_spec(limits: Limits) -> dict[str, Any]:
             )
         },
         "/api/captures/folders": {"get": _operation("folders of the capture directory", {200: _ok()})},
+        "/api/captures/delete": {
+            "post": _operation(
+                "delete several captures (with their frames' sidecars): all of them, or none if one is refused",
+                {200: _ok()},
+                400,
+                403,
+                404,
+                409,
+                507,
+                requestBody=selection_body,
+            )
+        },
+        "/api/captures/zip": {
+            "post": _operation(
+                "several captures and their sidecars as a zip, streamed",
+                {200: zip_response},
+                400,
+                403,
+                404,
+                503,
+                requestBody=selection_body,
+            )
+        },
         "/api/captures/{folder}.zip": {
             "get": _operation(
                 "a folder as a zip, streamed",
-                {
-                    200: {
-                        "description": "the zip",
-                        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
-                    }
-                },
+                {200: zip_response},
                 400,
                 404,
                 503,
@@ -310,15 +352,18 @@ def build_spec(limits: Limits) -> dict[str, Any]:
         },
         "/api/captures/{path}": {
             "get": _operation(
-                "a capture (or its thumbnail)",
-                {200: {"description": "the file"}},
+                "a capture; or its frame's details (info), its thumbnail (thumb), a JPEG to view it (preview)",
+                {200: {"description": "the file, the JPEG asked for, or (info) the envelope with the frame's details"}},
                 400,
                 403,
                 404,
                 415,
                 parameters=[
                     capture_path,
-                    {"name": "thumb", "in": "query", "schema": {"type": "string", "enum": ["1", "true", "0"]}},
+                    {"name": "info", "in": "query", "schema": flag},
+                    {"name": "thumb", "in": "query", "schema": flag},
+                    {"name": "preview", "in": "query", "schema": flag},
+                    {"name": "stretch", "in": "query", "schema": {"type": "string", "enum": ["auto", "none"]}},
                 ],
             ),
             "delete": _operation(

@@ -58,7 +58,7 @@ async def _subscribe(app: web.Application, subscriber: Subscriber, params: dict[
     unknown = sorted(set(topics) - set(TOPICS))
     if unknown:
         raise WandaError(
-            ErrorCode.VALIDATION_ERROR, f"topics: unknown topic {unknown[0]!r} (topics: {', '.join(TOPICS)})"
+            ErrorCode.VALIDATION_ERROR, f"topics: unknown topic {unknown[0]!r} (known: {', '.join(TOPICS)})"
         )
     app[BUS].set_topics(subscriber, set(topics) | {"system"})  # system messages (errors, hello) always arrive
     return {"topics": sorted(subscriber.topics)}

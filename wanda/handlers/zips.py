@@ -1,7 +1,8 @@
-"""Folder zips, streamed while they are built: a builder thread per zip (at most MAX_ZIPS at once,
-on threads of their own) hands 256 KiB chunks through a short queue to the handler, which writes
-them to the client; a slow client holds its builder back, a client that leaves cancels it, and
-shutdown ends every zip with a reset (a cut-off zip must not look complete)."""
+"""Zips (a folder, or a selection of files), streamed while they are built: a builder thread per
+zip (at most MAX_ZIPS at once, on threads of their own) hands 256 KiB chunks through a short queue
+to the handler, which writes them to the client; a slow client holds its builder back, a client
+that leaves cancels it, and shutdown ends every zip with a reset (a cut-off zip must not look
+complete)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,14 +28,28 @@ MAX_ZIPS = 2
 ZIP_QUEUE = 4  # chunks of a zip built ahead of its client
 
 
+Build = Callable[[gallery.ChunkWriter], None]  # writes a zip into the sink, on a zip thread
+
+
 async def send(request: web.Request, folder: Path) -> web.StreamResponse:
-    """The folder as a zip download, or a clear refusal when shutting down or busy."""
+    """The folder as a zip download."""
+    return await send_zip(request, folder.name, lambda sink: gallery.write_zip(folder, sink))
+
+
+async def send_files(request: web.Request, entries: list[tuple[Path, str]], name: str) -> web.StreamResponse:
+    """These files (path, name in the zip) as a zip download named ``name``."""
+    return await send_zip(request, name, lambda sink: gallery.write_zip_of(entries, sink))
+
+
+async def send_zip(request: web.Request, name: str, build: Build) -> web.StreamResponse:
+    """What ``build`` writes, as the zip download ``name``.zip; or a clear refusal when shutting
+    down or busy."""
     if request.app[ZIP_DOWNLOADS].closed:
         raise WandaError(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
     if request.app[ZIP_SLOTS].locked():
         raise WandaError(ErrorCode.BUSY, f"{MAX_ZIPS} zips are being made: try again when one is done")
     async with request.app[ZIP_SLOTS]:
-        return await _stream_zip(request, folder)
+        return await _stream_zip(request, name, build)
 
 
 class _ZipPipe:
@@ -55,9 +71,9 @@ class _ZipPipe:
     def cancelled(self) -> bool:
         return self.sink.cancelled.is_set()
 
-    def build(self, folder: Path) -> None:  # on the zip thread
+    def build(self, build: Build) -> None:  # on the zip thread
         try:
-            gallery.write_zip(folder, self.sink)
+            build(self.sink)
         finally:
             self._send(None)  # the end, complete or not: the handler then asks the builder which
 
@@ -108,9 +124,9 @@ class _ZipDownloads:
 ZIP_DOWNLOADS = web.AppKey("zip_downloads", _ZipDownloads)
 
 
-async def _stream_zip(request: web.Request, folder: Path) -> web.StreamResponse:
+async def _stream_zip(request: web.Request, name: str, build: Build) -> web.StreamResponse:
     response = web.StreamResponse(
-        headers={"Content-Type": "application/zip", "Content-Disposition": f'attachment; filename="{folder.name}.zip"'}
+        headers={"Content-Type": "application/zip", "Content-Disposition": f'attachment; filename="{name}.zip"'}
     )
     await response.prepare(request)
     loop = asyncio.get_running_loop()
@@ -119,7 +135,7 @@ async def _stream_zip(request: web.Request, folder: Path) -> web.StreamResponse:
     downloads.active[pipe] = (request, asyncio.current_task())
     if downloads.closed:  # shutdown began while the headers went out
         pipe.cancel()
-    builder = loop.run_in_executor(request.app[ZIP_THREADS], pipe.build, folder)
+    builder = loop.run_in_executor(request.app[ZIP_THREADS], pipe.build, build)
     builder.add_done_callback(_take_outcome)
     whole = False
     try:
@@ -131,7 +147,7 @@ async def _stream_zip(request: web.Request, folder: Path) -> web.StreamResponse:
             await asyncio.wait([builder])
             failure = builder.exception()
             if isinstance(failure, OSError):
-                log.warning("zip of %s failed: %s", folder, failure)
+                log.warning("zip of %s failed: %s", name, failure)
             elif failure is not None:
                 raise failure
             whole = failure is None and not pipe.cancelled  # (shutdown may have come meanwhile)

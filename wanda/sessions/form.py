@@ -47,7 +47,7 @@ def parse_session_config(body: Any) -> dict[str, Any]:
             None if body["totalTimeHours"] is None else _hours("totalTimeHours", body["totalTimeHours"])
         )
     if form["sessionMode"] == "timed" and not form["totalTimeHours"]:
-        raise invalid("totalTimeHours", "a timed session needs totalTimeHours > 0")
+        raise invalid("totalTimeHours", "a timed session needs more than 0 hours")
     return form
 
 

@@ -149,8 +149,11 @@ class SessionManager:
         }
 
     async def resume(self, body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict) or set(body) - {"name"}:
+        if not isinstance(body, dict):
             raise WandaError(ErrorCode.VALIDATION_ERROR, "resume takes an optional name (the session's folder) only")
+        if set(body) - {"name"}:  # named, as every field a validation error is about
+            unknown = sorted(set(body) - {"name"})[0]
+            raise WandaError(ErrorCode.VALIDATION_ERROR, f"{unknown}: unknown field (resume takes a name only)")
         if not isinstance(body.get("name", ""), str):
             raise WandaError(ErrorCode.VALIDATION_ERROR, "name: must be a string (the session's folder)")
         async with self._lock:

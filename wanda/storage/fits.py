@@ -3,13 +3,19 @@
 Unsigned 16-bit data is stored as FITS requires: signed 16-bit big-endian (BITPIX 16) with
 BZERO 32768, so a reader adds 32768 back. Header cards are 80 characters, the header and the
 data are each padded to a multiple of 2880 bytes. A colour image is three planes (NAXIS3 = 3).
+
+``read_fits`` reads such a file back (and 8-bit or signed 16-bit ones) for the gallery's previews
+and measurements; ``read_header`` only its cards.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -75,3 +81,91 @@ def fits_bytes(data: np.ndarray, cards: Iterable[Card] = ()) -> bytes:
     body = np.bitwise_xor(data, np.uint16(0x8000)).view(np.int16).astype(">i2").tobytes()
     body += b"\0" * (-len(body) % BLOCK)
     return head + body
+
+
+# -- reading back ------------------------------------------------------------------------------------
+
+MAX_HEADER_BLOCKS = 64  # 2,304 cards: far more than any camera writes; a longer header is not a FITS file
+
+
+@dataclass(frozen=True)
+class FitsImage:
+    header: dict[str, Any]  # keyword -> value (str, bool, int or float), as written
+    data: np.ndarray  # uint16, (height, width) or (planes, height, width)
+    full_scale: int  # the largest value the data can hold (DATAMAX where the file says it)
+
+
+def _parse_value(text: str) -> Any:
+    text = text.strip()
+    if text.startswith("'"):
+        value, i = [], 1
+        while i < len(text):
+            if text[i] == "'":
+                if text[i + 1 : i + 2] == "'":  # a doubled quote is a quote
+                    value.append("'")
+                    i += 2
+                    continue
+                break
+            value.append(text[i])
+            i += 1
+        return "".join(value).rstrip()
+    text = text.split("/", 1)[0].strip()
+    if text in ("T", "F"):
+        return text == "T"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text.replace("D", "E"))
+    except ValueError:
+        return text or None
+
+
+def read_header(file: BinaryIO) -> tuple[dict[str, Any], int]:
+    """The primary header's cards and the offset of its data. ValueError when it is not FITS."""
+    header: dict[str, Any] = {}
+    for block in range(MAX_HEADER_BLOCKS):
+        chunk = file.read(BLOCK)
+        if len(chunk) < BLOCK:
+            raise ValueError("not a FITS file: the header ends early")
+        if block == 0 and not chunk.startswith(b"SIMPLE  ="):
+            raise ValueError("not a FITS file")
+        for start in range(0, BLOCK, CARD):
+            text = chunk[start : start + CARD].decode("ascii", "replace")
+            keyword = text[:8].strip()
+            if keyword == "END":
+                return header, (block + 1) * BLOCK
+            if text[8:10] == "= " and keyword not in header:
+                header[keyword] = _parse_value(text[10:])
+    raise ValueError("not a FITS file: no END within the header")
+
+
+def read_fits(path: Path) -> FitsImage:
+    """A FITS file's primary image as unsigned 16-bit data: what WANDA writes (BITPIX 16 with BZERO
+    32768), signed 16-bit (negative values read as 0) or 8-bit data. ValueError for anything else."""
+    with open(path, "rb") as file:
+        header, offset = read_header(file)
+        bitpix, naxis = header.get("BITPIX"), header.get("NAXIS")
+        if bitpix not in (8, 16) or naxis not in (2, 3):
+            raise ValueError(f"FITS data of BITPIX {bitpix} and NAXIS {naxis} is not read here")
+        axes = [header.get(f"NAXIS{axis}") for axis in range(naxis, 0, -1)]
+        shape = tuple(n for n in axes if isinstance(n, int) and not isinstance(n, bool) and n > 0)
+        if len(shape) != naxis or (naxis == 3 and shape[0] not in (1, 3)):
+            raise ValueError(f"FITS data of axes {axes} is not an image read here")
+        count = math.prod(shape)
+        if os.fstat(file.fileno()).st_size - offset < count * (bitpix // 8):
+            raise ValueError("the FITS data ends early")
+        file.seek(offset)
+        stored = np.fromfile(file, dtype=">u1" if bitpix == 8 else ">i2", count=count)
+    zero, scale = header.get("BZERO", 0), header.get("BSCALE", 1)
+    if bitpix == 8:
+        data, full_scale = stored.astype(np.uint16), 255
+    elif zero == 32768 and scale == 1:  # unsigned 16-bit: flip the top bit back
+        data, full_scale = np.bitwise_xor(stored.view(">u2"), np.uint16(0x8000)).astype(np.uint16), 65535
+    else:
+        data, full_scale = np.clip(stored, 0, None).astype(np.uint16), 32767
+    datamax = header.get("DATAMAX")
+    if isinstance(datamax, int | float) and 0 < datamax < full_scale:
+        full_scale = int(datamax)
+    return FitsImage(header, data.reshape(shape), full_scale)
