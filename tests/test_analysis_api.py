@@ -137,6 +137,8 @@ async def test_the_stretched_stream_lifts_the_sky_at_every_setting_and_never_bla
         headers, stretched_jpeg = await read_part(stretched.content)
         if int(headers["x-sequence"]) > stretched_from and int(plain_headers["x-sequence"]) > stretched_from:
             break
+    else:
+        raise AssertionError("no frame made after the stretch began came on both streams")
     decoder = JpegEncoder()
     shot = decoder.decode(plain_jpeg)[..., 0]
     lifted = decoder.decode(stretched_jpeg)[..., 0]

@@ -96,7 +96,7 @@ def test_browser_a_session_says_how_it_ended_and_its_folder_count_follows_it(ope
     expect(page.locator("#session-form")).to_be_visible()
     expect(ended).to_be_hidden()
 
-    # A session that completes says so too, and the elapsed time it shows has stopped.
+    # A session that completes says so too (that its elapsed time stops: tests/test_session.py).
     page.get_by_label("Name").fill("complete")
     page.get_by_label("Frames").fill("2")
     page.get_by_role("button", name="Start session").click()

@@ -601,9 +601,12 @@ async def test_a_full_disk_then_a_kill_leave_no_partial_files(tmp_path, small_di
         # captures keep failing with 507, and the kill comes somewhere in that.
         (small_disk / "someone_elses_file.bin").unlink()
         assert (await server.post("/api/camera/settings", {"file_format": "jpeg+fits"}))[0] == 200
-        status, payload = await server.post("/api/session/start", {"name": "full2", "total_images": 2})
-        assert status == 200, payload  # it fits (the estimate knows a frame's size by now)...
-        fill(small_disk, leave=2 * 2**20)  # ...until the disk fills up
+        # Two frames 2 s apart: it fits (the estimate knows a frame's size by now) until the disk
+        # fills up, before its second frame at the latest however slow this machine is.
+        timed = {"name": "full2", "total_images": 2, "total_time_hours": 4 / 3600}
+        status, payload = await server.post("/api/session/start", timed)
+        assert status == 200, payload
+        fill(small_disk, leave=2 * 2**20)
         delay = round(rng.uniform(0.2, 1.0), 3)
         await run_then_kill(
             server, delay, [capture_loop(server, record, (200, 409, 507)), gallery_loop(server, "full2")]

@@ -604,3 +604,36 @@ def test_frames_wait_for_their_measurement_in_a_queue_that_cannot_grow(tmp_path)
         measurer.stop()
     assert measured == ["a.jpg", "b.jpg", "c.jpg"]
     assert json.loads((tmp_path / "b.json").read_text()) == {"measurement": {"star_count": 1}}
+
+
+def _fits_header(*cards: tuple[str, object]) -> bytes:
+    """A bare FITS header (for files fits_bytes would not write)."""
+    lines = [f"{key:<8}= {value!s:>20}".ljust(80) for key, value in cards] + ["END".ljust(80)]
+    text = "".join(lines)
+    return (text + " " * (-len(text) % 2880)).encode("ascii")
+
+
+async def test_fits_files_the_renderer_cannot_take_are_a_clear_415_and_measured_as_failed_once(client, config):
+    config.captures.mkdir(exist_ok=True)
+    (config.captures / "light_0101.fits").write_bytes(fits_bytes(np.zeros((1, 50), np.uint16)))  # a row
+    # Bigger than a 12-megapixel colour frame: decoding it would take gigabytes. (Sparse on disk.)
+    header = _fits_header(
+        ("SIMPLE", "T"), ("BITPIX", 8), ("NAXIS", 3), ("NAXIS1", 4200), ("NAXIS2", 3200), ("NAXIS3", 3)
+    )
+    with open(config.captures / "light_0102.fits", "wb") as file:
+        file.write(header)
+        file.truncate(len(header) + 4200 * 3200 * 3)
+    for name in ("light_0101.fits", "light_0102.fits"):
+        for query in ("thumb=1", "preview=1", "preview=1&stretch=auto"):
+            response = await client.get(f"/api/captures/{name}?{query}")
+            body = await response.json()
+            assert (response.status, body["code"]) == (415, "NO_THUMBNAIL"), (name, query, body)
+        details = await measured(client, f"/api/captures/{name}?info=1")
+        assert details["measurement"]["state"] == "failed", details
+    # DATAMAX below 1 would make the full scale 0: it is not taken as the scale.
+    (config.captures / "light_0103.fits").write_bytes(
+        fits_bytes(np.arange(600, dtype=np.uint16).reshape(20, 30), [("DATAMAX", 0.5, "")])
+    )
+    assert (await client.get("/api/captures/light_0103.fits?thumb=1")).status == 200
+    details = await measured(client, "/api/captures/light_0103.fits?info=1")
+    assert details["measurement"]["state"] in ("measured", "failed"), details

@@ -227,6 +227,9 @@ async def test_an_ended_session_keeps_its_elapsed_time_and_a_deleted_one_says_it
     body = await response.json()
     assert (response.status, body["code"]) == (409, "SESSION_START_FAILED")
     assert body["error"] == "session 'short night' cannot be resumed: its folder was deleted"
+    for outside in ("../" + config.captures.parent.name, "../no such folder"):  # one there, one not: alike
+        refused = await client.post("/api/session/resume", json={"name": outside})
+        assert (await refused.json())["error"] == f"no interrupted session {outside!r} to resume"
     odd = await client.post("/api/session/resume", json={"name": 5})
     assert (odd.status, (await odd.json())["code"]) == (400, "VALIDATION_ERROR")
 
@@ -260,6 +263,31 @@ async def test_free_space_falling_below_the_floor_ends_the_session_with_an_error
     assert meta["status"] == "error" and [f["file"] for f in meta["frames"]] == images(folder)
     await wait_until(lambda: client.app[MEASURER].idle)  # its sidecar rewrites are done
     assert hidden(small_disk) == []
+
+
+async def test_the_space_a_session_needs_is_reckoned_in_its_own_file_format(make_client, small_disk):
+    client = await make_client(captures=small_disk / "captures", min_free_mb=0)
+    await set_exposure(client, 0.05)
+    assert (await client.post("/api/camera/capture")).status == 200  # a JPEG: the camera's format
+    fits = await client.post("/api/session/start", json={"name": "fits", "total_images": 2, "file_format": "fits"})
+    body = await fits.json()
+    assert (fits.status, body["code"]) == (409, "INSUFFICIENT_SPACE"), body  # 2 x 3 MB on a 2 MB disk
+    assert client.app[CONTROL].arbiter.holder is None
+    jpeg = await client.post("/api/session/start", json={"name": "jpeg", "total_images": 2})
+    assert jpeg.status == 200, await jpeg.json()  # the same count of JPEG frames fits
+    await finished(client)
+
+
+async def test_a_cancelled_session_task_leaves_the_camera_on_its_own_settings(client):
+    await set_exposure(client, 30)
+    await start(client, name="capped", total_images=2, frame_type="dark", use_current_settings=True)
+    camera = client.app[CONTROL].worker.backend
+    await wait_until(lambda: client.app[CONTROL].exposure is not None)
+    assert camera.frame_type == "dark"  # the cap is on for the session's frame
+    task = client.app[SESSIONS].run.task
+    task.cancel()  # as a stop that waited too long does
+    await asyncio.wait({task})
+    await wait_until(lambda: camera.frame_type == "light")  # the preview is the sky again
 
 
 async def test_a_full_disk_mid_frame_leaves_no_partial_file(make_client, small_disk):

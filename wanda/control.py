@@ -271,14 +271,14 @@ class CameraControl:
             ticker.cancel()
             self.exposure = None
             self._cancel = None
-        if left_on != _controls(self.settings):
-            # A session's own settings must not stay on the sensor, after a failed or cancelled
-            # frame either (its darks would leave the preview capped): the preview follows the
-            # settings the status shows.
-            try:
-                await self.worker.call(_apply_controls, *_controls(self.settings))
-            except Exception as exc:  # the camera's own failure is what the capture reports
-                log.warning("could not restore the camera's settings after a still: %s", exc)
+            if left_on != _controls(self.settings):
+                # A session's own settings must not stay on the sensor, after a failed or cancelled
+                # frame either, nor when the session's task itself is cancelled (its darks would
+                # leave the preview capped): the preview follows the settings the status shows.
+                try:
+                    await self.worker.call(_apply_controls, *_controls(self.settings))
+                except Exception as exc:  # the camera's own failure is what the capture reports
+                    log.warning("could not restore the camera's settings after a still: %s", exc)
         if failure is not None:
             self.bus.publish(
                 "camera", "capture_error", {"code": failure.code, "error": failure.message, **self._capture_state()}
@@ -335,18 +335,21 @@ class CameraControl:
             return {"cancelled": False, "held_by": holder.as_dict()}
         return self.cancel()
 
-    def estimated_still_bytes(self) -> int:
-        """What the next still will take on disk: the average of the last ones saved in the current
-        format, or a generous guess before there is one."""
-        sizes = list(self._still_sizes.get((self.settings.file_format, self.settings.save_raw), ()))
+    def estimated_still_bytes(self, file_format: str | None = None, save_raw: bool | None = None) -> int:
+        """What the next still in ``file_format`` (with or without raw; the camera's by default: a
+        session may save in its own) will take on disk: the average of the last ones saved so,
+        or a generous guess before there is one."""
+        file_format = self.settings.file_format if file_format is None else file_format
+        save_raw = self.settings.save_raw if save_raw is None else save_raw
+        sizes = list(self._still_sizes.get((file_format, save_raw), ()))
         if sizes:
             return sum(sizes) // len(sizes)
         backend = self.worker.backend
         width, height = getattr(backend, "sensor_size", backend.preview_size)  # stills may be full size
         sixteen_bit = width * height * 2  # a DNG or a FITS frame: 16 bits a pixel
-        jpeg = width * height * 3 // 8 if "jpeg" in self.settings.file_format else 0
-        fits = sixteen_bit if "fits" in self.settings.file_format else 0
-        return jpeg + fits + (sixteen_bit if self.settings.save_raw else 0)
+        jpeg = width * height * 3 // 8 if "jpeg" in file_format else 0
+        fits = sixteen_bit if "fits" in file_format else 0
+        return jpeg + fits + (sixteen_bit if save_raw else 0)
 
     def url_of(self, path: Path) -> str:
         return "/api/captures/" + quote(str(path.relative_to(self.captures_root)))

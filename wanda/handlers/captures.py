@@ -27,6 +27,10 @@ from wanda.validate import choice, invalid, json_object, known_fields, query_who
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 THUMB_ENCODER = web.AppKey("thumb_encoder", JpegEncoder)
+# Renders (thumbnails, views) at a time: a FITS frame takes hundreds of MB while it is decoded, and a
+# page asks for every tile's thumbnail at once; the others wait their turn, and find it cached.
+RENDERS = web.AppKey("renders", asyncio.Semaphore)
+CONCURRENT_RENDERS = 2
 PAGE = 100  # image details per listing unless ?limit= asks otherwise
 MAX_PAGE = 1000
 MAX_OFFSET = 10**8
@@ -47,7 +51,7 @@ async def storage(request: web.Request) -> web.Response:
     )
     can_write = unwritable is None
     reserve = request.app[CONFIG].min_free_mb * 2**20
-    frame = request.app[CONTROL].estimated_still_bytes()
+    frame = request.app[CONTROL].estimated_still_bytes(request.app[SESSIONS].frame_format())  # a session's own
     frames_left = max(0, (free - reserve) // frame) if can_write else 0
     if not can_write:
         state, message = "read_only", f"nothing can be saved: {unwritable}"
@@ -170,10 +174,12 @@ async def capture_file(request: web.Request, path: str) -> web.StreamResponse:
         return ok(await asyncio.to_thread(review.frame_info, root, target, request.app[MEASURER]))
     encoder = request.app[THUMB_ENCODER]
     if query.get("thumb") in FLAGS:
-        thumb = await asyncio.to_thread(renditions.thumbnail, root, target, encoder)
+        async with request.app[RENDERS]:
+            thumb = await asyncio.to_thread(renditions.thumbnail, root, target, encoder)
         return _jpeg(thumb, "max-age=86400")
     if query.get("preview") in FLAGS:
-        view = await asyncio.to_thread(renditions.preview, root, target, encoder, stretch=stretch)
+        async with request.app[RENDERS]:
+            view = await asyncio.to_thread(renditions.preview, root, target, encoder, stretch=stretch)
         return _jpeg(view, "no-cache")
     return web.FileResponse(target, headers={"Cache-Control": "no-cache"})
 
@@ -196,4 +202,5 @@ async def delete_capture(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app[THUMB_ENCODER] = JpegEncoder(80)
+    app[RENDERS] = asyncio.Semaphore(CONCURRENT_RENDERS)
     zips.setup(app)

@@ -105,7 +105,7 @@ class SessionManager:
                 raise WandaError(ErrorCode.SESSION_START_FAILED, "a session is already running: stop it first")
             lease = self.control.arbiter.acquire("session", request.name)
             try:
-                await self._check_space(request.total_images)
+                await self._check_space(request.total_images, request.settings.file_format)
                 folder = await asyncio.to_thread(self._new_folder, request.name)
                 await self._launch(folder, self._new_metadata(request, folder), lease)
             except BaseException:
@@ -164,7 +164,7 @@ class SessionManager:
             lease = self.control.arbiter.acquire("session", metadata.get("name"))
             try:
                 remaining = metadata["total_images"] - len(metadata["frames"])
-                await self._check_space(remaining)
+                await self._check_space(remaining, metadata["settings"].get("file_format", "jpeg"))
                 metadata["status"] = "running"
                 metadata["ended"] = None
                 metadata["error"] = None
@@ -471,7 +471,7 @@ class SessionManager:
                 ):
                     candidates.append((metadata.get("started") or "", folder, metadata))
         if not candidates:
-            if name is not None and not (self.root / name).is_dir():
+            if name is not None and _plain_name(name) and not (self.root / name).is_dir():
                 raise WandaError(
                     ErrorCode.SESSION_START_FAILED, f"session {name!r} cannot be resumed: its folder was deleted"
                 )
@@ -480,15 +480,25 @@ class SessionManager:
         _, folder, metadata = max(candidates, key=lambda c: c[0])
         return folder, reconcile(folder, metadata)
 
-    async def _check_space(self, frames: int) -> None:
+    def frame_format(self) -> str | None:
+        """The file format the running session saves its frames in (None when none runs)."""
+        return self.run.metadata["settings"].get("file_format", "jpeg") if self.active and self.run else None
+
+    async def _check_space(self, frames: int, file_format: str) -> None:
         unwritable = await asyncio.to_thread(unwritable_reason, self.root)
         if unwritable is not None:
             raise WandaError(ErrorCode.READ_ONLY_STORAGE, f"the session cannot save its frames: {unwritable}")
         free, _ = await asyncio.to_thread(disk_space, self.root)
-        need = frames * self.control.estimated_still_bytes() + self.min_free_bytes
+        need = frames * self.control.estimated_still_bytes(file_format) + self.min_free_bytes
         if free < need:
             raise WandaError(  # told as a lack of space, answered as a session that cannot start (409)
                 ErrorCode.INSUFFICIENT_SPACE,
                 f"{frames} frames need about {need // 2**20} MB with the reserve, but {free // 2**20} MB are free",
                 answer_as=ErrorCode.SESSION_START_FAILED,
             )
+
+
+def _plain_name(name: str) -> bool:
+    """A name that can only be a folder in the captures folder (asking whether others exist would
+    tell a client about the disk outside it)."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name

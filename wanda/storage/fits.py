@@ -141,6 +141,10 @@ def read_header(file: BinaryIO) -> tuple[dict[str, Any], int]:
     raise ValueError("not a FITS file: no END within the header")
 
 
+# The most values read_fits decodes: a 12-megapixel colour frame (the HQ camera's 4056 x 3040 x 3).
+MAX_FITS_VALUES = 4056 * 3040 * 3
+
+
 def read_fits(path: Path) -> FitsImage:
     """A FITS file's primary image as unsigned 16-bit data: what WANDA writes (BITPIX 16 with BZERO
     32768), signed 16-bit (negative values read as 0) or 8-bit data. ValueError for anything else."""
@@ -153,7 +157,11 @@ def read_fits(path: Path) -> FitsImage:
         shape = tuple(n for n in axes if isinstance(n, int) and not isinstance(n, bool) and n > 0)
         if len(shape) != naxis or (naxis == 3 and shape[0] not in (1, 3)):
             raise ValueError(f"FITS data of axes {axes} is not an image read here")
+        if min(shape[-2:]) < 2:
+            raise ValueError(f"FITS data of axes {axes} is not an image: a row or a column")
         count = math.prod(shape)
+        if count > MAX_FITS_VALUES:  # decoded and rendered in memory: a Pi has 2 GB or less
+            raise ValueError(f"FITS data of {count / 1e6:.0f} million values is more than WANDA reads")
         if os.fstat(file.fileno()).st_size - offset < count * (bitpix // 8):
             raise ValueError("the FITS data ends early")
         file.seek(offset)
@@ -166,6 +174,6 @@ def read_fits(path: Path) -> FitsImage:
     else:
         data, full_scale = np.clip(stored, 0, None).astype(np.uint16), 32767
     datamax = header.get("DATAMAX")
-    if isinstance(datamax, int | float) and 0 < datamax < full_scale:
+    if isinstance(datamax, int | float) and 1 <= datamax < full_scale:  # below 1: no scale at all
         full_scale = int(datamax)
     return FitsImage(header, data.reshape(shape), full_scale)

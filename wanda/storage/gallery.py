@@ -16,6 +16,7 @@ import glob
 import hashlib
 import logging
 import os
+import re
 import shutil
 import threading
 import zipfile
@@ -428,10 +429,12 @@ def delete_files(root: Path, relatives: Sequence[str], busy_folder: Path | None)
     deleted, removed = [], 0
     for target in targets:
         try:
-            removed += _remove(base, target)
+            removed += _remove(base, target, forget=False)
         except FileNotFoundError:
             continue  # gone meanwhile (another page deleted it): what was asked for is done
         deleted.append(target.relative_to(base).as_posix())
+    # Once for the whole selection: the cache holds thousands of renditions on a long night.
+    _forget_renditions(base, {_thumbnail_key(relative) for relative in deleted})
     return {"deleted": deleted, "files": removed}
 
 
@@ -443,9 +446,10 @@ def _refuse_busy(targets: Iterable[Path], busy_folder: Path | None) -> None:
             raise WandaError(ErrorCode.FOLDER_IN_USE, f"{name} belongs to the running session: stop it first")
 
 
-def _remove(base: Path, target: Path) -> int:
-    """Delete one file and its thumbnails; the frame's sidecar goes with the frame's last image
-    (a JPEG deleted from a JPEG+FITS frame leaves the FITS its notes). How many files went."""
+def _remove(base: Path, target: Path, *, forget: bool = True) -> int:
+    """Delete one file and (``forget``) its thumbnails; the frame's sidecar goes with the frame's
+    last image (a JPEG deleted from a JPEG+FITS frame leaves the FITS its notes). How many files
+    went."""
     removed = 1
     with SIDECARS:
         target.unlink()
@@ -453,8 +457,26 @@ def _remove(base: Path, target: Path) -> int:
         if image_format(target.name) and not frame_images(target) and not sidecar.is_symlink() and sidecar.is_file():
             sidecar.unlink()
             removed += 1
-    _forget_thumbnails(base, target.relative_to(base).as_posix().replace("/", "__") + ".")
+    if forget:
+        _forget_thumbnails(base, target.relative_to(base).as_posix().replace("/", "__") + ".")
     return removed
+
+
+_RENDITION = re.compile(r"^(?P<key>.+)\.\d+\.\d+(?:\.[a-z-]+)?\.jpg$")  # see cached()
+
+
+def _forget_renditions(base: Path, keys: set[str]) -> None:
+    """Remove the cached renditions of the images with these cache keys, reading each cache once."""
+    for cache in (base / THUMBS, base / THUMBS / VIEWS):
+        try:
+            with os.scandir(cache) as entries:
+                names = [entry.name for entry in entries]
+        except OSError:
+            continue
+        for name in names:
+            match = _RENDITION.match(name)
+            if match and match["key"] in keys:
+                (cache / name).unlink(missing_ok=True)
 
 
 def _forget_thumbnails(base: Path, prefix: str) -> None:

@@ -10,6 +10,9 @@ from the unbalanced channels, and no checkerboard for the star finder.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from wanda.jpeg import JpegEncoder
 from wanda.storage import gallery
 from wanda.storage.fits import read_fits
 
+log = logging.getLogger(__name__)
 THUMB_QUALITY = 80
 VIEW_QUALITY = 90
 LUMA = (77, 150, 29)  # the weights of R, G and B in 1/256 (as the live analysis takes them)
@@ -114,10 +118,23 @@ def thumbnail(root: Path, image: Path, encoder: JpegEncoder) -> Path | bytes:
         raise WandaError(ErrorCode.NO_THUMBNAIL, "thumbnails are made of JPEG and FITS images only")
 
     def make() -> bytes:
-        pixels = render(load_fits(image), stretch=True, min_width=gallery.THUMB_MIN_WIDTH)
+        with _unrenderable(image):
+            pixels = render(load_fits(image), stretch=True, min_width=gallery.THUMB_MIN_WIDTH)
         return encoder.encode(pixels, "RGB", quality=THUMB_QUALITY)
 
     return gallery.cached(root, image, "thumb", make)
+
+
+@contextlib.contextmanager
+def _unrenderable(image: Path) -> Iterator[None]:
+    """A file the renderer chokes on (odd sizes, odd scaling) is the client's 415, not a 500."""
+    try:
+        yield
+    except WandaError:
+        raise
+    except (ArithmeticError, IndexError, ValueError) as exc:
+        log.warning("%s cannot be shown: %r", image.name, exc)
+        raise WandaError(ErrorCode.NO_THUMBNAIL, f"{image.name} cannot be shown") from None
 
 
 def preview(root: Path, image: Path, encoder: JpegEncoder, *, stretch: bool) -> Path | bytes:
@@ -129,8 +146,10 @@ def preview(root: Path, image: Path, encoder: JpegEncoder, *, stretch: bool) -> 
         return image
 
     def make() -> bytes:
-        pixels = load_fits(image) if kind == "fits" else load_jpeg(image, encoder)
-        return encoder.encode(render(pixels, stretch=stretch), "RGB", quality=VIEW_QUALITY)
+        with _unrenderable(image):
+            pixels = load_fits(image) if kind == "fits" else load_jpeg(image, encoder)
+            rendered = render(pixels, stretch=stretch)
+        return encoder.encode(rendered, "RGB", quality=VIEW_QUALITY)
 
     if kind not in ("jpeg", "fits"):
         raise WandaError(ErrorCode.NO_THUMBNAIL, "views are made of JPEG and FITS images only")

@@ -103,10 +103,22 @@ def record(image: Path, measurement: dict[str, Any]) -> bool:
         if notes is None:
             if sidecar.exists() or sidecar.is_symlink():
                 return False  # something else under that name: not ours to overwrite
-            notes = {}
+            # A frame being saved shows its image before its sidecar: never replace the sidecar
+            # that lands meanwhile with one that has only the measurement.
+            try:
+                write_atomic(sidecar, _encoded({"measurement": measurement}), overwrite=False)
+                return True
+            except FileExistsError:
+                notes = _notes(sidecar)
+                if notes is None:
+                    return False
         notes["measurement"] = measurement
-        write_atomic(sidecar, json.dumps(notes, indent=2).encode("utf-8"))
+        write_atomic(sidecar, _encoded(notes))
     return True
+
+
+def _encoded(notes: dict[str, Any]) -> bytes:
+    return json.dumps(notes, indent=2).encode("utf-8")
 
 
 class Measurer:
@@ -205,6 +217,9 @@ class Measurer:
         except (OSError, WandaError) as exc:  # unreadable: say so, and do not try again
             reason = exc.message if isinstance(exc, WandaError) else (exc.strerror or str(exc))
             measurement = {"error": reason, "measured": utc_iso(time.time())}
+        except Exception:  # a file the star finder chokes on: said once, never measured again
+            log.exception("measuring %s failed", image.name)
+            measurement = {"error": "it could not be measured (see the server log)", "measured": utc_iso(time.time())}
         self.measured += 1
         try:
             if record(image, measurement) or not gallery.frame_images(image):
