@@ -144,3 +144,18 @@ class Console:
 
 def wait_for_live_frame(page: Page) -> None:
     page.wait_for_function("() => document.getElementById('live').naturalWidth === 1440")
+
+
+def mean_red(element_id: str) -> str:
+    """A page function: the mean red of the image ``element_id``, drawn small (what the eye gets
+    of it)."""
+    return """() => {
+        const image = document.getElementById('ID');
+        const canvas = Object.assign(document.createElement('canvas'), {width: 144, height: 108});
+        const context = canvas.getContext('2d');
+        context.drawImage(image, 0, 0, 144, 108);
+        const pixels = context.getImageData(0, 0, 144, 108).data;
+        let sum = 0;
+        for (let i = 0; i < pixels.length; i += 4) sum += pixels[i];
+        return sum / (pixels.length / 4);
+    }""".replace("ID", element_id)

@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from in_browser import eventually, wait_for_live_frame
+from in_browser import eventually, mean_red, wait_for_live_frame
 from live_server import Wanda
 from playwright.sync_api import expect
 
@@ -309,16 +309,7 @@ def test_browser_analysis_panel_fills_from_the_server_and_the_stretch_lifts_the_
     assert page.evaluate(drawn, "histogram") > 500
     page.wait_for_function(f"() => ({drawn})('hfr-trend') > 50")  # two analyses make a line
     # The stretch: the live image comes from the stretched stream, and it is brighter.
-    brightness = """() => {
-        const image = document.getElementById('live');
-        const canvas = Object.assign(document.createElement('canvas'), {width: 144, height: 108});
-        const context = canvas.getContext('2d');
-        context.drawImage(image, 0, 0, 144, 108);
-        const pixels = context.getImageData(0, 0, 144, 108).data;
-        let sum = 0;
-        for (let i = 0; i < pixels.length; i += 4) sum += pixels[i];
-        return sum / (pixels.length / 4);
-    }"""
+    brightness = mean_red("live")
     wait_for_live_frame(page)
     plain = page.evaluate(brightness)
     page.get_by_role("button", name="Stretch").click()

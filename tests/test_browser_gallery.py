@@ -10,22 +10,12 @@ import re
 import zipfile
 
 import pytest
-from in_browser import eventually
+from in_browser import eventually, mean_red
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.slow  # a real browser and a real `wanda`
 
-# The mean red of the full view's image, drawn small (what the eye gets of it).
-BRIGHTNESS = """() => {
-    const image = document.getElementById('image-full');
-    const canvas = Object.assign(document.createElement('canvas'), {width: 144, height: 108});
-    const context = canvas.getContext('2d');
-    context.drawImage(image, 0, 0, 144, 108);
-    const pixels = context.getImageData(0, 0, 144, 108).data;
-    let sum = 0;
-    for (let i = 0; i < pixels.length; i += 4) sum += pixels[i];
-    return sum / (pixels.length / 4);
-}"""
+BRIGHTNESS = mean_red("image-full")
 LOADED = "() => { const i = document.getElementById('image-full'); return i.complete && i.naturalWidth === 1440; }"
 
 
