@@ -4,13 +4,16 @@ the small things a new user stumbled on. Fixtures: tests/in_browser.py."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
 
 import numpy as np
 import pytest
 from in_browser import eventually, wait_for_live_frame
 from live_server import Wanda
 from playwright.sync_api import expect
+from test_clock import FakeTimedatectl
 
 from wanda.jpeg import JpegEncoder
 
@@ -224,3 +227,24 @@ def test_browser_small_things_at_1280_px(open_page, wanda):
     expect(page.locator("#iso-error")).to_have_text(re.compile(r"100"))  # the range it must be in
     expect(iso).to_have_value(str(round(before)))  # the camera's value again, not the refused one
     assert [e for e in console.errors if "400" not in e] == []
+
+
+def test_browser_offers_to_set_the_pis_clock_from_the_devices(open_page, browser, tmp_path):
+    fake = FakeTimedatectl(tmp_path / "bin", ntp=True, synchronized=False)
+    path = f"{fake.path.parent}{os.pathsep}{os.environ['PATH']}"
+    with Wanda(tmp_path, env={"PATH": path}) as server:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        try:
+            page = context.new_page()
+            page.clock.install(time=time.time() + 600)  # this phone is ten minutes ahead of the Pi
+            page.goto(server.url + "/")
+            expect(page.locator("#clock-state")).to_have_text(
+                re.compile(r"^Pi clock (9 min 5\d s|10 min( \d s)?) behind this device$")
+            )
+            before = time.time()
+            page.get_by_role("button", name="Set Pi clock").click()
+            eventually(lambda: fake.state["set_to"] is not None)
+            assert abs(fake.state["set_to"] - (before + 600)) < 5  # the device's time, when clicked
+            eventually(lambda: fake.state["ntp"] is True)  # switched back on after
+        finally:
+            context.close()

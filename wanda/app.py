@@ -20,12 +20,24 @@ from wanda.auth import Guard
 from wanda.backends import CameraBackend
 from wanda.backends.choose import create_backend
 from wanda.camera import CameraWorker
+from wanda.clock import SystemClock
 from wanda.config import Config
 from wanda.connections import GATE, ConnectionGate, connection_limit, current_descriptor_limit, gate_middleware
 from wanda.control import CameraControl
 from wanda.events import EventBus
 from wanda.frames import FrameHub
-from wanda.handlers import analysis_api, camera_api, captures, login, mount_api, session_api, stream, system, ws
+from wanda.handlers import (
+    analysis_api,
+    camera_api,
+    captures,
+    clock_api,
+    login,
+    mount_api,
+    session_api,
+    stream,
+    system,
+    ws,
+)
 from wanda.handlers.envelope import error_middleware
 from wanda.jpeg import JpegEncoder
 from wanda.keys import (
@@ -34,6 +46,7 @@ from wanda.keys import (
     BUS,
     CAMERA,
     CAPTURES,
+    CLOCK,
     CONFIG,
     CONTROL,
     HUB,
@@ -78,6 +91,7 @@ def create_app(
     app[LAG] = LoopLagMonitor()
     app[STARTED] = time.time()
     app[TRUSTED_HOSTS] = trusted_hosts(config.allowed_origins)
+    app[CLOCK] = SystemClock()
     app[CAPTURES], reason = choose_captures_dir(config.captures)
     log.info("captures go to %s (%s)", app[CAPTURES], reason)
     unwritable = unwritable_reason(app[CAPTURES])
@@ -92,7 +106,7 @@ def create_app(
     app.on_shutdown.append(_on_shutdown)
     app.on_response_prepare.append(_identify)
 
-    for module in (stream, camera_api, analysis_api, mount_api, session_api, captures, ws, system, login):
+    for module in (stream, camera_api, analysis_api, mount_api, session_api, captures, clock_api, ws, system, login):
         app.add_routes(module.routes)
     captures.setup(app)
     system.add_static_routes(app)

@@ -19,6 +19,7 @@ from wanda import SERVER
 from wanda.backends import CameraUnavailable
 from wanda.backends.choose import probe_picamera2
 from wanda.backends.picam import read_sensor_dpc, resolve_tuning_file, sensor_dpc_fix
+from wanda.clock import SystemClock
 from wanda.config import Config
 from wanda.storage.disk import choose_captures_dir, disk_space, writable
 
@@ -203,6 +204,19 @@ def check_systemd() -> Check:
     return Check("systemd unit", OK, state)
 
 
+def check_clock(clock: SystemClock | None = None) -> Check:
+    """Solving, altitudes and FITS dates need the time; a Pi without network has only its guess."""
+    state = (clock or SystemClock()).state()
+    if state.synchronized:
+        return Check("clock", OK, state.detail)
+    return Check(
+        "clock",
+        WARN,
+        state.detail,
+        "connect the Pi to a network once, or set its clock from the browser (the page offers your phone's time)",
+    )
+
+
 def run_checks(config: Config) -> list[Check]:
     return [
         check_python(),
@@ -215,6 +229,7 @@ def run_checks(config: Config) -> list[Check]:
         check_port(config),
         check_password(config),
         check_systemd(),
+        check_clock(),
     ]
 
 

@@ -49,6 +49,9 @@ class ErrorCode(StrEnum):
     NO_FRAME = "NO_FRAME"
     SHUTTING_DOWN = "SHUTTING_DOWN"
     BUSY = "BUSY"
+    # The Pi's clock
+    CLOCK_SYNCHRONIZED = "CLOCK_SYNCHRONIZED"  # NTP keeps it: not set by hand
+    CLOCK_ERROR = "CLOCK_ERROR"  # timedatectl missing, failing or not answering
     # Files and disks
     FILE_NOT_FOUND = "FILE_NOT_FOUND"
     NO_THUMBNAIL = "NO_THUMBNAIL"

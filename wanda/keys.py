@@ -9,6 +9,7 @@ from aiohttp import web
 from wanda.analysis import AnalysisWorker
 from wanda.auth import Guard
 from wanda.camera import CameraWorker
+from wanda.clock import SystemClock
 from wanda.config import Config
 from wanda.control import CameraControl
 from wanda.events import EventBus
@@ -29,6 +30,7 @@ MOUNT = web.AppKey("mount", MountControl)
 SESSIONS = web.AppKey("sessions", SessionManager)
 LAG = web.AppKey("lag", LoopLagMonitor)
 STARTED = web.AppKey("started", float)  # Unix time the app was built
+CLOCK = web.AppKey("clock", SystemClock)  # the Pi's clock (timedatectl)
 CAPTURES = web.AppKey("captures", Path)  # where captures go (chosen once, at start)
 MEASURER = web.AppKey("measurer", Measurer)  # the `measure` thread: stars and HFR of each saved frame
 TRUSTED_HOSTS = web.AppKey("trusted_hosts", frozenset)  # Host names a browser may use to reach us

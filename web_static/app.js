@@ -9,6 +9,7 @@
 import { setupAnalysis } from "./analysis.js";
 import { setupCamera } from "./camera.js";
 import { setupCapture } from "./capture.js";
+import { setupClock } from "./clock.js";
 import { $ } from "./dom.js";
 import { setupGallery } from "./gallery.js";
 import { pollStreamState, setupLiveView } from "./live.js";
@@ -22,6 +23,7 @@ setupNightMode();
 setupLiveView();
 setupCamera();
 setupCapture();
+setupClock();
 setupSession();
 setupMount();
 setupGallery();

@@ -3,6 +3,7 @@
 
 import { showAnalysis } from "./analysis.js";
 import { eventsSeen } from "./api.js";
+import { checkClock } from "./clock.js";
 import { showCamera } from "./camera.js";
 import { showExposing, showLastCapture } from "./capture.js";
 import { $ } from "./dom.js";
@@ -39,6 +40,7 @@ export function connect() {
   ws.addEventListener("open", () => {
     socket.retry = 1000;
     showSocket("open", "connected");
+    checkClock(); // a restarted Pi may have come back with yesterday's time
     if (socket.everConnected) {
       // The server may have restarted: the stream and the lists start afresh (the statuses come
       // by themselves on connect).

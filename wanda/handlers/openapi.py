@@ -293,6 +293,22 @@ def build_spec(limits: Limits) -> dict[str, Any]:
             ),
         },
         "/api/storage": {"get": _operation("where captures go, free space, frames left", {200: _ok()})},
+        "/api/clock": {
+            "get": _operation("the Pi's time and whether NTP keeps it", {200: _ok()}),
+            "post": _operation(
+                "set the Pi's clock from the observer's device (not when NTP keeps it)",
+                {200: _ok()},
+                400,
+                403,
+                409,
+                requestBody=_json_body(
+                    _object(
+                        {"unix_time": {"type": "number", "minimum": 1_767_225_600, "maximum": 4_102_444_800}},
+                        ["unix_time"],
+                    )
+                ),
+            ),
+        },
         "/api/captures": {
             "get": _operation(
                 "every image's name, newest first, and the details of one page of frames",
