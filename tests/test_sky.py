@@ -8,10 +8,14 @@ import time
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.wcs import WCS
 from helpers import wait_until
 
+from wanda.astro.catalog import load_catalogue
 from wanda.astro.measure import analyse
+from wanda.astro.sidereal import SIDEREAL_ARCSEC_PER_S
 from wanda.backends.sky import PREVIEW_SIZE, SIDEREAL_RATE, SensorModel, SimulatedSky
+from wanda.backends.starfield import star_flux
 from wanda.keys import CAMERA, CAPTURES
 
 
@@ -21,6 +25,9 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def _isolated_star(sky: SimulatedSky, *, min_snr: float, max_peak_adu: float) -> int:
@@ -295,3 +302,212 @@ async def test_a_session_of_darks_is_capped_and_the_preview_is_not(client, confi
         with fits.open(path) as hdus:
             assert analyse(hdus[0].data.astype(np.uint16), 65535)["star_count"] == 0
     assert client.app[CAMERA].backend.frame_type == "light"
+
+
+# -- the real sky: the catalogue through the optic ----------------------------------------------
+
+START = 1_780_000_000.0  # 2026-05-28 20:26:40 UTC: the simulated night's wall clock
+M42 = (83.822, -5.391, 0.0)
+
+
+def catalogue_sky(clock: FakeClock | None = None, **kwargs) -> SimulatedSky:
+    clock = clock or FakeClock()
+    start = clock.now
+    kwargs.setdefault("pointing", M42)
+    return SimulatedSky(clock=clock, wall_clock=lambda: START + clock.now - start, **kwargs)
+
+
+def test_the_real_sky_draws_the_catalogues_stars_where_its_wcs_puts_them():
+    """The truth's stars are the catalogue's at the date, at the pixels astropy's WCS gives for the
+    truth's pointing; and the analysis finds the bright ones there."""
+    sky = catalogue_sky()
+    sky.set_tracking(True)
+    image = sky.render_luminance(0.5, 4.0).astype(np.uint8)
+    truth = sky.truth()
+    pointing = truth.pointing
+    assert pointing.wcs.ra == pytest.approx(M42[0], abs=0.01) and pointing.wcs.dec == pytest.approx(M42[1], abs=0.01)
+    assert pointing.wcs.scale == pytest.approx(18.01, abs=0.01) and pointing.wcs.field == pytest.approx(
+        (7.2, 5.4), 0.01
+    )
+    assert pointing.epoch == pytest.approx(2026.41, abs=0.01)
+    # The catalogue's stars, moved to the date.
+    catalogue = load_catalogue()
+    listed = truth.source_id != 0
+    index = {int(s): i for i, s in enumerate(catalogue.source_id)}
+    rows = np.array([index[int(s)] for s in truth.source_id[listed]])
+    ra, dec = catalogue.positions_at(rows, pointing.epoch)
+    assert truth.ra[listed] == pytest.approx(ra) and truth.dec[listed] == pytest.approx(dec)
+    assert truth.magnitude[listed] == pytest.approx(catalogue.mag[rows])
+    # Every catalogue star in the frame is drawn (the query misses none).
+    header = fits.Header()
+    for keyword, value, comment in pointing.wcs.fits_cards():
+        header[keyword] = (value, comment)
+    wcs = WCS(header)
+    nearby = catalogue.query(pointing.wcs.ra, pointing.wcs.dec, 5.0)
+    near_ra, near_dec = catalogue.positions_at(nearby, pointing.epoch)
+    x, y = wcs.all_world2pix(near_ra, near_dec, 0)
+    inside = (x >= 0) & (x <= 1439) & (y >= 0) & (y <= 1079)
+    assert set(catalogue.source_id[nearby[inside]].tolist()) == set(truth.source_id[listed].tolist())
+    assert listed.sum() > 400  # M42's field has 555 stars to G 10
+    # Each drawn star where astropy puts it.
+    x, y = wcs.all_world2pix(truth.ra, truth.dec, 0)
+    assert np.abs(x - truth.x).max() < 1e-6 and np.abs(y - truth.y).max() < 1e-6
+    # The analysis finds the stars where the truth says: the measured ones (not saturated; a faint
+    # neighbour pulls a few a little).
+    found = [star for star in analyse(image, 255)["stars"] if star["hfr"] is not None]
+    assert len(found) >= 25
+    distance = np.array([np.hypot(truth.x - star["x"], truth.y - star["y"]).min() for star in found])
+    assert np.median(distance) < 0.15 and (distance < 0.5).mean() > 0.9  # blends of doubles: the rest
+
+
+def test_the_real_skys_brightness_follows_the_magnitudes_exposure_and_gain():
+    sky = catalogue_sky(fillers=False)
+    sky.set_tracking(True)
+    image = sky.render_luminance(0.5, 2.0, 0.0, bits=16).copy()
+    truth = sky.truth()
+    star = _isolated_star(sky, min_snr=30, max_peak_adu=20000)
+    x, y = truth.x[star], truth.y[star]
+    measured = _star_flux(image, x, y)
+    expected = star_flux(truth.magnitude[star], 50.0) * 0.5 * 2.0 / SensorModel().e_per_adu_at_unity * 16
+    assert measured == pytest.approx(expected, rel=0.1)
+    assert _star_flux(sky.render_luminance(1.0, 2.0, 0.0, bits=16), x, y) == pytest.approx(2 * measured, rel=0.1)
+    # A longer lens at the same f-ratio gathers more light: 135 mm, (135/50)^2 as much a star.
+    assert star_flux(np.array(5.0), 135.0) / star_flux(np.array(5.0), 50.0) == pytest.approx(2.7**2)
+    # The brightest saturate the preview at its default settings, as on a real night.
+    preview = sky.render_luminance(1 / 30, 8.0)
+    assert preview.max() == 255
+
+
+def test_the_idle_mount_lets_the_sky_turn_at_the_sidereal_rate_about_the_pole():
+    """RA of the date at the centre grows 15.04" a second while the hour angle holds; near the pole
+    the stars turn about it (no single pixel shift moves them), where the projection says."""
+    clock = FakeClock()
+    sky = catalogue_sky(clock, pointing=(40.0, 80.0, 30.0), latitude=52.0, longitude=5.0)
+    sky.render_luminance(0.001, 8)
+    before = sky.truth()
+    clock.advance(600.0)
+    sky.render_luminance(0.001, 8)
+    after = sky.truth()
+    turned = (after.pointing.ra_of_date - before.pointing.ra_of_date) * 3600
+    assert turned == pytest.approx(600 * SIDEREAL_ARCSEC_PER_S, rel=1e-6)
+    assert after.pointing.dec_of_date == pytest.approx(before.pointing.dec_of_date, abs=1e-9)
+    assert after.pointing.hour_angle == pytest.approx(before.pointing.hour_angle, abs=1e-6)
+    # The camera keeps its roll to the north (the mount turns it about the pole with the sky).
+    assert after.pointing.wcs.roll == pytest.approx(before.pointing.wcs.roll, abs=0.1)
+    both = np.intersect1d(before.source_id[before.source_id != 0], after.source_id[after.source_id != 0])
+    assert len(both) > 100
+    where = {int(s): i for i, s in enumerate(after.source_id)}
+    was = {int(s): i for i, s in enumerate(before.source_id)}
+    moved_x = np.array([after.x[where[s]] - before.x[was[s]] for s in both.tolist()])
+    moved_y = np.array([after.y[where[s]] - before.y[was[s]] for s in both.tolist()])
+    assert np.ptp(moved_x) > 20 or np.ptp(moved_y) > 20  # a rotation, not a translation
+    # Each star's new place is the projection of its RA/Dec through the new pointing.
+    x, y, _ = after.pointing.wcs.sky_to_pixel(after.ra, after.dec)
+    assert np.abs(x - after.x).max() < 1e-6 and np.abs(y - after.y).max() < 1e-6
+
+
+def test_the_tracking_mount_holds_the_sky_with_its_steppers_sawtooth():
+    """Tracking: between two steps the sky drifts by one step's sidereal motion (3.523 s, 53"),
+    then the step takes it back; over minutes it stays where it was."""
+    clock = FakeClock()
+    sky = catalogue_sky(clock)
+    sky.set_tracking(True)  # the first step is now
+
+    def centre_ra() -> float:
+        sky.render_luminance(0.0001, 8)
+        return sky.truth().pointing.ra_of_date * 3600
+
+    step = 3.523 * SIDEREAL_ARCSEC_PER_S
+    clock.advance(0.5)
+    first = centre_ra()
+    clock.advance(2.5)
+    assert centre_ra() - first == pytest.approx(2.5 * SIDEREAL_ARCSEC_PER_S, rel=1e-4)  # drifting
+    clock.advance(1.0)  # past the next step at 3.523 s
+    assert centre_ra() - first == pytest.approx(3.5 * SIDEREAL_ARCSEC_PER_S - step, rel=1e-4)
+    clock.advance(3.523 * 100)  # a hundred steps later, the same phase: the same place
+    assert centre_ra() - first == pytest.approx(3.5 * SIDEREAL_ARCSEC_PER_S - step, rel=1e-4)
+    # The mount saying it tracks again (a new speed) does not restart the steps.
+    sky.set_tracking(True)
+    assert centre_ra() - first == pytest.approx(3.5 * SIDEREAL_ARCSEC_PER_S - step, rel=1e-4)
+    # Stopping leaves the sky where the last step put it, and it turns on from there.
+    sky.set_tracking(False)
+    held = centre_ra()
+    clock.advance(10.0)
+    assert centre_ra() - held == pytest.approx(10 * SIDEREAL_ARCSEC_PER_S, rel=1e-4)
+
+
+def test_a_tracked_exposure_longer_than_a_step_spreads_the_light_over_the_step():
+    """Every star of a 10 s tracked exposure is smeared over one step (53", 2.9 px at 18"/px)
+    along the RA direction: at roll 0 along x."""
+    sky = catalogue_sky(fillers=False)
+    sky.set_tracking(True)
+    image = sky.render_luminance(10.0, 1.0, bits=16).copy()
+    truth = sky.truth()
+    star = _isolated_star(sky, min_snr=50, max_peak_adu=40000)
+    box = _box(image, truth.x[star], truth.y[star], 8).astype(np.float64)
+    box -= np.median(_box(image, truth.x[star], truth.y[star], 25))
+    ys, xs = np.mgrid[0 : box.shape[0], 0 : box.shape[1]]
+    total = box.sum()
+    cx, cy = (box * xs).sum() / total, (box * ys).sum() / total
+    var_x = (box * (xs - cx) ** 2).sum() / total
+    var_y = (box * (ys - cy) ** 2).sum() / total
+    step_px = 3.523 * SIDEREAL_RATE * np.cos(np.radians(M42[1])) / sky.plate_scale
+    assert var_x - var_y == pytest.approx(step_px**2 / 12, rel=0.25)  # a uniform smear's variance
+    assert cx + round(truth.x[star]) - 8 == pytest.approx(truth.x[star], abs=0.2)  # the truth is its middle
+
+
+def test_stars_trail_along_ra_in_a_long_untracked_exposure_of_the_real_sky():
+    sky = catalogue_sky(fillers=False)
+    image = sky.render_luminance(30.0, 1.0, bits=16).copy()
+    truth = sky.truth()
+    trail = 30 * SIDEREAL_RATE * np.cos(np.radians(M42[1])) / sky.plate_scale  # 25 px
+    inside = (truth.x > 100) & (truth.x < 1340) & (truth.y > 50) & (truth.y < 1030)
+    star = int(np.argmax(np.where(inside, truth.flux_e_per_s, 0)))
+    row = image[round(truth.y[star])].astype(np.float64)
+    x = round(truth.x[star])
+    lit = row > np.median(row) + 0.3 * (row[x] - np.median(row))
+    assert lit[x - int(trail / 2) + 3 : x + int(trail / 2) - 3].all()
+    assert not lit[x + int(trail / 2) + 6] and not lit[x - int(trail / 2) - 6]
+
+
+def test_proper_motion_moves_barnards_star_between_dates():
+    """Barnard's star, 10.3" a year north: 20 years apart, 206" or 11 pixels of the default optic."""
+    barnard = 4472832130942575872
+
+    def where(year: float) -> tuple[float, float]:
+        clock = FakeClock()
+        start = (year - 1970) * 365.25 * 86400
+        sky = SimulatedSky(pointing=(269.45, 4.7, 0.0), clock=clock, wall_clock=lambda: start, fillers=False)
+        sky.set_tracking(True)
+        sky.render_luminance(0.01, 8)
+        truth = sky.truth()
+        (i,) = np.flatnonzero(truth.source_id == barnard)
+        return truth.x[i], truth.y[i]
+
+    (x0, y0), (x1, y1) = where(2016.0), where(2036.0)
+    assert x1 - x0 == pytest.approx(0, abs=1.5)  # -0.8"/yr in RA
+    assert y0 - y1 == pytest.approx(20 * 10.33 / 18.01, abs=0.3)  # north is up
+
+
+def test_filler_stars_are_random_faint_and_stay_put():
+    """Fillers (source_id 0) are fainter than the catalogue, differ with the seed, and a patch of
+    sky keeps its fillers whichever way the field came to it."""
+    a = catalogue_sky(seed=1)
+    a.render_luminance(0.01, 8)
+    b = catalogue_sky(seed=2)
+    b.render_luminance(0.01, 8)
+    first, other = a.truth(), b.truth()
+    fillers = first.source_id == 0
+    assert fillers.sum() > 3000 and (first.magnitude[fillers] >= 10).all() and (first.magnitude[fillers] <= 13).all()
+    assert set(first.source_id[~fillers].tolist()) == set(other.source_id[other.source_id != 0].tolist())
+    assert not np.array_equal(np.sort(first.ra[fillers])[:50], np.sort(other.ra[other.source_id == 0])[:50])
+    # Two caps that overlap have the same fillers where they overlap: the field can move.
+    east, west = catalogue_sky(seed=1)._field, catalogue_sky(seed=1, pointing=(M42[0] - 6, M42[1], 0.0))._field
+    here, there = east.stars_near(east.attitude(0.0)), west.stars_near(west.attitude(0.0))
+
+    def fillers_around(stars, ra: float, dec: float) -> np.ndarray:
+        close = (stars.source_id == 0) & (np.hypot(stars.ra - ra, stars.dec - dec) < 1.0)
+        return np.sort(stars.ra[close])
+
+    overlap = fillers_around(here, M42[0] - 3, M42[1])
+    assert len(overlap) > 50 and np.array_equal(overlap, fillers_around(there, M42[0] - 3, M42[1]))

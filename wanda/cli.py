@@ -16,7 +16,16 @@ from aiohttp import web
 from wanda import __version__
 from wanda.app import create_app
 from wanda.backends import CameraUnavailable
-from wanda.config import CAMERA_CHOICES, LOG_LEVELS, MOUNT_CHOICES, PREVIEW_ENCODERS, Config, ConfigError, load_config
+from wanda.config import (
+    CAMERA_CHOICES,
+    LOG_LEVELS,
+    MOUNT_CHOICES,
+    PREVIEW_ENCODERS,
+    SIM_SKIES,
+    Config,
+    ConfigError,
+    load_config,
+)
 from wanda.connections import GATE, GatedSite, raise_descriptor_limit
 from wanda.jpeg import JpegUnavailable
 from wanda.mount import MountUnavailable
@@ -82,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("on", "off"),
         help="the HQ camera's on-sensor hot pixel correction (default off: it eats faint stars)",
     )
+    add("--focal-length-mm", type=float, metavar="MM", help="focal length of the lens or telescope (default 50)")
+    add("--latitude", type=float, metavar="DEG", help="the site's latitude, degrees north")
+    add("--longitude", type=float, metavar="DEG", help="the site's longitude, degrees east")
+    add("--sim-sky", choices=SIM_SKIES, help="the simulated sky: the star catalogue (default) or a random field")
+    add("--sim-ra", metavar="DEG|NAME", help="where the simulated sky points: RA in degrees, or a name (default M42)")
+    add("--sim-dec", type=float, metavar="DEG", help="the simulated pointing's Dec, degrees (with --sim-ra in degrees)")
+    add("--sim-roll", type=float, metavar="DEG", help="the simulated camera's roll, degrees (north through east)")
     add("--sim-fwhm", type=float, metavar="PX", help="star size (FWHM, pixels) of the simulated sky (default 3)")
     add("--version", action="version", version=f"wanda {__version__}")
     return parser

@@ -16,10 +16,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from wanda.astro.targets import resolve_pointing
+
 CAMERA_CHOICES = ("auto", "sim", "picamera2")
 PREVIEW_ENCODERS = ("auto", "software", "hardware")
 MOUNT_CHOICES = ("auto", "sim", "gpio")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+SIM_SKIES = ("catalog", "random")
 
 
 class ConfigError(ValueError):
@@ -70,9 +73,25 @@ class Config:
     # scripts/setup.sh writes it on a Pi; `wanda doctor` shows what is in force.
     sensor_dpc: bool = False
 
-    # The simulated sky.
+    # The optic: the lens or telescope in front of the camera, and the sensor's pixel (the HQ
+    # camera's 1.55 um; the 1440 px preview bins its 4056 px, so a preview pixel is 4.37 um). A
+    # 50 mm camera lens sees 7.2 x 5.4 degrees at 18"/px: a stepper that moves 53" a step suits a
+    # lens, and the catalogue (to magnitude 10) has hundreds of stars in such a field (see
+    # docs/architecture.md). The simulated sky is drawn through it; plate solving will use it.
+    focal_length_mm: float = 50.0
+    pixel_size_um: float = 1.55
+    # The site, degrees (north and east positive); None until set. Sidereal time, altitudes.
+    latitude: float | None = None
+    longitude: float | None = None
+
+    # The simulated sky: the catalogue's stars (catalog) or the old random field (random, for
+    # tests that need its statistics), pointed at sim_ra / sim_dec (degrees, J2000) or at a name
+    # given as sim_ra (M42, M31, ...), turned by sim_roll (degrees, north through east).
+    sim_sky: str = "catalog"
+    sim_ra: str = "M42"
+    sim_dec: float | None = None
+    sim_roll: float = 0.0
     sim_fwhm: float = 3.0  # star FWHM in preview pixels
-    sim_plate_scale: float = 2.0  # arcseconds per preview pixel: sets the sidereal drift speed
     sim_seed: int = 1
 
     # The frame path.
@@ -107,12 +126,27 @@ class Config:
         _check(self.log_level in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         _check(0 <= self.port <= 65535, "port", "must be 0..65535")
         _check(0.5 <= self.sim_fwhm <= 30, "sim_fwhm", "must be 0.5..30 pixels")
-        _check(0.01 <= self.sim_plate_scale <= 100, "sim_plate_scale", "must be 0.01..100 arcsec/pixel")
+        _check(1 <= self.focal_length_mm <= 10000, "focal_length_mm", "must be 1..10000 mm")
+        _check(0.5 <= self.pixel_size_um <= 30, "pixel_size_um", "must be 0.5..30 microns")
+        _check(self.latitude is None or -90 <= self.latitude <= 90, "latitude", "must be -90..90 degrees")
+        _check(self.longitude is None or -180 <= self.longitude <= 360, "longitude", "must be -180..360 degrees")
+        _check(self.sim_sky in SIM_SKIES, "sim_sky", f"must be one of {', '.join(SIM_SKIES)}")
+        try:
+            resolve_pointing(self.sim_ra, self.sim_dec)
+        except ValueError as exc:
+            raise ConfigError(f"sim_ra: {exc}") from None
+        _check(-360 <= self.sim_roll <= 360, "sim_roll", "must be -360..360 degrees")
         _check(1 <= self.max_fps <= 60, "max_fps", "must be 1..60")
         _check(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be 1..100")
         _check(self.max_connections >= 16, "max_connections", "must be at least 16")
         for name in ("write_timeout", "snapshot_timeout", "shutdown_timeout", "header_timeout", "body_timeout"):
             _check(getattr(self, name) > 0, name, "must be > 0")
+
+    @property
+    def sim_pointing(self) -> tuple[float, float, float]:
+        """The simulated sky's pointing at the start: RA, Dec, roll in degrees."""
+        ra, dec = resolve_pointing(self.sim_ra, self.sim_dec)
+        return ra, dec, self.sim_roll % 360
 
     @property
     def state_dir(self) -> Path:

@@ -70,10 +70,22 @@ def _numpy_mismatch(exc: Exception) -> Picamera2Probe:
 
 def create_backend(config) -> CameraBackend:
     """The backend ``config.camera`` asks for; ``auto`` falls back to the simulated sky."""
-    from wanda.backends.sky import SimulatedSky
+    from wanda.astro.projection import arcsec_per_pixel
+    from wanda.backends.sky import PREVIEW_SIZE, SENSOR_WIDTH, SimulatedSky
 
     def sky() -> CameraBackend:
-        return SimulatedSky(fwhm=config.sim_fwhm, plate_scale=config.sim_plate_scale, seed=config.sim_seed)
+        # The random field has the optic's scale too, so both skies drift alike.
+        return SimulatedSky(
+            fwhm=config.sim_fwhm,
+            plate_scale=arcsec_per_pixel(config.focal_length_mm, config.pixel_size_um * SENSOR_WIDTH / PREVIEW_SIZE[0]),
+            seed=config.sim_seed,
+            pointing=config.sim_pointing if config.sim_sky == "catalog" else None,
+            focal_length_mm=config.focal_length_mm,
+            pixel_size_um=config.pixel_size_um,
+            latitude=config.latitude,
+            longitude=config.longitude,
+            step_interval_s=config.mount_step_interval,
+        )
 
     if config.camera == "sim":
         log.info("camera: simulated sky (--camera sim)")

@@ -3,25 +3,34 @@
 It is the default wherever no Pi camera exists, so that WANDA can be run, tested and benchmarked
 on any machine. What makes it useful for astronomy work:
 
-- a fixed, seeded star field on a strip of sky wider than the frame, with the brightness spread of
-  a real field (many faint stars, few bright ones: N(<m) grows as 10^(0.35 m));
+- the real sky (``pointing`` given, the default of the configuration): the catalogue's stars
+  (Gaia DR3 to G 10, proper motion applied to the date) at a pointing, projected through the
+  configured optic (wanda/backends/starfield.py), with faint random filler stars below the
+  catalogue's limit; or the old random field (``pointing`` None), a seeded strip of sky wider than
+  the frame with the brightness spread of a real field (N(<m) grows as 10^(0.35 m)), which the
+  analysis accuracy tests measure against;
 - stars are pixel-integrated Gaussians of a configurable FWHM, smeared into trails when the field
-  drifts during an exposure;
+  moves during an exposure;
 - sky background with a light-pollution gradient and vignetting, shot noise, read noise, a bias
   level and a few hot pixels;
 - the frame type says what is in front of the lens: the sky for lights; for darks and bias frames
   the cap (no light at all: the bias level, read noise and the hot pixels' dark current, a bias
   at the shortest exposure); for flats an evenly lit panel, vignetted like the sky;
 - brightness scales with exposure x gain through a sensor model like the IMX477's (12-bit ADC);
-- while the mount is not tracking, the field drifts at the sidereal rate for the plate scale;
-- it knows its truth (star positions, fluxes, FWHM, expected SNR) so measurements can be tested.
+- while the mount is not tracking, the sky turns past the camera at the sidereal rate (the real
+  sky through the projection, so it rotates about the pole; the random field slides along x);
+  while it tracks, the real sky holds apart from the stepper's sawtooth: it drifts for a step's
+  interval and jumps back a step (``step_interval_s`` of sidereal motion, 53" at the default);
+- it knows its truth (star positions, fluxes, FWHM, expected SNR; for the real sky also each
+  star's RA/Dec and the frame's pointing and WCS) so measurements can be tested.
 
 Cost: the noise comes from slicing a precomputed normal field at a random offset, the background
-from a cached map and stars are stamped in one vectorised scatter-add: about 5 ms a frame.
+from a cached map and stars are stamped in vectorised groups: about 5-10 ms a frame.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -30,9 +39,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wanda.astro.catalog import StarCatalogue, load_catalogue
+from wanda.astro.projection import arcsec_per_pixel
 from wanda.backends import CaptureCancelled, PreviewFrame, StillImage
+from wanda.backends.starfield import CatalogueSky, SkyPointing
+
+log = logging.getLogger(__name__)
 
 SIDEREAL_RATE = 15.041  # arcseconds per second of time, on the celestial equator
+
+SENSOR_WIDTH = 4056  # the IMX477's pixels across: the 1440 px preview is binned from them
+TRAIL_PIECE_PX = 8  # a trail is drawn in pieces this long at most (see _add_catalogue_stars)
 
 PREVIEW_SIZE = (1440, 1080)
 EXPOSURE_LIMITS = (0.0001, 230.0)  # seconds; the IMX477 goes to about 230 s
@@ -68,6 +85,13 @@ class SkyTruth:
     hot_y: np.ndarray
     exposure_s: float
     gain: float
+    # The real sky only: each star's ICRS place at the date, G magnitude and catalogue number
+    # (Gaia DR3 source_id, -HIP, or 0 for a random filler star), and where the frame looked.
+    ra: np.ndarray | None = None
+    dec: np.ndarray | None = None
+    magnitude: np.ndarray | None = None
+    source_id: np.ndarray | None = None
+    pointing: SkyPointing | None = None
 
     def adu_per_e(self, sensor: SensorModel = SensorModel(), bits: int = 8) -> float:
         return self.gain / sensor.e_per_adu_at_unity / 2 ** (sensor.adc_bits - bits)
@@ -178,8 +202,6 @@ class SimulatedSky:
     encodes_preview = False
     preview_linear = True
     instrument = "WANDA simulated sky (IMX477 model)"
-    # Its 1440 px span the IMX477's 4056 pixels of 1.55 um.
-    pixel_size_um = round(1.55 * 4056 / PREVIEW_SIZE[0], 3)
 
     def __init__(
         self,
@@ -191,15 +213,35 @@ class SimulatedSky:
         sensor: SensorModel = SensorModel(),
         clock=time.monotonic,
         wall_clock=time.time,
+        pointing: tuple[float, float, float] | None = None,
+        focal_length_mm: float = 50.0,
+        pixel_size_um: float = 1.55,
+        latitude: float | None = None,
+        longitude: float | None = None,
+        step_interval_s: float | None = 3.523,
+        fillers: bool = True,
+        catalogue: Callable[[], StarCatalogue] = load_catalogue,
     ):
-        self.details: dict = {}  # nothing beyond its name to report
+        """``pointing`` (RA, Dec, roll in degrees, J2000) asks for the real sky, seen through a lens
+        of ``focal_length_mm`` on a sensor of ``pixel_size_um`` pixels (the HQ camera's 1.55 um,
+        binned into the 1440 px preview as the Pi's preview is), which sets the plate scale;
+        without it the random field at ``plate_scale`` (arcsec per pixel). ``step_interval_s``:
+        the mount's step at the sidereal rate (None: a tracking mount holds the sky exactly).
+        ``latitude``/``longitude``: the site, for the hour angle and altitude in the truth."""
         self.fwhm = float(fwhm)
         self.sigma = self.fwhm / (2 * math.sqrt(2 * math.log(2)))
+        # The preview's pixels: the sensor's, binned from its 4056 px to the preview's 1440.
+        self.pixel_size_um = round(pixel_size_um * SENSOR_WIDTH / PREVIEW_SIZE[0], 3)
+        if pointing is not None:
+            plate_scale = arcsec_per_pixel(focal_length_mm, pixel_size_um * SENSOR_WIDTH / PREVIEW_SIZE[0])
         self.plate_scale = float(plate_scale)
         self.drift_rate = SIDEREAL_RATE / self.plate_scale  # pixels per second while not tracking
         self.sensor = sensor
         self._clock = clock
         self._wall_clock = wall_clock
+        # The moment the sky's turn counts from, on both clocks: frames are timed on the monotonic
+        # one, the sky's date (sidereal time, proper motion) is the wall clock's.
+        self._start = (clock(), wall_clock())
         self.exposure_s = 1 / 30
         self.gain = 8.0
         self.frame_type = "light"  # what is in front of the lens: see render_luminance
@@ -237,15 +279,38 @@ class SimulatedSky:
         # would cost more than the whole frame budget.
         self._noise_slack = 256
         self._noise = rng.standard_normal((height + self._noise_slack, width + self._noise_slack), dtype=np.float32)
+        self._field: CatalogueSky | None = None
+        self.details: dict = {}  # nothing beyond its name to report (the log says which sky)
+        if pointing is not None:
+            ra, dec, roll = pointing
+            self._field = CatalogueSky(
+                ra=ra,
+                dec=dec,
+                roll=roll,
+                scale=self.plate_scale,
+                size=PREVIEW_SIZE,
+                focal_length_mm=focal_length_mm,
+                start_unix=self._start[1],
+                latitude=latitude,
+                longitude=longitude,
+                seed=seed,
+                fillers=fillers,
+                loader=catalogue,
+            )
+            # Room around the frame for a star just outside it and for a trail's piece.
+            self._pad = 2 * self._pad + TRAIL_PIECE_PX
+        self._step_interval = step_interval_s if pointing is not None else None
         self._canvas = np.empty((height + 2 * self._pad, width + 2 * self._pad), np.float32)
         self._bg_cache: tuple[tuple[str, float, float], np.ndarray] | None = None
         self._rgbx_buffers = (np.empty((height, width), np.uint32), np.empty((height, width), np.uint32))
         self._rgbx_turn = 0
 
+        # The sky's turn past the camera, in seconds of sidereal motion since the start: it grows
+        # with the clock while the mount is idle and holds while it tracks (plus the sawtooth).
         self._lock = threading.Lock()  # guards the drift state
         self._tracking = False
-        self._drift_px = 0.0
-        self._drift_since = clock()
+        self._drift_s = 0.0
+        self._drift_since = self._start[0]
         self._next_due: float | None = None
         self._pending: tuple[float, np.ndarray] | None = None  # the next frame's pixels, rendered ahead
         self._last_truth: SkyTruth | None = None
@@ -253,7 +318,27 @@ class SimulatedSky:
     # -- backend interface ---------------------------------------------------------------------
 
     def open(self) -> None:
+        """On the camera thread: the catalogue is read here (the first time in the process), not
+        on the event loop that built the backend."""
         self._next_due = None
+        width, height = (n * self.plate_scale / 3600 for n in PREVIEW_SIZE)
+        if self._field is None:
+            log.info('simulated sky: a random field at %.2f"/px', self.plate_scale)
+            return
+        started = time.perf_counter()
+        self._field.load()
+        pointing = self._field.pointing(0.0, self._start[1]).wcs
+        log.info(
+            'simulated sky: the catalogue at RA %.3f Dec %+.3f roll %.1f, %.2f"/px, %.1f x %.1f degrees '
+            "(read in %.1f s)",
+            pointing.ra,
+            pointing.dec,
+            pointing.roll,
+            self.plate_scale,
+            width,
+            height,
+            time.perf_counter() - started,
+        )
 
     def close(self) -> None:
         self._pending = None
@@ -293,7 +378,8 @@ class SimulatedSky:
         self._next_due = None  # the preview starts afresh after the still, or its cancel
         if cancel.wait(self.exposure_s):
             raise CaptureCancelled("the exposure was cancelled")
-        linear = self.render_luminance(self.exposure_s, self.gain, self._offset_at(self._clock()), bits=16)
+        now = self._clock()
+        linear = self._render(self.exposure_s, self.gain, self._path(now, self.exposure_s), now, bits=16)
         linear = linear.astype(np.uint16)
         grey = (linear >> 8).astype(np.uint8)
         pixels = np.repeat(grey[:, :, None], 3, axis=2)
@@ -304,7 +390,7 @@ class SimulatedSky:
             started=started,
             exposure_s=self.exposure_s,
             gain=self.gain,
-            metadata={"tracking": self._tracking, "drift_px_per_s": 0.0 if self._tracking else self.drift_rate},
+            metadata={"tracking": self._tracking, "drift_px_per_s": 0.0 if self._tracking else self._drift_px_per_s()},
         )
 
     def frame_interval(self, max_fps: float) -> float:
@@ -323,7 +409,7 @@ class SimulatedSky:
         due = self._next_due
         if self._pending is None or self._pending[0] != due:
             # Render during the "exposure" so the frame is ready the moment it is read out.
-            pixels = self._render_rgbx(self.exposure_s, self.gain, self._offset_at(due))
+            pixels = self._render_rgbx(self.exposure_s, self.gain, self._path(due, self.exposure_s), due)
             self._pending = (due, pixels)
         remaining = due - self._clock()
         if remaining > 0 and wake.wait(remaining):
@@ -347,21 +433,68 @@ class SimulatedSky:
         return self._tracking
 
     def set_tracking(self, tracking: bool) -> None:
-        """While the mount tracks the field holds still; otherwise it drifts at sidereal rate."""
+        """While the mount tracks the field holds still; otherwise it drifts at sidereal rate. The
+        mount says so again when its speed changes: the steps go on, and so does the sawtooth."""
         with self._lock:
+            if tracking and self._tracking:
+                return
             now = self._clock()
-            self._drift_px = self._offset_locked(now)
+            self._drift_s = self._offset_locked(now)
+            if self._tracking and self._step_interval is not None:
+                self._drift_s += self._sawtooth(now)  # where the last step left the sky
             self._drift_since = now
             self._tracking = bool(tracking)
 
     def _offset_locked(self, at: float) -> float:
+        """The sky's turn in seconds at monotonic time ``at``, without the stepper's sawtooth:
+        constant while tracking."""
         if self._tracking:
-            return self._drift_px
-        return self._drift_px + (at - self._drift_since) * self.drift_rate
+            return self._drift_s
+        return self._drift_s + (at - self._drift_since)
 
     def _offset_at(self, at: float) -> float:
         with self._lock:
             return self._offset_locked(at)
+
+    def _sawtooth(self, at: float) -> float:
+        """How far (seconds of sidereal motion, in [-interval, 0)) the sky is behind where the
+        tracking mount's last step put it: the first step comes when tracking starts (the mount
+        energises its coils with one), then one every interval, each a step of sidereal motion."""
+        assert self._step_interval is not None
+        return (at - self._drift_since) % self._step_interval - self._step_interval
+
+    def _path(self, end: float, exposure_s: float) -> list[tuple[float, float, float]]:
+        """The sky's turn during an exposure ending at monotonic ``end``: segments (turn at their
+        start, turn at their end, share of the exposure), along which the light is spread."""
+        start = end - exposure_s
+        with self._lock:
+            if not self._tracking:
+                return [(self._offset_locked(start), self._offset_locked(end), 1.0)]
+            held = self._drift_s
+            interval = self._step_interval
+            if interval is None:
+                return [(held, held, 1.0)]
+            if exposure_s >= interval:
+                # Whole steps: the light is spread evenly over one step's drift.
+                return [(held - interval, held, 1.0)]
+            first, last = self._sawtooth(start), self._sawtooth(end)
+        if last >= first:
+            return [(held + first, held + last, 1.0)]
+        # A step came during the exposure: the drift up to it, then the drift after it.
+        return [
+            (held + first, held, -first / exposure_s),
+            (held - interval, held + last, (last + interval) / exposure_s),
+        ]
+
+    def _drift_px_per_s(self) -> float:
+        if self._field is None:
+            return self.drift_rate
+        dec = self._field.pointing(self._offset_at(self._clock()), self._wall_clock()).wcs.dec
+        return self.drift_rate * math.cos(math.radians(dec))
+
+    def _unix(self, at: float) -> float:
+        """The wall-clock time of monotonic ``at``."""
+        return self._start[1] + (at - self._start[0])
 
     # -- truth -------------------------------------------------------------------------------
 
@@ -382,10 +515,24 @@ class SimulatedSky:
         what the sensor makes by itself; a bias frame is the shortest exposure's, whatever the
         exposure set), or the flat panel (flat: even light, vignetted, no stars).
 
+        ``offset``: the sky's turn (seconds of sidereal motion since the start) at the end of the
+        exposure; the default is the sky now, the stepper's sawtooth included.
+
         The view returned points into a reused buffer: copy it to keep it past the next render.
         """
+        now = self._clock()
         if offset is None:
-            offset = self._offset_at(self._clock())
+            path = self._path(now, exposure_s)
+        elif self._tracking:
+            path = [(offset, offset, 1.0)]
+        else:
+            path = [(offset - exposure_s, offset, 1.0)]
+        return self._render(exposure_s, gain, path, now, bits=bits)
+
+    def _render(
+        self, exposure_s: float, gain: float, path: list[tuple[float, float, float]], end: float, *, bits: int = 8
+    ) -> np.ndarray:
+        """The frame of an exposure ending at monotonic ``end`` while the sky turned along ``path``."""
         width, height = PREVIEW_SIZE
         sensor = self.sensor
         adu_per_e = gain / sensor.e_per_adu_at_unity / 2 ** (sensor.adc_bits - bits)
@@ -421,23 +568,31 @@ class SimulatedSky:
         else:  # capped: the bias level alone, the same everywhere
             image += np.float32(black)
 
-        # Trails longer than a third of the frame are drawn shortened: an untracked exposure of
-        # minutes would otherwise need stamps of hundreds of megabytes.
-        trail = 0.0 if self._tracking else min(self.drift_rate * exposure_s, width / 3)
-        if sky:
-            self._add_stars(canvas, exposure_s, adu_per_e, offset, trail)
+        if self._field is not None:
+            middle = self._unix(end - exposure_s / 2)
+            truth = self._add_catalogue_stars(canvas, exposure_s, gain, adu_per_e, sigma_bg_e, path, middle, stars=sky)
+        else:
+            # Trails longer than a third of the frame are drawn shortened: an untracked exposure of
+            # minutes would otherwise need stamps of hundreds of megabytes.
+            offset = path[-1][1] * self.drift_rate
+            trail = 0.0 if self._tracking else min(self.drift_rate * exposure_s, width / 3)
+            if sky:
+                self._add_stars(canvas, exposure_s, adu_per_e, offset, trail)
+            truth = self._truth_at(offset, trail, exposure_s, gain, stars=sky)
         # Hot pixels are the sensor's own dark current: in every frame, capped or not.
         image[self._hot_y, self._hot_x] += self._hot_rate * exposure_s * adu_per_e  # unique positions
         np.clip(image, 0, 2**bits - 1, out=image)
-        self._last_truth = self._truth_at(offset, trail, exposure_s, gain, stars=sky)
+        self._last_truth = truth
         return image
 
-    def _render_rgbx(self, exposure_s: float, gain: float, offset: float) -> np.ndarray:
+    def _render_rgbx(
+        self, exposure_s: float, gain: float, path: list[tuple[float, float, float]], end: float
+    ) -> np.ndarray:
         # Two preview buffers in turn: a frame stays valid while the worker encodes it and the
         # next one renders, and no frame allocates (fresh 6 MB arrays make the heap creep).
         self._rgbx_turn ^= 1
         packed = self._rgbx_buffers[self._rgbx_turn]
-        np.copyto(packed, self.render_luminance(exposure_s, gain, offset), casting="unsafe")
+        np.copyto(packed, self._render(exposure_s, gain, path, end), casting="unsafe")
         # Grey to RGBX in one multiply: the little-endian bytes of L * 0x010101 are L, L, L, 0.
         packed *= np.uint32(0x010101)
         return packed.view(np.uint8).reshape(packed.shape[0], packed.shape[1], 4)
@@ -450,8 +605,26 @@ class SimulatedSky:
             self._bg_cache = (key, shape * np.float32(level) + np.float32(black))
         return self._bg_cache[1]
 
+    def _stamp_noisy(self, canvas: np.ndarray, x0: np.ndarray, y0: np.ndarray, signal: np.ndarray, adu_per_e: float):
+        """Add stamps of ``signal`` electrons (N, h, w) with their shot noise, in ADU, at the
+        origins (frame pixels)."""
+        np.maximum(signal, 0, out=signal)  # the erf approximation can dip a hair below zero
+        # Shot noise: sqrt(signal) times normal deviates taken from the precomputed field.
+        deviates = self._noise.reshape(-1)
+        values = np.sqrt(signal)
+        if signal.size < deviates.size:
+            start = int(self._rng.integers(0, deviates.size - signal.size))
+            values *= deviates[start : start + signal.size].reshape(signal.shape)
+        else:  # long trails in a still: too many for the field, draw afresh
+            values *= self._rng.standard_normal(signal.shape, dtype=np.float32)
+        values += signal
+        values *= np.float32(adu_per_e)
+        _stamp(canvas, x0 + self._pad, y0 + self._pad, values)
+
+    # -- the random field ----------------------------------------------------------------------
+
     def _frame_x(self, offset: float) -> np.ndarray:
-        """Star x in frame coordinates at a drift offset (the strip wraps around)."""
+        """Star x in frame coordinates at a drift offset in pixels (the strip wraps around)."""
         return (self._star_x + offset) % self._strip - (self._strip - PREVIEW_SIZE[0]) / 2
 
     def _add_stars(self, canvas: np.ndarray, exposure_s: float, adu_per_e: float, offset: float, trail: float):
@@ -477,18 +650,7 @@ class SimulatedSky:
         px = px.astype(np.float32)
         py = py.astype(np.float32)
         signal = es.astype(np.float32)[:, None, None] * py[:, :, None] * px[:, None, :]
-        np.maximum(signal, 0, out=signal)  # the erf approximation can dip a hair below zero
-        # Shot noise: sqrt(signal) times normal deviates taken from the precomputed field.
-        deviates = self._noise.reshape(-1)
-        values = np.sqrt(signal)
-        if signal.size < deviates.size:
-            start = int(self._rng.integers(0, deviates.size - signal.size))
-            values *= deviates[start : start + signal.size].reshape(signal.shape)
-        else:  # long trails in a still: too many for the field, draw afresh
-            values *= self._rng.standard_normal(signal.shape, dtype=np.float32)
-        values += signal
-        values *= np.float32(adu_per_e)
-        _stamp(canvas, x0 + pad, y0 + pad, values)
+        self._stamp_noisy(canvas, x0, y0, signal, adu_per_e)
 
     def _truth_at(self, offset: float, trail: float, exposure_s: float, gain: float, *, stars: bool) -> SkyTruth:
         width = PREVIEW_SIZE[0]
@@ -505,3 +667,121 @@ class SimulatedSky:
             exposure_s=exposure_s,
             gain=gain,
         )
+
+    # -- the real sky ----------------------------------------------------------------------------
+
+    def _add_catalogue_stars(
+        self,
+        canvas: np.ndarray,
+        exposure_s: float,
+        gain: float,
+        adu_per_e: float,
+        sigma_bg_e: float,
+        path: list[tuple[float, float, float]],
+        unix: float,
+        *,
+        stars: bool,
+    ) -> SkyTruth:
+        """Draw the catalogue's stars along the sky's ``path`` and say where they are.
+
+        Each segment of the path is cut into pieces of at most TRAIL_PIECE_PX (projected at their
+        ends, so a trail near the pole bends as the sky turns); a piece shorter than half a pixel
+        is drawn as a pixel-integrated Gaussian at its middle, a longer one as such Gaussians at
+        points along it."""
+        assert self._field is not None
+        width, height = PREVIEW_SIZE
+        # Pieces from the fastest motion in the frame: the equator's, in pixels a second. A
+        # segment with less than a twentieth of a pixel of motion (a tracked frame, the 30 fps
+        # preview) is one position: one projection instead of two.
+        fastest = SIDEREAL_RATE / self.plate_scale
+        turns: list[float] = []
+        pieces: list[tuple[int, int, float]] = []  # (index of its start in turns, of its end, share)
+        for start, end, share in path:
+            first = len(turns)
+            motion = abs(end - start) * fastest
+            if motion < 0.05:
+                turns.append((start + end) / 2)
+                pieces.append((first, first, share))
+                continue
+            count = max(1, math.ceil(motion / TRAIL_PIECE_PX))
+            turns.extend(start + (end - start) * k / count for k in range(count + 1))
+            pieces.extend((first + k, first + k + 1, share / count) for k in range(count))
+        field, near, placed = self._field.positions(turns)
+        middle_turn = sum(share * (turns[a] + turns[b]) / 2 for a, b, share in pieces)
+        # The light's centroid: where the truth puts each star.
+        x = sum(share * (placed[a][0] + placed[b][0]) / 2 for a, b, share in pieces)
+        y = sum(share * (placed[a][1] + placed[b][1]) / 2 for a, b, share in pieces)
+        flux = field.flux_e_per_s[near]
+        if stars and len(near):
+            for a, b, share in pieces:
+                self._draw_piece(canvas, placed[a], placed[b], flux * (exposure_s * share), adu_per_e, sigma_bg_e)
+        inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1) & stars
+        drawn = near[inside]
+        return SkyTruth(
+            x=np.asarray(x)[inside],
+            y=np.asarray(y)[inside],
+            flux_e_per_s=flux[inside],
+            fwhm=self.fwhm,
+            hot_x=self._hot_x.copy(),
+            hot_y=self._hot_y.copy(),
+            exposure_s=exposure_s,
+            gain=gain,
+            ra=field.ra[drawn],
+            dec=field.dec[drawn],
+            magnitude=field.mag[drawn],
+            source_id=field.source_id[drawn],
+            pointing=self._field.pointing(middle_turn, unix),
+        )
+
+    def _draw_piece(
+        self,
+        canvas: np.ndarray,
+        start: tuple[np.ndarray, np.ndarray],
+        end: tuple[np.ndarray, np.ndarray],
+        electrons: np.ndarray,
+        adu_per_e: float,
+        sigma_bg_e: float,
+    ) -> None:
+        width, height = PREVIEW_SIZE
+        sigma = self.sigma
+        (xa, ya), (xb, yb) = start, end
+        dx, dy = xb - xa, yb - ya
+        length = np.hypot(dx, dy)
+        half = math.ceil(4 * sigma)
+        # Only stars whose stamp lies on the canvas, and bright enough to show: a peak under a
+        # quarter of the background's noise is invisible, and skipping them is most of the saving.
+        peak = electrons / (2 * math.pi * sigma**2 + 2.5 * sigma * length)
+        low_x, low_y = np.minimum(xa, xb), np.minimum(ya, yb)
+        high_x, high_y = np.maximum(xa, xb), np.maximum(ya, yb)
+        margin = self._pad - half - 1
+        show = (peak > 0.25 * sigma_bg_e) & (low_x > -margin) & (high_x < width - 1 + margin)
+        show &= (low_y > -margin) & (high_y < height - 1 + margin)
+        if not show.any():
+            return
+        xa, ya, dx, dy, length, electrons = xa[show], ya[show], dx[show], dy[show], length[show], electrons[show]
+        low_x, low_y = low_x[show], low_y[show]
+        if length.max() < 0.5:  # no visible motion: pixel-integrated Gaussians at the middle
+            xs, ys = xa + dx / 2, ya + dy / 2
+            size = 2 * half + 1
+            x0 = np.floor(xs).astype(np.int64) - half
+            y0 = np.floor(ys).astype(np.int64) - half
+            px = pixel_profile(np.arange(size), xs - x0, sigma).astype(np.float32)
+            py = pixel_profile(np.arange(size), ys - y0, sigma).astype(np.float32)
+            signal = electrons.astype(np.float32)[:, None, None] * py[:, :, None] * px[:, None, :]
+            self._stamp_noisy(canvas, x0, y0, signal, adu_per_e)
+            return
+        # A moving star: pixel-integrated Gaussians at points along the piece, at most half a
+        # sigma apart (closer than the eye or the analysis can tell from a line), on one stamp.
+        points = math.ceil(float(length.max()) / (0.5 * sigma))
+        x0 = np.floor(low_x).astype(np.int64) - half
+        y0 = np.floor(low_y).astype(np.int64) - half
+        span_x = 2 * half + 2 + math.ceil(float(np.abs(dx).max()))
+        span_y = 2 * half + 2 + math.ceil(float(np.abs(dy).max()))
+        share = (electrons / points).astype(np.float32)[:, None, None]
+        signal = np.zeros((len(xa), span_y, span_x), np.float32)
+        for k in range(points):
+            along = (k + 0.5) / points
+            px = pixel_profile(np.arange(span_x), xa + along * dx - x0, sigma).astype(np.float32)
+            py = pixel_profile(np.arange(span_y), ya + along * dy - y0, sigma).astype(np.float32)
+            signal += share * py[:, :, None] * px[:, None, :]
+        self._stamp_noisy(canvas, x0, y0, signal, adu_per_e)
