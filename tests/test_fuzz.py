@@ -15,6 +15,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from live_server import Wanda
+from test_clock import FakeTimedatectl
 
 from wanda.backends.sky import EXPOSURE_LIMITS, GAIN_LIMITS
 from wanda.handlers.openapi import build_spec
@@ -48,7 +49,10 @@ pytestmark = pytest.mark.slow  # a live server, fuzzed
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with Wanda(tmp_path_factory.mktemp("fuzzed")) as wanda:
+    root = tmp_path_factory.mktemp("fuzzed")
+    # POST /api/clock is fuzzed too: against a stand-in, never this machine's clock.
+    fake = FakeTimedatectl(root / "bin")
+    with Wanda(root, env={"PATH": f"{fake.path.parent}{os.pathsep}{os.environ['PATH']}"}) as wanda:
         yield wanda
 
 

@@ -33,6 +33,7 @@ from wanda.handlers import (
     clock_api,
     login,
     mount_api,
+    objects_api,
     session_api,
     stream,
     system,
@@ -103,10 +104,23 @@ def create_app(
     app.cleanup_ctx.append(_mount_ctx(pins))
     app.cleanup_ctx.append(_sessions_ctx)
     app.cleanup_ctx.append(_lag_monitor_ctx)
+    app.cleanup_ctx.append(objects_api.deepsky_ctx)
     app.on_shutdown.append(_on_shutdown)
     app.on_response_prepare.append(_identify)
 
-    for module in (stream, camera_api, analysis_api, mount_api, session_api, captures, clock_api, ws, system, login):
+    for module in (
+        stream,
+        camera_api,
+        analysis_api,
+        mount_api,
+        session_api,
+        captures,
+        clock_api,
+        objects_api,
+        ws,
+        system,
+        login,
+    ):
         app.add_routes(module.routes)
     captures.setup(app)
     system.add_static_routes(app)

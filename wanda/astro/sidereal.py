@@ -74,3 +74,24 @@ def altitude(ra: float, dec: float, latitude: float, lst: float) -> float:
     phi, delta = math.radians(latitude), math.radians(dec)
     sin_alt = math.sin(phi) * math.sin(delta) + math.cos(phi) * math.cos(delta) * math.cos(hour_angle)
     return math.degrees(math.asin(max(-1.0, min(1.0, sin_alt))))
+
+
+def horizontal(ra: float, dec: float, latitude: float, lst: float) -> tuple[float, float]:
+    """Altitude and azimuth (north through east) in degrees of (``ra``, ``dec``) of the date at
+    ``latitude`` and local sidereal time ``lst`` (no refraction)."""
+    hour_angle = math.radians(lst - ra)
+    phi, delta = math.radians(latitude), math.radians(dec)
+    # East, north and up components of the direction in the observer's horizon frame.
+    east = -math.cos(delta) * math.sin(hour_angle)
+    north = math.cos(phi) * math.sin(delta) - math.sin(phi) * math.cos(delta) * math.cos(hour_angle)
+    up = math.sin(phi) * math.sin(delta) + math.cos(phi) * math.cos(delta) * math.cos(hour_angle)
+    return math.degrees(math.asin(max(-1.0, min(1.0, up)))), math.degrees(math.atan2(east, north)) % 360.0
+
+
+def of_date(ra: float, dec: float, unix: float) -> tuple[float, float]:
+    """A J2000 place (degrees) precessed to the mean equator and equinox of ``unix``'s date."""
+    r, d = math.radians(ra), math.radians(dec)
+    x, y, z = precession_matrix(julian_epoch(unix)) @ np.array(
+        [math.cos(d) * math.cos(r), math.cos(d) * math.sin(r), math.sin(d)]
+    )
+    return math.degrees(math.atan2(y, x)) % 360.0, math.degrees(math.asin(max(-1.0, min(1.0, z))))

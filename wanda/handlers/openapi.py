@@ -293,6 +293,22 @@ def build_spec(limits: Limits) -> dict[str, Any]:
             ),
         },
         "/api/storage": {"get": _operation("where captures go, free space, frames left", {200: _ok()})},
+        "/api/objects": {
+            "get": _operation(
+                "a deep-sky object by name (OpenNGC), with its altitude and azimuth now at the site",
+                {200: _ok()},
+                400,
+                404,
+                parameters=[
+                    {
+                        "name": "q",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                    }
+                ],
+            )
+        },
         "/api/clock": {
             "get": _operation("the Pi's time and whether NTP keeps it", {200: _ok()}),
             "post": _operation(

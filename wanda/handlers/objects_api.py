@@ -1,0 +1,87 @@
+"""What is in the sky by name: `GET /api/objects?q=M31` (and `objects.find` over the WebSocket),
+from OpenNGC (wanda/astro/deepsky.py), with where it stands now from the site and the clock."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from wanda.astro.deepsky import DeepSky, DeepSkyObject
+from wanda.astro.sidereal import horizontal, local_sidereal_time, of_date
+from wanda.config import Config
+from wanda.errors import ErrorCode, WandaError
+from wanda.events import Subscriber
+from wanda.handlers.envelope import ok
+from wanda.handlers.ws import action
+from wanda.keys import CONFIG
+from wanda.validate import invalid, known_fields
+
+routes = web.RouteTableDef()
+# Read once, on a thread, while the server starts (the first question waits for it).
+DEEPSKY = web.AppKey("deepsky", asyncio.Task)
+MAX_QUERY = 64
+SUGGESTIONS = 10
+
+
+async def deepsky_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[DEEPSKY] = asyncio.create_task(asyncio.to_thread(DeepSky.load), name="deepsky-load")
+    yield
+    app[DEEPSKY].cancel()
+
+
+async def _deepsky(app: web.Application) -> DeepSky:
+    catalogue: DeepSky = await asyncio.shield(app[DEEPSKY])
+    return catalogue
+
+
+def where_now(item: DeepSkyObject, config: Config, unix: float) -> dict[str, Any]:
+    """The object's place of the date and, with the site known, its altitude and azimuth now."""
+    ra, dec = of_date(item.ra, item.dec, unix)
+    place: dict[str, Any] = {"ra_of_date": round(ra, 6), "dec_of_date": round(dec, 6)}
+    if config.latitude is None or config.longitude is None:
+        return {**place, "altitude": None, "azimuth": None, "above_horizon": None}
+    altitude, azimuth = horizontal(ra, dec, config.latitude, local_sidereal_time(unix, config.longitude))
+    return {**place, "altitude": round(altitude, 3), "azimuth": round(azimuth, 3), "above_horizon": altitude > 0}
+
+
+async def find(app: web.Application, query: Any) -> dict[str, Any]:
+    if not isinstance(query, str) or not 1 <= len(query.strip()) <= MAX_QUERY:
+        raise invalid("q", f"must be a name of 1 to {MAX_QUERY} characters, such as M31, NGC 7000 or Orion Nebula")
+    catalogue = await _deepsky(app)
+    found = catalogue.find(query)
+    suggestions = [o.designation for o in catalogue.search(query, SUGGESTIONS) if o is not found]
+    if found is None:
+        hint = f": did you mean {', '.join(suggestions[:5])}?" if suggestions else ""
+        raise WandaError(
+            ErrorCode.NOT_FOUND,
+            f"no object named {query.strip()!r} in OpenNGC (Messier, NGC, IC and common names){hint}",
+            data={"suggestions": suggestions},
+        )
+    config = app[CONFIG]
+    now = time.time()
+    site = None if config.latitude is None else {"latitude": config.latitude, "longitude": config.longitude}
+    result = {**found.as_dict(), **where_now(found, config, now)}
+    warning = None
+    if site is None:
+        warning = "the site is not set (latitude and longitude): no altitude"
+    elif not result["above_horizon"]:
+        warning = f"{found.designation} is below the horizon now (altitude {result['altitude']:.1f}°)"
+    return {"object": result, "site": site, "time": round(now, 3), "warning": warning, "suggestions": suggestions}
+
+
+@routes.get("/api/objects")
+async def objects(request: web.Request) -> web.Response:
+    known_fields(dict(request.query), ["q"])
+    if "q" not in request.query:
+        raise invalid("q", "is required: the name of an object (M31, NGC 7000, Orion Nebula)")
+    return ok(await find(request.app, request.query["q"]))
+
+
+@action("objects.find")
+async def _objects_find(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
+    known_fields(params, ["q"])
+    return await find(app, params.get("q"))
