@@ -248,3 +248,23 @@ def test_browser_offers_to_set_the_pis_clock_from_the_devices(open_page, browser
             eventually(lambda: fake.state["ntp"] is True)  # switched back on after
         finally:
             context.close()
+
+
+def test_browser_sets_the_site_from_the_devices_location_or_typed(open_page, wanda):
+    page, console = open_page(
+        wanda, geolocation={"latitude": -31.2733, "longitude": 149.0617}, permissions=["geolocation"]
+    )
+    page.get_by_role("button", name="Use this device's location").click()
+    expect(page.locator("#site-text")).to_have_text("31.2733° S, 149.0617° E (from a device's location)")
+    assert wanda.get("/api/site") == {"latitude": -31.2733, "longitude": 149.0617, "source": "device", "known": True}
+    other, _ = open_page(wanda)  # another page follows
+    expect(other.locator("#site-text")).to_contain_text("31.2733° S")
+    page.get_by_label("site latitude, degrees north").fill("52.1")
+    page.get_by_label("site longitude, degrees east").fill("-4.5")
+    page.get_by_role("button", name="Set site").click()
+    expect(other.locator("#site-text")).to_have_text("52.1000° N, 4.5000° W (typed in)")
+    page.get_by_label("site latitude, degrees north").fill("95")
+    page.get_by_role("button", name="Set site").click()
+    expect(page.locator("#site-message")).to_contain_text("latitude")
+    assert wanda.get("/api/site")["latitude"] == 52.1
+    assert [e for e in console.errors if "400" not in e] == []

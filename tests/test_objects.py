@@ -27,7 +27,7 @@ async def test_an_object_by_name_with_its_altitude_now_as_astropy_puts_it(make_c
     found = data["object"]
     assert (found["name"], found["catalogue_name"], found["type"]) == ("M31", "NGC0224", "galaxy")
     assert found["common_names"] == ["Andromeda Galaxy"] and found["constellation"] == "And"
-    assert data["site"] == {"latitude": 52.0, "longitude": 5.0}
+    assert data["site"] == {"latitude": 52.0, "longitude": 5.0, "source": "config", "known": True}
     truth = SkyCoord(found["ra"] * u.deg, found["dec"] * u.deg).transform_to(
         AltAz(obstime=Time(data["time"], format="unix"), location=EarthLocation(lat=52 * u.deg, lon=5 * u.deg))
     )
@@ -77,3 +77,43 @@ async def test_objects_over_the_websocket(client):
     reply = (await receive_until(ws, is_reply(2)))[-1]
     assert not reply["ok"] and reply["error"]["code"] == "NOT_FOUND"
     await ws.close()
+
+
+async def test_the_site_set_from_a_device_is_kept_across_a_restart_and_wins_over_the_configuration(
+    make_client, aiohttp_client, config
+):
+    client = await make_client(latitude=52.0, longitude=5.0)
+    assert (await (await client.get("/api/site")).json())["data"]["source"] == "config"
+    ws = await client.ws_connect("/ws")
+    response = await client.post("/api/site", json={"latitude": -31.27, "longitude": 149.06, "source": "device"})
+    site = (await response.json())["data"]
+    assert site == {"latitude": -31.27, "longitude": 149.06, "source": "device", "known": True}
+    event = (await receive_until(ws, lambda m: m.get("event") == "site"))[-1]
+    assert event["topic"] == "system" and event["data"] == site  # every page hears of it
+    await ws.close()
+    status, body = await find(client, "NGC 188")  # +85: never up from Siding Spring
+    assert status == 200
+    assert body["data"]["object"]["above_horizon"] is False
+    await client.close()
+    again = await make_client(latitude=52.0, longitude=5.0)  # a restart, same data directory
+    assert (await (await again.get("/api/site")).json())["data"]["source"] == "device"
+    east = await again.post("/api/site", json={"latitude": 0, "longitude": 350})  # 0..360 is -180..180
+    assert (await east.json())["data"]["longitude"] == -10.0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"latitude": 91, "longitude": 0}, "latitude"),
+        ({"latitude": 10}, "longitude"),
+        ({"latitude": "north", "longitude": 0}, "latitude"),
+        ({"latitude": 10, "longitude": 400}, "longitude"),
+        ({"latitude": 10, "longitude": 0, "source": "config"}, "source"),
+        ({"latitude": 10, "longitude": 0, "altitude": 3}, "altitude"),
+    ],
+)
+async def test_a_bad_site_is_refused_and_the_old_one_stays(client, body, field):
+    response = await client.post("/api/site", json=body)
+    payload = await response.json()
+    assert (response.status, payload["code"]) == (400, "VALIDATION_ERROR") and payload["error"].startswith(f"{field}:")
+    assert (await (await client.get("/api/site")).json())["data"]["known"] is False

@@ -35,6 +35,7 @@ from wanda.handlers import (
     mount_api,
     objects_api,
     session_api,
+    site_api,
     stream,
     system,
     ws,
@@ -55,6 +56,7 @@ from wanda.keys import (
     MEASURER,
     MOUNT,
     SESSIONS,
+    SITE,
     STARTED,
     STRETCHED_HUB,
     TRUSTED_HOSTS,
@@ -63,6 +65,7 @@ from wanda.monitor import LoopLagMonitor
 from wanda.mount import MountControl, StepperMount, StepperPins, create_pins
 from wanda.security import auth_middleware, origin_middleware, trusted_hosts
 from wanda.sessions.runner import SessionManager
+from wanda.site import SiteStore
 from wanda.storage.disk import choose_captures_dir, unwritable_reason
 from wanda.storage.review import Measurer
 
@@ -93,6 +96,7 @@ def create_app(
     app[STARTED] = time.time()
     app[TRUSTED_HOSTS] = trusted_hosts(config.allowed_origins)
     app[CLOCK] = SystemClock()
+    app[SITE] = SiteStore(config.state_dir, config.latitude, config.longitude)
     app[CAPTURES], reason = choose_captures_dir(config.captures)
     log.info("captures go to %s (%s)", app[CAPTURES], reason)
     unwritable = unwritable_reason(app[CAPTURES])
@@ -117,6 +121,7 @@ def create_app(
         captures,
         clock_api,
         objects_api,
+        site_api,
         ws,
         system,
         login,

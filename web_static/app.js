@@ -16,6 +16,7 @@ import { pollStreamState, setupLiveView } from "./live.js";
 import { setupMount } from "./mount.js";
 import { setupNightMode } from "./night.js";
 import { setupSession } from "./session.js";
+import { setupSite } from "./site.js";
 import { connect, refreshAll, subscribe } from "./socket.js";
 import { refreshStorage } from "./storage.js";
 
@@ -26,6 +27,7 @@ setupCapture();
 setupClock();
 setupSession();
 setupMount();
+setupSite();
 setupGallery();
 $("analysis-panel").addEventListener("toggle", subscribe); // the analysis topic follows its panel
 setupAnalysis();

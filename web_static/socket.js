@@ -12,6 +12,7 @@ import { live } from "./live.js";
 import { showMount } from "./mount.js";
 import { offlineText, showOffline, showOnline } from "./offline.js";
 import { refreshResumable, showSession } from "./session.js";
+import { refreshSite, showSite } from "./site.js";
 import { refreshStorage } from "./storage.js";
 
 const socket = { ws: null, retry: 1000, everConnected: false, topics: [] };
@@ -73,7 +74,9 @@ function handleMessage(message) {
   }
   const { topic, event, data } = message;
   if (topic in eventsSeen) eventsSeen[topic] += 1;
-  if (topic === "system" && event === "hello") {
+  if (topic === "system" && event === "site") {
+    showSite(data);
+  } else if (topic === "system" && event === "hello") {
     socket.topics = data.topics;
     if (socket.topics.includes("analysis")) subscribe();
   } else if (topic === "camera") {
@@ -124,6 +127,7 @@ function handleCameraEvent(event, data) {
 
 export function refreshAll() {
   refreshStorage();
+  refreshSite();
   refreshFolders();
   refreshGallery();
   refreshResumable();

@@ -12,12 +12,12 @@ from aiohttp import web
 
 from wanda.astro.deepsky import DeepSky, DeepSkyObject
 from wanda.astro.sidereal import horizontal, local_sidereal_time, of_date
-from wanda.config import Config
 from wanda.errors import ErrorCode, WandaError
 from wanda.events import Subscriber
 from wanda.handlers.envelope import ok
 from wanda.handlers.ws import action
-from wanda.keys import CONFIG
+from wanda.keys import SITE
+from wanda.site import Site
 from wanda.validate import invalid, known_fields
 
 routes = web.RouteTableDef()
@@ -38,13 +38,13 @@ async def _deepsky(app: web.Application) -> DeepSky:
     return catalogue
 
 
-def where_now(item: DeepSkyObject, config: Config, unix: float) -> dict[str, Any]:
+def where_now(item: DeepSkyObject, site: Site, unix: float) -> dict[str, Any]:
     """The object's place of the date and, with the site known, its altitude and azimuth now."""
     ra, dec = of_date(item.ra, item.dec, unix)
     place: dict[str, Any] = {"ra_of_date": round(ra, 6), "dec_of_date": round(dec, 6)}
-    if config.latitude is None or config.longitude is None:
+    if site.latitude is None or site.longitude is None:
         return {**place, "altitude": None, "azimuth": None, "above_horizon": None}
-    altitude, azimuth = horizontal(ra, dec, config.latitude, local_sidereal_time(unix, config.longitude))
+    altitude, azimuth = horizontal(ra, dec, site.latitude, local_sidereal_time(unix, site.longitude))
     return {**place, "altitude": round(altitude, 3), "azimuth": round(azimuth, 3), "above_horizon": altitude > 0}
 
 
@@ -61,16 +61,21 @@ async def find(app: web.Application, query: Any) -> dict[str, Any]:
             f"no object named {query.strip()!r} in OpenNGC (Messier, NGC, IC and common names){hint}",
             data={"suggestions": suggestions},
         )
-    config = app[CONFIG]
+    site = app[SITE].current
     now = time.time()
-    site = None if config.latitude is None else {"latitude": config.latitude, "longitude": config.longitude}
-    result = {**found.as_dict(), **where_now(found, config, now)}
+    result = {**found.as_dict(), **where_now(found, site, now)}
     warning = None
-    if site is None:
+    if not site.known:
         warning = "the site is not set (latitude and longitude): no altitude"
     elif not result["above_horizon"]:
         warning = f"{found.designation} is below the horizon now (altitude {result['altitude']:.1f}°)"
-    return {"object": result, "site": site, "time": round(now, 3), "warning": warning, "suggestions": suggestions}
+    return {
+        "object": result,
+        "site": site.as_dict(),
+        "time": round(now, 3),
+        "warning": warning,
+        "suggestions": suggestions,
+    }
 
 
 @routes.get("/api/objects")

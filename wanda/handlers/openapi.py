@@ -309,6 +309,25 @@ def build_spec(limits: Limits) -> dict[str, Any]:
                 ],
             )
         },
+        "/api/site": {
+            "get": _operation("where the telescope stands", {200: _ok()}),
+            "post": _operation(
+                "set the site (typed, or the observer's device's location); kept across restarts",
+                {200: _ok()},
+                400,
+                403,
+                requestBody=_json_body(
+                    _object(
+                        {
+                            "latitude": {"type": "number", "minimum": -90, "maximum": 90},
+                            "longitude": {"type": "number", "minimum": -180, "maximum": 360},
+                            "source": {"type": "string", "enum": ["device", "typed"]},
+                        },
+                        ["latitude", "longitude"],
+                    )
+                ),
+            ),
+        },
         "/api/clock": {
             "get": _operation("the Pi's time and whether NTP keeps it", {200: _ok()}),
             "post": _operation(
