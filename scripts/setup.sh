@@ -31,11 +31,24 @@ missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
-if [ ${#missing[@]} -gt 0 ]; then
+# The plate solver: astrometry.net and the Tycho-2 index files for fields of 1 to 30 degrees (36 MB:
+# lenses up to about 270 mm on the HQ camera's preview; `wanda doctor` names the package a longer
+# optic needs). Without its recommends: they are an image toolkit WANDA does not use (100 MB).
+solver=(astrometry.net astrometry-data-tycho2-10-19)
+missing_solver=()
+for package in "${solver[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing_solver+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ] || [ ${#missing_solver[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    if [ ${#missing[@]} -gt 0 ]; then
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if [ ${#missing_solver[@]} -gt 0 ]; then
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing_solver[@]}" >/dev/null
+    fi
 fi
 
 if $on_pi; then

@@ -12,6 +12,8 @@ from helpers import free_port
 
 from wanda import cli
 from wanda.app import create_app
+from wanda.config import Config
+from wanda.doctor import FAIL, OK, check_solver
 
 
 def doctor(capsys, *args: str) -> tuple[int, str]:
@@ -119,3 +121,24 @@ def test_doctor_warns_when_anyone_on_the_network_could_drive_the_telescope(capsy
     assert line(out, "password").startswith("ok")
     code, out = doctor(capsys, *args)  # 127.0.0.1: nobody else can reach it
     assert line(out, "password").startswith("ok")
+
+
+def test_the_plate_solver_check_names_the_package_the_configured_optic_needs(tmp_path):
+    default = check_solver(Config(camera="sim"))
+    assert default.status == OK and '50 mm: 18.0"/px, 7.2° x 5.4°' in default.detail
+    empty = tmp_path / "no-index"
+    empty.mkdir()
+    bare = check_solver(Config(camera="sim"), index_dirs=[empty])
+    assert bare.status == FAIL and bare.fix.endswith("astrometry-data-tycho2-10-19")
+    long_lens = check_solver(Config(camera="sim", focal_length_mm=600))  # a 0.7 x 0.5 degree field
+    assert long_lens.status == FAIL and "astrometry-data-tycho2-10-19" not in long_lens.fix
+    assert "astrometry-data-tycho2-0" in long_lens.fix
+    missing = check_solver(Config(camera="sim"), solve_field=str(tmp_path / "no-solve-field"))
+    assert missing.status == FAIL and "apt install astrometry.net" in missing.fix
+
+
+def test_doctor_fails_a_long_lens_without_its_index_files(capsys, tmp_path):
+    code, out = doctor(capsys, "--camera", "sim", "--captures", str(tmp_path), "--focal-length-mm", "600")
+    line = next(line for line in out.splitlines() if "plate solver" in line)
+    assert code == 1 and line.startswith("FAIL") and "600 mm" in line
+    assert "sudo apt install --no-install-recommends astrometry-data-tycho2-0" in out

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wanda import SERVER
+from wanda.astro.projection import arcsec_per_pixel
 from wanda.backends import CameraUnavailable
 from wanda.backends.choose import probe_picamera2
 from wanda.backends.picam import read_sensor_dpc, resolve_tuning_file, sensor_dpc_fix
+from wanda.backends.sky import PREVIEW_SIZE, SENSOR_WIDTH
 from wanda.clock import SystemClock
 from wanda.config import Config
+from wanda.solver import INSTALL_SOLVER, SOLVE_FIELD, missing_packages
 from wanda.storage.disk import choose_captures_dir, disk_space, writable
 
 OK, WARN, FAIL = "ok", "WARN", "FAIL"
@@ -204,6 +207,31 @@ def check_systemd() -> Check:
     return Check("systemd unit", OK, state)
 
 
+def check_solver(config: Config, index_dirs: list[Path] | None = None, solve_field: str = SOLVE_FIELD) -> Check:
+    """astrometry.net, and the index packages the configured optic's preview field needs."""
+    width, height = PREVIEW_SIZE
+    scale = arcsec_per_pixel(config.focal_length_mm, config.pixel_size_um * SENSOR_WIDTH / width)
+    field = (
+        f'{config.focal_length_mm:g} mm: {scale:.1f}"/px, {width * scale / 3600:.1f}° x {height * scale / 3600:.1f}°'
+    )
+    if shutil.which(solve_field) is None:
+        return Check(
+            "plate solver",
+            FAIL,
+            f"{solve_field} is not installed ({field})",
+            f"{INSTALL_SOLVER} --no-install-recommends",
+        )
+    missing = missing_packages(scale, width, height, index_dirs)
+    if missing:
+        return Check(
+            "plate solver",
+            FAIL,
+            f"no index files for {field}",
+            f"sudo apt install --no-install-recommends {' '.join(missing)}",
+        )
+    return Check("plate solver", OK, f"astrometry.net with the index files for {field}")
+
+
 def check_clock(clock: SystemClock | None = None) -> Check:
     """Solving, altitudes and FITS dates need the time; a Pi without network has only its guess."""
     state = (clock or SystemClock()).state()
@@ -229,6 +257,7 @@ def run_checks(config: Config) -> list[Check]:
         check_port(config),
         check_password(config),
         check_systemd(),
+        check_solver(config),
         check_clock(),
     ]
 
