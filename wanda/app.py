@@ -11,14 +11,18 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
 
 from aiohttp import WSCloseCode, hdrs, web
 
 from wanda import SERVER
 from wanda.analysis import AnalysisWorker
+from wanda.astro.projection import arcsec_per_pixel
 from wanda.auth import Guard
 from wanda.backends import CameraBackend
 from wanda.backends.choose import create_backend
+from wanda.backends.sky import SENSOR_WIDTH
 from wanda.camera import CameraWorker
 from wanda.clock import SystemClock
 from wanda.config import Config
@@ -36,6 +40,7 @@ from wanda.handlers import (
     objects_api,
     session_api,
     site_api,
+    solve_api,
     stream,
     system,
     ws,
@@ -57,6 +62,7 @@ from wanda.keys import (
     MOUNT,
     SESSIONS,
     SITE,
+    SOLVE,
     STARTED,
     STRETCHED_HUB,
     TRUSTED_HOSTS,
@@ -66,6 +72,8 @@ from wanda.mount import MountControl, StepperMount, StepperPins, create_pins
 from wanda.security import auth_middleware, origin_middleware, trusted_hosts
 from wanda.sessions.runner import SessionManager
 from wanda.site import SiteStore
+from wanda.solver import PlateSolver
+from wanda.solving import SolveService
 from wanda.storage.disk import choose_captures_dir, unwritable_reason
 from wanda.storage.review import Measurer
 
@@ -104,6 +112,7 @@ def create_app(
         log.warning("NOTHING CAN BE SAVED: %s; captures and sessions will be refused until it can", unwritable)
 
     app.cleanup_ctx.append(_measurer_ctx)  # before the camera: stills are offered to it as they are saved
+    app.cleanup_ctx.append(_solve_ctx)  # before the camera: its analyses are offered to it
     app.cleanup_ctx.append(_camera_ctx(camera))
     app.cleanup_ctx.append(_mount_ctx(pins))
     app.cleanup_ctx.append(_sessions_ctx)
@@ -122,6 +131,7 @@ def create_app(
         clock_api,
         objects_api,
         site_api,
+        solve_api,
         ws,
         system,
         login,
@@ -141,12 +151,17 @@ def _camera_ctx(backend: CameraBackend | None):
         full_width = getattr(chosen, "sensor_size", chosen.preview_size)[0]
         analysis = AnalysisWorker(
             loop,
-            lambda result: bus.publish("analysis", "frame", result),
+            partial(_analysed, app),
             scale=full_width / chosen.preview_size[0],  # figures in pixels of the full frame
             linear=chosen.preview_linear,
             stretch_demand=lambda: app[STRETCHED_HUB].wants_frames,
         )
-        bus.watch_listeners(lambda: analysis.set_listeners(bus.listeners("analysis")))
+        # The analysis runs for its own listeners, and for a continuous solve's.
+        bus.watch_listeners(
+            lambda: analysis.set_listeners(
+                bus.listeners("analysis") + (bus.listeners("solve") if app[SOLVE].continuous else 0)
+            )
+        )
         worker = CameraWorker(
             chosen,
             JpegEncoder(config.jpeg_quality),
@@ -177,6 +192,31 @@ def _camera_ctx(backend: CameraBackend | None):
             await asyncio.to_thread(analysis.stop)
 
     return camera_ctx
+
+
+def _analysed(app: web.Application, result: dict[str, Any]) -> None:
+    """An analysis of the live view, on the loop: to its listeners, and to a continuous solve."""
+    app[BUS].publish("analysis", "frame", result)
+    if app[BUS].listeners("solve"):  # a continuous solve nobody hears would be work for nothing
+        app[SOLVE].offer(result)
+
+
+async def _solve_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    bus = app[BUS]
+
+    def scale_for(width: int) -> float:
+        """The configured optic's arcseconds per pixel of a frame ``width`` pixels wide (the preview
+        and a still see the same field through the HQ camera's 4056 px)."""
+        return arcsec_per_pixel(config.focal_length_mm, config.pixel_size_um * SENSOR_WIDTH / width)
+
+    service = SolveService(
+        asyncio.get_running_loop(), PlateSolver(), lambda result: bus.publish("solve", "solution", result), scale_for
+    )
+    service.start()
+    app[SOLVE] = service
+    yield
+    await asyncio.to_thread(service.stop)
 
 
 async def _measurer_ctx(app: web.Application) -> AsyncIterator[None]:

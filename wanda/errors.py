@@ -49,6 +49,8 @@ class ErrorCode(StrEnum):
     NO_FRAME = "NO_FRAME"
     SHUTTING_DOWN = "SHUTTING_DOWN"
     BUSY = "BUSY"
+    # Plate solving
+    SOLVE_FAILED = "SOLVE_FAILED"  # no solution: data.reason says why (too few stars, no index, ...)
     # The Pi's clock
     CLOCK_SYNCHRONIZED = "CLOCK_SYNCHRONIZED"  # NTP keeps it: not set by hand
     CLOCK_ERROR = "CLOCK_ERROR"  # timedatectl missing, failing or not answering

@@ -21,10 +21,10 @@ log = logging.getLogger(__name__)
 
 TRY_AGAIN_LATER = 1013  # the WebSocket close code (RFC 6455 registry) for a client too slow to keep up
 
-TOPICS = ("camera", "mount", "session", "system", "analysis")
+TOPICS = ("camera", "mount", "session", "system", "analysis", "solve")
 # What a client gets until it subscribes: everything but the analysis, which costs the server CPU
 # for as long as somebody listens, so it is asked for by name.
-DEFAULT_TOPICS = frozenset(TOPICS) - {"analysis"}
+DEFAULT_TOPICS = frozenset(TOPICS) - {"analysis", "solve"}
 QUEUE_LIMIT = 256
 SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is dropped
 
@@ -162,6 +162,11 @@ class EventBus:
     def watch_listeners(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` whenever a client comes, goes or changes its topics."""
         self._watchers.append(callback)
+
+    def listeners_changed(self) -> None:
+        """Tell the watchers that what listeners want has changed (a mode a topic's listeners
+        asked for), as a client coming or going does."""
+        self._changed()
 
     def _changed(self) -> None:
         for callback in self._watchers:

@@ -18,6 +18,7 @@ from wanda.monitor import LoopLagMonitor
 from wanda.mount import MountControl
 from wanda.sessions.runner import SessionManager
 from wanda.site import SiteStore
+from wanda.solving import SolveService
 from wanda.storage.review import Measurer
 
 CONFIG = web.AppKey("config", Config)
@@ -33,6 +34,7 @@ LAG = web.AppKey("lag", LoopLagMonitor)
 STARTED = web.AppKey("started", float)  # Unix time the app was built
 CLOCK = web.AppKey("clock", SystemClock)  # the Pi's clock (timedatectl)
 SITE = web.AppKey("site", SiteStore)  # where the telescope stands
+SOLVE = web.AppKey("solve", SolveService)  # the `solve` thread and the latest solution
 CAPTURES = web.AppKey("captures", Path)  # where captures go (chosen once, at start)
 MEASURER = web.AppKey("measurer", Measurer)  # the `measure` thread: stars and HFR of each saved frame
 TRUSTED_HOSTS = web.AppKey("trusted_hosts", frozenset)  # Host names a browser may use to reach us

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -19,18 +20,24 @@ HOLD_S = 10.0
 WAIT_MARGIN_S = 5.0  # on top of a frame's exposure and the analysis interval
 
 
-@routes.get("/api/analysis")
-async def get_analysis(request: web.Request) -> web.Response:
-    analysis = request.app[ANALYSIS]
-    camera = request.app[CAMERA]
+async def fresh_analysis(app: web.Application) -> dict[str, Any]:
+    """The analysis of a live frame taken lately: the newest, or the next one (NO_FRAME when none
+    comes in time)."""
+    analysis = app[ANALYSIS]
+    camera = app[CAMERA]
     analysis.hold(HOLD_S)
     frame_s = max(1.0 / camera.max_fps, camera.backend.exposure_s)
     latest = analysis.latest
     if latest is not None and time.time() - latest["timestamp"] <= frame_s + 2 * analysis.interval:
-        return ok(latest)
+        return latest
     wait = frame_s + analysis.interval + WAIT_MARGIN_S
     try:
         async with asyncio.timeout(wait):
-            return ok(await analysis.next_result())
+            return await analysis.next_result()
     except TimeoutError:
         raise WandaError(ErrorCode.NO_FRAME, f"no analysed frame within {wait:.1f} s") from None
+
+
+@routes.get("/api/analysis")
+async def get_analysis(request: web.Request) -> web.Response:
+    return ok(await fresh_analysis(request.app))

@@ -40,6 +40,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.CLOCK_SYNCHRONIZED: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.NO_THUMBNAIL: 415,
+    ErrorCode.SOLVE_FAILED: 422,
     ErrorCode.TOO_MANY_ATTEMPTS: 429,
     ErrorCode.TOO_MANY_REQUESTS: 429,
     ErrorCode.CAPTURE_FAILED: 500,

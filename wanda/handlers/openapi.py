@@ -26,6 +26,7 @@ STATUS_TEXT = {
     409: "conflict with what runs",
     413: "body too large",
     415: "not a JPEG or FITS image",
+    422: "understood, but it could not be done (the message and data say why)",
     429: "too many failed logins",
     500: "a fault in WANDA or the camera",
     503: "not available now (or every connection busy)",
@@ -308,6 +309,22 @@ def build_spec(limits: Limits) -> dict[str, Any]:
                     }
                 ],
             )
+        },
+        "/api/solve": {
+            "get": _operation("the latest plate solution (or failure)", {200: _ok()}, 404),
+            "post": _operation(
+                "plate-solve the live view, or a saved capture by path; or switch continuous solving",
+                {200: _ok()},
+                400,
+                403,
+                404,
+                415,
+                422,
+                requestBody=_json_body(
+                    _object({"path": {"type": "string", "minLength": 1}, "continuous": {"type": "boolean"}}),
+                    required=False,
+                ),
+            ),
         },
         "/api/site": {
             "get": _operation("where the telescope stands", {200: _ok()}),

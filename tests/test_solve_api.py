@@ -1,0 +1,123 @@
+"""Plate solving through the API on the simulated real sky: POST/GET /api/solve, a saved capture,
+continuous mode over the WebSocket, the failures, and the `solve` thread's slot of one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from helpers import is_reply, receive_until, wait_until
+
+from wanda.keys import CAMERA, SOLVE
+from wanda.solver import Failure, SolveFailure
+from wanda.solving import SolveService
+
+
+async def truth_centre(client) -> tuple[float, float]:
+    pointing = client.app[CAMERA].backend.truth().pointing
+    ra, dec = pointing.wcs.pixel_to_sky(np.array([(1440 - 1) / 2]), np.array([(1080 - 1) / 2]))
+    return float(ra[0]), float(dec[0])
+
+
+def separation(ra1, dec1, ra2, dec2) -> float:
+    a = np.radians([ra1, dec1, ra2, dec2])
+    cos = np.sin(a[1]) * np.sin(a[3]) + np.cos(a[1]) * np.cos(a[3]) * np.cos(a[0] - a[2])
+    return float(np.degrees(np.arccos(min(1.0, cos))))
+
+
+async def test_the_live_view_is_solved_where_the_simulated_sky_points(client):
+    missing = await client.get("/api/solve")
+    assert (missing.status, (await missing.json())["code"]) == (404, "NOT_FOUND")
+    await client.post("/api/mount/tracking", json={"action": "start"})  # the sky held, within a step
+    response = await client.post("/api/solve")
+    body = await response.json()
+    assert response.status == 200, body
+    solved = body["data"]
+    ra, dec = await truth_centre(client)
+    # Within the stepper's sawtooth (one 53" step) and the frames between: the bench measures
+    # the solver's own accuracy (bench/solve.py).
+    assert separation(solved["ra"], solved["dec"], ra, dec) < 0.03, (solved, ra, dec)
+    assert solved["scale"] == pytest.approx(18.0, rel=0.005)  # the 50 mm lens's 18.0"/px
+    assert min(solved["roll"], 360 - solved["roll"]) < 0.2  # north up, as sim_roll 0 draws it
+    assert solved["source"]["kind"] == "preview" and solved["matched"] >= 10 and not solved["mirrored"]
+    latest = (await (await client.get("/api/solve")).json())["data"]
+    assert latest["ra"] == solved["ra"] and latest["continuous"] is False
+
+
+async def test_a_saved_capture_is_solved_by_its_path(client):
+    await client.post("/api/mount/tracking", json={"action": "start"})
+    await client.post("/api/camera/settings", json={"exposure_seconds": 0.5, "file_format": "jpeg+fits"})
+    saved = (await (await client.post("/api/camera/capture")).json())["data"]
+    response = await client.post("/api/solve", json={"path": saved["file"]})
+    solved = (await response.json())["data"]
+    assert response.status == 200 and solved["source"] == {"kind": "capture", "path": saved["file"]}
+    ra, dec = await truth_centre(client)
+    assert separation(solved["ra"], solved["dec"], ra, dec) < 0.03
+    bad = await client.post("/api/solve", json={"path": "../outside.fits"})
+    assert bad.status in (400, 404)
+
+
+async def test_a_capped_telescope_is_too_few_stars_said_plainly(client):
+    await client.post("/api/camera/settings", json={"frame_type": "dark"})
+    response = await client.post("/api/solve")
+    body = await response.json()
+    assert (response.status, body["code"]) == (422, "SOLVE_FAILED")
+    assert body["data"]["reason"] == "too_few_stars" and body["error"].startswith("not solved: ")
+
+
+async def test_continuous_mode_solves_each_new_frame_while_someone_listens(client):
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"id": 1, "action": "subscribe", "params": {"topics": ["solve"]}})
+    await receive_until(ws, is_reply(1))
+    await ws.send_json({"id": 2, "action": "solve", "params": {"continuous": True}})
+    reply = (await receive_until(ws, is_reply(2)))[-1]
+    assert reply["data"] == {"continuous": True, "listeners": 1}
+    solutions = []
+    while len(solutions) < 3:  # no request but the mode: the frames come by themselves
+        message = await ws.receive_json(timeout=30)
+        if message.get("topic") == "solve":
+            solutions.append(message["data"])
+    assert all(s["solved"] for s in solutions)
+    assert len({s["source"]["timestamp"] for s in solutions}) == 3  # three frames, not one thrice
+    await ws.send_json({"id": 3, "action": "solve", "params": {"continuous": False}})
+    await receive_until(ws, is_reply(3))
+    assert client.app[SOLVE].continuous is False
+    await ws.close()
+
+
+class BlockingSolver:
+    """A stand-in for the subprocess edge: each solve waits until the test lets it go."""
+
+    def __init__(self):
+        self.go = threading.Event()
+        self.started = threading.Event()
+        self.calls = 0
+
+    def solve(self, x, y, flux, width, height, **hints):
+        self.calls += 1
+        self.started.set()
+        self.go.wait(10)
+        return SolveFailure(Failure.TOO_FEW_STARS, f"{len(x)} stars", 0.0, len(x))
+
+
+async def test_a_newer_list_supersedes_one_still_waiting_never_the_solve_under_way():
+    solver = BlockingSolver()
+    results = []
+    service = SolveService(asyncio.get_running_loop(), solver, results.append, lambda width: 18.0)
+    service.start()
+    try:
+        star = {"x": 1.0, "y": 1.0, "flux": 1.0}
+        first = service.submit([star], 100, 100, {"n": 1})
+        await asyncio.to_thread(solver.started.wait, 10)  # the first is being solved
+        second = service.submit([star] * 2, 100, 100, {"n": 2})
+        third = service.submit([star] * 3, 100, 100, {"n": 3})
+        with pytest.raises(Exception, match="a newer frame"):
+            await second
+        solver.go.set()
+        assert (await first)["source"] == {"n": 1} and (await third)["source"] == {"n": 3}
+        assert solver.calls == 2 and service.superseded == 1
+        await wait_until(lambda: len(results) == 2)
+    finally:
+        service.stop()

@@ -1,0 +1,203 @@
+"""Where the camera points, for the API: the `solve` thread, which plate-solves star lists with
+wanda/solver.py one at a time, and what was solved last.
+
+A request puts its star list in a slot of one: a newer one supersedes a list still waiting (its
+caller hears so), never a solve under way. Each solve is hinted as well as it can be: the last
+solution's place (while it is recent) and the configured optic's scale; when a hinted solve does not
+find the field it is tried with the scale alone and then blind (a wrong optic in the configuration,
+a telescope moved far). Results reach the loop with ``call_soon_threadsafe``: kept as ``latest``
+and published as `solve` `solution` events.
+
+Continuous mode: while it is on and somebody listens to the `solve` topic, every new analysis of
+the live view (which then runs) is solved, so the pointing follows the telescope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from wanda.astro.sidereal import of_date
+from wanda.errors import ErrorCode, WandaError
+from wanda.solver import PlateSolver, PositionHint, ScaleHint, Solution, SolveFailure
+
+log = logging.getLogger(__name__)
+HINT_FRESH_S = 600.0  # the last solution's place is a hint for this long
+HINT_RADIUS_DEG = 10.0  # around it (a telescope slewed within ten minutes)
+SCALE_TOLERANCE = 0.1
+
+
+@dataclass
+class _Job:
+    stars: list[dict[str, Any]]  # x, y, flux in the image's pixels
+    width: int
+    height: int
+    source: dict[str, Any]  # what was solved: the preview at a time, or a capture's path
+    future: asyncio.Future | None  # the caller waiting for it (None: continuous mode)
+
+
+class SolveService:
+    """The `solve` thread and the latest solution (read on the loop)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        solver: PlateSolver,
+        publish: Callable[[dict[str, Any]], None],
+        scale_for: Callable[[int], float | None],
+        *,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._loop = loop
+        self.solver = solver
+        self._publish = publish
+        # Arcseconds per pixel of a frame this many pixels wide (the configured optic; the preview and
+        # a full-size still see the same field): the scale hint.
+        self.scale_for = scale_for
+        self._clock = clock
+        self._slot: _Job | None = None
+        self._ready = threading.Condition()
+        self._stopping = False
+        self._cancel = threading.Event()  # ends the solve under way at shutdown
+        self._thread: threading.Thread | None = None
+        self.latest: dict[str, Any] | None = None
+        self._last_solution: tuple[float, Solution] | None = None  # (time, solution): the next hint
+        self.continuous = False
+        self.solved = 0
+        self.failed = 0
+        self.superseded = 0
+
+    # -- from the loop ----------------------------------------------------------------------------
+
+    def submit(self, stars: list[dict[str, Any]], width: int, height: int, source: dict[str, Any]) -> asyncio.Future:
+        """Queue a star list; the future gets its result (or a WandaError when superseded)."""
+        future = self._loop.create_future()
+        self._put(_Job(stars, width, height, source, future))
+        return future
+
+    def offer(self, analysis: dict[str, Any]) -> None:
+        """A new analysis of the live view: solved in continuous mode."""
+        if self.continuous:
+            source = {"kind": "preview", "timestamp": analysis.get("timestamp")}
+            self._put(_Job(analysis["stars"], analysis["width"], analysis["height"], source, None))
+
+    def _put(self, job: _Job) -> None:
+        with self._ready:
+            waiting, self._slot = self._slot, job
+            self._ready.notify()
+        if waiting is not None:
+            self.superseded += 1
+            if waiting.future is not None and not waiting.future.done():
+                waiting.future.set_exception(
+                    WandaError(ErrorCode.BUSY, "a newer frame was given to the solver before this one's turn")
+                )
+
+    # -- the thread ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="solve", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._ready:
+            self._stopping = True
+            self._ready.notify()
+        self._cancel.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while self._slot is None and not self._stopping:
+                    self._ready.wait()
+                if self._stopping:
+                    return
+                job, self._slot = self._slot, None
+            assert job is not None  # woken with a job, or stopping
+            try:
+                result = self._solve(job)
+            except Exception:  # a list the solver chokes on must not end the thread
+                log.exception("plate solving failed")
+                result = {"solved": False, "reason": "solver_error", "message": "the solve failed (see the server log)"}
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, job, result)
+            except RuntimeError:  # the loop is closed: shutting down
+                return
+
+    def _solve(self, job: _Job) -> dict[str, Any]:
+        x = np.array([s["x"] for s in job.stars], dtype=float)
+        y = np.array([s["y"] for s in job.stars], dtype=float)
+        flux = np.array([s["flux"] for s in job.stars], dtype=float)
+        started = time.monotonic()
+        attempts: list[tuple[str, ScaleHint | None, PositionHint | None]] = []
+        expected = self.scale_for(job.width)
+        scale = ScaleHint.around(expected, SCALE_TOLERANCE) if expected else None
+        last = self._last_solution
+        if scale is not None and last is not None and self._clock() - last[0] < HINT_FRESH_S:
+            attempts.append(("position", scale, PositionHint(last[1].ra, last[1].dec, HINT_RADIUS_DEG)))
+        if scale is not None:
+            attempts.append(("scale", scale, None))
+        attempts.append(("blind", None, None))
+        outcome: Solution | SolveFailure | None = None
+        hint = "blind"
+        for name, scale_hint, position in attempts:
+            hint = name
+            outcome = self.solver.solve(
+                x, y, flux, job.width, job.height, scale=scale_hint, position=position, cancel=self._cancel
+            )
+            if isinstance(outcome, Solution) or outcome.reason != "not_solved":
+                break  # solved, or a reason no other hint changes (too few stars, no index, ...)
+        assert outcome is not None
+        now = self._clock()
+        base = {
+            "source": job.source,
+            "time": round(now, 3),
+            "hint": hint,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+        if isinstance(outcome, SolveFailure):
+            return {
+                **base,
+                "solved": False,
+                "reason": str(outcome.reason),
+                "message": outcome.message,
+                "stars": outcome.stars,
+            }
+        self._last_solution = (now, outcome)
+        ra_date, dec_date = of_date(outcome.ra, outcome.dec, now)
+        return {
+            **base,
+            "solved": True,
+            "ra": round(outcome.ra, 6),
+            "dec": round(outcome.dec, 6),
+            "ra_of_date": round(ra_date, 6),
+            "dec_of_date": round(dec_date, 6),
+            "roll": round(outcome.roll, 4),
+            "scale": round(outcome.scale, 4),
+            "field_deg": [round(outcome.width_deg, 4), round(outcome.height_deg, 4)],
+            "mirrored": outcome.mirrored,
+            "matched": outcome.matched,
+            "stars": outcome.stars,
+            "width": job.width,
+            "height": job.height,
+            "wcs": outcome.wcs.to_dict(),
+        }
+
+    def _deliver(self, job: _Job, result: dict[str, Any]) -> None:
+        """On the loop: keep it, answer who asked, publish it."""
+        self.latest = result
+        if result["solved"]:
+            self.solved += 1
+        else:
+            self.failed += 1
+        if job.future is not None and not job.future.done():
+            job.future.set_result(result)
+        self._publish(result)
