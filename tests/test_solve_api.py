@@ -46,6 +46,27 @@ async def test_the_live_view_is_solved_where_the_simulated_sky_points(client):
     assert latest["ra"] == solved["ra"] and latest["continuous"] is False
 
 
+async def test_the_objects_in_the_solved_frame_are_where_the_simulated_sky_draws_them(client):
+    before = await client.get("/api/objects", params={"in_view": "1"})
+    assert (before.status, (await before.json())["code"]) == (404, "NOT_FOUND")
+    await client.post("/api/mount/tracking", json={"action": "start"})
+    assert (await client.post("/api/solve")).status == 200
+    data = (await (await client.get("/api/objects", params={"in_view": "1"})).json())["data"]
+    assert data["frame"]["width"] == 1440 and data["frame"]["source"]["kind"] == "preview"
+    by_name = {o["name"]: o for o in data["objects"]}
+    assert {"M42", "M43", "NGC 1977"} <= set(by_name)  # the sim points at M42: these are beside it
+    wcs = client.app[CAMERA].backend.truth().pointing.wcs
+    for name in ("M42", "M43"):
+        found = by_name[name]
+        x, y, _ = wcs.sky_to_pixel(np.array([found["ra"]]), np.array([found["dec"]]))
+        assert np.hypot(found["x"] - x[0], found["y"] - y[0]) < 5  # the stepper's sawtooth: 3 px a step
+    magnitudes = [o["magnitude"] for o in data["objects"] if o["magnitude"] is not None]
+    assert magnitudes == sorted(magnitudes)  # brightest first
+    for item in data["objects"]:
+        reach = item["size_px"] / 2
+        assert -reach <= item["x"] <= 1439 + reach and -reach <= item["y"] <= 1079 + reach
+
+
 async def test_a_saved_capture_is_solved_by_its_path(client):
     await client.post("/api/mount/tracking", json={"action": "start"})
     await client.post("/api/camera/settings", json={"exposure_seconds": 0.5, "file_format": "jpeg+fits"})

@@ -74,6 +74,12 @@ class SolveService:
         self.failed = 0
         self.superseded = 0
 
+    @property
+    def solution(self) -> Solution | None:
+        """The newest solution (its WCS maps the frame solved), or None before one."""
+        last = self._last_solution
+        return last[1] if last is not None else None
+
     # -- from the loop ----------------------------------------------------------------------------
 
     def submit(self, stars: list[dict[str, Any]], width: int, height: int, source: dict[str, Any]) -> asyncio.Future:

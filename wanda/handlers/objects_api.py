@@ -4,6 +4,7 @@ from OpenNGC (wanda/astro/deepsky.py), with where it stands now from the site an
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,7 @@ from wanda.errors import ErrorCode, WandaError
 from wanda.events import Subscriber
 from wanda.handlers.envelope import ok
 from wanda.handlers.ws import action
-from wanda.keys import SITE
+from wanda.keys import SITE, SOLVE
 from wanda.site import Site
 from wanda.validate import invalid, known_fields
 
@@ -24,6 +25,8 @@ routes = web.RouteTableDef()
 # Read once, on a thread, while the server starts (the first question waits for it).
 DEEPSKY = web.AppKey("deepsky", asyncio.Task)
 MAX_QUERY = 64
+MAX_IN_VIEW = 200  # objects listed in a field, brightest first (a 20-degree field holds thousands of galaxies)
+MAX_OBJECT_RADIUS_DEG = 2.0  # the largest objects reach this far beyond their centres (M31, the Pleiades)
 SUGGESTIONS = 10
 
 
@@ -78,11 +81,43 @@ async def find(app: web.Application, query: Any) -> dict[str, Any]:
     }
 
 
+async def in_view(app: web.Application) -> dict[str, Any]:
+    """The objects in the last solved frame, with their places in its pixels, brightest first."""
+    solution = app[SOLVE].solution
+    if solution is None:
+        raise WandaError(ErrorCode.NOT_FOUND, "nothing solved yet: POST /api/solve first")
+    catalogue = await _deepsky(app)
+    width, height = solution.wcs.image_size
+    radius = math.hypot(solution.width_deg, solution.height_deg) / 2 + MAX_OBJECT_RADIUS_DEG
+    listed = []
+    for item, separation in catalogue.within(solution.ra, solution.dec, radius):
+        x, y = (float(v) for v in solution.wcs.sky_to_pixel(item.ra, item.dec))
+        size_px = (item.major_arcmin or 0.0) * 60 / solution.scale
+        # In the frame, or reaching into it (a big nebula whose centre is just outside).
+        if not (-size_px / 2 <= x <= width - 1 + size_px / 2 and -size_px / 2 <= y <= height - 1 + size_px / 2):
+            continue
+        listed.append(
+            {
+                **item.as_dict(),
+                "x": round(x, 2),
+                "y": round(y, 2),
+                "size_px": round(size_px, 2),
+                "separation_deg": round(separation, 4),
+            }
+        )
+    listed.sort(key=lambda o: (o["magnitude"] is None, o["magnitude"] if o["magnitude"] is not None else 0))
+    latest = app[SOLVE].latest or {}
+    frame = {"width": width, "height": height, "source": latest.get("source"), "time": latest.get("time")}
+    return {"frame": frame, "objects": listed[:MAX_IN_VIEW], "total": len(listed)}
+
+
 @routes.get("/api/objects")
 async def objects(request: web.Request) -> web.Response:
-    known_fields(dict(request.query), ["q"])
+    known_fields(dict(request.query), ["q", "in_view"])
+    if request.query.get("in_view") in ("1", "true"):
+        return ok(await in_view(request.app))
     if "q" not in request.query:
-        raise invalid("q", "is required: the name of an object (M31, NGC 7000, Orion Nebula)")
+        raise invalid("q", "is required: the name of an object (M31, NGC 7000, Orion Nebula), or in_view=1")
     return ok(await find(request.app, request.query["q"]))
 
 

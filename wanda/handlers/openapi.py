@@ -296,17 +296,13 @@ def build_spec(limits: Limits) -> dict[str, Any]:
         "/api/storage": {"get": _operation("where captures go, free space, frames left", {200: _ok()})},
         "/api/objects": {
             "get": _operation(
-                "a deep-sky object by name (OpenNGC), with its altitude and azimuth now at the site",
+                "a deep-sky object by name (OpenNGC) with its altitude now, or (in_view=1) the objects in the solved frame",
                 {200: _ok()},
                 400,
                 404,
                 parameters=[
-                    {
-                        "name": "q",
-                        "in": "query",
-                        "required": True,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
-                    }
+                    {"name": "q", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 64}},
+                    {"name": "in_view", "in": "query", "schema": {"type": "string", "enum": ["1", "true"]}},
                 ],
             )
         },
