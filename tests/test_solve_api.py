@@ -142,3 +142,39 @@ async def test_a_newer_list_supersedes_one_still_waiting_never_the_solve_under_w
         await wait_until(lambda: len(results) == 2)
     finally:
         service.stop()
+
+
+async def test_a_still_taken_while_the_mount_tracks_since_a_solve_carries_the_solution(client, config):
+    import json
+    import re
+
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    await client.post("/api/camera/settings", json={"exposure_seconds": 0.2, "file_format": "fits"})
+    await client.post("/api/mount/tracking", json={"action": "start"})
+    solved = (await (await client.post("/api/solve")).json())["data"]
+    saved = (await (await client.post("/api/camera/capture")).json())["data"]
+    with fits.open(config.captures / saved["file"]) as hdus:
+        header = hdus[0].header
+    assert header["CTYPE1"].startswith("RA---TAN") and header["CTYPE2"].startswith("DEC--TAN")
+    assert (header["RADESYS"], header["EQUINOX"]) == ("ICRS", 2000.0)
+    centre = WCS(header).pixel_to_world_values((1440 - 1) / 2, (1080 - 1) / 2)  # astropy reads our cards
+    assert float(centre[0]) == pytest.approx(solved["ra"], abs=1e-5) and float(centre[1]) == pytest.approx(
+        solved["dec"], abs=1e-5
+    )
+    assert header["RA"] == pytest.approx(solved["ra"]) and header["DEC"] == pytest.approx(solved["dec"])
+    assert re.fullmatch(r"05 3\d \d\d\.\d\d", header["OBJCTRA"]) and re.fullmatch(
+        r"-05 \d\d \d\d\.\d", header["OBJCTDEC"]
+    )
+    ra, dec = await truth_centre(client)
+    assert separation(float(centre[0]), float(centre[1]), ra, dec) < 0.03
+    sidecar = json.loads((config.captures / saved["sidecar"]).read_text())
+    assert sidecar["solution"]["ra"] == solved["ra"] and "fits_cards" not in sidecar["solution"]
+
+    # The mount stopped: the sky moves, the solution no longer holds, and nothing claims it does.
+    await client.post("/api/mount/tracking", json={"action": "stop"})
+    loose = (await (await client.post("/api/camera/capture")).json())["data"]
+    with fits.open(config.captures / loose["file"]) as hdus:
+        assert "CTYPE1" not in hdus[0].header and "OBJCTRA" not in hdus[0].header
+    assert "solution" not in json.loads((config.captures / loose["sidecar"]).read_text())

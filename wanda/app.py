@@ -185,6 +185,10 @@ def _camera_ctx(backend: CameraBackend | None):
                 observatory={"telescope": config.telescope, "observer": config.observer, "object": config.object},
             )
             app[CONTROL].on_saved = lambda saved: app[MEASURER].submit(saved.path)
+            # A still carries the live view's plate solution while the mount has tracked since it.
+            app[CONTROL].astrometry = lambda width, height: app[SOLVE].for_still(
+                width, height, app[MOUNT].tracking_since if MOUNT in app else None
+            )
             yield
             await asyncio.to_thread(app[CONTROL].close)
         finally:

@@ -116,6 +116,9 @@ class CameraControl:
         self._still_sizes: dict[tuple[str, bool], collections.deque[int]] = {}
         # Called on the storage thread with each still saved (the gallery measures it); must not block.
         self.on_saved: Callable[[SavedFile], object] | None = None
+        # Called on the loop with a still's width and height: the plate solution it carries (FITS
+        # WCS cards and the sidecar's record), or None (wanda/solving.py).
+        self.astrometry: Callable[[int, int], dict[str, Any] | None] | None = None
         self._set_preview_gain(settings)
         bus.add_status_provider("camera", self.status)
 
@@ -250,7 +253,12 @@ class CameraControl:
                 raise
             left_on = (image.exposure_s, image.gain, settings.frame_type)
             self._cancel = None  # the exposure is over; saving is not cancelled half-way
-            saved = await self._save(files, image, settings, extra_metadata or {})
+            extra = dict(extra_metadata or {})
+            height, width = image.pixels.shape[:2]
+            solution = self.astrometry(width, height) if self.astrometry and settings.frame_type == "light" else None
+            if solution is not None:
+                extra["solution"] = solution
+            saved = await self._save(files, image, settings, extra)
         except CaptureCancelled:
             failure = WandaError(ErrorCode.CAPTURE_CANCELLED, "the capture was cancelled")
         except OSError as exc:

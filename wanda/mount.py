@@ -321,6 +321,7 @@ class MountControl:
         self.mount = mount
         self.bus = bus
         self._on_tracking = on_tracking
+        self._tracking_since: float | None = None  # Unix time tracking last started
         loop = asyncio.get_running_loop()
         mount.listeners.append(lambda event: loop.call_soon_threadsafe(self._thread_failed))
         bus.add_status_provider("mount", self.status)
@@ -331,6 +332,12 @@ class MountControl:
     @property
     def tracking(self) -> bool:
         return self.mount.status()["tracking"]
+
+    @property
+    def tracking_since(self) -> float | None:
+        """When the mount started tracking (Unix time), None while it does not: a plate solution
+        taken since still holds for the frames that follow."""
+        return self._tracking_since if self.tracking else None
 
     async def apply(self, body: Any) -> dict[str, Any]:
         """The original ``POST /api/mount/tracking`` body: action start/stop, speed, direction."""
@@ -353,6 +360,8 @@ class MountControl:
             self.mount.track(speed, clockwise)
         except MountUnavailable as exc:
             raise WandaError(ErrorCode.MOUNT_ERROR, str(exc)) from None
+        if not was_tracking:
+            self._tracking_since = time.time()
         self.bus.publish("mount", "status" if was_tracking else "tracking_start", self.status())
         if self._on_tracking is not None:
             self._on_tracking(True)

@@ -237,6 +237,20 @@ class Wcs:
         du, dv = self._sip("P", u, v)
         return u + du + self.crpix[0] - 1, v + dv + self.crpix[1] - 1
 
+    def scaled_to(self, width: int, height: int) -> Wcs | None:
+        """The same field in pixels of another size (a full-size still of the solved preview: the
+        same sensor area, binned differently); None when the shapes differ or distortion terms
+        would need rescaling too."""
+        if (width, height) == self.image_size:
+            return self
+        factor = width / self.image_size[0]
+        if self.sip or abs(height / self.image_size[1] - factor) > 0.01 * factor:
+            return None
+        # FITS pixel centres: pixel 1 spans 0.5..1.5, so the edges, not the centres, scale.
+        crpix = ((self.crpix[0] - 0.5) * factor + 0.5, (self.crpix[1] - 0.5) * factor + 0.5)
+        (a, b), (c, d) = self.cd
+        return Wcs(self.crval, crpix, ((a / factor, b / factor), (c / factor, d / factor)), (width, height))
+
     def fits_cards(self) -> list[tuple[str, Any, str]]:
         """The cards a FITS frame of this image carries (keyword, value, comment)."""
         projection = "TAN-SIP" if self.sip else "TAN"

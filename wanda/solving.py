@@ -27,11 +27,13 @@ import numpy as np
 from wanda.astro.sidereal import of_date
 from wanda.errors import ErrorCode, WandaError
 from wanda.solver import PlateSolver, PositionHint, ScaleHint, Solution, SolveFailure
+from wanda.timestamps import utc_iso
 
 log = logging.getLogger(__name__)
 HINT_FRESH_S = 600.0  # the last solution's place is a hint for this long
 HINT_RADIUS_DEG = 10.0  # around it (a telescope slewed within ten minutes)
 SCALE_TOLERANCE = 0.1
+STILL_FRESH_S = 300.0  # a still carries the live view's solution this long, while the mount tracks
 
 
 @dataclass
@@ -79,6 +81,29 @@ class SolveService:
         """The newest solution (its WCS maps the frame solved), or None before one."""
         last = self._last_solution
         return last[1] if last is not None else None
+
+    def for_still(self, width: int, height: int, tracking_since: float | None) -> dict[str, Any] | None:
+        """The solution a still of ``width`` x ``height`` pixels carries: the newest one, when it is
+        fresh and the mount has tracked since before it (the field has not moved); None else."""
+        last = self._last_solution
+        if last is None or tracking_since is None:
+            return None
+        solved_at, solution = last
+        if solved_at < tracking_since or self._clock() - solved_at > STILL_FRESH_S:
+            return None
+        wcs = solution.wcs.scaled_to(width, height)
+        if wcs is None:
+            return None
+        return {
+            "ra": round(solution.ra, 6),
+            "dec": round(solution.dec, 6),
+            "roll": round(solution.roll, 4),
+            "scale": round(wcs.scale, 4),
+            "solved": utc_iso(solved_at),
+            "from": "the live view, solved while the mount tracked",
+            "wcs": wcs.to_dict(),
+            "fits_cards": wcs.fits_cards(),
+        }
 
     # -- from the loop ----------------------------------------------------------------------------
 

@@ -90,8 +90,11 @@ def encode_still(
         "saved": utc_iso(time.time()),
         "camera": image.metadata,
         **sensor_record(image),
-        **extra,
+        **{key: value for key, value in extra.items() if key != "solution"},
     }
+    solution = extra.get("solution")
+    if solution:  # the FITS has the cards; the sidecar the solution in words
+        sidecar["solution"] = {key: value for key, value in solution.items() if key != "fits_cards"}
     return EncodedStill(extension, data, dict(list(encoded.items())[1:]), sidecar)
 
 
@@ -124,7 +127,33 @@ def fits_cards(
         ("BLKLEVEL", image.black_level, "sensor black level, data units"),
         ("SENSDPC", _on_off(image.sensor_dpc), "on-sensor defective pixel correction"),
         ("SWCREATE", f"WANDA {__version__}", "software"),
+        *_solution_cards(extra.get("solution")),
     ]
+
+
+def _solution_cards(solution: dict[str, Any] | None) -> list[tuple[str, Any, str]]:
+    """Where the frame points, as stacking and astrometry software read it: the WCS, and the
+    centre as RA/DEC (degrees) and OBJCTRA/OBJCTDEC (sexagesimal, as N.I.N.A. and SGP write them)."""
+    if not solution:
+        return []
+    ra, dec = solution["ra"], solution["dec"]
+    return [
+        *[tuple(card) for card in solution["fits_cards"]],
+        ("RA", float(ra), "centre, degrees, J2000 (plate solution)"),
+        ("DEC", float(dec), "centre, degrees, J2000"),
+        ("OBJCTRA", _sexagesimal(ra / 15, signed=False), "centre, hours"),
+        ("OBJCTDEC", _sexagesimal(dec, signed=True), "centre, degrees"),
+    ]
+
+
+def _sexagesimal(value: float, *, signed: bool) -> str:
+    """ "05 35 17.30" (hours) or "-05 23 28.0" (degrees)."""
+    sign = "-" if value < 0 else "+"
+    total = round(abs(value) * 3600, 2 if not signed else 1)
+    whole, seconds = divmod(total, 60)
+    first, minutes = divmod(int(whole), 60)
+    text = f"{first:02d} {minutes:02d} {seconds:0{5 if not signed else 4}.{2 if not signed else 1}f}"
+    return f"{sign}{text}" if signed else text
 
 
 def _on_off(flag: bool | None) -> str | None:
