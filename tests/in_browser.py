@@ -7,6 +7,7 @@ Screenshots go to a temporary folder, or to $WANDA_SCREENSHOTS (`WANDA_SCREENSHO
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import urllib.error
@@ -159,3 +160,76 @@ def mean_red(element_id: str) -> str:
         for (let i = 0; i < pixels.length; i += 4) sum += pixels[i];
         return sum / (pixels.length / 4);
     }""".replace("ID", element_id)
+
+
+def night_offenders(page: Page) -> list[str]:
+    """Every element the page shows whose text, background, border or outline colour gives green or
+    blue light, and every image not drawn through the red-only filter (night mode's promise)."""
+    return page.evaluate(
+        """() => {
+            const bad = [];
+            const colour = /rgba?\\((\\d+), (\\d+), (\\d+)(?:, ([\\d.]+))?\\)/g;
+            for (const element of document.querySelectorAll('*')) {
+                if (!element.getClientRects().length) continue;  // not shown
+                const style = getComputedStyle(element);
+                for (const property of ['color', 'background-color', 'border-top-color', 'outline-color', 'accent-color']) {
+                    for (const [, r, g, b, a] of style[property].matchAll(colour)) {
+                        if ((g > 0 || b > 0) && a !== '0') bad.push(`${element.tagName}#${element.id}.${element.getAttribute('class') || ''} ${property} ${style[property]}`);
+                    }
+                }
+                if (element.tagName === 'IMG' && !style.filter.includes('red-only')) bad.push(`IMG#${element.id} unfiltered`);
+            }
+            return bad;
+        }"""
+    )
+
+
+def green_or_blue_light(browser, png: bytes, threshold: int = 8) -> tuple[int, int]:
+    """How many pixels of a PNG screenshot have green or blue above ``threshold``, and the most,
+    counted exactly (a lossless decode in a blank page's canvas)."""
+    page = browser.new_page()
+    try:
+        return tuple(
+            page.evaluate(
+                """async (data) => {
+                const image = new Image();
+                image.src = 'data:image/png;base64,' + data;
+                await image.decode();
+                const canvas = Object.assign(document.createElement('canvas'), {width: image.width, height: image.height});
+                const context = canvas.getContext('2d');
+                context.drawImage(image, 0, 0);
+                const pixels = context.getImageData(0, 0, image.width, image.height).data;
+                let lit = 0, brightest = 0;
+                for (let i = 0; i < pixels.length; i += 4) {
+                    const light = Math.max(pixels[i + 1], pixels[i + 2]);
+                    if (light > THRESHOLD) lit += 1;
+                    brightest = Math.max(brightest, light);
+                }
+                return [lit, brightest];
+            }""".replace("THRESHOLD", str(threshold)),
+                base64.b64encode(png).decode(),
+            )
+        )
+    finally:
+        page.close()
+
+
+def assert_night_only(browser, page: Page, scrolls: tuple[int, ...] = (0, 900, 1800)) -> None:
+    """Night mode holds on the page as it is now: no shown element styled with green or blue, and
+    no pixel of the rendered page (at each scroll position) giving green or blue light, native
+    widgets and images included (JPEG noise aside)."""
+    assert night_offenders(page) == []
+    for y in scrolls:
+        page.evaluate(f"window.scrollTo(0, {y})")
+        lit, brightest = green_or_blue_light(browser, page.screenshot())
+        assert lit == 0, f"{lit} pixels give green or blue light at scroll {y} (up to {brightest})"
+    page.evaluate("window.scrollTo(0, 0)")
+
+
+def small_controls(page: Page) -> list[str]:
+    """The shown buttons, fields, selects and panel headings under touch size (44 px high)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('button, select, input[type=text], input[type=number], summary')]
+                .filter(e => e.getClientRects().length && e.getBoundingClientRect().height < 44)
+                .map(e => e.id || e.textContent.trim())"""
+    )

@@ -3,13 +3,12 @@ real `wanda` process on the simulated sky (the fixtures are in tests/in_browser.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 
 import numpy as np
 import pytest
-from in_browser import eventually, mean_red, wait_for_live_frame
+from in_browser import assert_night_only, eventually, mean_red, small_controls, wait_for_live_frame
 from live_server import Wanda
 from playwright.sync_api import expect
 
@@ -207,67 +206,13 @@ def test_browser_tracking_toggles_and_follows_the_mount(open_page, wanda):
     expect(page.locator("#mount-status")).to_contain_text("Stopped")
 
 
-def green_or_blue_light(browser, png: bytes, threshold: int = 8) -> tuple[int, int]:
-    """How many pixels of a PNG screenshot have green or blue above ``threshold``, and the most,
-    counted exactly (a lossless decode in a blank page's canvas)."""
-    page = browser.new_page()
-    try:
-        return tuple(
-            page.evaluate(
-                """async (data) => {
-                const image = new Image();
-                image.src = 'data:image/png;base64,' + data;
-                await image.decode();
-                const canvas = Object.assign(document.createElement('canvas'), {width: image.width, height: image.height});
-                const context = canvas.getContext('2d');
-                context.drawImage(image, 0, 0);
-                const pixels = context.getImageData(0, 0, image.width, image.height).data;
-                let lit = 0, brightest = 0;
-                for (let i = 0; i < pixels.length; i += 4) {
-                    const light = Math.max(pixels[i + 1], pixels[i + 2]);
-                    if (light > THRESHOLD) lit += 1;
-                    brightest = Math.max(brightest, light);
-                }
-                return [lit, brightest];
-            }""".replace("THRESHOLD", str(threshold)),
-                base64.b64encode(png).decode(),
-            )
-        )
-    finally:
-        page.close()
-
-
 def test_browser_night_mode_turns_everything_red_and_is_remembered(browser, open_page, wanda, screenshots):
     page, console = open_page(wanda)
     page.get_by_role("button", name="Night").click()
     expect(page.get_by_role("button", name="Night")).to_have_attribute("aria-pressed", "true")
     page.locator("#analysis-panel summary").click()  # open everything there is to see
     wait_for_live_frame(page)
-    offenders = page.evaluate(
-        """() => {
-            const bad = [];
-            const colour = /rgba?\\((\\d+), (\\d+), (\\d+)(?:, ([\\d.]+))?\\)/g;
-            for (const element of document.querySelectorAll('*')) {
-                if (!element.getClientRects().length) continue;  // not shown
-                const style = getComputedStyle(element);
-                for (const property of ['color', 'background-color', 'border-top-color', 'outline-color', 'accent-color']) {
-                    for (const [, r, g, b, a] of style[property].matchAll(colour)) {
-                        if ((g > 0 || b > 0) && a !== '0') bad.push(`${element.tagName}#${element.id} ${property} ${style[property]}`);
-                    }
-                }
-                if (element.tagName === 'IMG' && !style.filter.includes('red-only')) bad.push(`IMG#${element.id} unfiltered`);
-            }
-            return bad;
-        }"""
-    )
-    assert offenders == []
-    # What reaches the eye: no pixel of the rendered page carries green or blue (JPEG noise aside),
-    # native widgets and the live image included.
-    for y in (0, 900, 1800):
-        page.evaluate(f"window.scrollTo(0, {y})")
-        lit, brightest = green_or_blue_light(browser, page.screenshot())
-        assert lit == 0, f"{lit} pixels give green or blue light at scroll {y} (up to {brightest})"
-    page.evaluate("window.scrollTo(0, 0)")
+    assert_night_only(browser, page)
     page.screenshot(path=screenshots / "night.png")
     page.reload()  # remembered
     expect(page.locator("html")).to_have_class("night")
@@ -278,12 +223,7 @@ def test_browser_phone_layout_has_no_sideways_scroll_and_touch_sized_controls(op
     page, console = open_page(wanda, width=390, height=844, is_mobile=True, has_touch=True)
     wait_for_live_frame(page)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    small = page.evaluate(
-        """() => [...document.querySelectorAll('button, select, input[type=text], input[type=number], summary')]
-                .filter(e => e.getClientRects().length && e.getBoundingClientRect().height < 44)
-                .map(e => e.id || e.textContent.trim())"""
-    )
-    assert small == []
+    assert small_controls(page) == []
     page.get_by_role("button", name="1:1").click()  # focusing: 1:1 pans inside the view, not the page
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.get_by_role("button", name="Fit").click()

@@ -2,9 +2,10 @@
 // caused it.
 
 export class ApiError extends Error {
-  constructor(code, message) {
+  constructor(code, message, data = null) {
     super(message);
     this.code = code;
+    this.data = data; // what the envelope says beyond the message (an unknown name's suggestions)
   }
 }
 
@@ -30,7 +31,7 @@ export async function api(method, path, body) {
   } catch {
     throw new ApiError("BAD_RESPONSE", `the server answered HTTP ${response.status}`);
   }
-  if (!envelope.success) throw new ApiError(envelope.code, envelope.error);
+  if (!envelope.success) throw new ApiError(envelope.code, envelope.error, envelope.data || null);
   return envelope.data;
 }
 

@@ -17,6 +17,7 @@ import { setupMount } from "./mount.js";
 import { setupNightMode } from "./night.js";
 import { setupSession } from "./session.js";
 import { setupSite } from "./site.js";
+import { setupSky } from "./sky.js";
 import { connect, refreshAll, subscribe } from "./socket.js";
 import { refreshStorage } from "./storage.js";
 
@@ -28,6 +29,7 @@ setupClock();
 setupSession();
 setupMount();
 setupSite();
+setupSky(subscribe); // its Follow toggle asks for the solve topic
 setupGallery();
 $("analysis-panel").addEventListener("toggle", subscribe); // the analysis topic follows its panel
 setupAnalysis();

@@ -5,7 +5,7 @@
 import { showExposing } from "./capture.js";
 import { $ } from "./dom.js";
 
-const STALE = ["camera-panel", "capture-panel", "session-panel", "mount-panel", "analysis-panel", "gallery-panel"];
+const STALE = ["camera-panel", "capture-panel", "session-panel", "mount-panel", "sky-panel", "analysis-panel", "gallery-panel"];
 export const connection = { offlineSince: null };
 
 function clock(date) {

@@ -13,9 +13,17 @@ import { showMount } from "./mount.js";
 import { offlineText, showOffline, showOnline } from "./offline.js";
 import { refreshResumable, showSession } from "./session.js";
 import { refreshSite, showSite } from "./site.js";
+import { refreshSolution, refreshTarget, resumeFollow, showSolution } from "./sky.js";
 import { refreshStorage } from "./storage.js";
 
-const socket = { ws: null, retry: 1000, everConnected: false, topics: [] };
+const socket = { ws: null, retry: 1000, everConnected: false, topics: [], replies: new Map(), asked: 0 };
+
+// The topics the server sends only when asked for by name (they cost it CPU), each wanted while
+// its control says so: the analysis while its panel is open, the solve while the sky panel follows.
+const OPT_IN = {
+  analysis: () => $("analysis-panel").open,
+  solve: () => $("follow-toggle").getAttribute("aria-pressed") === "true",
+};
 
 function showSocket(state, text) {
   $("ws-state").dataset.state = state;
@@ -23,14 +31,22 @@ function showSocket(state, text) {
 }
 
 function wantedTopics() {
-  // The analysis costs the server CPU: ask for it only while its panel is open.
-  return socket.topics.filter((topic) => topic !== "analysis" || $("analysis-panel").open);
+  return socket.topics.filter((topic) => !(topic in OPT_IN) || OPT_IN[topic]());
 }
 
+/** Ask for the topics the page wants now; resolves (true when the server took them) once the server
+ * has answered, so what follows knows the subscription holds. */
 export function subscribe() {
-  if (socket.ws && socket.ws.readyState === WebSocket.OPEN && socket.topics.length) {
-    socket.ws.send(JSON.stringify({ id: "subscribe", action: "subscribe", params: { topics: wantedTopics() } }));
-  }
+  if (!(socket.ws && socket.ws.readyState === WebSocket.OPEN && socket.topics.length)) return Promise.resolve(false);
+  socket.asked += 1;
+  const id = `subscribe-${socket.asked}`;
+  socket.ws.send(JSON.stringify({ id, action: "subscribe", params: { topics: wantedTopics() } }));
+  return new Promise((resolve) => socket.replies.set(id, resolve));
+}
+
+function answerReplies(ok) {
+  for (const resolve of socket.replies.values()) resolve(ok);
+  socket.replies.clear();
 }
 
 export function connect() {
@@ -53,6 +69,7 @@ export function connect() {
   });
   ws.addEventListener("message", (event) => handleMessage(JSON.parse(event.data)));
   ws.addEventListener("close", () => {
+    answerReplies(false);
     // Refused for want of the password? Then the login page, not endless reconnects.
     fetch("/api/health").then((r) => { if (r.status === 401) location.assign("/login"); }, () => {});
     const wait = socket.retry;
@@ -70,15 +87,20 @@ export function connect() {
 function handleMessage(message) {
   if ("id" in message) { // a command's reply; errors of our subscribe only matter to the log
     if (!message.ok) console.warn("WebSocket command failed:", message.error);
+    const resolve = socket.replies.get(message.id);
+    socket.replies.delete(message.id);
+    if (resolve) resolve(Boolean(message.ok));
     return;
   }
   const { topic, event, data } = message;
   if (topic in eventsSeen) eventsSeen[topic] += 1;
   if (topic === "system" && event === "site") {
     showSite(data);
+    refreshTarget(); // its altitude depends on the site
   } else if (topic === "system" && event === "hello") {
     socket.topics = data.topics;
-    if (socket.topics.includes("analysis")) subscribe();
+    if (socket.topics.some((name) => name in OPT_IN)) subscribe();
+    resumeFollow(); // a restarted server has forgotten continuous mode
   } else if (topic === "camera") {
     handleCameraEvent(event, data);
   } else if (topic === "session") {
@@ -98,6 +120,8 @@ function handleMessage(message) {
     showMount(data);
   } else if (topic === "analysis") {
     showAnalysis(data);
+  } else if (topic === "solve") {
+    showSolution(data);
   }
 }
 
@@ -128,6 +152,8 @@ function handleCameraEvent(event, data) {
 export function refreshAll() {
   refreshStorage();
   refreshSite();
+  refreshTarget(); // its altitude now
+  refreshSolution();
   refreshFolders();
   refreshGallery();
   refreshResumable();

@@ -307,7 +307,7 @@ def build_spec(limits: Limits) -> dict[str, Any]:
             )
         },
         "/api/solve": {
-            "get": _operation("the latest plate solution (or failure)", {200: _ok()}, 404),
+            "get": _operation("the latest plate solution or failure (solved null before the first)", {200: _ok()}),
             "post": _operation(
                 "plate-solve the live view, or a saved capture by path; or switch continuous solving",
                 {200: _ok()},

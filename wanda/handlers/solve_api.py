@@ -78,9 +78,8 @@ async def solve_now(request: web.Request) -> web.Response:
 @routes.get("/api/solve")
 async def latest(request: web.Request) -> web.Response:
     service = request.app[SOLVE]
-    if service.latest is None:
-        raise WandaError(ErrorCode.NOT_FOUND, "nothing solved yet: POST /api/solve")
-    return ok({**service.latest, "continuous": service.continuous})
+    latest = service.latest if service.latest is not None else {"solved": None}  # nothing asked yet
+    return ok({**latest, "continuous": service.continuous})
 
 
 @action("solve")
