@@ -24,6 +24,9 @@ def main(args: list[str]) -> int:
                 print(f"{name}={'yes' if values[name] else 'no'}")
             return 0
         if args[:1] == ["set-ntp"] and len(args) == 2:
+            if args[1] == "true" and state.get("ntp_on_fails"):
+                print("Failed to set ntp: Connection timed out", file=sys.stderr)
+                return 1
             if state["denied"]:
                 print("Failed to set ntp: Access denied", file=sys.stderr)
                 return 1

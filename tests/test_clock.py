@@ -133,3 +133,17 @@ def test_doctor_reports_the_clocks_sync_state(tmp_path):
     assert check.status == WARN and "not synchronised" in check.detail and "browser" in check.fix
     synced = FakeTimedatectl(tmp_path / "bin2", ntp=True, synchronized=True)
     assert check_clock(SystemClock(str(synced.path))).status == "ok"
+
+
+async def test_ntp_that_will_not_switch_back_on_is_logged_and_shown_not_put_in_the_place_of_the_set(
+    make_clock_client, caplog
+):
+    client, fake = await make_clock_client(ntp=True, synchronized=False)
+    state = fake.state
+    state["ntp_on_fails"] = True
+    fake.state_file.write_text(json.dumps(state))
+    response = await client.post("/api/clock", json={"unix_time": 1_800_000_000})
+    body = await response.json()
+    assert response.status == 200 and fake.state["set_to"] == 1_800_000_000  # the time was set
+    assert body["data"]["ntp"] is False  # and the answer shows NTP is off now
+    assert any("NTP could not be switched back on" in r.message for r in caplog.records)

@@ -69,3 +69,5 @@ def test_the_objects_in_a_field_are_listed_nearest_first_with_astropys_separatio
 def test_a_search_box_gets_messier_objects_first(deepsky):
     assert [o.designation for o in deepsky.search("M4")][:3] == ["M4", "M40", "M41"]
     assert deepsky.search("Andromeda Galaxy")[0].designation == "M31"
+    typed = deepsky.search("ngc")  # a catalogue's name in lower case, still being typed
+    assert typed and all(o.ngc for o in typed)

@@ -178,3 +178,60 @@ async def test_a_still_taken_while_the_mount_tracks_since_a_solve_carries_the_so
     with fits.open(config.captures / loose["file"]) as hdus:
         assert "CTYPE1" not in hdus[0].header and "OBJCTRA" not in hdus[0].header
     assert "solution" not in json.loads((config.captures / loose["sidecar"]).read_text())
+
+
+async def test_a_capture_of_another_place_solved_by_path_never_becomes_the_live_views_solution(client, config):
+    """Another night's frame (M31) solved by path: its answer is M31, but the labels, the next hint
+    and the stills still follow the live view (M42)."""
+    from astropy.io import fits
+
+    from wanda.backends.sky import SimulatedSky
+    from wanda.storage.fits import fits_bytes
+
+    elsewhere = SimulatedSky(fwhm=3.0, pointing=(10.6847, 41.2690, 0.0))  # M31, the default 50 mm optic
+    elsewhere.set_tracking(True)
+    frame = elsewhere.render_luminance(1.0, 8.0, 0.0, bits=16).astype(np.uint16)
+    config.captures.mkdir(parents=True, exist_ok=True)
+    (config.captures / "light_0900.fits").write_bytes(fits_bytes(frame))
+    await client.post("/api/mount/tracking", json={"action": "start"})
+    assert (await client.post("/api/solve")).status == 200  # the live view: M42
+    other = (await (await client.post("/api/solve", json={"path": "light_0900.fits"})).json())["data"]
+    assert separation(other["ra"], other["dec"], 10.6847, 41.2690) < 0.1  # it is M31
+    names = {
+        o["name"] for o in (await (await client.get("/api/objects", params={"in_view": "1"})).json())["data"]["objects"]
+    }
+    assert "M42" in names and "M31" not in names
+    await client.post("/api/camera/settings", json={"exposure_seconds": 0.2, "file_format": "fits"})
+    saved = (await (await client.post("/api/camera/capture")).json())["data"]
+    with fits.open(config.captures / saved["file"]) as hdus:
+        assert separation(hdus[0].header["RA"], hdus[0].header["DEC"], 83.82, -5.39) < 1.0  # M42's field
+
+
+def test_a_linear_fit_carries_no_distortion_and_scales_to_a_full_size_still():
+    from wanda.solver import wcs_from_header
+
+    header = {
+        "CTYPE1": "RA---TAN-SIP",
+        "CTYPE2": "DEC--TAN-SIP",
+        "CRVAL1": 83.8,
+        "CRVAL2": -5.4,
+        "CRPIX1": 2028.5,
+        "CRPIX2": 1521.5,
+        "CD1_1": -1.4e-4,
+        "CD1_2": 0.0,
+        "CD2_1": 0.0,
+        "CD2_2": 1.4e-4,
+        "IMAGEW": 4056,
+        "IMAGEH": 3042,
+        "A_ORDER": 1,
+        "A_0_0": 0.0,
+        "A_0_1": 0.0,
+        "B_ORDER": 1,
+        "B_0_0": 0.0,
+    }  # as solve-field writes a --tweak-order 1 fit, for the analysis's full-frame pixels (1080 x 4056/1440)
+    wcs = wcs_from_header(header)
+    assert wcs.sip == {}
+    still = wcs.scaled_to(4056, 3040)  # the sensor's stills
+    assert still is not None and still.crval == wcs.crval
+    distorted = wcs_from_header({**header, "A_ORDER": 2, "A_2_0": 1e-7})
+    assert distorted.sip and distorted.scaled_to(2028, 1520) is None  # distortion is not rescaled

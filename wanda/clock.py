@@ -15,7 +15,9 @@ Blocking (a subprocess): call from a thread.
 
 from __future__ import annotations
 
+import logging
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 
@@ -25,6 +27,7 @@ from wanda.errors import ErrorCode, WandaError
 EARLIEST = 1_767_225_600
 LATEST = 4_102_444_800
 FIX = "install wanda-clock.rules as README.md says (Running under systemd)"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class SystemClock:
     def __init__(self, command: str = "timedatectl", timeout: float = 5.0):
         self.command = command
         self.timeout = timeout
+        self._setting = threading.Lock()  # two sets at once would interleave NTP's off and on
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         try:
@@ -75,22 +79,34 @@ class SystemClock:
 
     def set(self, unix_time: float) -> ClockState:
         """Set the clock to ``unix_time`` (seconds since 1970, UTC) unless NTP keeps it."""
-        before = self.state()
-        if before.synchronized:
-            raise WandaError(
-                ErrorCode.CLOCK_SYNCHRONIZED, "the Pi's clock is synchronised by NTP: it is not set by hand"
-            )
-        if before.synchronized is None:
-            raise WandaError(ErrorCode.CLOCK_ERROR, f"the clock cannot be set here: {before.detail}")
-        if before.ntp:
-            self._check(self._run("set-ntp", "false"), "switch NTP off")
+        with self._setting:
+            before = self.state()
+            if before.synchronized:
+                raise WandaError(
+                    ErrorCode.CLOCK_SYNCHRONIZED, "the Pi's clock is synchronised by NTP: it is not set by hand"
+                )
+            if before.synchronized is None:
+                raise WandaError(ErrorCode.CLOCK_ERROR, f"the clock cannot be set here: {before.detail}")
+            if before.ntp:
+                self._check(self._run("set-ntp", "false"), "switch NTP off")
+            try:
+                # The time goes as seconds since the epoch ("@..."): no time zone to get wrong.
+                self._check(self._run("set-time", f"@{round(unix_time)}"), "set the time")
+            finally:
+                if before.ntp:  # NTP takes over again when a network comes (it never jumps a clock back)
+                    self._ntp_back_on()
+            return self.state()
+
+    def _ntp_back_on(self) -> None:
+        """Switch NTP on again; a failure is logged, never put in the place of the set's own answer
+        (the state the answer carries then shows NTP off)."""
         try:
-            # The time goes as seconds since the epoch ("@..."): no time zone to get wrong.
-            self._check(self._run("set-time", f"@{round(unix_time)}"), "set the time")
-        finally:
-            if before.ntp:  # NTP takes over again when a network comes (it never jumps a clock back)
-                self._run("set-ntp", "true")
-        return self.state()
+            result = self._run("set-ntp", "true")
+        except WandaError as exc:
+            log.error("NTP could not be switched back on: %s", exc.message)
+            return
+        if result.returncode != 0:
+            log.error("NTP could not be switched back on: %s", _first_line(result.stderr) or self.command)
 
     def _check(self, result: subprocess.CompletedProcess[str], what: str) -> None:
         if result.returncode == 0:

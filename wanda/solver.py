@@ -458,8 +458,14 @@ def wcs_from_header(header: dict[str, Any]) -> Wcs:
             (float(header.get("CD2_1", 0.0)), number["CD2_2"]),
         ),
         image_size=(int(header.get("IMAGEW", 0)), int(header.get("IMAGEH", 0))),
-        sip=sip if str(header["CTYPE1"]).endswith("-SIP") else {},
+        # A linear fit (--tweak-order 1) still writes SIP cards, all zero: no distortion to carry.
+        sip=sip if str(header["CTYPE1"]).endswith("-SIP") and _distorted(sip) else {},
     )
+
+
+def _distorted(sip: dict[str, float]) -> bool:
+    """Whether SIP cards hold any distortion term (not the orders, not zeros)."""
+    return any(value != 0.0 for key, value in sip.items() if not key.endswith("ORDER"))
 
 
 # -- index files ----------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import numpy as np
 
 from wanda.astro.sidereal import of_date
 from wanda.errors import ErrorCode, WandaError
-from wanda.solver import PlateSolver, PositionHint, ScaleHint, Solution, SolveFailure
+from wanda.solver import Failure, PlateSolver, PositionHint, ScaleHint, Solution, SolveFailure
 from wanda.timestamps import utc_iso
 
 log = logging.getLogger(__name__)
@@ -70,17 +70,21 @@ class SolveService:
         self._cancel = threading.Event()  # ends the solve under way at shutdown
         self._thread: threading.Thread | None = None
         self.latest: dict[str, Any] | None = None
-        self._last_solution: tuple[float, Solution] | None = None  # (time, solution): the next hint
+        # The live view's newest solution: (the frame's time, the solution, what was solved). It is
+        # the next solve's hint, what a still carries and what the labels are drawn from; a saved
+        # capture's solution (another night, another place) never takes its place.
+        self._last_solution: tuple[float, Solution, dict[str, Any]] | None = None
         self.continuous = False
         self.solved = 0
         self.failed = 0
         self.superseded = 0
 
     @property
-    def solution(self) -> Solution | None:
-        """The newest solution (its WCS maps the frame solved), or None before one."""
+    def solution(self) -> tuple[Solution, dict[str, Any]] | None:
+        """The live view's newest solution (its WCS maps the frame solved) and what was solved, or
+        None before one."""
         last = self._last_solution
-        return last[1] if last is not None else None
+        return (last[1], last[2]) if last is not None else None
 
     def for_still(self, width: int, height: int, tracking_since: float | None) -> dict[str, Any] | None:
         """The solution a still of ``width`` x ``height`` pixels carries: the newest one, when it is
@@ -88,18 +92,19 @@ class SolveService:
         last = self._last_solution
         if last is None or tracking_since is None:
             return None
-        solved_at, solution = last
-        if solved_at < tracking_since or self._clock() - solved_at > STILL_FRESH_S:
+        taken, solution, _ = last
+        # The frame solved must have been taken after tracking began (the field held since).
+        if taken < tracking_since or self._clock() - taken > STILL_FRESH_S:
             return None
         wcs = solution.wcs.scaled_to(width, height)
         if wcs is None:
             return None
         return {
-            "ra": round(solution.ra, 6),
+            "ra": round(solution.ra, 6) % 360.0,  # 359.9999999 rounds to 360: that is 0h
             "dec": round(solution.dec, 6),
             "roll": round(solution.roll, 4),
             "scale": round(wcs.scale, 4),
-            "solved": utc_iso(solved_at),
+            "solved": utc_iso(taken),
             "from": "the live view, solved while the mount tracked",
             "wcs": wcs.to_dict(),
             "fits_cards": wcs.fits_cards(),
@@ -169,14 +174,24 @@ class SolveService:
         flux = np.array([s["flux"] for s in job.stars], dtype=float)
         started = time.monotonic()
         attempts: list[tuple[str, ScaleHint | None, PositionHint | None]] = []
-        expected = self.scale_for(job.width)
-        scale = ScaleHint.around(expected, SCALE_TOLERANCE) if expected else None
         last = self._last_solution
-        if scale is not None and last is not None and self._clock() - last[0] < HINT_FRESH_S:
+        fresh = last is not None and self._clock() - last[0] < HINT_FRESH_S
+        # The scale of the last solution of a frame this wide, else the configured optic's (which
+        # may be wrong: a solve that found the field blind teaches the true one).
+        learned = last[1].scale * last[1].wcs.image_size[0] / job.width if last is not None else None
+        expected = learned or self.scale_for(job.width)
+        scale = ScaleHint.around(expected, SCALE_TOLERANCE) if expected else None
+        if scale is not None and last is not None and fresh:
             attempts.append(("position", scale, PositionHint(last[1].ra, last[1].dec, HINT_RADIUS_DEG)))
         if scale is not None:
             attempts.append(("scale", scale, None))
-        attempts.append(("blind", None, None))
+        configured = self.scale_for(job.width)
+        if learned and configured and abs(learned / configured - 1) > SCALE_TOLERANCE:
+            attempts.append(("configured scale", ScaleHint.around(configured, SCALE_TOLERANCE), None))
+        if job.future is not None or scale is None:
+            # Blind searches take seconds to half a minute of a core: asked for, not every frame of
+            # a continuous solve (a cloudy sky would keep a core busy for nothing).
+            attempts.append(("blind", None, None))
         outcome: Solution | SolveFailure | None = None
         hint = "blind"
         for name, scale_hint, position in attempts:
@@ -184,8 +199,13 @@ class SolveService:
             outcome = self.solver.solve(
                 x, y, flux, job.width, job.height, scale=scale_hint, position=position, cancel=self._cancel
             )
-            if isinstance(outcome, Solution) or outcome.reason != "not_solved":
-                break  # solved, or a reason no other hint changes (too few stars, no index, ...)
+            if isinstance(outcome, Solution) or outcome.reason in (
+                Failure.TOO_FEW_STARS,
+                Failure.NO_SOLVER,
+                Failure.CANCELLED,
+            ):
+                break  # solved, or a reason no other hint changes; else (not found, no index for
+                # that scale, timed out) the next, wider attempt
         assert outcome is not None
         now = self._clock()
         base = {
@@ -202,7 +222,8 @@ class SolveService:
                 "message": outcome.message,
                 "stars": outcome.stars,
             }
-        self._last_solution = (now, outcome)
+        if job.source.get("kind") == "preview":
+            self._last_solution = (float(job.source.get("timestamp") or now), outcome, job.source)
         ra_date, dec_date = of_date(outcome.ra, outcome.dec, now)
         return {
             **base,

@@ -48,6 +48,8 @@ export function setupSite() {
   });
   $("site-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    setSite({ latitude: Number($("site-latitude").value), longitude: Number($("site-longitude").value), source: "typed" });
+    // An empty field is sent as missing (not 0, a place in the Atlantic): the server says so.
+    const read = (id) => ($(id).value.trim() === "" ? null : Number($(id).value));
+    setSite({ latitude: read("site-latitude"), longitude: read("site-longitude"), source: "typed" });
   });
 }

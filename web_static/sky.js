@@ -105,11 +105,12 @@ async function setFollow(on) {
   const toggle = $("follow-toggle");
   toggle.setAttribute("aria-pressed", String(on));
   if (on) {
+    // Listening first: another page turning Follow off meanwhile then sees this one listen.
+    await sky.subscribe();
     if (!(await command($("solve-message"), "POST", "/api/solve", { continuous: true }))) {
       toggle.setAttribute("aria-pressed", "false");
-      return;
+      await sky.subscribe();
     }
-    await sky.subscribe();
   } else {
     await sky.subscribe(); // without the solve topic, then continuous mode off unless another page follows
     const answer = await command($("solve-message"), "POST", "/api/solve", { continuous: false });

@@ -175,12 +175,12 @@ class DeepSky:
         """Objects whose name or common name starts with ``query`` (for a search box), Messier
         objects first."""
         exact = self.find(query)
-        key = _key(query)
+        key = _key(query).casefold()  # "ngc" and "NGC1" alike: catalogue keys are upper case
         found = [exact] if exact else []
         for name, item in self._by_key.items():
             if len(found) >= limit:
                 break
-            if name.startswith(key) and item not in found:
+            if name.casefold().startswith(key) and item not in found:
                 found.append(item)
         return sorted(found, key=lambda o: (o is not exact, o.messier is None, o.designation))[:limit]
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from wanda.astro.deepsky import DeepSky, DeepSkyObject
@@ -19,6 +20,7 @@ from wanda.handlers.envelope import ok
 from wanda.handlers.ws import action
 from wanda.keys import SITE, SOLVE
 from wanda.site import Site
+from wanda.solver import Solution
 from wanda.validate import invalid, known_fields
 
 routes = web.RouteTableDef()
@@ -82,16 +84,23 @@ async def find(app: web.Application, query: Any) -> dict[str, Any]:
 
 
 async def in_view(app: web.Application) -> dict[str, Any]:
-    """The objects in the last solved frame, with their places in its pixels, brightest first."""
-    solution = app[SOLVE].solution
-    if solution is None:
+    """The objects in the live view's last solved frame, with their places in its pixels, brightest
+    first."""
+    solved = app[SOLVE].solution
+    if solved is None:
         raise WandaError(ErrorCode.NOT_FOUND, "nothing solved yet: POST /api/solve first")
+    solution, source = solved
     catalogue = await _deepsky(app)
+    return await asyncio.to_thread(_in_frame, catalogue, solution, source)  # hundreds in a wide field
+
+
+def _in_frame(catalogue: DeepSky, solution: Solution, source: dict[str, Any]) -> dict[str, Any]:
     width, height = solution.wcs.image_size
     radius = math.hypot(solution.width_deg, solution.height_deg) / 2 + MAX_OBJECT_RADIUS_DEG
+    near = catalogue.within(solution.ra, solution.dec, radius)
+    xs, ys = solution.wcs.sky_to_pixel([o.ra for o, _ in near], [o.dec for o, _ in near])
     listed = []
-    for item, separation in catalogue.within(solution.ra, solution.dec, radius):
-        x, y = (float(v) for v in solution.wcs.sky_to_pixel(item.ra, item.dec))
+    for (item, separation), x, y in zip(near, np.atleast_1d(xs), np.atleast_1d(ys), strict=True):
         size_px = (item.major_arcmin or 0.0) * 60 / solution.scale
         # In the frame, or reaching into it (a big nebula whose centre is just outside).
         if not (-size_px / 2 <= x <= width - 1 + size_px / 2 and -size_px / 2 <= y <= height - 1 + size_px / 2):
@@ -99,15 +108,14 @@ async def in_view(app: web.Application) -> dict[str, Any]:
         listed.append(
             {
                 **item.as_dict(),
-                "x": round(x, 2),
-                "y": round(y, 2),
+                "x": round(float(x), 2),
+                "y": round(float(y), 2),
                 "size_px": round(size_px, 2),
                 "separation_deg": round(separation, 4),
             }
         )
     listed.sort(key=lambda o: (o["magnitude"] is None, o["magnitude"] if o["magnitude"] is not None else 0))
-    latest = app[SOLVE].latest or {}
-    frame = {"width": width, "height": height, "source": latest.get("source"), "time": latest.get("time")}
+    frame = {"width": width, "height": height, "source": source, "time": source.get("timestamp")}
     return {"frame": frame, "objects": listed[:MAX_IN_VIEW], "total": len(listed)}
 
 

@@ -14,6 +14,7 @@ from wanda.errors import ErrorCode, WandaError
 from wanda.events import Subscriber
 from wanda.handlers.analysis_api import fresh_analysis
 from wanda.handlers.camera_api import read_json
+from wanda.handlers.captures import RENDERS
 from wanda.handlers.envelope import ok
 from wanda.handlers.ws import action
 from wanda.keys import BUS, CAPTURES, SOLVE
@@ -46,7 +47,8 @@ async def solve(app: web.Application, body: Any) -> dict[str, Any]:
         path = body["path"]
         if not isinstance(path, str) or not path:
             raise WandaError(ErrorCode.VALIDATION_ERROR, "path: must be a capture's path, such as M42/light_0001.fits")
-        stars, width, height = await asyncio.to_thread(_stars_of_capture, app[CAPTURES], path)
+        async with app[RENDERS]:  # a FITS frame takes hundreds of MB while it is decoded
+            stars, width, height = await asyncio.to_thread(_stars_of_capture, app[CAPTURES], path)
         source: dict[str, Any] = {"kind": "capture", "path": path}
     else:
         frame = await fresh_analysis(app)
