@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from wanda.storage.fits import card_value
+
 log = logging.getLogger(__name__)
 
 SOLVE_FIELD = "solve-field"
@@ -381,29 +383,6 @@ def xylist_bytes(x: np.ndarray, y: np.ndarray, flux: np.ndarray) -> bytes:
     )
 
 
-def _parse_value(text: str) -> Any:
-    text = text.strip()
-    if text.startswith("'"):
-        end = 1
-        while True:
-            end = text.find("'", end)
-            if end < 0 or text[end : end + 2] != "''":
-                break
-            end += 2
-        return text[1 : end if end > 0 else None].replace("''", "'").rstrip()
-    text = text.split("/", 1)[0].strip()
-    if text in ("T", "F"):
-        return text == "T"
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text.replace("D", "E"))
-    except ValueError:
-        return text or None
-
-
 def read_fits_headers(data: bytes, count: int | None = None) -> list[dict[str, Any]]:
     """The headers of the HDUs of a FITS file (the first ``count``, or all), each as a dict of its
     valued cards (the first of a repeated keyword). Only what the solver's files need: the data of
@@ -425,7 +404,7 @@ def read_fits_headers(data: bytes, count: int | None = None) -> list[dict[str, A
                     ended = True
                     break
                 if text[8:10] == "= " and keyword not in header:
-                    header[keyword] = _parse_value(text[10:])
+                    header[keyword] = card_value(text[10:])
         if not headers and header.get("SIMPLE") is not True:
             raise ValueError("not a FITS file")
         headers.append(header)

@@ -95,7 +95,8 @@ class FitsImage:
     full_scale: int  # the largest value the data can hold (DATAMAX where the file says it)
 
 
-def _parse_value(text: str) -> Any:
+def card_value(text: str) -> Any:
+    """The value of a header card's value field (columns 11-80): string, logical, int or float."""
     text = text.strip()
     if text.startswith("'"):
         value, i = [], 1
@@ -137,7 +138,7 @@ def read_header(file: BinaryIO) -> tuple[dict[str, Any], int]:
             if keyword == "END":
                 return header, (block + 1) * BLOCK
             if text[8:10] == "= " and keyword not in header:
-                header[keyword] = _parse_value(text[10:])
+                header[keyword] = card_value(text[10:])
     raise ValueError("not a FITS file: no END within the header")
 
 
