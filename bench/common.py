@@ -184,6 +184,68 @@ def api_load(
     return asyncio.run(load())
 
 
+# An idle event loop in a process of its own, measuring its lag the way the server's monitor does
+# (a 0.1 s sleep, how late it woke). Each line on its stdin asks for the figures since the last
+# one: "worst lag in ms, wake-ups more than 20 ms late, wake-ups" on a line of stdout. When the
+# server's lag spikes and this one spikes too, the machine is the cause, not the server.
+REFERENCE_LOOP = """
+import asyncio, sys
+async def main():
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    figures = [0.0, 0, 0]
+    async def sample():
+        while True:
+            expected = loop.time() + 0.1
+            await asyncio.sleep(0.1)
+            lag = max(0.0, loop.time() - expected)
+            figures[0], figures[1], figures[2] = max(figures[0], lag), figures[1] + (lag > 0.02), figures[2] + 1
+    sampler = asyncio.ensure_future(sample())
+    while await reader.readline():
+        print(f"{figures[0] * 1000:.2f} {figures[1]} {figures[2]}", flush=True)
+        figures[:] = [0.0, 0, 0]
+    sampler.cancel()
+asyncio.run(main())
+"""
+
+
+@dataclass
+class ReferenceLag:
+    max_ms: float
+    late: int  # wake-ups more than 20 ms late
+    samples: int
+
+
+class IdleReference:
+    """The idle reference loop (REFERENCE_LOOP) as an async context manager: ``await mark()``
+    returns its figures since the previous mark (or the start). Start it before a load generator
+    lowers its own priority (os.nice), so that it runs at the server's."""
+
+    async def __aenter__(self) -> IdleReference:
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", REFERENCE_LOOP, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        return self
+
+    async def mark(self) -> ReferenceLag:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(b"mark\n")
+        await self._process.stdin.drain()
+        line = await asyncio.wait_for(self._process.stdout.readline(), 10)
+        worst, late, samples = line.split()
+        return ReferenceLag(float(worst), int(late), int(samples))
+
+    async def __aexit__(self, *exc_info) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            await asyncio.wait_for(self._process.wait(), 5)
+        except TimeoutError:
+            self._process.kill()
+            await self._process.wait()
+
+
 def report(checks: list[tuple[str, bool, str]]) -> int:
     """Print PASS/FAIL for each (name, passed, value); the exit code is 0 when all passed."""
     print()
