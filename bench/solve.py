@@ -99,6 +99,18 @@ class Tally:
     failures: dict[str, int] = field(default_factory=dict)
     corner_px: list[float] = field(default_factory=list)  # --frames: the worst corner of the frame
 
+    def count(self, eligible: bool, centre: float, roll_error: float, scale_error: float, wrong: bool) -> bool:
+        """One solve's errors against the truth; False when it is a wrong solution (counted so)."""
+        if wrong:
+            self.wrong += 1
+            return False
+        self.solved += 1
+        self.solved_eligible += eligible
+        self.centre_px.append(centre)
+        self.roll_deg.append(abs(roll_error))
+        self.scale_pct.append(abs(scale_error))
+        return True
+
 
 def pointings(count: int, rng: np.random.Generator) -> list[tuple[float, float, float]]:
     chosen = FIXED[:count]
@@ -203,14 +215,7 @@ def main() -> int:
                         f"  {mode:<7} {ra:7.2f} {dec:+6.2f} {stars.in_field:5d} stars: {centre:.2f} px "
                         f"{roll_error:+.3f}° {scale_error:+.3f}% {result.matched} matched {result.seconds:.2f} s"
                     )
-                if centre > 10:
-                    tally.wrong += 1
-                    continue
-                tally.solved += 1
-                tally.solved_eligible += eligible
-                tally.centre_px.append(centre)
-                tally.roll_deg.append(abs(roll_error))
-                tally.scale_pct.append(abs(scale_error))
+                tally.count(eligible, centre, roll_error, scale_error, wrong=centre > 10)
         for mode, t in tallies.items():
 
             def spread(values: list[float], digits: int) -> str:
@@ -276,25 +281,12 @@ def frame_pointings(
 
 
 def simulated_sky(config, date: float):
-    """The simulated sky as wanda/backends/choose.py builds it from ``config``, with clocks that
-    stand still at ``date`` (Unix seconds): what it renders is the idle mount's sky at the
-    configured pointing, and its truth is of that frame."""
-    from wanda.astro.projection import arcsec_per_pixel
-    from wanda.backends.sky import PREVIEW_SIZE, SENSOR_WIDTH, SimulatedSky
+    """The simulated sky as wanda builds it from ``config``, with clocks that stand still at
+    ``date`` (Unix seconds): what it renders is the idle mount's sky at the configured pointing,
+    and its truth is of that frame."""
+    from wanda.backends.choose import simulated_sky as sky_of
 
-    return SimulatedSky(
-        fwhm=config.sim_fwhm,
-        plate_scale=arcsec_per_pixel(config.focal_length_mm, config.pixel_size_um * SENSOR_WIDTH / PREVIEW_SIZE[0]),
-        seed=config.sim_seed,
-        pointing=config.sim_pointing if config.sim_sky == "catalog" else None,
-        focal_length_mm=config.focal_length_mm,
-        pixel_size_um=config.pixel_size_um,
-        latitude=config.latitude,
-        longitude=config.longitude,
-        step_interval_s=config.mount_step_interval,
-        clock=lambda: 1000.0,
-        wall_clock=lambda: date,
-    )
+    return sky_of(config, clock=lambda: 1000.0, wall_clock=lambda: date)
 
 
 @dataclass
@@ -449,15 +441,8 @@ def frames(args, solver: PlateSolver) -> list[tuple[str, bool, str]]:
                             f"  {where} {stars}: {centre:.2f} px {roll_error:+.3f}° {scale_error:+.3f}% "
                             f"corner {corner:.2f} px, {result.matched} matched, {result.seconds:.2f} s"
                         )
-                    if centre > 10 or result.mirrored:
-                        tally.wrong += 1
-                        continue
-                    tally.solved += 1
-                    tally.solved_eligible += eligible
-                    tally.centre_px.append(centre)
-                    tally.roll_deg.append(abs(roll_error))
-                    tally.scale_pct.append(abs(scale_error))
-                    tally.corner_px.append(corner)
+                    if tally.count(eligible, centre, roll_error, scale_error, wrong=centre > 10 or result.mirrored):
+                        tally.corner_px.append(corner)
             width_deg, height_deg = PREVIEW[0] * scale / 3600, PREVIEW[1] * scale / 3600
             label = f"{focal:g} mm {exposure_text} s"
             print(f'\n{label}: {scale:.2f}"/px, {width_deg:.2f}° x {height_deg:.2f}°, ISO {args.iso:g}')

@@ -18,11 +18,10 @@ from aiohttp import WSCloseCode, hdrs, web
 
 from wanda import SERVER
 from wanda.analysis import AnalysisWorker
-from wanda.astro.projection import arcsec_per_pixel
 from wanda.auth import Guard
 from wanda.backends import CameraBackend
 from wanda.backends.choose import create_backend
-from wanda.backends.sky import SENSOR_WIDTH
+from wanda.backends.sky import optic_scale
 from wanda.camera import CameraWorker
 from wanda.clock import SystemClock
 from wanda.config import Config
@@ -209,13 +208,11 @@ async def _solve_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     bus = app[BUS]
 
-    def scale_for(width: int) -> float:
-        """The configured optic's arcseconds per pixel of a frame ``width`` pixels wide (the preview
-        and a still see the same field through the HQ camera's 4056 px)."""
-        return arcsec_per_pixel(config.focal_length_mm, config.pixel_size_um * SENSOR_WIDTH / width)
-
     service = SolveService(
-        asyncio.get_running_loop(), PlateSolver(), lambda result: bus.publish("solve", "solution", result), scale_for
+        asyncio.get_running_loop(),
+        PlateSolver(),
+        lambda result: bus.publish("solve", "solution", result),
+        lambda width: optic_scale(config.focal_length_mm, config.pixel_size_um, width),
     )
     service.start()
     app[SOLVE] = service

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wanda import SERVER
-from wanda.astro.projection import arcsec_per_pixel
 from wanda.backends import CameraUnavailable
 from wanda.backends.choose import probe_picamera2
 from wanda.backends.picam import read_sensor_dpc, resolve_tuning_file, sensor_dpc_fix
-from wanda.backends.sky import PREVIEW_SIZE, SENSOR_WIDTH
+from wanda.backends.sky import PREVIEW_SIZE, optic_scale
 from wanda.clock import SystemClock
 from wanda.config import Config
 from wanda.solver import INSTALL_SOLVER, SOLVE_FIELD, missing_packages
@@ -210,7 +209,7 @@ def check_systemd() -> Check:
 def check_solver(config: Config, index_dirs: list[Path] | None = None, solve_field: str = SOLVE_FIELD) -> Check:
     """astrometry.net, and the index packages the configured optic's preview field needs."""
     width, height = PREVIEW_SIZE
-    scale = arcsec_per_pixel(config.focal_length_mm, config.pixel_size_um * SENSOR_WIDTH / width)
+    scale = optic_scale(config.focal_length_mm, config.pixel_size_um, width)
     field = (
         f'{config.focal_length_mm:g} mm: {scale:.1f}"/px, {width * scale / 3600:.1f}° x {height * scale / 3600:.1f}°'
     )

@@ -4,6 +4,8 @@ simulated sky (``--camera auto``), and why."""
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from wanda.backends import CameraBackend, CameraUnavailable
@@ -68,28 +70,34 @@ def _numpy_mismatch(exc: Exception) -> Picamera2Probe:
     )
 
 
+def simulated_sky(
+    config, *, clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time
+) -> CameraBackend:
+    """The simulated sky ``config`` describes, on these clocks (a bench's sky stands still at a
+    date)."""
+    from wanda.backends.sky import SimulatedSky, optic_scale
+
+    return SimulatedSky(
+        fwhm=config.sim_fwhm,
+        # The random field has the optic's scale too, so both skies drift alike.
+        plate_scale=optic_scale(config.focal_length_mm, config.pixel_size_um),
+        seed=config.sim_seed,
+        pointing=config.sim_pointing if config.sim_sky == "catalog" else None,
+        focal_length_mm=config.focal_length_mm,
+        pixel_size_um=config.pixel_size_um,
+        latitude=config.latitude,
+        longitude=config.longitude,
+        step_interval_s=config.mount_step_interval,
+        clock=clock,
+        wall_clock=wall_clock,
+    )
+
+
 def create_backend(config) -> CameraBackend:
     """The backend ``config.camera`` asks for; ``auto`` falls back to the simulated sky."""
-    from wanda.astro.projection import arcsec_per_pixel
-    from wanda.backends.sky import PREVIEW_SIZE, SENSOR_WIDTH, SimulatedSky
-
-    def sky() -> CameraBackend:
-        # The random field has the optic's scale too, so both skies drift alike.
-        return SimulatedSky(
-            fwhm=config.sim_fwhm,
-            plate_scale=arcsec_per_pixel(config.focal_length_mm, config.pixel_size_um * SENSOR_WIDTH / PREVIEW_SIZE[0]),
-            seed=config.sim_seed,
-            pointing=config.sim_pointing if config.sim_sky == "catalog" else None,
-            focal_length_mm=config.focal_length_mm,
-            pixel_size_um=config.pixel_size_um,
-            latitude=config.latitude,
-            longitude=config.longitude,
-            step_interval_s=config.mount_step_interval,
-        )
-
     if config.camera == "sim":
         log.info("camera: simulated sky (--camera sim)")
-        return sky()
+        return simulated_sky(config)
     probe = probe_picamera2(config.tuning_file)
     if config.camera == "picamera2" and not probe.ok:
         raise CameraUnavailable(f"--camera picamera2: {probe.reason}: {probe.fix}")
@@ -104,4 +112,4 @@ def create_backend(config) -> CameraBackend:
             sensor_dpc=config.sensor_dpc,
         )
     log.info("camera: simulated sky, because %s (--camera auto)", probe.reason)
-    return sky()
+    return simulated_sky(config)

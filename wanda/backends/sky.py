@@ -73,6 +73,13 @@ class SensorModel:
     adc_bits: int = 12
 
 
+def optic_scale(focal_length_mm: float, pixel_size_um: float, width: int = PREVIEW_SIZE[0]) -> float:
+    """Arcseconds per pixel of a frame ``width`` pixels wide through a lens of ``focal_length_mm``
+    on the HQ camera (``pixel_size_um``, 1.55): the preview and a still see the same field, binned
+    from the sensor's 4056 px to theirs."""
+    return arcsec_per_pixel(focal_length_mm, pixel_size_um * SENSOR_WIDTH / width)
+
+
 @dataclass(frozen=True)
 class SkyTruth:
     """Where the stars are in the frame of the last rendered image, and how bright."""
@@ -233,7 +240,7 @@ class SimulatedSky:
         # The preview's pixels: the sensor's, binned from its 4056 px to the preview's 1440.
         self.pixel_size_um = round(pixel_size_um * SENSOR_WIDTH / PREVIEW_SIZE[0], 3)
         if pointing is not None:
-            plate_scale = arcsec_per_pixel(focal_length_mm, pixel_size_um * SENSOR_WIDTH / PREVIEW_SIZE[0])
+            plate_scale = optic_scale(focal_length_mm, pixel_size_um)
         self.plate_scale = float(plate_scale)
         self.drift_rate = SIDEREAL_RATE / self.plate_scale  # pixels per second while not tracking
         self.sensor = sensor
