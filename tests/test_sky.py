@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
-from helpers import wait_until
+from helpers import FakeClock, wait_until
 
 from wanda.astro.catalog import load_catalogue
 from wanda.astro.measure import analyse
@@ -17,17 +17,6 @@ from wanda.astro.sidereal import SIDEREAL_ARCSEC_PER_S
 from wanda.backends.sky import PREVIEW_SIZE, SIDEREAL_RATE, SensorModel, SimulatedSky
 from wanda.backends.starfield import star_flux
 from wanda.keys import CAMERA, CAPTURES
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def _isolated_star(sky: SimulatedSky, *, min_snr: float, max_peak_adu: float) -> int:
