@@ -175,17 +175,16 @@ class SolveService:
         started = time.monotonic()
         attempts: list[tuple[str, ScaleHint | None, PositionHint | None]] = []
         last = self._last_solution
-        fresh = last is not None and self._clock() - last[0] < HINT_FRESH_S
         # The scale of the last solution of a frame this wide, else the configured optic's (which
         # may be wrong: a solve that found the field blind teaches the true one).
+        configured = self.scale_for(job.width)
         learned = last[1].scale * last[1].wcs.image_size[0] / job.width if last is not None else None
-        expected = learned or self.scale_for(job.width)
+        expected = learned or configured
         scale = ScaleHint.around(expected, SCALE_TOLERANCE) if expected else None
-        if scale is not None and last is not None and fresh:
+        if scale is not None and last is not None and self._clock() - last[0] < HINT_FRESH_S:
             attempts.append(("position", scale, PositionHint(last[1].ra, last[1].dec, HINT_RADIUS_DEG)))
         if scale is not None:
             attempts.append(("scale", scale, None))
-        configured = self.scale_for(job.width)
         if learned and configured and abs(learned / configured - 1) > SCALE_TOLERANCE:
             attempts.append(("configured scale", ScaleHint.around(configured, SCALE_TOLERANCE), None))
         if job.future is not None or scale is None:

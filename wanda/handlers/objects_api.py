@@ -57,8 +57,8 @@ async def find(app: web.Application, query: Any) -> dict[str, Any]:
     if not isinstance(query, str) or not 1 <= len(query.strip()) <= MAX_QUERY:
         raise invalid("q", f"must be a name of 1 to {MAX_QUERY} characters, such as M31, NGC 7000 or Orion Nebula")
     catalogue = await _deepsky(app)
-    found = catalogue.find(query)
-    suggestions = [o.designation for o in catalogue.search(query, SUGGESTIONS) if o is not found]
+    # The suggestions scan every name (milliseconds, more on a Pi): not on the loop.
+    found, suggestions = await asyncio.to_thread(_look_up, catalogue, query)
     if found is None:
         hint = f": did you mean {', '.join(suggestions[:5])}?" if suggestions else ""
         raise WandaError(
@@ -117,6 +117,12 @@ def _in_frame(catalogue: DeepSky, solution: Solution, source: dict[str, Any]) ->
     listed.sort(key=lambda o: (o["magnitude"] is None, o["magnitude"] if o["magnitude"] is not None else 0))
     frame = {"width": width, "height": height, "source": source, "time": source.get("timestamp")}
     return {"frame": frame, "objects": listed[:MAX_IN_VIEW], "total": len(listed)}
+
+
+def _look_up(catalogue: DeepSky, query: str) -> tuple[DeepSkyObject | None, list[str]]:
+    """The object named ``query`` (or None), and other names that start like it."""
+    found = catalogue.find(query)
+    return found, [o.designation for o in catalogue.search(query, SUGGESTIONS) if o is not found]
 
 
 @routes.get("/api/objects")
