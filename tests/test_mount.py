@@ -14,7 +14,7 @@ import pytest
 from helpers import is_reply, receive_until, wait_until
 
 from wanda.app import create_app
-from wanda.keys import CAMERA, MOUNT
+from wanda.keys import CAMERA, CONFIG, MOUNT
 from wanda.mount import COILS_OFF, HALF_STEP_SEQUENCE, GpioPins, SimulatedPins, StepperMount
 
 
@@ -160,6 +160,45 @@ async def test_stop_close_and_a_dying_thread_switch_the_coils_off(clock, mount):
     assert mount.pins.pattern == COILS_OFF and mount.pins.closed
 
 
+async def test_a_move_steps_so_many_times_fast_then_tracking_goes_on_from_its_last_step(clock, mount):
+    heard = []
+    mount.listeners.append(heard.append)
+    mount.track(2.0, True)
+    await run_until_steps(mount, clock, 2, 2.0)  # tracking steps at 0 and 2
+    clock.now += 0.5
+    mount.move(4, False)  # four steps back, the first at once, 0.1 s apart
+    assert mount.status()["moving"] == 4
+    clock.limit = clock.now + 0.3 + 2.0 + 0.05
+    await wait_until(lambda: mount.steps >= 7)
+    times = step_times(mount.pins)
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times)][:5] == [2.0, 0.5, 0.1, 0.1, 0.1]
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times)][5] == 2.0  # tracking resumed
+    patterns = [p for _, p in mount.pins.history if p != COILS_OFF]
+    assert patterns[2:6] == [HALF_STEP_SEQUENCE[(2 - i) % 8] for i in range(1, 5)]  # the move went back
+    assert patterns[6] == HALF_STEP_SEQUENCE[(2 - 4 + 1) % 8]  # and tracking forward from there
+    assert heard == ["move_done"] and mount.status()["moving"] == 0 and mount.status()["tracking"]
+
+
+async def test_a_move_from_rest_ends_with_the_coils_off_and_stop_ends_a_move(clock, mount):
+    heard = []
+    mount.listeners.append(heard.append)
+    mount.move(3, True)
+    clock.limit = clock.now + 0.25
+    await wait_until(lambda: mount.steps >= 3 and not mount.pins.coils_on)
+    assert heard == ["move_done"] and not mount.status()["tracking"]
+    mount.move(100, True)
+    with pytest.raises(Exception, match="already moving"):
+        mount.move(1, True)
+    clock.limit = clock.now + 0.45
+    await wait_until(lambda: mount.steps >= 8)
+    mount.stop()
+    assert heard == ["move_done", "move_stopped"] and mount.pins.pattern == COILS_OFF
+    assert mount.status()["moving"] == 0
+    clock.limit = clock.now + 5.0
+    mount.track(2.0, True)  # the next command starts from a clean schedule
+    await wait_until(lambda: mount.steps >= 9)
+
+
 class FailingPins(SimulatedPins):
     """A driver whose pin write fails once (a GPIO error), then works again."""
 
@@ -250,16 +289,28 @@ async def test_bad_tracking_requests_are_refused(app_client, body, code, words):
     assert (await (await app_client.get("/api/mount/status")).json())["data"]["tracking"] is False
 
 
-async def test_the_sky_holds_still_while_tracking_and_drifts_otherwise(app_client):
+async def test_the_sky_turns_with_the_mounts_real_steps(app_client):
+    """Each step with the sky (the configured tracking direction) takes one step's worth of
+    sidereal motion off the sky's turn, each step against it adds one; time adds the rest."""
     sky = app_client.app[CAMERA].backend
+    mount = app_client.app[MOUNT].mount
+    step_s = app_client.app[CONFIG].mount_step_interval
     assert sky.tracking is False
-    await app_client.post("/api/mount/tracking", json={"action": "start"})
+    before, turn_before = time.monotonic(), sky._offset_at(time.monotonic())
+    assert sky._offset_at(before + 100.0) == pytest.approx(turn_before + 100.0)  # idle: it drifts
+    await app_client.post("/api/mount/tracking", json={"action": "start", "speed": 0.1})
     assert sky.tracking is True
-    held = sky._offset_at(10.0)
-    assert sky._offset_at(1000.0) == held
+    await wait_until(lambda: mount.steps >= 4)
     await app_client.post("/api/mount/tracking", json={"action": "stop"})
-    assert sky.tracking is False
-    assert sky._offset_at(1000.0) > sky._offset_at(10.0)
+    with_sky = mount.steps
+    now = time.monotonic()
+    assert sky._offset_at(now) == pytest.approx(turn_before + (now - before) - with_sky * step_s)
+    await app_client.post("/api/mount/tracking", json={"action": "start", "speed": 0.1, "direction": "ccw"})
+    await wait_until(lambda: mount.steps >= with_sky + 3)
+    await app_client.post("/api/mount/tracking", json={"action": "stop"})
+    against = mount.steps - with_sky
+    now = time.monotonic()
+    assert sky._offset_at(now) == pytest.approx(turn_before + (now - before) - (with_sky - against) * step_s)
 
 
 async def test_mount_over_the_websocket(app_client):

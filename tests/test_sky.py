@@ -425,6 +425,40 @@ def test_the_tracking_mount_holds_the_sky_with_its_steppers_sawtooth():
     assert centre_ra() - held == pytest.approx(10 * SIDEREAL_ARCSEC_PER_S, rel=1e-4)
 
 
+def test_following_a_mount_the_sky_turns_with_its_real_steps_late_ones_and_moves_included():
+    """The server's sky hears the mount's steps: each with the sky takes a step's sidereal
+    motion off the turn (late steps show late), a move's steps against it add theirs, and a long
+    tracked exposure is drawn from a handful of pieces however many steps it spans."""
+    clock = FakeClock()
+    sky = catalogue_sky(clock, fillers=False)
+    stepped = sky.follow_mount(3.523, tracking_clockwise=True)
+
+    def centre_ra() -> float:
+        sky.render_luminance(0.0001, 8)
+        return sky.truth().pointing.ra_of_date * 3600
+
+    step = 3.523 * SIDEREAL_ARCSEC_PER_S  # each step is heard a millisecond after it, as it is
+    first = centre_ra()
+    stepped(clock.now - 0.001, +1)  # tracking starts with a step
+    assert centre_ra() - first == pytest.approx(-step, rel=1e-4)
+    clock.advance(3.6)  # the next step is 77 ms late: the sky drifted on meanwhile
+    assert centre_ra() - first == pytest.approx(3.6 * SIDEREAL_ARCSEC_PER_S - step, rel=1e-4)
+    stepped(clock.now - 0.001, +1)
+    assert centre_ra() - first == pytest.approx(3.6 * SIDEREAL_ARCSEC_PER_S - 2 * step, rel=1e-4)
+    for k in range(10):  # a move of ten steps against the sky, 0.1 s apart: 530" east
+        clock.advance(0.1)
+        stepped(clock.now - 0.001, -1)
+    assert centre_ra() - first == pytest.approx(4.6 * SIDEREAL_ARCSEC_PER_S + 8 * step, rel=1e-4)
+
+    # A 50 s tracked exposure: 14 steps, one piece of a step's drift (plus the partial ones).
+    for _ in range(17):
+        clock.advance(3.523)
+        stepped(clock.now - 0.001, +1)
+    path = sky._path(clock.now, 50.0)
+    assert len(path) <= 3 and sum(share for _, _, share in path) == pytest.approx(1.0)
+    assert max(b for _, b, _ in path) - min(a for a, _, _ in path) <= 3.523 + 1e-6
+
+
 def test_a_tracked_exposure_longer_than_a_step_spreads_the_light_over_the_step():
     """Every star of a 10 s tracked exposure is smeared over one step (53", 2.9 px at 18"/px)
     along the RA direction: at roll 0 along x."""

@@ -236,11 +236,14 @@ def _mount_ctx(pins: StepperPins | None):
             interval=config.mount_step_interval,
             clockwise=config.mount_clockwise,
         )
+        # The simulated sky turns with the mount's steps (holds while it tracks, drifts when it
+        # does not, moves when it centres a target) and hears whether it tracks.
+        backend = app[CAMERA].backend
+        if hasattr(backend, "follow_mount"):
+            mount.step_listeners.append(backend.follow_mount(config.mount_step_interval, config.mount_clockwise))
         mount.start()
         try:
-            # The simulated sky holds still while the mount tracks and drifts when it does not.
-            coupling = getattr(app[CAMERA].backend, "set_tracking", None)
-            app[MOUNT] = MountControl(mount, app[BUS], on_tracking=coupling)
+            app[MOUNT] = MountControl(mount, app[BUS], on_tracking=getattr(backend, "set_tracking", None))
             yield
         finally:
             await asyncio.to_thread(mount.close)  # coils off

@@ -6,6 +6,10 @@ drifted by every late wake-up). A change of speed or direction re-anchors the sc
 step's due time, so the motor neither jumps nor pauses. The coils are switched off when tracking
 stops, when the mount closes, and if the thread dies.
 
+A *move* (``move``: so many steps one way at up to 10 a second, for centring a target) takes
+the axis over from tracking for its steps; tracking, if on, goes on from the move's last step.
+Every step is told to the step listeners (the simulated sky turns with them).
+
 Pin drivers: ``GpioPins`` (gpiozero with the lgpio pin factory: Raspberry Pi 4 and 5; RPi.GPIO does
 not work on a Pi 5) and ``SimulatedPins`` (records every step's time), the default off the Pi.
 """
@@ -40,6 +44,7 @@ HALF_STEP_SEQUENCE = (
 COILS_OFF = (0, 0, 0, 0)
 SPEED_LIMITS = (0.1, 10.0)  # seconds per step, the original contract's clamp
 MAX_CATCH_UP_STEPS = 10  # further behind than this (a frozen machine), the schedule restarts
+MOVE_INTERVAL = SPEED_LIMITS[0]  # a move's seconds per step: the fastest the contract allows
 ERROR_WINDOW_S = 60.0  # the status's max step error is over the steps of the last minute
 
 
@@ -164,8 +169,16 @@ class StepperMount:
         # (a hiccup an hour ago, another speed) must not show as the mount's timing for ever.
         self._recent_errors: deque[tuple[float, float]] = deque()
         self._sum_abs_error = 0.0
+        self._move_left = 0  # steps of the move under way
+        self._move_clockwise = True
+        self._move_interval = MOVE_INTERVAL
         self.failure: str | None = None
-        self.listeners: list[Callable[[str], object]] = []  # called with "mount_error"; results ignored
+        # Called on the mount thread, results ignored: with "mount_error" once the coils are off
+        # after the thread died, with "move_done" (or "move_stopped") when a move ends.
+        self.listeners: list[Callable[[str], object]] = []
+        # Called on the mount thread at every step with its time (the clock's) and +1 clockwise or
+        # -1: must be quick (the next step waits for it).
+        self.step_listeners: list[Callable[[float, int], object]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -194,7 +207,9 @@ class StepperMount:
             if self.failure is not None:
                 raise MountUnavailable(f"the mount failed: {self.failure}")
             now = self._clock()
-            if not self._tracking:
+            if self._move_left:
+                pass  # the move's end anchors tracking
+            elif not self._tracking:
                 self._anchor, self._next = now, 0  # the first step now: energise the coils
                 self._recent_errors.clear()  # a new run of tracking: its own max step error
             else:
@@ -208,12 +223,44 @@ class StepperMount:
             self._cond.notify_all()
 
     def stop(self, timeout: float = 1.0) -> None:
-        """Stop tracking; return once the mount thread has switched the coils off."""
+        """Stop tracking and any move; return once the mount thread has switched the coils off."""
         with self._cond:
             self._tracking = False
+            self.stop_move()
             self._cond.notify_all()
             if self.alive:
                 self._cond.wait_for(lambda: not self._coils_on, timeout)
+
+    def move(self, steps: int, clockwise: bool, interval: float = MOVE_INTERVAL) -> None:
+        """Step ``steps`` times ``clockwise`` (or not), one every ``interval`` seconds, the first now;
+        then go on tracking from the last step if the mount tracks. A listener hears "move_done"
+        (or "move_stopped" when ``stop`` ends it first). One move at a time."""
+        if steps < 1:
+            raise ValueError(f"a move is at least one step, not {steps}")
+        with self._cond:
+            if self.failure is not None:
+                raise MountUnavailable(f"the mount failed: {self.failure}")
+            if self._move_left:
+                raise MountUnavailable("the mount is already moving")
+            self._move_left, self._move_clockwise, self._move_interval = steps, clockwise, interval
+            self._anchor, self._next = self._clock(), 0
+            self._cond.notify_all()
+
+    def stop_move(self) -> None:
+        """End the move under way (if any) where it is; tracking, if on, goes on from there."""
+        with self._cond:
+            if self._move_left:
+                self._move_left = 0
+                self._finish_move("move_stopped")
+
+    def _finish_move(self, event: str) -> None:
+        """With the lock held, a move just over: tracking resumes a step's interval after the
+        move's last step."""
+        last_due = self._anchor + (self._next - 1) * self._move_interval
+        self._anchor, self._next = last_due, 1
+        self._cond.notify_all()
+        for listener in self.listeners:
+            listener(event)
 
     def status(self) -> dict[str, Any]:
         with self._cond:
@@ -227,6 +274,7 @@ class StepperMount:
                 "timing_error_ms": round(self.last_error * 1000, 3),
                 "max_timing_error_ms": round(self.max_error * 1000, 3),  # the last minute's
                 "mean_timing_error_ms": round(self._sum_abs_error / self.steps * 1000, 3) if self.steps else 0.0,
+                "moving": self._move_left,  # steps left of a move (centring a target)
                 "coils_on": self._coils_on,
                 "pins": self.pins.name,
             }
@@ -246,28 +294,37 @@ class StepperMount:
         try:
             with self._cond:
                 while not self._stopping:
-                    if not self._tracking:
+                    if self._move_left:
+                        interval, clockwise = self._move_interval, self._move_clockwise
+                    elif self._tracking:
+                        interval, clockwise = self._interval, self._clockwise
+                    else:
                         self._coils_off()
                         self._cond.notify_all()  # stop() waits for the coils to be off
                         self._cond.wait()
                         continue
-                    due = self._anchor + self._next * self._interval
+                    due = self._anchor + self._next * interval
                     now = self._clock()
                     if now < due - self._spin:
                         self._wait(self._cond, due - now - self._spin)
                         continue  # a command may have changed the schedule meanwhile
                     while self._clock() < due:
                         pass  # the last moments: spin rather than trust a wake-up to be on time
-                    if now - due > MAX_CATCH_UP_STEPS * self._interval:
+                    if now - due > MAX_CATCH_UP_STEPS * interval:
                         log.warning("mount fell %.1f s behind; restarting the step schedule", now - due)
                         self.restarts += 1
                         self._anchor, self._next, due = now, 0, now
-                    self._step(due)
+                    self._step(due, clockwise)
+                    if self._move_left:
+                        self._move_left -= 1
+                        if not self._move_left:
+                            self._finish_move("move_done")
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
             log.exception("the mount thread died")
         finally:
             self._tracking = False
+            self._move_left = 0
             try:
                 self._coils_off()
             except Exception:
@@ -277,10 +334,12 @@ class StepperMount:
             for listener in self.listeners:
                 listener("mount_error")
 
-    def _step(self, due: float) -> None:
-        self._phase = (self._phase + (1 if self._clockwise else -1)) % len(HALF_STEP_SEQUENCE)
+    def _step(self, due: float, clockwise: bool) -> None:
+        self._phase = (self._phase + (1 if clockwise else -1)) % len(HALF_STEP_SEQUENCE)
         actual = self._clock()
         self.pins.set(HALF_STEP_SEQUENCE[self._phase])
+        for listener in self.step_listeners:
+            listener(actual, 1 if clockwise else -1)
         self._coils_on = True
         error = actual - due
         self.steps += 1
@@ -322,8 +381,9 @@ class MountControl:
         self.bus = bus
         self._on_tracking = on_tracking
         self._tracking_since: float | None = None  # Unix time tracking last started
+        self._move_over: asyncio.Future[str] | None = None  # the move under way hears its end here
         loop = asyncio.get_running_loop()
-        mount.listeners.append(lambda event: loop.call_soon_threadsafe(self._thread_failed))
+        mount.listeners.append(lambda event: loop.call_soon_threadsafe(self._heard, event))
         bus.add_status_provider("mount", self.status)
 
     def status(self) -> dict[str, Any]:
@@ -373,6 +433,37 @@ class MountControl:
             self.bus.publish("mount", "tracking_stop", self.status())
         if self._on_tracking is not None:
             self._on_tracking(False)
+
+    async def move(self, steps: int, clockwise: bool) -> str:
+        """Step the axis ``steps`` times at the fastest rate and return once done: "move_done", or
+        "move_stopped" when the mount was stopped meanwhile. A failing mount raises MOUNT_ERROR; a
+        cancelled caller stops the move where it is."""
+        if self._move_over is not None and not self._move_over.done():
+            raise WandaError(ErrorCode.BUSY, "the mount is already moving")
+        over: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        try:
+            self.mount.move(steps, clockwise)
+        except MountUnavailable as exc:
+            raise WandaError(ErrorCode.MOUNT_ERROR, str(exc)) from None
+        self._move_over = over
+        self.bus.publish("mount", "move_start", {**self.status(), "steps": steps, "clockwise": clockwise})
+        try:
+            ending = await over
+        except asyncio.CancelledError:
+            self.mount.stop_move()
+            raise
+        self.bus.publish("mount", ending, self.status())
+        return ending
+
+    def _heard(self, event: str) -> None:
+        """On the loop: what the mount thread said."""
+        over = self._move_over
+        if event == "mount_error":
+            if over is not None and not over.done():
+                over.set_exception(WandaError(ErrorCode.MOUNT_ERROR, f"the mount failed: {self.mount.failure}"))
+            self._thread_failed()
+        elif over is not None and not over.done():
+            over.set_result(event)
 
     def _thread_failed(self) -> None:
         if self._on_tracking is not None:

@@ -20,7 +20,10 @@ on any machine. What makes it useful for astronomy work:
 - while the mount is not tracking, the sky turns past the camera at the sidereal rate (the real
   sky through the projection, so it rotates about the pole; the random field slides along x);
   while it tracks, the real sky holds apart from the stepper's sawtooth: it drifts for a step's
-  interval and jumps back a step (``step_interval_s`` of sidereal motion, 53" at the default);
+  interval and jumps back a step (``step_interval_s`` of sidereal motion, 53" at the default).
+  In the server the sky follows the mount's real steps (``follow_mount``, wanda/backends/axis.py),
+  so its late steps and the moves that centre a target show; alone, ``set_tracking`` stands for a
+  mount stepping on its schedule;
 - it knows its truth (star positions, fluxes, FWHM, expected SNR; for the real sky also each
   star's RA/Dec and the frame's pointing and WCS) so measurements can be tested.
 
@@ -42,6 +45,7 @@ import numpy as np
 from wanda.astro.catalog import StarCatalogue, load_catalogue
 from wanda.astro.projection import arcsec_per_pixel
 from wanda.backends import CaptureCancelled, PreviewFrame, StillImage
+from wanda.backends.axis import RaAxis
 from wanda.backends.starfield import CatalogueSky, SkyPointing
 
 log = logging.getLogger(__name__)
@@ -318,6 +322,7 @@ class SimulatedSky:
         self._tracking = False
         self._drift_s = 0.0
         self._drift_since = self._start[0]
+        self._axis: RaAxis | None = None  # the mount's steps, once it follows them
         self._next_due: float | None = None
         self._pending: tuple[float, np.ndarray] | None = None  # the next frame's pixels, rendered ahead
         self._last_truth: SkyTruth | None = None
@@ -439,9 +444,23 @@ class SimulatedSky:
     def tracking(self) -> bool:
         return self._tracking
 
+    def follow_mount(self, step_s: float, tracking_clockwise: bool) -> Callable[[float, int], None]:
+        """From now on the sky turns with the mount's steps, each ``step_s`` seconds of sidereal
+        motion, following the sky when it goes ``tracking_clockwise``: returns what the mount
+        calls at each step (its clock must be this sky's)."""
+        with self._lock:
+            now = self._clock()
+            turn = self._offset_locked(now)
+            if self._tracking and self._step_interval is not None:
+                turn += self._sawtooth(now)
+            self._axis = RaAxis(step_s, 1 if tracking_clockwise else -1, now, turn)
+            return self._axis.stepped
+
     def set_tracking(self, tracking: bool) -> None:
         """While the mount tracks the field holds still; otherwise it drifts at sidereal rate. The
-        mount says so again when its speed changes: the steps go on, and so does the sawtooth."""
+        mount says so again when its speed changes: the steps go on, and so does the sawtooth.
+        Following a mount (``follow_mount``), this only says whether it tracks: its steps turn
+        the sky."""
         with self._lock:
             if tracking and self._tracking:
                 return
@@ -454,7 +473,9 @@ class SimulatedSky:
 
     def _offset_locked(self, at: float) -> float:
         """The sky's turn in seconds at monotonic time ``at``, without the stepper's sawtooth:
-        constant while tracking."""
+        constant while tracking (following a mount: with its steps)."""
+        if self._axis is not None:
+            return self._axis.turn(at)
         if self._tracking:
             return self._drift_s
         return self._drift_s + (at - self._drift_since)
@@ -474,6 +495,9 @@ class SimulatedSky:
         """The sky's turn during an exposure ending at monotonic ``end``: segments (turn at their
         start, turn at their end, share of the exposure), along which the light is spread."""
         start = end - exposure_s
+        if self._axis is not None:
+            # Segments closer than a fiftieth of a pixel at the equator's speed are one.
+            return self._axis.path(start, end, 0.02 / self.drift_rate)
         with self._lock:
             if not self._tracking:
                 return [(self._offset_locked(start), self._offset_locked(end), 1.0)]
