@@ -247,6 +247,32 @@ def test_browser_sky_target_in_the_frame_gets_a_marker_not_an_arrow(open_page, s
     assert console.errors == []
 
 
+def test_browser_sky_centre_steps_onto_the_target_and_says_how_to_move_dec(open_page, sky):
+    """Centre: the server steps the RA axis (the simulated sky turns with it) until the target is
+    centred in RA; the page shows each round live and then what to do with Dec by hand."""
+    page, console = open_sky(open_page, sky)
+    wait_for_live_frame(page)
+    page.get_by_label("Target").fill("NGC 1999")  # 17' east of M42, 1.3° south
+    page.get_by_label("Target").press("Enter")
+    expect(page.locator("#target-name")).to_contain_text("NGC 1999")
+    try:
+        page.get_by_role("button", name="Centre", exact=True).click()
+        expect(page.locator("#centre-status")).to_contain_text("Centring NGC 1999")
+        status = page.locator("#centre-status")
+        expect(status).to_contain_text("NGC 1999 is centred in RA", timeout=60_000)
+        expect(status).to_contain_text(re.compile(r"Now move the telescope 1\.\d° south in declination by hand"))
+        expect(page.get_by_role("button", name="Centre", exact=True)).to_be_enabled()
+        expect(page.locator("#centre-stop")).to_be_hidden()
+        state = sky.get("/api/mount/center")
+        assert state["centred"] is True and state["target"]["name"] == "NGC 1999"
+        assert abs(state["rounds"][-1]["east_deg"]) * 60 <= state["tolerance_arcmin"]
+    finally:  # the next tests expect the camera on M42, as the server started
+        with contextlib.suppress(urllib.error.HTTPError):
+            sky.post("/api/mount/center", {"target": "M42"})
+    page.get_by_role("button", name="Clear target").click()
+    assert console.errors == []
+
+
 def test_browser_sky_unknown_name_shows_the_servers_message_and_suggestions(open_page, sky):
     page, console = open_sky(open_page, sky)
     page.get_by_label("Target").fill("Andromed")

@@ -445,7 +445,7 @@ def test_following_a_mount_the_sky_turns_with_its_real_steps_late_ones_and_moves
     assert centre_ra() - first == pytest.approx(3.6 * SIDEREAL_ARCSEC_PER_S - step, rel=1e-4)
     stepped(clock.now - 0.001, +1)
     assert centre_ra() - first == pytest.approx(3.6 * SIDEREAL_ARCSEC_PER_S - 2 * step, rel=1e-4)
-    for k in range(10):  # a move of ten steps against the sky, 0.1 s apart: 530" east
+    for _ in range(10):  # a move of ten steps against the sky, 0.1 s apart: 530" east
         clock.advance(0.1)
         stepped(clock.now - 0.001, -1)
     assert centre_ra() - first == pytest.approx(4.6 * SIDEREAL_ARCSEC_PER_S + 8 * step, rel=1e-4)

@@ -23,6 +23,7 @@ from wanda.backends import CameraBackend
 from wanda.backends.choose import create_backend
 from wanda.backends.sky import optic_scale
 from wanda.camera import CameraWorker
+from wanda.centring import Centring
 from wanda.clock import SystemClock
 from wanda.config import Config
 from wanda.connections import GATE, ConnectionGate, connection_limit, current_descriptor_limit, gate_middleware
@@ -52,6 +53,7 @@ from wanda.keys import (
     BUS,
     CAMERA,
     CAPTURES,
+    CENTRING,
     CLOCK,
     CONFIG,
     CONTROL,
@@ -114,6 +116,7 @@ def create_app(
     app.cleanup_ctx.append(_solve_ctx)  # before the camera: its analyses are offered to it
     app.cleanup_ctx.append(_camera_ctx(camera))
     app.cleanup_ctx.append(_mount_ctx(pins))
+    app.cleanup_ctx.append(_centring_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
     app.cleanup_ctx.append(_lag_monitor_ctx)
     app.cleanup_ctx.append(objects_api.deepsky_ctx)
@@ -249,6 +252,20 @@ def _mount_ctx(pins: StepperPins | None):
             await asyncio.to_thread(mount.close)  # coils off
 
     return mount_ctx
+
+
+async def _centring_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    app[CENTRING] = Centring(
+        app[MOUNT],
+        lambda since: solve_api.solve_live(app, after=since),
+        app[BUS],
+        step_s=config.mount_step_interval,
+        tracking_clockwise=config.mount_clockwise,
+        tracking_speed=config.mount_step_interval,
+    )
+    yield
+    await app[CENTRING].stop()  # a move under way stops; the mount's own context turns it off
 
 
 async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:

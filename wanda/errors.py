@@ -44,6 +44,8 @@ class ErrorCode(StrEnum):
     CAPTURE_FAILED = "CAPTURE_FAILED"
     CAMERA_UNAVAILABLE = "CAMERA_UNAVAILABLE"  # not running, gone, or not this one (the message says)
     MOUNT_ERROR = "MOUNT_ERROR"
+    MOUNT_BUSY = "MOUNT_BUSY"  # already centring a target, or a session runs
+    CENTRE_FAILED = "CENTRE_FAILED"  # centring a target ended short of it: data.reason says why
     SESSION_START_FAILED = "SESSION_START_FAILED"
     SESSION_STOP_FAILED = "SESSION_STOP_FAILED"
     NO_FRAME = "NO_FRAME"

@@ -9,6 +9,7 @@ from aiohttp import web
 from wanda.analysis import AnalysisWorker
 from wanda.auth import Guard
 from wanda.camera import CameraWorker
+from wanda.centring import Centring
 from wanda.clock import SystemClock
 from wanda.config import Config
 from wanda.control import CameraControl
@@ -35,6 +36,7 @@ STARTED = web.AppKey("started", float)  # Unix time the app was built
 CLOCK = web.AppKey("clock", SystemClock)  # the Pi's clock (timedatectl)
 SITE = web.AppKey("site", SiteStore)  # where the telescope stands
 SOLVE = web.AppKey("solve", SolveService)  # the `solve` thread and the latest solution
+CENTRING = web.AppKey("centring", Centring)  # centring a target: solve, step the RA axis, repeat
 CAPTURES = web.AppKey("captures", Path)  # where captures go (chosen once, at start)
 MEASURER = web.AppKey("measurer", Measurer)  # the `measure` thread: stars and HFR of each saved frame
 TRUSTED_HOSTS = web.AppKey("trusted_hosts", frozenset)  # Host names a browser may use to reach us

@@ -435,6 +435,55 @@ export async function refreshTarget() {
   } catch { /* offline, or the name is no longer known: the target stays as it was */ }
 }
 
+// -- centring the target in RA -------------------------------------------------------------------
+
+/** A centring's state (POST /api/mount/center's answer, or a `mount` center_* event): its rounds as
+ * they go, then how it ended and what to do with Dec by hand. */
+export function showCentring(state) {
+  const status = $("centre-status");
+  const running = state.running === true;
+  $("target-centre").disabled = running;
+  $("centre-stop").hidden = !running;
+  if (running) {
+    const last = state.rounds[state.rounds.length - 1];
+    status.textContent = last
+      ? `Centring ${state.target.name}: ${state.offset.text}${last.steps ? ` · moving ${Math.abs(last.steps)} steps` : ""}`
+      : `Centring ${state.target.name}: solving…`;
+    return;
+  }
+  if (state.centred === null || state.centred === undefined) {
+    status.textContent = ""; // never ran, or the request itself failed (its message says why)
+    return;
+  }
+  const dec = state.dec_by_hand ? ` Now ${state.dec_by_hand}.` : "";
+  status.textContent = state.centred ? `${state.message}.${dec}` : "";
+  $("centre-message").textContent = state.centred ? "" : `Not centred: ${state.message}${dec}`;
+}
+
+async function centreTarget() {
+  const target = sky.target;
+  if (!target) return;
+  $("centre-message").textContent = "";
+  showCentring({ running: true, target, rounds: [] });
+  try {
+    showCentring(await api("POST", "/api/mount/center", { target: target.name }));
+  } catch (error) {
+    if (error.data && Array.isArray(error.data.rounds)) showCentring(error.data);
+    else {
+      showCentring({ running: false, centred: null });
+      $("centre-message").textContent = error.message;
+    }
+  }
+}
+
+async function stopCentring() {
+  try {
+    await api("DELETE", "/api/mount/center");
+  } catch (error) {
+    $("centre-message").textContent = error.message;
+  }
+}
+
 function restoreTarget() {
   try {
     const saved = JSON.parse(localStorage.getItem(TARGET_KEY) || "null");
@@ -456,6 +505,8 @@ export function setupSky(subscribe) {
     findTarget($("target-query").value);
   });
   $("target-clear").addEventListener("click", clearTarget);
+  $("target-centre").addEventListener("click", centreTarget);
+  $("centre-stop").addEventListener("click", stopCentring);
   // The markers follow the picture: zoom, resizes, a new stream, panning in 1:1.
   const redraw = () => requestAnimationFrame(drawOverlay);
   new ResizeObserver(redraw).observe($("live"));

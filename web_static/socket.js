@@ -13,7 +13,7 @@ import { showMount } from "./mount.js";
 import { offlineText, showOffline, showOnline } from "./offline.js";
 import { refreshResumable, showSession } from "./session.js";
 import { refreshSite, showSite } from "./site.js";
-import { refreshSolution, refreshTarget, resumeFollow, showSolution } from "./sky.js";
+import { refreshSolution, refreshTarget, resumeFollow, showCentring, showSolution } from "./sky.js";
 import { refreshStorage } from "./storage.js";
 
 const socket = { ws: null, retry: 1000, everConnected: false, topics: [], replies: new Map(), asked: 0 };
@@ -116,6 +116,8 @@ function handleMessage(message) {
       clearGalleryMessage(); // a delete the session refused (its folder was busy) may go on now
     }
     if (event === "session_start") refreshFolders();
+  } else if (topic === "mount" && event.startsWith("center_")) {
+    showCentring(data); // centring a target: its rounds, then its end
   } else if (topic === "mount") {
     showMount(data);
   } else if (topic === "analysis") {

@@ -17,6 +17,8 @@ on any machine. What makes it useful for astronomy work:
   the cap (no light at all: the bias level, read noise and the hot pixels' dark current, a bias
   at the shortest exposure); for flats an evenly lit panel, vignetted like the sky;
 - brightness scales with exposure x gain through a sensor model like the IMX477's (12-bit ADC);
+- clouds: ``transparency`` (1 clear, 0 overcast) dims the stars, for tests of a sky the solver
+  cannot read;
 - while the mount is not tracking, the sky turns past the camera at the sidereal rate (the real
   sky through the projection, so it rotates about the pole; the random field slides along x);
   while it tracks, the real sky holds apart from the stepper's sawtooth: it drifts for a step's
@@ -256,6 +258,8 @@ class SimulatedSky:
         self.exposure_s = 1 / 30
         self.gain = 8.0
         self.frame_type = "light"  # what is in front of the lens: see render_luminance
+        # The share of the stars' light that clouds let through (1: a clear night); tests set it.
+        self.transparency = 1.0
 
         width, height = PREVIEW_SIZE
         self._pad = math.ceil(4 * self.sigma) + 1  # stamps never leave the padded canvas
@@ -663,7 +667,7 @@ class SimulatedSky:
         pad = self._pad
         # A trail runs from the star's position at exposure start to where it is at the end.
         x_start = self._frame_x(offset - trail)
-        electrons = self._star_flux * exposure_s
+        electrons = self._star_flux * (exposure_s * self.transparency)
         visible = (x_start > -pad - trail) & (x_start < width + pad)
         # Skip stars far below the noise: invisible, and most of the cost.
         visible &= electrons * adu_per_e > 0.02
@@ -745,7 +749,8 @@ class SimulatedSky:
         flux = field.flux_e_per_s[near]
         if stars and len(near):
             for a, b, share in pieces:
-                self._draw_piece(canvas, placed[a], placed[b], flux * (exposure_s * share), adu_per_e, sigma_bg_e)
+                electrons = flux * (exposure_s * share * self.transparency)
+                self._draw_piece(canvas, placed[a], placed[b], electrons, adu_per_e, sigma_bg_e)
         inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1) & stars
         drawn = near[inside]
         return SkyTruth(

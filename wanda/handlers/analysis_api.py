@@ -38,6 +38,29 @@ async def fresh_analysis(app: web.Application) -> dict[str, Any]:
         raise WandaError(ErrorCode.NO_FRAME, f"no analysed frame within {wait:.1f} s") from None
 
 
+async def analysis_after(app: web.Application, since: float) -> dict[str, Any]:
+    """The analysis of a live frame whose whole exposure came after Unix time ``since`` (a frame's
+    timestamp is the end of its exposure): the first once the mount has stopped moving. NO_FRAME
+    when none comes in time."""
+    analysis = app[ANALYSIS]
+    camera = app[CAMERA]
+    exposure = camera.backend.exposure_s
+    # The frame under way at ``since`` may still end, then the next must be exposed and analysed.
+    wait = 2 * max(1.0 / camera.max_fps, exposure) + 2 * analysis.interval + WAIT_MARGIN_S
+    try:
+        async with asyncio.timeout(wait):
+            while True:
+                analysis.hold(HOLD_S)
+                latest = analysis.latest
+                if latest is not None and latest["timestamp"] - exposure >= since:
+                    return latest
+                await analysis.next_result()
+    except TimeoutError:
+        raise WandaError(
+            ErrorCode.NO_FRAME, f"no frame exposed after the move was analysed within {wait:.1f} s"
+        ) from None
+
+
 @routes.get("/api/analysis")
 async def get_analysis(request: web.Request) -> web.Response:
     return ok(await fresh_analysis(request.app))

@@ -142,6 +142,16 @@ def build_spec(limits: Limits) -> dict[str, Any]:
         },
         ["action"],
     )
+    centre = _object(
+        {
+            "target": {"type": "string", "minLength": 1, "maxLength": 64, "description": "a name: M31, NGC 7000"},
+            "ra": {"type": "number", "minimum": 0, "maximum": 360, "description": "J2000 degrees (with dec)"},
+            "dec": {"type": "number", "minimum": -90, "maximum": 90},
+            "tolerance_arcmin": {"type": "number", "minimum": 0.1, "maximum": 600, "default": 2},
+            "rounds": {"type": "integer", "minimum": 1, "maximum": 20, "default": 6},
+            "max_move_deg": {"type": "number", "minimum": 0.1, "maximum": 180, "default": 30},
+        }
+    )
     folder_query = {"name": "folder", "in": "query", "required": False, "schema": {"type": "string"}}
     capture_path = {"name": "path", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
     jpeg = {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}
@@ -258,6 +268,21 @@ def build_spec(limits: Limits) -> dict[str, Any]:
         "/api/mount/status": {"get": _operation("tracking state and step timing", {200: _ok()})},
         "/api/mount/tracking": {
             "post": _operation("start or stop tracking", {200: _ok()}, 400, 403, 503, requestBody=_json_body(tracking))
+        },
+        "/api/mount/center": {
+            "post": _operation(
+                "centre a target in RA: solve, step the RA axis, repeat; answers when it ends (Dec by hand)",
+                {200: _ok()},
+                400,
+                403,
+                404,
+                409,
+                422,
+                503,
+                requestBody=_json_body(centre),
+            ),
+            "get": _operation("the running or last centring", {200: _ok()}),
+            "delete": _operation("stop a running centring", {200: _ok()}, 403),
         },
         "/api/session/status": {"get": _operation("the running or last session", {200: _ok()})},
         "/api/session/start": {

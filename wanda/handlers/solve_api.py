@@ -12,7 +12,7 @@ from aiohttp import web
 from wanda.astro.measure import analyse
 from wanda.errors import ErrorCode, WandaError
 from wanda.events import Subscriber
-from wanda.handlers.analysis_api import fresh_analysis
+from wanda.handlers.analysis_api import analysis_after, fresh_analysis
 from wanda.handlers.camera_api import read_json
 from wanda.handlers.captures import RENDERS
 from wanda.handlers.envelope import ok
@@ -42,19 +42,28 @@ def _stars_of_capture(root: Any, path: str) -> tuple[list[dict[str, Any]], int, 
 async def solve(app: web.Application, body: Any) -> dict[str, Any]:
     body = json_object(body if body is not None else {})
     known_fields(body, ["path"])
-    service = app[SOLVE]
-    if "path" in body:
-        path = body["path"]
-        if not isinstance(path, str) or not path:
-            raise WandaError(ErrorCode.VALIDATION_ERROR, "path: must be a capture's path, such as M42/light_0001.fits")
-        async with app[RENDERS]:  # a FITS frame takes hundreds of MB while it is decoded
-            stars, width, height = await asyncio.to_thread(_stars_of_capture, app[CAPTURES], path)
-        source: dict[str, Any] = {"kind": "capture", "path": path}
-    else:
-        frame = await fresh_analysis(app)
-        stars, width, height = frame["stars"], frame["width"], frame["height"]
-        source = {"kind": "preview", "timestamp": frame["timestamp"]}
-    result: dict[str, Any] = await service.submit(stars, width, height, source)
+    if "path" not in body:
+        return await solve_live(app)
+    path = body["path"]
+    if not isinstance(path, str) or not path:
+        raise WandaError(ErrorCode.VALIDATION_ERROR, "path: must be a capture's path, such as M42/light_0001.fits")
+    async with app[RENDERS]:  # a FITS frame takes hundreds of MB while it is decoded
+        stars, width, height = await asyncio.to_thread(_stars_of_capture, app[CAPTURES], path)
+    return await _solved(app, stars, width, height, {"kind": "capture", "path": path})
+
+
+async def solve_live(app: web.Application, after: float | None = None) -> dict[str, Any]:
+    """The solution of the live view: of a frame taken lately, or of one exposed wholly after Unix
+    time ``after`` (the mount has moved). SOLVE_FAILED when it is not solved."""
+    frame = await (fresh_analysis(app) if after is None else analysis_after(app, after))
+    source = {"kind": "preview", "timestamp": frame["timestamp"]}
+    return await _solved(app, frame["stars"], frame["width"], frame["height"], source)
+
+
+async def _solved(
+    app: web.Application, stars: list[dict[str, Any]], width: int, height: int, source: dict[str, Any]
+) -> dict[str, Any]:
+    result: dict[str, Any] = await app[SOLVE].submit(stars, width, height, source)
     if not result["solved"]:
         raise WandaError(ErrorCode.SOLVE_FAILED, f"not solved: {result['message']}", data=result)
     return result
