@@ -202,6 +202,54 @@ def test_a_saturated_star_counts_once_and_does_not_spoil_the_hfr():
     assert result["saturated_stars"] == 1 and result["hfr"] == pytest.approx(2.0, rel=0.06)
 
 
+@pytest.mark.parametrize("phase", [(0.5, 0.5), (0.1, 0.8), (0.75, 0.3), (0.0, 0.0)])
+def test_saturated_stars_are_found_once_at_their_middle_and_rank_by_their_light(phase):
+    """What a plate solver matches first: the brightest stars. Clipped flat tops, wider than the
+    3x3 search, must give one star each, at the middle of the clipped profile (the first moment
+    about the top's first pixel is up to a pixel off), and the brighter star first."""
+    image = sky_image(noise=1.5)
+    px, py = phase
+    add_star(image, 200 + px, 150 + py, 3_000_000, 3)  # a top far above 255: about 7 px across
+    add_star(image, 400 + px, 250 + py, 300_000, 3)  # fainter, still clipped
+    add_star(image, 100 + px, 300 + py, flux_for_peak(60, 3), 3)  # not clipped
+    result = analyse(as_8bit(image), 255)
+    assert result["star_count"] == 3 and result["saturated_stars"] == 2
+    first, second, third = result["stars"]
+    assert (first["x"], first["y"]) == (pytest.approx(200 + px, abs=0.1), pytest.approx(150 + py, abs=0.1))
+    assert (second["x"], second["y"]) == (pytest.approx(400 + px, abs=0.1), pytest.approx(250 + py, abs=0.1))
+    assert first["flux"] > second["flux"] > third["flux"]
+
+
+def test_the_brightest_simulated_stars_are_listed_where_the_truth_has_them():
+    """A one-second frame of the real sky through the 135 mm lens: dozens of clipped stars among
+    the brightest listed, each once and within a tenth of a pixel of the truth's star (the
+    stars of the Trapezium and other close pairs are one blob to any detector: those are left out
+    of the errors)."""
+    sky = SimulatedSky(pointing=(83.82, -5.39, 0.0), focal_length_mm=135, fillers=False)
+    sky.set_tracking(True)
+    image = sky.render_luminance(1.0, 8.0).astype(np.uint8)
+    truth = sky.truth()
+    result = analyse(image, 255)
+    listed = np.array([(s["x"], s["y"]) for s in result["stars"]])
+    clipped = [bool(image[round(y) - 1 : round(y) + 2, round(x) - 1 : round(x) + 2].max() == 255) for x, y in listed]
+    errors = []
+    for (x, y), is_clipped in zip(listed, clipped, strict=True):
+        distance = np.hypot(truth.x - x, truth.y - y)
+        near = np.flatnonzero(distance < 3)
+        merged = (distance < 5).sum() >= 2  # two clipped tops that touch are one blob
+        assert near.size or merged, (x, y)  # every listed star is a star
+        if not near.size:
+            continue
+        star = near[np.argmax(truth.flux_e_per_s[near])]
+        neighbours = np.hypot(truth.x - truth.x[star], truth.y - truth.y[star]) < 8
+        blended = (truth.flux_e_per_s[neighbours] > 0.01 * truth.flux_e_per_s[star]).sum() > 1
+        if is_clipped and not blended:
+            errors.append(distance[star])
+    assert len(errors) >= 10 and np.median(errors) < 0.05 and max(errors) < 0.2, sorted(errors)[-5:]
+    separations = np.hypot(*(listed[:, None, :] - listed[None, :, :]).transpose(2, 0, 1))
+    assert separations[np.triu_indices(len(listed), 1)].min() >= 3  # no star twice
+
+
 def test_a_reduced_image_reports_full_frame_pixels():
     image = sky_image(noise=1.0)
     add_star(image, 300.5, 200.5, flux_for_peak(80, 4), 4)

@@ -36,6 +36,9 @@ MAX_CANDIDATES = 3000  # brightest local maxima examined (a frame of noise must 
 MAX_MEASURED = 100  # stars whose HFR is measured (the brightest unsaturated ones)
 MIN_MEASURE_SNR = 15.0  # peak SNR a star needs for its HFR to count
 MEASURE_BELOW = 0.5  # of full scale: the brightest pixel of a star whose HFR counts
+BRIGHT_WING = 3  # px of wing around a bright star's top in the disk its centroid is taken in
+MAX_BRIGHT_RADIUS = 30  # px: that disk's largest radius
+MAX_BRIGHT_SHIFT = 1.5  # px: a bright star's centroid moving further took in a neighbour
 BRIGHTEST_LISTED = 50
 HOT_PIXEL_RATIO = 0.12  # a candidate whose neighbours hold less than this share of its peak is a hot pixel
 RADIAL_BINS_PER_PX = 4
@@ -266,27 +269,85 @@ def find_stars(image: np.ndarray, stats: Statistics, full_scale: int) -> Stars:
         cx[measurable], cy[measurable], hfr[measurable], fwhm[measurable], flux[measurable] = _measure(
             image, cx[measurable], cy[measurable], noise
         )
-        typical_fwhm = np.nanmedian(fwhm[measurable]) if np.isfinite(fwhm[measurable]).any() else 0.0
-        if 0.6 * typical_fwhm > 3.0:
-            # Broad stars have flat tops where noise makes several maxima: one star per 0.6 FWHM
-            # (closer pairs are one blob to any detector).
-            keep = _not_near_brighter(cx, cy, 0.6 * typical_fwhm)
-            cx, cy, flux, peak, hfr, fwhm, saturated = (a[keep] for a in (cx, cy, flux, peak, hfr, fwhm, saturated))
+    typical_fwhm = np.nanmedian(fwhm[measurable]) if measurable.size and np.isfinite(fwhm[measurable]).any() else 0.0
+    # The bright stars (and the clipped ones) have no HFR, but their places matter most: they are
+    # what a plate solver matches first. The 5x5 moment about the first of a flat top's pixels is
+    # pulled towards it by up to a pixel; moments in a disk wide enough for the wings, recentred,
+    # find the middle of the (symmetric) clipped profile, and the disk's flux ranks them rightly.
+    bright = np.flatnonzero(centre >= MEASURE_BELOW * full_scale)
+    if bright.size:
+        # The disk reaches BRIGHT_WING px of wing past the clipped top (its half-width along the
+        # row and the column: a neighbour's top is not counted): 5 px for an unclipped star, 8
+        # for a top 5 px across.
+        top_x, top_y, half_width = _clipped_top(image, ys[bright], xs[bright], full_scale)
+        clipped = half_width > 0
+        cx[bright] = np.where(clipped, top_x, cx[bright])  # the top's middle, to start from
+        cy[bright] = np.where(clipped, top_y, cy[bright])
+        radii = np.clip(half_width + BRIGHT_WING, BRIGHT_WING + 2, MAX_BRIGHT_RADIUS)
+        for radius in np.unique(radii):
+            group = bright[radii == radius]
+            gx, gy = cx[group], cy[group]
+            for _ in range(3):
+                gx, gy, _hfr, _fwhm, group_flux = _radial(image, gx, gy, int(radius), noise)
+            # A disk that took in a close neighbour's light drifts towards it: such a pair keeps
+            # the first estimates (a blend is no better placed by either).
+            alone = np.hypot(gx - cx[group], gy - cy[group]) <= MAX_BRIGHT_SHIFT
+            cx[group] = np.where(alone, gx, cx[group])
+            cy[group] = np.where(alone, gy, cy[group])
+            flux[group] = np.where(alone & (group_flux > 0), group_flux, flux[group])
+    # Noise on a star's flat or broad top makes several maxima; recentred they meet. One star per
+    # 3 px, or per 0.6 FWHM of broad stars (closer pairs are one blob to any detector).
+    keep = _not_near_brighter(cx, cy, max(3.0, 0.6 * typical_fwhm))
+    cx, cy, flux, peak, hfr, fwhm, saturated = (a[keep] for a in (cx, cy, flux, peak, hfr, fwhm, saturated))
     return Stars(cx, cy, flux, peak, hfr, fwhm, saturated)
 
 
-def _not_near_brighter(x: np.ndarray, y: np.ndarray, radius: float, chunk: int = 512) -> np.ndarray:
-    """For stars in order of brightness: those with no brighter one within ``radius``."""
-    keep = np.ones(x.size, bool)
+def _not_near_brighter(x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
+    """For stars in order of brightness: those with no brighter one within ``radius``. A sweep
+    along x: each star against its k-th neighbour in x for k = 1, 2, ... while any pair is still
+    within ``radius`` in x (a few dozen passes over the list, not its thousands squared)."""
+    order = np.argsort(x, kind="stable")
+    xs, ys = x[order], y[order]
     limit = radius * radius
-    for start in range(0, x.size, chunk):
-        stop = min(start + chunk, x.size)
-        dx = x[start:stop, None] - x[None, :stop]
-        dy = y[start:stop, None] - y[None, :stop]
-        near = dx * dx + dy * dy <= limit
-        brighter = np.arange(stop)[None, :] < np.arange(start, stop)[:, None]
-        keep[start:stop] = ~(near & brighter).any(axis=1)
-    return keep
+    drop = np.zeros(x.size, bool)
+    for k in range(1, x.size):
+        dx = xs[k:] - xs[:-k]
+        close = dx <= radius
+        if not close.any():
+            break  # x is sorted: the pairs further apart in the order are further apart in x too
+        dy = ys[k:] - ys[:-k]
+        near = close & (dx * dx + dy * dy <= limit)
+        drop[np.maximum(order[:-k][near], order[k:][near])] = True  # the fainter of each pair
+    return ~drop
+
+
+def _clipped_top(
+    image: np.ndarray, ys: np.ndarray, xs: np.ndarray, full_scale: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The middle of each star's run of full-scale pixels through (ys, xs) along its row and its
+    column, taken twice (from the first pixel of a flat top, then from the middle found), and how
+    far the run reaches from it (0 for a star that is not clipped): the top of a neighbour is not
+    part of the run."""
+    mid_x, mid_y = xs.astype(np.float64), ys.astype(np.float64)
+    reach = np.zeros(len(ys), np.int64)
+    for _ in range(2):
+        at_y, at_x = np.round(mid_y).astype(np.int64), np.round(mid_x).astype(np.int64)
+        runs = []
+        for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+            run = np.zeros(len(ys), np.int64)
+            running = _pixels(image, at_y, at_x) >= full_scale
+            for k in range(1, MAX_BRIGHT_RADIUS):
+                running &= _pixels(image, at_y + k * dy, at_x + k * dx) >= full_scale
+                if not running.any():
+                    break
+                run += running
+            runs.append(run)
+        right, left, down, up = runs
+        clipped = _pixels(image, at_y, at_x) >= full_scale
+        mid_x = np.where(clipped, at_x + (right - left) / 2, mid_x)
+        mid_y = np.where(clipped, at_y + (down - up) / 2, mid_y)
+        reach = np.where(clipped, np.maximum.reduce(runs) + 1, 0)
+    return mid_x, mid_y, reach
 
 
 def _pixels(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
