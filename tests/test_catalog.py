@@ -55,7 +55,7 @@ def test_the_wheels_misfiled_fields_are_not_taken_for_proper_motions(catalogue):
 def test_proper_motions_are_hipparcos_own_and_bring_its_places_to_gaias(catalogue):
     """Barnard's star: the motion is Hipparcos 2's, and Hipparcos' 1991.25 place moved by it to
     2016.0 is Gaia's to a few milliarcseconds (two independent catalogues agree)."""
-    hipparcos = catalog_module._read_hipparcos()
+    hipparcos = catalog_module.read_hipparcos()
     row = int(np.flatnonzero(hipparcos["hip"] == 87937)[0])
     barnard = star(catalogue, BARNARD)
     assert catalogue.hip[barnard] == 87937

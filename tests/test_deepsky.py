@@ -71,3 +71,41 @@ def test_a_search_box_gets_messier_objects_first(deepsky):
     assert deepsky.search("Andromeda Galaxy")[0].designation == "M31"
     typed = deepsky.search("ngc")  # a catalogue's name in lower case, still being typed
     assert typed and all(o.ngc for o in typed)
+
+
+# SIMBAD's J2000 places (epoch 2000) and motions of three named stars: a catalogue other than the
+# Hipparcos 2 file the names are placed from. (ra, dec, pm_ra_cosdec, pm_dec mas/yr, parallax mas,
+# radial velocity km/s)
+SIMBAD = {
+    "Vega": (279.23473479, 38.78368896, 200.94, 286.23, 130.23, -20.60),
+    "Betelgeuse": (88.79293899, 7.40706399, 27.54, 11.30, 6.55, 21.91),
+    "Sirius": (101.28715533, -16.71611586, -546.01, -1223.07, 379.21, -5.50),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SIMBAD))
+def test_a_named_star_is_found_by_name_at_its_place_of_the_date_as_astropy_moves_simbads(name):
+    from astropy.time import Time
+
+    epoch = 2026.9
+    found = DeepSky.load(epoch=epoch).find(name.lower())
+    assert found is not None and (found.designation, found.type) == (name, "star")
+    ra, dec, pm_ra, pm_dec, parallax, rv = SIMBAD[name]
+    moved = SkyCoord(
+        ra * u.deg,
+        dec * u.deg,
+        pm_ra_cosdec=pm_ra * u.mas / u.yr,
+        pm_dec=pm_dec * u.mas / u.yr,
+        distance=(1000 / parallax) * u.pc,
+        radial_velocity=rv * u.km / u.s,
+        obstime=Time(2000.0, format="jyear"),
+    ).apply_space_motion(new_obstime=Time(epoch, format="jyear"))
+    assert SkyCoord(found.ra * u.deg, found.dec * u.deg).separation(moved).arcsec < 1.0
+    assert found.magnitude < 1.5
+
+
+def test_named_stars_by_their_other_name_and_hipparcos_number_and_in_a_field(deepsky):
+    assert deepsky.find("Hadar") is deepsky.find("Agena") and deepsky.find("Hadar").common_names
+    assert deepsky.find("HIP 91262").designation == "Vega"
+    belt = {o.designation for o, _ in deepsky.within(84.05, -1.2, 2.0) if o.type == "star"}
+    assert {"Alnitak", "Alnilam", "Mintaka"} <= belt

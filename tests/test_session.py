@@ -87,6 +87,7 @@ async def test_a_timed_session_spreads_its_frames_over_the_time(client, config):
     assert status["status"] == "completed" and status["mode"] == "timed"
     # Late only if a frame overran its slot (a busy machine may make one): never for nothing.
     assert status["late"] is (status["lateness_s"] > 0)
+
     def unix(stamp: str) -> float:
         return time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) + float(stamp[19:-1])
 

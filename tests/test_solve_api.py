@@ -67,6 +67,21 @@ async def test_the_objects_in_the_solved_frame_are_where_the_simulated_sky_draws
         assert -reach <= item["x"] <= 1439 + reach and -reach <= item["y"] <= 1079 + reach
 
 
+async def test_the_named_stars_in_the_solved_frame_are_where_the_simulated_sky_draws_them(make_client):
+    client = await make_client(sim_ra="84.05", sim_dec=-1.2)  # Orion's belt
+    await client.post("/api/mount/tracking", json={"action": "start"})
+    assert (await client.post("/api/solve")).status == 200
+    data = (await (await client.get("/api/objects", params={"in_view": "1"})).json())["data"]
+    stars = {o["name"]: o for o in data["objects"] if o["type"] == "star"}
+    assert {"Alnitak", "Alnilam", "Mintaka"} <= set(stars)
+    truth = client.app[CAMERA].backend.truth()
+    for star in stars.values():
+        drawn = np.argmin(np.hypot(truth.x - star["x"], truth.y - star["y"]))  # the star the sky drew there
+        assert np.hypot(truth.x[drawn] - star["x"], truth.y[drawn] - star["y"]) < 5  # the sawtooth: 3 px a step
+        assert truth.magnitude[drawn] < 3.5 and star["magnitude"] < 3.5
+    assert data["objects"][0]["type"] == "star"  # the brightest first: a second-magnitude star
+
+
 async def test_a_saved_capture_is_solved_by_its_path(client):
     await client.post("/api/mount/tracking", json={"action": "start"})
     await client.post("/api/camera/settings", json={"exposure_seconds": 0.5, "file_format": "jpeg+fits"})

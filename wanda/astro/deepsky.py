@@ -1,5 +1,7 @@
 """The deep sky by name and by place: OpenNGC (Messier, NGC, IC and addenda such as the
-Pleiades), as the `pyongc` package ships it in its SQLite file.
+Pleiades), as the `pyongc` package ships it in its SQLite file, and the named bright stars
+(wanda/astro/named_stars.py: "Vega", "Betelgeuse", as type "star", their Hipparcos number as the
+catalogue name).
 
 Read once (one query, a tenth of a second: pyongc's own object-by-object API takes seconds for
 all 14,000) into arrays, then:
@@ -18,10 +20,14 @@ from __future__ import annotations
 import math
 import re
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from wanda.astro.named_stars import named_stars
+from wanda.astro.sidereal import julian_epoch
 
 TYPES = {
     "*": "star",
@@ -132,8 +138,9 @@ class DeepSky:
         self._unit = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=1)
 
     @classmethod
-    def load(cls, path: Path | None = None) -> DeepSky:
-        """From pyongc's database (``path``: another copy of it)."""
+    def load(cls, path: Path | None = None, *, epoch: float | None = None) -> DeepSky:
+        """From pyongc's database (``path``: another copy of it), with the named stars at the
+        Julian ``epoch`` (default: now; their proper motions move a few arcseconds a decade)."""
         if path is None:
             from pyongc import ongc  # the package's own copy of OpenNGC
 
@@ -165,7 +172,7 @@ class DeepSky:
                     ic=f"IC {int(name[2:6])}{name[6:]}" if name.startswith("IC") else _cross("IC", ic),
                 )
             )
-        return cls(objects)
+        return cls(objects + _star_objects(julian_epoch(time.time()) if epoch is None else epoch))
 
     def find(self, query: str) -> DeepSkyObject | None:
         """The object named ``query`` (any of its names, any spelling), or None."""
@@ -193,3 +200,26 @@ class DeepSky:
         inside = np.flatnonzero(separation <= radius)
         order = inside[np.argsort(separation[inside])]
         return [(self.objects[i], float(separation[i])) for i in order]
+
+
+def _star_objects(epoch: float) -> list[DeepSkyObject]:
+    """The named stars as objects of the catalogue: found by any of their names or HIP number."""
+    return [
+        DeepSkyObject(
+            name=f"HIP {star.hip}",
+            designation=star.names[0],
+            type="star",
+            ra=star.ra,
+            dec=star.dec,
+            magnitude=star.magnitude,
+            major_arcmin=None,
+            minor_arcmin=None,
+            position_angle=None,
+            constellation=None,
+            common_names=star.names[1:],
+            messier=None,
+            ngc=None,
+            ic=None,
+        )
+        for star in named_stars(epoch)
+    ]

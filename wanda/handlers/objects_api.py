@@ -1,5 +1,6 @@
 """What is in the sky by name: `GET /api/objects?q=M31` (and `objects.find` over the WebSocket),
-from OpenNGC (wanda/astro/deepsky.py), with where it stands now from the site and the clock."""
+from OpenNGC and the named bright stars (wanda/astro/deepsky.py), with where it stands now from the
+site and the clock; and what the solved frame contains (`?in_view=1`)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ async def find(app: web.Application, query: Any) -> dict[str, Any]:
         hint = f": did you mean {', '.join(suggestions[:5])}?" if suggestions else ""
         raise WandaError(
             ErrorCode.NOT_FOUND,
-            f"no object named {query.strip()!r} in OpenNGC (Messier, NGC, IC and common names){hint}",
+            f"no object named {query.strip()!r} in OpenNGC (Messier, NGC, IC and common names) "
+            f"or the named stars{hint}",
             data={"suggestions": suggestions},
         )
     site = app[SITE].current
