@@ -271,3 +271,13 @@ def test_accuracy_against_the_simulated_sky(fwhm):
     result = analyse(image, 255)
     assert result["hfr"] == pytest.approx(fwhm / 2, rel=0.10)
     assert result["star_count"] == pytest.approx(truth.count_above(5), rel=0.10)
+
+
+def test_a_clipped_star_cut_by_the_frames_edge_is_listed_on_the_frame():
+    image = sky_image((400, 640), noise=1.5)
+    add_star(image, 594.5, 100.5, 3_000_000, 3)  # its clipped top reaches the right edge
+    image = image[:, :599]
+    result = analyse(as_8bit(image), 255)
+    assert result["star_count"] == 1 and result["saturated_stars"] == 1
+    (star,) = result["stars"]
+    assert 590 <= star["x"] <= 598 and star["y"] == pytest.approx(100.5, abs=0.5)

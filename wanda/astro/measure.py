@@ -292,6 +292,8 @@ def find_stars(image: np.ndarray, stats: Statistics, full_scale: int) -> Stars:
             # A disk that took in a close neighbour's light drifts towards it: such a pair keeps
             # the first estimates (a blend is no better placed by either).
             alone = np.hypot(gx - cx[group], gy - cy[group]) <= MAX_BRIGHT_SHIFT
+            # A star cut by the frame's edge stays on it (its disk reads the edge's pixels again).
+            alone &= (gx >= 0) & (gx <= image.shape[1] - 1) & (gy >= 0) & (gy <= image.shape[0] - 1)
             cx[group] = np.where(alone, gx, cx[group])
             cy[group] = np.where(alone, gy, cy[group])
             flux[group] = np.where(alone & (group_flux > 0), group_flux, flux[group])
@@ -337,7 +339,9 @@ def _clipped_top(
             run = np.zeros(len(ys), np.int64)
             running = _pixels(image, at_y, at_x) >= full_scale
             for k in range(1, MAX_BRIGHT_RADIUS):
-                running &= _pixels(image, at_y + k * dy, at_x + k * dx) >= full_scale
+                y, x = at_y + k * dy, at_x + k * dx
+                inside = (y >= 0) & (y < image.shape[0]) & (x >= 0) & (x < image.shape[1])
+                running &= inside & (_pixels(image, y, x) >= full_scale)  # a top cut by the edge ends there
                 if not running.any():
                     break
                 run += running
