@@ -103,6 +103,28 @@ async def test_a_capped_telescope_is_too_few_stars_said_plainly(client):
     assert body["data"]["reason"] == "too_few_stars" and body["error"].startswith("not solved: ")
 
 
+async def test_clouds_are_a_clear_failure_and_the_sky_solves_again_when_they_pass(client):
+    sky = client.app[CAMERA].backend
+    sky.transparency = 0.002  # thick cloud: the brightest stars a few sigma, the rest gone
+    response = await client.post("/api/solve")
+    body = await response.json()
+    assert (response.status, body["code"]) == (422, "SOLVE_FAILED")
+    assert body["data"]["reason"] in ("too_few_stars", "not_found") and body["error"].startswith("not solved: ")
+    assert body["data"]["stars"] < 10
+    sky.transparency = 1.0
+    await client.post("/api/mount/tracking", json={"action": "start"})
+
+    async def clear() -> bool:  # the live view's analysis sees the stars again
+        return (await (await client.get("/api/analysis")).json())["data"]["star_count"] > 20
+
+    for _ in range(100):  # waits for the event: frames taken after the clouds went
+        if await clear():
+            break
+        await asyncio.sleep(0.1)
+    response = await client.post("/api/solve")
+    assert response.status == 200, await response.json()
+
+
 async def test_continuous_mode_solves_each_new_frame_while_someone_listens(client):
     ws = await client.ws_connect("/ws")
     await ws.send_json({"id": 1, "action": "subscribe", "params": {"topics": ["solve"]}})

@@ -478,3 +478,23 @@ def test_the_index_packages_an_optic_needs(tycho2_10_19, focal, needed):
 def test_a_partly_installed_package_is_not_installed(tycho2_10_19):
     os.remove(tycho2_10_19 / "index-4113.fits")
     assert missing_packages(18.0, W, H, dirs=[tycho2_10_19]) == ["astrometry-data-tycho2-10-19"]
+
+
+@pytest.mark.slow
+def test_a_blind_solve_of_a_simulated_frame_finds_where_the_simulator_points(solver):
+    """The live view's whole chain, with no hint: the simulated sky's frame (the catalogue's stars
+    through the 50 mm lens, noise, a 1 s exposure with clipped stars), the analysis' brightest
+    stars, the solver; compared with the simulator's truth, not with the star lists."""
+    from wanda.astro.measure import analyse
+    from wanda.backends.sky import SimulatedSky
+
+    sky = SimulatedSky(pointing=(310.0, 45.0, 30.0), focal_length_mm=50)  # Cygnus, rolled 30°
+    sky.set_tracking(True)
+    frame = analyse(sky.render_luminance(1.0, 8.0).astype(np.uint8), 255)
+    wcs = sky.truth().pointing.wcs
+    x, y, flux = (np.array([s[k] for s in frame["stars"]]) for k in ("x", "y", "flux"))
+    solution = solved(solver.solve(x, y, flux, W, H))
+    centre = wcs.sky_to_pixel(np.array([solution.ra]), np.array([solution.dec]))
+    assert np.hypot(centre[0][0] - (W - 1) / 2, centre[1][0] - (H - 1) / 2) < 1.0  # under a pixel
+    assert abs((solution.roll - wcs.roll + 180) % 360 - 180) < 0.1
+    assert solution.scale == pytest.approx(wcs.scale, rel=0.005) and not solution.mirrored
