@@ -151,3 +151,53 @@ async def test_bad_centring_requests_are_refused(client, body, field):
 async def test_an_unknown_target_name_is_a_404_with_suggestions(client):
     response = await client.post("/api/mount/center", json={"target": "M 999"})
     assert response.status == 404 and (await response.json())["code"] == "NOT_FOUND"
+
+
+async def centring_under_way(client) -> asyncio.Future:
+    """A centring 5° away (340 steps, half a minute), once its move has begun."""
+    ra, dec = truth_centre(client)
+    running = asyncio.ensure_future(client.post("/api/mount/center", json={"ra": (ra + 5) % 360, "dec": dec}))
+    await wait_until(lambda: client.app[MOUNT].status()["moving"] > 0, attempts=400)
+    return running
+
+
+async def test_stopping_tracking_stops_a_centring_and_the_mount(client):
+    running = await centring_under_way(client)
+    stopped = await client.post("/api/mount/tracking", json={"action": "stop"})
+    assert stopped.status == 200
+    body = await (await running).json()
+    assert body["data"]["reason"] == "stopped"
+    status = client.app[MOUNT].status()
+    assert not status["tracking"] and status["moving"] == 0 and not status["coils_on"]
+
+
+async def test_no_session_starts_while_a_centring_moves_the_mount(client):
+    running = await centring_under_way(client)
+    for path in ("/api/session/start", "/api/session/resume"):
+        refused = await client.post(path, json={"name": "during", "total_images": 1} if "start" in path else {})
+        assert (refused.status, (await refused.json())["code"]) == (409, "MOUNT_BUSY")
+    await client.delete("/api/mount/center")
+    await running
+
+
+async def test_a_centring_stopped_before_it_began_still_answers_over_the_websocket(client):
+    ws = await client.ws_connect("/ws")
+    ra, dec = truth_centre(client)
+    await ws.send_json({"id": 1, "action": "mount.center", "params": {"ra": (ra + 1) % 360, "dec": dec}})
+    await ws.send_json({"id": 2, "action": "mount.center_stop"})
+    replies = {}
+    while len(replies) < 2:
+        message = await ws.receive_json(timeout=30)
+        if "id" in message:
+            replies[message["id"]] = message
+    assert replies[2]["ok"] is True
+    assert replies[1]["ok"] is False and replies[1]["error"]["code"] == "CENTRE_FAILED"
+    state = (await (await client.get("/api/mount/center")).json())["data"]
+    assert state["running"] is False and state["reason"] == "stopped"
+    await ws.close()
+
+
+async def test_a_non_string_target_is_named_in_the_error(client):
+    response = await client.post("/api/mount/center", json={"target": 31})
+    body = await response.json()
+    assert response.status == 400 and body["error"].startswith("target: ")

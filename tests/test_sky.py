@@ -459,6 +459,31 @@ def test_following_a_mount_the_sky_turns_with_its_real_steps_late_ones_and_moves
     assert max(b for _, b, _ in path) - min(a for a, _, _ in path) <= 3.523 + 1e-6
 
 
+def test_following_a_mount_a_preview_frame_has_the_steps_made_during_its_exposure():
+    """A preview is drawn once its exposure has ended: a move's steps that came during it are in
+    it (a frame drawn ahead would put the stars where they were before the move)."""
+    clock = FakeClock()
+    sky = catalogue_sky(clock, fillers=False)
+    stepped = sky.follow_mount(3.523, tracking_clockwise=True)
+    sky.set_controls(exposure_s=0.05)
+
+    class MoveDuringTheExposure:
+        """The camera thread's wait for the frame: ten steps against the sky come meanwhile."""
+
+        def wait(self, timeout: float) -> bool:
+            clock.advance(timeout)
+            for k in range(10):  # at the exposure's start: the whole exposure sees the moved sky
+                stepped(clock.now - 0.0499 + k * 0.0001, -1)
+            return False
+
+    sky.render_luminance(0.0001, 8)
+    start_ra = sky.truth().pointing.ra_of_date
+    frame = sky.capture_preview(MoveDuringTheExposure(), 30)
+    assert frame is not None
+    moved = (sky.truth().pointing.ra_of_date - start_ra) * 3600
+    assert moved == pytest.approx(10 * 3.523 * SIDEREAL_ARCSEC_PER_S, rel=0.03)
+
+
 def test_a_tracked_exposure_longer_than_a_step_spreads_the_light_over_the_step():
     """Every star of a 10 s tracked exposure is smeared over one step (53", 2.9 px at 18"/px)
     along the RA direction: at roll 0 along x."""

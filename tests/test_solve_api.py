@@ -181,6 +181,28 @@ async def test_a_newer_list_supersedes_one_still_waiting_never_the_solve_under_w
         service.stop()
 
 
+async def test_a_continuous_frame_never_supersedes_a_solve_somebody_asked_for():
+    """A centring's or a script's solve waits behind the one under way; continuous mode's frames
+    arriving meanwhile are the ones left out."""
+    solver = BlockingSolver()
+    service = SolveService(asyncio.get_running_loop(), solver, lambda result: None, lambda width: 18.0)
+    service.continuous = True
+    service.start()
+    try:
+        star = {"x": 1.0, "y": 1.0, "flux": 1.0}
+        frame = {"stars": [star], "width": 100, "height": 100, "timestamp": 1.0}
+        service.offer(frame)  # continuous: being solved
+        await asyncio.to_thread(solver.started.wait, 10)
+        asked = service.submit([star] * 2, 100, 100, {"n": "asked"})
+        for _ in range(3):
+            service.offer(frame)  # the live view's next frames
+        solver.go.set()
+        assert (await asked)["source"] == {"n": "asked"}
+        assert service.superseded == 3 and solver.calls == 2
+    finally:
+        service.stop()
+
+
 async def test_a_still_taken_while_the_mount_tracks_since_a_solve_carries_the_solution(client, config):
     import json
     import re

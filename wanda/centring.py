@@ -17,6 +17,7 @@ events and the end as `center_done`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,8 @@ from wanda.astro.sidereal import SIDEREAL_ARCSEC_PER_S
 from wanda.errors import ErrorCode, WandaError
 from wanda.events import EventBus
 from wanda.mount import MountControl
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE_ARCMIN = 2.0
 DEFAULT_ROUNDS = 6
@@ -110,10 +113,16 @@ class Centring:
             "started": round(time.time(), 3),
         }
         self.state = state  # before the task: a second request finds this one running
-        self._task = asyncio.create_task(
+        task = asyncio.create_task(
             self._centre(state, target, tolerance_arcmin, rounds, max_move_deg), name=f"centre {target.name}"
         )
-        return await asyncio.shield(self._task)
+        self._task = task
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # the caller went away: the centring goes on
+            return self._stopped_before_it_began(state)
 
     async def stop(self) -> None:
         """End a running centring where it is (the move under way stops; tracking goes on)."""
@@ -121,8 +130,14 @@ class Centring:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            if task.cancelled() and self.state is not None and self.state["running"]:
-                self._end(self.state, False, "stopped", "centring was stopped")  # before it began
+            if task.cancelled() and self.state is not None:
+                self._stopped_before_it_began(self.state)
+
+    def _stopped_before_it_began(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A task cancelled before its first step never ran its own ending."""
+        if state["running"]:
+            self._end(state, False, "stopped", "centring was stopped")
+        return state
 
     async def _centre(
         self, state: dict[str, Any], target: Target, tolerance_arcmin: float, rounds: int, max_move_deg: float
@@ -135,6 +150,8 @@ class Centring:
             previous_east: float | None = None
             for number in range(1, rounds + 1):
                 solved = await self._solve_after(since)
+                if not self.mount.tracking:  # stopped while solving: the observer wants the mount still
+                    return self._end(state, False, "stopped", "tracking was stopped: the mount is left where it is")
                 d_ra, east, north = offsets(target, solved["ra"], solved["dec"])
                 steps = round(d_ra * 3600 / self.step_arcsec)
                 round_ = {
@@ -203,6 +220,9 @@ class Centring:
                 ErrorCode.MOUNT_ERROR: "mount_error",
             }
             return self._end(state, False, reasons.get(exc.code, "error"), exc.message)
+        except Exception:  # a defect must not leave the state running for ever
+            log.exception("centring %s failed", target.name)
+            return self._end(state, False, "error", "centring failed (see the server log)")
 
     def _dec_advice(self, north: float, solved: dict[str, Any]) -> str | None:
         """What to tell the observer about Dec, which no motor moves: None when the target is

@@ -2,7 +2,8 @@
 wanda/solver.py one at a time, and what was solved last.
 
 A request puts its star list in a slot of one: a newer one supersedes a list still waiting (its
-caller hears so), never a solve under way. Each solve is hinted as well as it can be: the last
+caller hears so), never a solve under way; a continuous mode's frame never supersedes a list
+somebody asked for. Each solve is hinted as well as it can be: the last
 solution's place (while it is recent) and the configured optic's scale; when a hinted solve does not
 find the field it is tried with the scale alone and then blind (a wrong optic in the configuration,
 a telescope moved far). Results reach the loop with ``call_soon_threadsafe``: kept as ``latest``
@@ -126,7 +127,13 @@ class SolveService:
 
     def _put(self, job: _Job) -> None:
         with self._ready:
-            waiting, self._slot = self._slot, job
+            waiting = self._slot
+            if job.future is None and waiting is not None and waiting.future is not None:
+                # A continuous frame never pushes out a solve somebody asked for (a script, a
+                # centring): it is the one left out.
+                self.superseded += 1
+                return
+            self._slot = job
             self._ready.notify()
         if waiting is not None:
             self.superseded += 1

@@ -38,7 +38,8 @@ MIN_MEASURE_SNR = 15.0  # peak SNR a star needs for its HFR to count
 MEASURE_BELOW = 0.5  # of full scale: the brightest pixel of a star whose HFR counts
 BRIGHT_WING = 3  # px of wing around a bright star's top in the disk its centroid is taken in
 MAX_BRIGHT_RADIUS = 30  # px: that disk's largest radius
-MAX_BRIGHT_SHIFT = 1.5  # px: a bright star's centroid moving further took in a neighbour
+MAX_BRIGHT_SHIFT = 1.5  # px: a clipped star's centroid moving further took in a neighbour
+MAX_UNCLIPPED_SHIFT = 0.5  # px: the same for an unclipped bright star
 BRIGHTEST_LISTED = 50
 HOT_PIXEL_RATIO = 0.12  # a candidate whose neighbours hold less than this share of its peak is a hot pixel
 RADIAL_BINS_PER_PX = 4
@@ -291,7 +292,10 @@ def find_stars(image: np.ndarray, stats: Statistics, full_scale: int) -> Stars:
                 gx, gy, _hfr, _fwhm, group_flux = _radial(image, gx, gy, int(radius), noise)
             # A disk that took in a close neighbour's light drifts towards it: such a pair keeps
             # the first estimates (a blend is no better placed by either).
-            alone = np.hypot(gx - cx[group], gy - cy[group]) <= MAX_BRIGHT_SHIFT
+            # An unclipped star's first estimate is already close: a disk that moved it far took in a
+            # neighbour. A clipped top's middle is within a pixel or so.
+            limit = np.where(clipped[radii == radius], MAX_BRIGHT_SHIFT, MAX_UNCLIPPED_SHIFT)
+            alone = np.hypot(gx - cx[group], gy - cy[group]) <= limit
             # A star cut by the frame's edge stays on it (its disk reads the edge's pixels again).
             alone &= (gx >= 0) & (gx <= image.shape[1] - 1) & (gy >= 0) & (gy <= image.shape[0] - 1)
             cx[group] = np.where(alone, gx, cx[group])

@@ -423,14 +423,20 @@ class SimulatedSky:
         if self._next_due is None or self._next_due < now - interval:
             self._next_due = now + interval
         due = self._next_due
-        if self._pending is None or self._pending[0] != due:
-            # Render during the "exposure" so the frame is ready the moment it is read out.
-            pixels = self._render_rgbx(self.exposure_s, self.gain, self._path(due, self.exposure_s), due)
-            self._pending = (due, pixels)
+        # Render during the "exposure" so the frame is ready the moment it is read out; but a sky
+        # that follows a mount's steps is rendered once they are made (a step or a move during
+        # the exposure must be in it), a render's time after the exposure ends.
+        ahead = self._axis is None
+        if ahead and (self._pending is None or self._pending[0] != due):
+            self._pending = (due, self._render_rgbx(self.exposure_s, self.gain, self._path(due, self.exposure_s), due))
         remaining = due - self._clock()
         if remaining > 0 and wake.wait(remaining):
             return None
-        pixels = self._pending[1]
+        if ahead:
+            assert self._pending is not None
+            pixels = self._pending[1]
+        else:
+            pixels = self._render_rgbx(self.exposure_s, self.gain, self._path(due, self.exposure_s), due)
         self._pending = None
         self._next_due = due + interval
         timestamp = self._wall_clock() - max(0.0, self._clock() - due)

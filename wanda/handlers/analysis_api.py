@@ -18,6 +18,9 @@ routes = web.RouteTableDef()
 # fresh result each time without holding a WebSocket.
 HOLD_S = 10.0
 WAIT_MARGIN_S = 5.0  # on top of a frame's exposure and the analysis interval
+# A frame's timestamp is when it arrived (the Pi's) or its exposure's end (the simulator's): its
+# exposure began at most this much before the timestamp less the exposure.
+READOUT_MARGIN_S = 0.25
 
 
 async def fresh_analysis(app: web.Application) -> dict[str, Any]:
@@ -39,9 +42,9 @@ async def fresh_analysis(app: web.Application) -> dict[str, Any]:
 
 
 async def analysis_after(app: web.Application, since: float) -> dict[str, Any]:
-    """The analysis of a live frame whose whole exposure came after Unix time ``since`` (a frame's
-    timestamp is the end of its exposure): the first once the mount has stopped moving. NO_FRAME
-    when none comes in time."""
+    """The analysis of a live frame whose whole exposure came after Unix time ``since`` (see
+    READOUT_MARGIN_S): the first once the mount has stopped moving. NO_FRAME when none comes in
+    time."""
     analysis = app[ANALYSIS]
     camera = app[CAMERA]
     exposure = camera.backend.exposure_s
@@ -52,7 +55,7 @@ async def analysis_after(app: web.Application, since: float) -> dict[str, Any]:
             while True:
                 analysis.hold(HOLD_S)
                 latest = analysis.latest
-                if latest is not None and latest["timestamp"] - exposure >= since:
+                if latest is not None and latest["timestamp"] - exposure - READOUT_MARGIN_S >= since:
                     return latest
                 await analysis.next_result()
     except TimeoutError:

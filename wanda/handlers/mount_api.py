@@ -26,9 +26,17 @@ async def mount_status(request: web.Request) -> web.Response:
     return ok(request.app[MOUNT].status())
 
 
+async def track(app: web.Application, body: Any) -> dict[str, Any]:
+    """The original tracking command; stopping also stops a centring (the observer wants the mount
+    still, not a move after the next solve)."""
+    if isinstance(body, dict) and body.get("action") == "stop":
+        await app[CENTRING].stop()
+    return await app[MOUNT].apply(body)
+
+
 @routes.post("/api/mount/tracking")
 async def mount_tracking(request: web.Request) -> web.Response:
-    status = await request.app[MOUNT].apply(await read_json(request))
+    status = await track(request.app, await read_json(request))
     return ok(status, "tracking" if status["tracking"] else "tracking stopped")
 
 
@@ -37,6 +45,8 @@ async def _target(app: web.Application, body: dict[str, Any]) -> Target:
     if "target" in body:
         if "ra" in body or "dec" in body:
             raise invalid("target", "give a name or ra and dec, not both")
+        if not isinstance(body["target"], str):
+            raise invalid("target", "must be a name such as M31, NGC 7000 or Vega")
         found = (await find(app, body["target"]))["object"]
         return Target(found["name"], found["ra"], found["dec"])
     if "ra" not in body or "dec" not in body:
@@ -105,7 +115,7 @@ async def _mount_status(app: web.Application, subscriber: Subscriber, params: di
 
 @action("mount.track")
 async def _mount_track(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
-    return await app[MOUNT].apply(params)
+    return await track(app, params)
 
 
 @action("mount.center")

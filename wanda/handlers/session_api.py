@@ -7,11 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
+from wanda.errors import ErrorCode, WandaError
 from wanda.events import Subscriber
 from wanda.handlers.camera_api import read_json
 from wanda.handlers.envelope import ok
 from wanda.handlers.ws import action, no_params
-from wanda.keys import CAPTURES, SESSIONS
+from wanda.keys import CAPTURES, CENTRING, SESSIONS
 from wanda.sessions.form import load_session_config, parse_session_config, save_session_config
 
 routes = web.RouteTableDef()
@@ -22,8 +23,15 @@ async def session_status(request: web.Request) -> web.Response:
     return ok(request.app[SESSIONS].status())
 
 
+def _mount_free(app: web.Application) -> None:
+    """A session's frames need a still mount: none starts while a centring moves it."""
+    if app[CENTRING].running:
+        raise WandaError(ErrorCode.MOUNT_BUSY, "the mount is centring a target: start the session when it is done")
+
+
 @routes.post("/api/session/start")
 async def session_start(request: web.Request) -> web.Response:
+    _mount_free(request.app)
     status = await request.app[SESSIONS].start(await read_json(request))
     return ok({"session_status": status, **status}, f"session {status['folder']} started")
 
@@ -36,6 +44,7 @@ async def session_stop(request: web.Request) -> web.Response:
 
 @routes.post("/api/session/resume")
 async def session_resume(request: web.Request) -> web.Response:
+    _mount_free(request.app)
     status = await request.app[SESSIONS].resume(await read_json(request, required=False))
     return ok({"session_status": status, **status}, f"session {status['folder']} resumed")
 
@@ -66,6 +75,7 @@ async def _session_status(app: web.Application, subscriber: Subscriber, params: 
 
 @action("session.start")
 async def _session_start(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
+    _mount_free(app)
     return await app[SESSIONS].start(params)
 
 
@@ -77,4 +87,5 @@ async def _session_stop(app: web.Application, subscriber: Subscriber, params: di
 
 @action("session.resume")
 async def _session_resume(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
+    _mount_free(app)
     return await app[SESSIONS].resume(params)
