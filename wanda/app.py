@@ -41,6 +41,7 @@ from wanda.handlers import (
     session_api,
     site_api,
     solve_api,
+    stack_api,
     stream,
     system,
     ws,
@@ -64,6 +65,7 @@ from wanda.keys import (
     SESSIONS,
     SITE,
     SOLVE,
+    STACK,
     STARTED,
     STRETCHED_HUB,
     TRUSTED_HOSTS,
@@ -75,6 +77,7 @@ from wanda.sessions.runner import SessionManager
 from wanda.site import SiteStore
 from wanda.solver import PlateSolver
 from wanda.solving import SolveService
+from wanda.stacking import StackWorker
 from wanda.storage.disk import choose_captures_dir, unwritable_reason
 from wanda.storage.review import Measurer
 
@@ -134,6 +137,7 @@ def create_app(
         objects_api,
         site_api,
         solve_api,
+        stack_api,
         ws,
         system,
         login,
@@ -164,6 +168,9 @@ def _camera_ctx(backend: CameraBackend | None):
                 bus.listeners("analysis") + (bus.listeners("solve") if app[SOLVE].continuous else 0)
             )
         )
+        stacker = StackWorker(
+            loop, lambda event, state: bus.publish("stack", event, state), linear=chosen.preview_linear
+        )
         worker = CameraWorker(
             chosen,
             JpegEncoder(config.jpeg_quality),
@@ -172,9 +179,12 @@ def _camera_ctx(backend: CameraBackend | None):
             max_fps=config.max_fps,
             stretched_hub=app[STRETCHED_HUB],
             analysis=analysis,
+            stacker=stacker,
         )
         app[ANALYSIS] = analysis
+        app[STACK] = stacker
         analysis.start()
+        stacker.start_thread()
         await asyncio.to_thread(worker.start)
         try:
             log.info("camera %s started (%dx%d preview)", chosen.name, *chosen.preview_size)
@@ -186,6 +196,7 @@ def _camera_ctx(backend: CameraBackend | None):
                 data_dir=config.state_dir,
                 observatory={"telescope": config.telescope, "observer": config.observer, "object": config.object},
             )
+            bus.add_status_provider("stack", lambda: stacker.state)  # after the camera's, on connect
             app[CONTROL].on_saved = lambda saved: app[MEASURER].submit(saved.path)
             # A still carries the live view's plate solution while the mount has tracked since it.
             app[CONTROL].astrometry = lambda width, height: app[SOLVE].for_still(
@@ -196,6 +207,7 @@ def _camera_ctx(backend: CameraBackend | None):
         finally:
             await asyncio.to_thread(worker.stop)
             await asyncio.to_thread(analysis.stop)
+            await asyncio.to_thread(stacker.close)
 
     return camera_ctx
 

@@ -22,6 +22,7 @@ from wanda.analysis import AnalysisWorker
 from wanda.backends import CameraBackend, CameraUnavailable
 from wanda.frames import Frame, FrameHub, RateMeter, multipart_part
 from wanda.jpeg import JpegEncoder
+from wanda.stacking import StackWorker
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class CameraWorker:
         max_fps: float = 30.0,
         stretched_hub: FrameHub | None = None,
         analysis: AnalysisWorker | None = None,
+        stacker: StackWorker | None = None,
     ):
         self.backend = backend
         self.encoder = encoder
@@ -49,6 +51,7 @@ class CameraWorker:
         # Viewers of /stream?stretch=auto: the same frames with the analysis's auto-stretch.
         self._stretched_hub = stretched_hub or FrameHub()
         self.analysis = analysis
+        self.stacker = stacker  # live stacking takes the preview's frames while it runs
         self._loop = loop
         self.max_fps = max_fps
         self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future, Job, tuple, dict]] = queue.SimpleQueue()
@@ -69,6 +72,8 @@ class CameraWorker:
         self._stretched_hub.set_demand_callback(self.wake)
         if analysis is not None:
             analysis.set_camera_wake(self.wake)
+        if stacker is not None:
+            stacker.set_camera_wake(self.wake)
 
     # -- lifecycle (called from the loop thread, off the loop via to_thread) ------------------
 
@@ -188,7 +193,11 @@ class CameraWorker:
             self._wake.wait(1.0)
 
     def _wants_pixels(self) -> bool:
-        return self._stretched_hub.wants_frames or (self.analysis is not None and self.analysis.wanted)
+        return (
+            self._stretched_hub.wants_frames
+            or (self.analysis is not None and self.analysis.wanted)
+            or (self.stacker is not None and self.stacker.wanted)
+        )
 
     def _wants_preview(self) -> bool:
         return self._hub.wants_frames or self._wants_pixels()
@@ -202,6 +211,8 @@ class CameraWorker:
             self._captured.tick()
         if self.analysis is not None:
             self.analysis.offer(preview.pixels, preview.pixel_format, preview.timestamp)
+        if self.stacker is not None:
+            self.stacker.offer(preview.pixels, preview.pixel_format, preview.timestamp, preview.exposure_s)
         self._seq += 1
         height, width = preview.pixels.shape[:2]
         if self._hub.wants_frames:

@@ -20,12 +20,14 @@ from wanda.mount import MountControl
 from wanda.sessions.runner import SessionManager
 from wanda.site import SiteStore
 from wanda.solving import SolveService
+from wanda.stacking import StackWorker
 from wanda.storage.review import Measurer
 
 CONFIG = web.AppKey("config", Config)
 HUB = web.AppKey("hub", FrameHub)
 STRETCHED_HUB = web.AppKey("stretched_hub", FrameHub)  # /stream?stretch=auto
 ANALYSIS = web.AppKey("analysis", AnalysisWorker)
+STACK = web.AppKey("stack", StackWorker)  # the `stack` thread: live stacking of the preview
 CAMERA = web.AppKey("camera", CameraWorker)
 CONTROL = web.AppKey("control", CameraControl)
 BUS = web.AppKey("bus", EventBus)

@@ -284,6 +284,28 @@ def build_spec(limits: Limits) -> dict[str, Any]:
             "get": _operation("the running or last centring", {200: _ok()}),
             "delete": _operation("stop a running centring", {200: _ok()}, 403),
         },
+        "/api/stack": {"get": _operation("the live stack's state: frames stacked and rejected, noise", {200: _ok()})},
+        "/api/stack/start": {
+            "post": _operation(
+                "start stacking the live view",
+                {200: _ok()},
+                403,
+                requestBody=_json_body(_object({"source": {"type": "string", "enum": ["preview"]}}), required=False),
+            )
+        },
+        "/api/stack/stop": {
+            "post": _operation(
+                "stop stacking (the stack stays)",
+                {200: _ok()},
+                403,
+                requestBody=_json_body(_object({}), required=False),
+            )
+        },
+        "/api/stack/reset": {
+            "post": _operation(
+                "clear the stack", {200: _ok()}, 403, requestBody=_json_body(_object({}), required=False)
+            )
+        },
         "/api/session/status": {"get": _operation("the running or last session", {200: _ok()})},
         "/api/session/start": {
             "post": _operation(

@@ -1,0 +1,91 @@
+"""Live stacking through the API (wanda/stacking.py, wanda/handlers/stack_api.py): the live view of
+the simulated sky stacked frame after frame, clouds rejected with their reason, stop and reset, the
+WebSocket topic and actions, and the thread that skips to the newest frame when it falls behind."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from helpers import is_reply, receive_until, wait_until
+
+from wanda.keys import CAMERA, STACK
+from wanda.stacking import StackWorker
+
+
+async def state(client) -> dict:
+    return (await (await client.get("/api/stack")).json())["data"]
+
+
+async def test_the_live_view_is_stacked_and_its_noise_falls(client):
+    assert (await state(client))["running"] is False and (await state(client))["stacked"] == 0
+    await client.post("/api/mount/tracking", json={"action": "start"})
+    response = await client.post("/api/stack/start", json={"source": "preview"})
+    assert response.status == 200 and (await response.json())["data"]["running"] is True
+    await wait_until(lambda: client.app[STACK].state["stacked"] >= 6, attempts=600)
+    now = await state(client)
+    assert now["source"] == "preview" and (now["width"], now["height"]) == (1440, 1080)
+    assert now["last"]["accepted"] is True and now["last"]["matched"] >= 6 and now["last"]["rms"] < 0.5
+    assert now["integration_s"] == pytest.approx(now["stacked"] / 30, rel=0.01)  # 1/30 s frames
+    assert now["snr_gain"] > 1.5  # six frames or more: the background's noise down by more than 1.5
+    assert now["memory_bytes"] == 1440 * 1080 * 3 * 10
+    stopped = (await (await client.post("/api/stack/stop")).json())["data"]
+    assert stopped["running"] is False and stopped["stacked"] >= 6  # the stack stays
+    cleared = (await (await client.post("/api/stack/reset")).json())["data"]
+    assert cleared["stacked"] == 0 and cleared["last"] is None
+
+
+async def test_clouds_are_rejected_with_their_reason_and_the_stack_goes_on_after(client):
+    await client.post("/api/mount/tracking", json={"action": "start"})
+    await client.post("/api/stack/start")
+    await wait_until(lambda: client.app[STACK].state["stacked"] >= 2, attempts=600)
+    sky = client.app[CAMERA].backend
+    sky.transparency = 0.3  # thin cloud: the stars at a third of their light
+    await wait_until(lambda: client.app[STACK].state["rejections"].get("dimmed", 0) >= 2, attempts=600)
+    last = client.app[STACK].state["last"]
+    assert last["accepted"] is False and last["reason"] == "dimmed" and "clouds" in last["message"]
+    sky.transparency = 1.0
+    stacked = client.app[STACK].state["stacked"]
+    await wait_until(lambda: client.app[STACK].state["stacked"] > stacked, attempts=600)
+    await client.post("/api/stack/stop")
+
+
+async def test_stacking_over_the_websocket(client):
+    ws = await client.ws_connect("/ws")
+    await receive_until(ws, lambda m: (m.get("topic"), m.get("event")) == ("stack", "status"))
+    await ws.send_json({"id": 1, "action": "stack.start", "params": {}})
+    assert (await receive_until(ws, is_reply(1)))[-1]["data"]["running"] is True
+    frames = await receive_until(ws, lambda m: m.get("topic") == "stack" and m.get("event") == "stack_frame")
+    assert frames[-1]["data"]["stacked"] >= 1
+    await ws.send_json({"id": 2, "action": "stack.stop"})
+    assert (await receive_until(ws, is_reply(2)))[-1]["data"]["running"] is False
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"source": "session"}, "source"), ({"source": {"session": "M42"}}, "source"), ({"speed": 1}, "speed")],
+)
+async def test_bad_stack_requests_are_refused(client, body, field):
+    response = await client.post("/api/stack/start", json=body)
+    answer = await response.json()
+    assert response.status == 400 and answer["error"].startswith(field), answer
+
+
+async def test_a_stack_that_falls_behind_skips_to_the_newest_frame_and_counts_them():
+    published = []
+    worker = StackWorker(asyncio.get_running_loop(), lambda event, state: published.append((event, state)))
+    worker.start()
+    pixels = np.zeros((60, 80, 4), np.uint8)
+    for timestamp in range(5):  # the thread is not running: each frame replaces the one waiting
+        worker.offer(pixels, "RGBX", float(timestamp), 0.1)
+    assert worker.skipped == 4
+    worker.start_thread()
+    try:
+        await wait_until(lambda: published)
+        event, latest = published[-1]
+        assert event == "stack_rejected" and latest["last"]["timestamp"] == 4.0  # the newest, taken
+        assert latest["skipped"] == 4 and latest["last"]["reason"] == "too_few_stars"
+    finally:
+        worker.close()

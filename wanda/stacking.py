@@ -1,0 +1,294 @@
+"""Live stacking of the preview: the `stack` thread registers each frame on the first one's stars,
+warps it onto it and adds it (wanda/astro/register.py, wanda/astro/stack.py), or rejects it with the
+reason; the state goes to the loop with ``call_soon_threadsafe`` and out as `stack` events.
+
+The camera thread offers frames while a stack runs (``offer``: a cheap check, then a copy into a
+slot of one). The stack thread takes the newest; a frame still waiting when a newer one comes is
+skipped and counted, so a stack that cannot keep up with the frames never falls behind them.
+
+A frame is rejected when it shows too few stars to register, when registration fails, when its
+stars are swollen or trailed (their median HFR grew by half against the first frame's: wind, a
+focus slip, the mount stalled), or when they are dimmed by half (cloud). Nothing here blocks the
+loop or the camera thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from wanda.analysis import srgb_to_linear_table
+from wanda.astro.measure import exact_histogram, find_stars, statistics
+from wanda.astro.register import MIN_INLIERS, RegistrationFailed, Transform, register
+from wanda.astro.stack import Accumulator, warp
+
+log = logging.getLogger(__name__)
+
+REGISTER_STARS = 50  # the brightest stars of a frame taken to register it
+SWOLLEN = 1.5  # a frame whose stars' median HFR is this times the first frame's is rejected
+DIMMED = 0.5  # and one whose stars give less than this share of the first frame's light
+
+
+class StackWorker:
+    """The `stack` thread and the running stack's state (read on the loop)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        publish: Callable[[str, dict[str, Any]], None],
+        *,
+        linear: bool = True,
+        clock: Callable[[], float] = time.time,
+    ):
+        """``publish(event, state)`` is called on the loop; ``linear``: the preview's pixels are
+        linear light (the simulator's), else sRGB-encoded (a Pi's preview) and linearised."""
+        self._loop = loop
+        self._publish = publish
+        # A Pi's preview is sRGB-encoded: to linear light on the preview's 0-255 scale.
+        self._to_linear = None if linear else srgb_to_linear_table().astype(np.float32) * np.float32(255 / 65535)
+        self._clock = clock
+        self._lock = threading.Lock()  # guards the slot and the running flag
+        self._ready = threading.Condition(self._lock)
+        self._slot: tuple[np.ndarray, str, float, float] | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._wake_camera: Callable[[], None] = lambda: None
+        self.running = False  # read from the camera thread
+        self._reset_requested = False
+        self._generation = 0  # a reset starts the next; a frame of an older one is not published
+        self.skipped = 0  # frames a newer one replaced before the thread took them
+        self._stack: _Stack | None = None
+        self.state: dict[str, Any] = _empty_state()
+
+    # -- from the loop ----------------------------------------------------------------------------
+
+    def set_camera_wake(self, wake: Callable[[], None]) -> None:
+        self._wake_camera = wake
+
+    def start(self) -> dict[str, Any]:
+        with self._lock:
+            if not self.running:
+                self.running = True
+                self.state = {**self.state, "running": True, "source": "preview"}
+        self._wake_camera()  # the preview runs while a stack wants its frames
+        return self.state
+
+    def stop(self) -> dict[str, Any]:
+        """Stop taking frames; the stack so far stays (reset clears it)."""
+        with self._lock:
+            self.running = False
+            self._slot = None
+            self.state = {**self.state, "running": False}
+        return self.state
+
+    def reset(self) -> dict[str, Any]:
+        """Clear the stack (the next frame starts a new one); a running stack goes on."""
+        with self._lock:
+            self._slot = None
+            self._reset_requested = True
+            self._generation += 1
+            self.skipped = 0
+            self._ready.notify()
+            self.state = {**_empty_state(), "running": self.running, "source": "preview" if self.running else None}
+        return self.state
+
+    # -- from the camera thread -------------------------------------------------------------------
+
+    @property
+    def wanted(self) -> bool:
+        return self.running
+
+    def offer(self, pixels: np.ndarray, pixel_format: str, timestamp: float, exposure_s: float) -> None:
+        if not self.running:
+            return
+        frame = (pixels.copy(), pixel_format, timestamp, exposure_s)  # the camera reuses its buffers
+        with self._lock:
+            if not self.running:
+                return
+            self.skipped += self._slot is not None
+            self._slot = frame
+            self._ready.notify()
+
+    # -- the thread -----------------------------------------------------------------------------
+
+    def start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="stack", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            self._stopping = True
+            self.running = False
+            self._ready.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while self._slot is None and not self._stopping and not self._reset_requested:
+                    self._ready.wait()
+                if self._stopping:
+                    return
+                if self._reset_requested:
+                    self._reset_requested = False
+                    self._stack = None
+                frame, self._slot = self._slot, None
+                generation = self._generation
+            if frame is None:
+                continue
+            try:
+                if self._stack is None:
+                    self._stack = _Stack()
+                event, state = self._stack.add(*self._linear(frame))
+            except Exception:  # a frame that cannot be stacked must not end the thread
+                log.exception("stacking a frame failed")
+                continue
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, generation, event, state)
+            except RuntimeError:  # the loop is closed: shutting down
+                return
+
+    def _linear(self, frame: tuple[np.ndarray, str, float, float]) -> tuple[np.ndarray, float, float]:
+        """The frame as float32 linear RGB (H, W, 3), its timestamp and exposure."""
+        pixels, pixel_format, timestamp, exposure_s = frame
+        order = {"RGB": (0, 1, 2), "RGBX": (0, 1, 2), "BGR": (2, 1, 0)}[pixel_format]
+        rgb = pixels[..., list(order)]
+        linear = rgb.astype(np.float32) if self._to_linear is None else self._to_linear[rgb]
+        return linear, timestamp, exposure_s
+
+    def _deliver(self, generation: int, event: str, state: dict[str, Any]) -> None:
+        """On the loop: keep it and publish it, unless the stack was reset meanwhile."""
+        if generation != self._generation:
+            return
+        source = "preview" if self.running else self.state["source"]
+        self.state = {**state, "running": self.running, "source": source, "skipped": self.skipped}
+        self._publish(event, self.state)
+
+
+def _empty_state() -> dict[str, Any]:
+    return {
+        "running": False,
+        "source": None,
+        "stacked": 0,
+        "rejected": 0,
+        "rejections": {},
+        "skipped": 0,
+        "integration_s": 0.0,
+        "last": None,
+        "noise": None,
+        "single_frame_noise": None,
+        "snr_gain": None,
+        "width": None,
+        "height": None,
+        "memory_bytes": 0,
+    }
+
+
+class _Stack:
+    """One stack: its reference (the first frame with enough stars) and accumulator. Used on the
+    stack thread only."""
+
+    def __init__(self) -> None:
+        self.accumulator: Accumulator | None = None
+        self.reference: np.ndarray | None = None  # (N, 2) star positions, brightest first
+        self.reference_hfr = 0.0
+        self.reference_flux: np.ndarray | None = None
+        self.single_noise = 0.0
+        self.stacked = 0
+        self.rejections: Counter[str] = Counter()
+        self.integration_s = 0.0
+        self.size = (0, 0)
+
+    def add(self, frame: np.ndarray, timestamp: float, exposure_s: float) -> tuple[str, dict[str, Any]]:
+        started = time.perf_counter()
+        luminance = frame.mean(axis=2)
+        stars, noise = _stars(luminance)
+        outcome: dict[str, Any] = {"timestamp": timestamp, "stars": len(stars.x)}
+        if len(stars.x) < MIN_INLIERS:
+            return self._rejected("too_few_stars", f"{len(stars.x)} stars seen (at least {MIN_INLIERS})", outcome)
+        positions = np.column_stack((stars.x, stars.y))[np.argsort(-stars.flux)][:REGISTER_STARS]
+        flux = np.sort(stars.flux)[::-1][:REGISTER_STARS]
+        hfr = float(np.nanmedian(stars.hfr)) if np.isfinite(stars.hfr).any() else 0.0
+        if self.accumulator is None or self.reference is None or self.reference_flux is None:
+            height, width = luminance.shape
+            self.size = (width, height)
+            self.accumulator = Accumulator(frame.shape, noise_floor=noise)
+            self.reference, self.reference_flux, self.reference_hfr = positions, flux, hfr
+            self.single_noise = noise
+            transform = Transform(np.eye(2), np.zeros(2), len(positions), 0.0)
+        else:
+            if self.reference_hfr and hfr > SWOLLEN * self.reference_hfr:
+                return self._rejected(
+                    "swollen_stars",
+                    f"stars' HFR {hfr:.2f} px against {self.reference_hfr:.2f} (trailed, or out of focus)",
+                    outcome,
+                )
+            try:
+                transform = register(positions, self.reference)
+            except RegistrationFailed as exc:
+                return self._rejected("not_aligned", str(exc), outcome)
+            light = float(np.median(flux[: len(self.reference_flux)]) / np.median(self.reference_flux))
+            if light < DIMMED:
+                return self._rejected(
+                    "dimmed", f"the stars give {light:.0%} of the first frame's light (clouds?)", outcome
+                )
+        added = self.accumulator.add(warp(frame, transform.affine(), self.size))
+        self.stacked += 1
+        self.integration_s += exposure_s
+        outcome.update(
+            accepted=True,
+            shift=[round(float(v), 2) for v in transform.shift],
+            rotation=round(transform.rotation, 4),
+            rms=round(transform.rms, 3),
+            matched=transform.inliers,
+            clipped=added.clipped,
+            ms=round(1000 * (time.perf_counter() - started), 1),
+        )
+        return "stack_frame", self._state(outcome)
+
+    def _rejected(self, reason: str, message: str, outcome: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self.rejections[reason] += 1
+        return "stack_rejected", self._state({**outcome, "accepted": False, "reason": reason, "message": message})
+
+    def _state(self, last: dict[str, Any]) -> dict[str, Any]:
+        noise = _background_noise(self.accumulator.image().mean(axis=2)) if self.accumulator is not None else None
+        return {
+            **_empty_state(),
+            "stacked": self.stacked,
+            "rejected": sum(self.rejections.values()),
+            "rejections": dict(self.rejections),
+            "integration_s": round(self.integration_s, 3),
+            "last": last,
+            "noise": None if noise is None else round(noise, 4),
+            "single_frame_noise": round(self.single_noise, 4) if self.accumulator is not None else None,
+            "snr_gain": round(self.single_noise / noise, 3) if noise else None,
+            "width": self.size[0] or None,
+            "height": self.size[1] or None,
+            "memory_bytes": self.accumulator.nbytes if self.accumulator is not None else 0,
+        }
+
+
+def _stars(luminance: np.ndarray):
+    """The stars of a linear luminance image (float, 8-bit scale) and its background noise."""
+    image = np.clip(np.round(luminance), 0, 255).astype(np.uint8)
+    stats = statistics(exact_histogram(image, 255))
+    return find_stars(image, stats, 255), max(stats.noise, 0.5)
+
+
+def _background_noise(image: np.ndarray) -> float | None:
+    """The standard deviation of the stack's background, from the median absolute deviation of its
+    covered pixels (stars are few and do not move it)."""
+    sample = image[::3, ::3]  # a ninth of the pixels: the same figure, a ninth of the time
+    values = sample[np.isfinite(sample)]
+    if values.size < 100:
+        return None
+    deviation = np.median(np.abs(values - np.median(values)))
+    return float(1.4826 * deviation)
