@@ -8,8 +8,10 @@ import asyncio
 
 import numpy as np
 import pytest
-from helpers import is_reply, receive_until, wait_until
+from helpers import is_reply, read_part, receive_until, wait_until
 
+from wanda.astro.measure import analyse
+from wanda.jpeg import JpegEncoder
 from wanda.keys import CAMERA, STACK
 from wanda.stacking import StackWorker
 
@@ -89,3 +91,26 @@ async def test_a_stack_that_falls_behind_skips_to_the_newest_frame_and_counts_th
         assert latest["skipped"] == 4 and latest["last"]["reason"] == "too_few_stars"
     finally:
         worker.close()
+
+
+async def test_the_stack_is_streamed_stretched_and_a_late_viewer_sees_it_at_once(client):
+    await client.post("/api/mount/tracking", json={"action": "start"})
+    await client.post("/api/stack/start")
+    stream = await client.get("/stream", params={"source": "stack"})
+    assert stream.status == 200
+    _, jpeg = await read_part(stream.content)
+    pixels = JpegEncoder().decode(jpeg)
+    assert pixels.shape == (1080, 1440, 3)
+    # Stretched: the sky's background lifted to about a quarter of the range, and stars in it.
+    grey = pixels.mean(axis=2)
+    assert 30 < np.median(grey) < 110 and analyse(grey.astype(np.uint8), 255)["star_count"] > 20
+    stream.close()
+    await wait_until(lambda: client.app[STACK].state["stacked"] >= 2, attempts=600)
+    await client.post("/api/stack/stop")
+    # Stopped: nothing new is stacked, yet a new viewer is shown the stack as it stands.
+    late = await client.get("/stream", params={"source": "stack"})
+    _, jpeg = await read_part(late.content)
+    assert JpegEncoder().decode(jpeg).shape == (1080, 1440, 3)
+    late.close()
+    bad = await client.get("/stream", params={"source": "elsewhere"})
+    assert bad.status == 400 and (await bad.json())["error"].startswith("source: ")

@@ -66,6 +66,7 @@ from wanda.keys import (
     SITE,
     SOLVE,
     STACK,
+    STACK_HUB,
     STARTED,
     STRETCHED_HUB,
     TRUSTED_HOSTS,
@@ -103,6 +104,7 @@ def create_app(
         app[AUTH] = Guard(config.password)
     app[HUB] = FrameHub()
     app[STRETCHED_HUB] = FrameHub()
+    app[STACK_HUB] = FrameHub()
     app[BUS] = EventBus()
     app[LAG] = LoopLagMonitor()
     app[STARTED] = time.time()
@@ -169,7 +171,11 @@ def _camera_ctx(backend: CameraBackend | None):
             )
         )
         stacker = StackWorker(
-            loop, lambda event, state: bus.publish("stack", event, state), linear=chosen.preview_linear
+            loop,
+            lambda event, state: bus.publish("stack", event, state),
+            linear=chosen.preview_linear,
+            hub=app[STACK_HUB],
+            jpeg_quality=config.jpeg_quality,
         )
         worker = CameraWorker(
             chosen,
@@ -319,6 +325,7 @@ async def _on_shutdown(app: web.Application) -> None:
     await app[SESSIONS].shutdown()  # first, so its metadata says interrupted
     app[HUB].close()
     app[STRETCHED_HUB].close()
+    app[STACK_HUB].close()
     app[CONTROL].cancel()
     subscribers = list(app[BUS].subscribers)
     await asyncio.gather(*(s.close(WSCloseCode.GOING_AWAY, "server shutting down") for s in subscribers))

@@ -26,6 +26,7 @@ from wanda.storage.review import Measurer
 CONFIG = web.AppKey("config", Config)
 HUB = web.AppKey("hub", FrameHub)
 STRETCHED_HUB = web.AppKey("stretched_hub", FrameHub)  # /stream?stretch=auto
+STACK_HUB = web.AppKey("stack_hub", FrameHub)  # /stream?source=stack: the live stack, stretched
 ANALYSIS = web.AppKey("analysis", AnalysisWorker)
 STACK = web.AppKey("stack", StackWorker)  # the `stack` thread: live stacking of the preview
 CAMERA = web.AppKey("camera", CameraWorker)

@@ -2,6 +2,9 @@
 warps it onto it and adds it (wanda/astro/register.py, wanda/astro/stack.py), or rejects it with the
 reason; the state goes to the loop with ``call_soon_threadsafe`` and out as `stack` events.
 
+Viewers of ``/stream?source=stack`` get the stack auto-stretched, rendered and JPEG-encoded once on
+the stack thread after each frame added (and when the first viewer comes), for all of them.
+
 The camera thread offers frames while a stack runs (``offer``: a cheap check, then a copy into a
 slot of one). The stack thread takes the newest; a frame still waiting when a newer one comes is
 skipped and counted, so a stack that cannot keep up with the frames never falls behind them.
@@ -28,6 +31,9 @@ from wanda.analysis import srgb_to_linear_table
 from wanda.astro.measure import exact_histogram, find_stars, statistics
 from wanda.astro.register import MIN_INLIERS, RegistrationFailed, Transform, register
 from wanda.astro.stack import Accumulator, warp
+from wanda.astro.stretch import auto_stretch
+from wanda.frames import Frame, FrameHub, multipart_part
+from wanda.jpeg import JpegEncoder
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +51,13 @@ class StackWorker:
         publish: Callable[[str, dict[str, Any]], None],
         *,
         linear: bool = True,
+        hub: FrameHub | None = None,
+        jpeg_quality: int = 85,
         clock: Callable[[], float] = time.time,
     ):
         """``publish(event, state)`` is called on the loop; ``linear``: the preview's pixels are
-        linear light (the simulator's), else sRGB-encoded (a Pi's preview) and linearised."""
+        linear light (the simulator's), else sRGB-encoded (a Pi's preview) and linearised; ``hub``:
+        where the stretched stack goes for its viewers."""
         self._loop = loop
         self._publish = publish
         # A Pi's preview is sRGB-encoded: to linear light on the preview's 0-255 scale.
@@ -57,6 +66,7 @@ class StackWorker:
         self._lock = threading.Lock()  # guards the slot and the running flag
         self._ready = threading.Condition(self._lock)
         self._slot: tuple[np.ndarray, str, float, float] | None = None
+        self._spare: np.ndarray | None = None  # the buffer of the frame the thread last took, for the next
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._wake_camera: Callable[[], None] = lambda: None
@@ -66,11 +76,24 @@ class StackWorker:
         self.skipped = 0  # frames a newer one replaced before the thread took them
         self._stack: _Stack | None = None
         self.state: dict[str, Any] = _empty_state()
+        self.hub = hub
+        self._jpeg_quality = jpeg_quality
+        self._encoder: JpegEncoder | None = None  # the stack thread's own
+        self._render_requested = False
+        self._seq = 0
+        if hub is not None:
+            hub.set_demand_callback(self.request_render)
 
     # -- from the loop ----------------------------------------------------------------------------
 
     def set_camera_wake(self, wake: Callable[[], None]) -> None:
         self._wake_camera = wake
+
+    def request_render(self) -> None:
+        """A first viewer of the stack came: show it the stack as it is (the thread renders it)."""
+        with self._lock:
+            self._render_requested = True
+            self._ready.notify()
 
     def start(self) -> dict[str, Any]:
         with self._lock:
@@ -108,12 +131,19 @@ class StackWorker:
     def offer(self, pixels: np.ndarray, pixel_format: str, timestamp: float, exposure_s: float) -> None:
         if not self.running:
             return
-        frame = (pixels.copy(), pixel_format, timestamp, exposure_s)  # the camera reuses its buffers
         with self._lock:
             if not self.running:
                 return
-            self.skipped += self._slot is not None
-            self._slot = frame
+            # The camera reuses its buffers: the frame is copied, into the slot's own buffer (a
+            # fresh 6 MB array a frame would make the heap creep).
+            waiting = self._slot
+            self.skipped += waiting is not None
+            buffer = waiting[0] if waiting is not None and waiting[0].shape == pixels.shape else self._spare
+            if buffer is None or buffer.shape != pixels.shape or buffer.dtype != pixels.dtype:
+                buffer = np.empty_like(pixels)
+            self._spare = None
+            np.copyto(buffer, pixels)
+            self._slot = (buffer, pixel_format, timestamp, exposure_s)
             self._ready.notify()
 
     # -- the thread -----------------------------------------------------------------------------
@@ -133,21 +163,27 @@ class StackWorker:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while self._slot is None and not self._stopping and not self._reset_requested:
+                while self._slot is None and not (self._stopping or self._reset_requested or self._render_requested):
                     self._ready.wait()
                 if self._stopping:
                     return
                 if self._reset_requested:
                     self._reset_requested = False
                     self._stack = None
+                render, self._render_requested = self._render_requested, False
                 frame, self._slot = self._slot, None
                 generation = self._generation
             if frame is None:
+                if render:
+                    self._show()
                 continue
             try:
                 if self._stack is None:
                     self._stack = _Stack()
-                event, state = self._stack.add(*self._linear(frame))
+                linear = self._linear(frame)
+                with self._lock:
+                    self._spare = frame[0]  # its pixels are read: the buffer takes the next frame
+                event, state = self._stack.add(*linear)
             except Exception:  # a frame that cannot be stacked must not end the thread
                 log.exception("stacking a frame failed")
                 continue
@@ -155,6 +191,29 @@ class StackWorker:
                 self._loop.call_soon_threadsafe(self._deliver, generation, event, state)
             except RuntimeError:  # the loop is closed: shutting down
                 return
+            if event == "stack_frame" or render:
+                self._show()
+
+    def _show(self) -> None:
+        """The stack, stretched and encoded once, to its viewers (if it has any, and an image)."""
+        hub, stack = self.hub, self._stack
+        if hub is None or not hub.wants_frames or stack is None or stack.accumulator is None:
+            return
+        try:
+            if self._encoder is None:
+                self._encoder = JpegEncoder(self._jpeg_quality)
+            jpeg = self._encoder.encode(stretched(stack.accumulator.image()), "RGB")
+        except Exception:
+            log.exception("showing the stack failed")
+            return
+        self._seq += 1
+        height, width = stack.accumulator.shape[:2]
+        now = self._clock()
+        frame = Frame(self._seq, now, width, height, jpeg, multipart_part(jpeg, now, self._seq))
+        try:
+            self._loop.call_soon_threadsafe(hub.publish, frame)
+        except RuntimeError:  # the loop is closed: shutting down
+            pass
 
     def _linear(self, frame: tuple[np.ndarray, str, float, float]) -> tuple[np.ndarray, float, float]:
         """The frame as float32 linear RGB (H, W, 3), its timestamp and exposure."""
@@ -171,6 +230,17 @@ class StackWorker:
         source = "preview" if self.running else self.state["source"]
         self.state = {**state, "running": self.running, "source": source, "skipped": self.skipped}
         self._publish(event, self.state)
+
+
+def stretched(image: np.ndarray) -> np.ndarray:
+    """A stack (H, W, 3) float on the preview's 0-255 scale, NaN where no frame reached, as 8-bit
+    RGB with the auto-stretch of its luminance (PixInsight's STF, as the live view's)."""
+    levels = np.nan_to_num(image, nan=0.0) * np.float32(257.0)  # onto 16 bits: the stack's fine steps
+    np.clip(levels, 0, 65535, out=levels)
+    levels = levels.astype(np.uint16)
+    stats = statistics(exact_histogram(levels.mean(axis=2, dtype=np.float32).astype(np.uint16), 65535))
+    table = auto_stretch(stats, 65535).lookup_table(65536)
+    return table[levels]
 
 
 def _empty_state() -> dict[str, Any]:

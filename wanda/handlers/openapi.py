@@ -186,6 +186,7 @@ def build_spec(limits: Limits) -> dict[str, Any]:
     stream_params = [
         {"name": "fps", "in": "query", "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 60}},
         {"name": "stretch", "in": "query", "schema": {"type": "string", "enum": ["auto", "none"]}},
+        {"name": "source", "in": "query", "schema": {"type": "string", "enum": ["live", "stack"]}},
     ]
     paths: dict[str, Any] = {
         "/": {

@@ -13,7 +13,7 @@ from wanda.errors import ErrorCode, WandaError
 from wanda.frames import BOUNDARY, Frame, FrameHub, Viewer
 from wanda.handlers import drop_client
 from wanda.handlers.envelope import ok
-from wanda.keys import ANALYSIS, CAMERA, CONFIG, CONTROL, HUB, STRETCHED_HUB
+from wanda.keys import ANALYSIS, CAMERA, CONFIG, CONTROL, HUB, STACK_HUB, STRETCHED_HUB
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -39,10 +39,16 @@ def _fps_limit(request: web.Request) -> float | None:
 
 
 def _hub(request: web.Request) -> FrameHub:
-    """``stretch=auto``: the frames with the analysis's auto-stretch; ``none`` (default): as shot."""
+    """``stretch=auto``: the frames with the analysis's auto-stretch; ``none`` (default): as shot.
+    ``source=stack``: the live stack (always stretched: a linear stack shows black)."""
     stretch = request.query.get("stretch", "none")
     if stretch not in ("auto", "none"):
         raise WandaError(ErrorCode.VALIDATION_ERROR, f"stretch: must be auto or none, got {stretch[:32]!r}")
+    source = request.query.get("source", "live")
+    if source not in ("live", "stack"):
+        raise WandaError(ErrorCode.VALIDATION_ERROR, f"source: must be live or stack, got {source[:32]!r}")
+    if source == "stack":
+        return request.app[STACK_HUB]
     return request.app[STRETCHED_HUB] if stretch == "auto" else request.app[HUB]
 
 
@@ -181,6 +187,7 @@ async def state(request: web.Request) -> web.Response:
             "viewers": viewers,
             "frames_skipped": hub.frames_skipped,
             "stretched_viewer_count": len(request.app[STRETCHED_HUB].viewers),
+            "stack_viewer_count": len(request.app[STACK_HUB].viewers),
             "analysis": {
                 "listeners": request.app[ANALYSIS].listeners,
                 "running": request.app[ANALYSIS].wanted,
