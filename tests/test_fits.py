@@ -15,7 +15,7 @@ from helpers import wait_until
 from wanda.app import create_app
 from wanda.jpeg import JpegEncoder
 from wanda.keys import MEASURER
-from wanda.storage.fits import card, fits_bytes
+from wanda.storage.fits import card, fits_bytes, read_fits
 
 
 def read(data: bytes) -> fits.PrimaryHDU:
@@ -53,7 +53,22 @@ def test_cards_follow_the_fixed_format():
     with pytest.raises(ValueError):
         card("OBJECT", "Orion é")  # FITS headers are ASCII
     with pytest.raises(ValueError):
-        fits_bytes(np.zeros((2, 2), np.float32))
+        fits_bytes(np.zeros((2, 2), np.float64))  # uint16 frames and float32 stacks only
+
+
+def test_a_float_stack_reads_back_in_astropy_and_in_the_gallerys_reader(tmp_path):
+    from astropy.io import fits
+
+    planes = np.linspace(0, 100, 3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+    planes[0, 0, 0] = np.nan  # no frame reached it
+    path = tmp_path / "stack.fits"
+    path.write_bytes(fits_bytes(planes, [("NCOMBINE", 12, "frames")]))
+    with fits.open(path) as hdus:
+        assert hdus[0].header["BITPIX"] == -32 and hdus[0].header["NCOMBINE"] == 12
+        assert np.array_equal(hdus[0].data, planes, equal_nan=True)
+    image = read_fits(path)
+    assert image.data.dtype == np.uint16 and image.data.shape == (3, 4, 5) and image.full_scale == 65535
+    assert image.data.max() == 65535 and image.data[0, 0, 0] == 0
 
 
 async def test_a_fits_still_through_the_api(aiohttp_client, config):

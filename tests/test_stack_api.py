@@ -5,6 +5,7 @@ WebSocket topic and actions, and the thread that skips to the newest frame when 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
@@ -114,3 +115,36 @@ async def test_the_stack_is_streamed_stretched_and_a_late_viewer_sees_it_at_once
     late.close()
     bad = await client.get("/stream", params={"source": "elsewhere"})
     assert bad.status == 400 and (await bad.json())["error"].startswith("source: ")
+
+
+async def test_saving_writes_a_float_fits_with_the_integration_and_a_stretched_jpeg(client, config):
+    from astropy.io import fits
+
+    nothing = await client.post("/api/stack/save")
+    assert (nothing.status, (await nothing.json())["code"]) == (404, "NOT_FOUND")
+    await client.post("/api/mount/tracking", json={"action": "start"})
+    await client.post("/api/stack/start")
+    await wait_until(lambda: client.app[STACK].state["stacked"] >= 3, attempts=600)
+    await client.post("/api/stack/stop")
+    response = await client.post("/api/stack/save")
+    saved = (await response.json())["data"]
+    assert response.status == 200 and saved["file"] == "stacks/stack_0001.jpg"
+    assert saved["fits"] == "stacks/stack_0001.fits"
+    # The stack as it stood when saved (a frame under way at the stop may have joined it).
+    sidecar = json.loads((config.captures / "stacks" / "stack_0001.json").read_text())
+    assert sidecar["kind"] == "stack" and sidecar["stacked"] >= 3
+    with fits.open(config.captures / saved["fits"]) as hdus:
+        header, data = hdus[0].header, hdus[0].data
+        assert header["BITPIX"] == -32 and data.shape == (3, 1080, 1440)
+        assert header["NCOMBINE"] == sidecar["stacked"]
+        assert header["EXPTIME"] == pytest.approx(sidecar["stacked"] / 30, abs=1e-4)  # 1/30 s frames
+        assert np.isfinite(data[:, 200:-200, 200:-200]).all()  # covered by every frame
+    jpeg = (config.captures / saved["file"]).read_bytes()
+    assert JpegEncoder().decode(jpeg).shape == (1080, 1440, 3)
+    listed = (await (await client.get("/api/captures", params={"folder": "stacks"})).json())["data"]
+    assert "stack_0001.jpg" in str(listed)
+    # The gallery shows the float FITS too (scaled to its largest value).
+    preview = await client.get(saved["fits_url"], params={"preview": "1", "stretch": "auto"})
+    assert preview.status == 200 and preview.content_type == "image/jpeg"
+    again = (await (await client.post("/api/stack/save")).json())["data"]
+    assert again["file"] == "stacks/stack_0002.jpg"  # a save never overwrites one

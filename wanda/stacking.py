@@ -23,17 +23,23 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from wanda import __version__
 from wanda.analysis import srgb_to_linear_table
 from wanda.astro.measure import exact_histogram, find_stars, statistics
 from wanda.astro.register import MIN_INLIERS, RegistrationFailed, Transform, register
 from wanda.astro.stack import Accumulator, warp
 from wanda.astro.stretch import auto_stretch
+from wanda.errors import ErrorCode, WandaError
 from wanda.frames import Frame, FrameHub, multipart_part
 from wanda.jpeg import JpegEncoder
+from wanda.storage.disk import NumberedFiles, SavedFile
+from wanda.storage.fits import fits_bytes
+from wanda.timestamps import utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,7 @@ class StackWorker:
         self._generation = 0  # a reset starts the next; a frame of an older one is not published
         self.skipped = 0  # frames a newer one replaced before the thread took them
         self._stack: _Stack | None = None
+        self._stack_lock = threading.Lock()  # the stack thread adds, a save reads
         self.state: dict[str, Any] = _empty_state()
         self.hub = hub
         self._jpeg_quality = jpeg_quality
@@ -169,7 +176,8 @@ class StackWorker:
                     return
                 if self._reset_requested:
                     self._reset_requested = False
-                    self._stack = None
+                    with self._stack_lock:
+                        self._stack = None
                 render, self._render_requested = self._render_requested, False
                 frame, self._slot = self._slot, None
                 generation = self._generation
@@ -183,7 +191,8 @@ class StackWorker:
                 linear = self._linear(frame)
                 with self._lock:
                     self._spare = frame[0]  # its pixels are read: the buffer takes the next frame
-                event, state = self._stack.add(*linear)
+                with self._stack_lock:
+                    event, state = self._stack.add(*linear)
             except Exception:  # a frame that cannot be stacked must not end the thread
                 log.exception("stacking a frame failed")
                 continue
@@ -193,6 +202,33 @@ class StackWorker:
                 return
             if event == "stack_frame" or render:
                 self._show()
+
+    def save(self, folder: Path, camera: str) -> SavedFile:
+        """A thread's work: the stack as it stands into ``folder`` (the gallery's `stacks`): a
+        stretched JPEG to look at, the 32-bit float FITS of the mean (EXPTIME the summed exposure,
+        NCOMBINE the frames) for stacking software, and a JSON sidecar with the stack's state.
+        NOT_FOUND when nothing is stacked yet."""
+        with self._stack_lock:
+            stack = self._stack
+            if stack is None or stack.accumulator is None or stack.stacked == 0:
+                raise WandaError(ErrorCode.NOT_FOUND, "nothing is stacked yet: POST /api/stack/start first")
+            image = stack.accumulator.image()
+            summary = stack.summary()
+        planes = np.ascontiguousarray(image.transpose(2, 0, 1))  # (3, height, width): FITS's colour planes
+        cards = [
+            ("IMAGETYP", "Light Frame", "a stack of light frames"),
+            ("EXPTIME", round(summary["integration_s"], 6), "[s] the frames' exposures summed"),
+            ("NCOMBINE", summary["stacked"], "frames averaged"),
+            ("DATE-OBS", summary["first"], "UTC: the first frame stacked"),
+            ("DATE-END", summary["last"], "UTC: the last frame stacked"),
+            ("BUNIT", "ADU", "the preview's 8-bit scale, averaged"),
+            ("INSTRUME", camera, None),
+            ("CREATOR", f"WANDA {__version__}", "live stack: registered, sigma-clipped mean"),
+        ]
+        fits = fits_bytes(planes, [(k, v, c or "") for k, v, c in cards])
+        jpeg = JpegEncoder(self._jpeg_quality).encode(stretched(image), "RGB")
+        sidecar = {"kind": "stack", "software": f"WANDA {__version__}", **summary, "state": self.state}
+        return NumberedFiles(folder, "stack").save("jpg", jpeg, sidecar, companions={"fits": fits})
 
     def _show(self) -> None:
         """The stack, stretched and encoded once, to its viewers (if it has any, and an image)."""
@@ -276,6 +312,19 @@ class _Stack:
         self.rejections: Counter[str] = Counter()
         self.integration_s = 0.0
         self.size = (0, 0)
+        self.first: float | None = None  # the first and the last frame stacked (Unix)
+        self.last: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "stacked": self.stacked,
+            "rejections": dict(self.rejections),
+            "integration_s": round(self.integration_s, 6),
+            "first": utc_iso(self.first) if self.first is not None else None,
+            "last": utc_iso(self.last) if self.last is not None else None,
+            "width": self.size[0],
+            "height": self.size[1],
+        }
 
     def add(self, frame: np.ndarray, timestamp: float, exposure_s: float) -> tuple[str, dict[str, Any]]:
         started = time.perf_counter()
@@ -313,6 +362,8 @@ class _Stack:
         added = self.accumulator.add(warp(frame, transform.affine(), self.size))
         self.stacked += 1
         self.integration_s += exposure_s
+        self.first = timestamp if self.first is None else self.first
+        self.last = timestamp
         outcome.update(
             accepted=True,
             shift=[round(float(v), 2) for v in transform.shift],

@@ -302,6 +302,16 @@ def build_spec(limits: Limits) -> dict[str, Any]:
                 requestBody=_json_body(_object({}), required=False),
             )
         },
+        "/api/stack/save": {
+            "post": _operation(
+                "save the stack: a 32-bit float FITS and a stretched JPEG in the gallery's stacks folder",
+                {200: _ok()},
+                403,
+                404,
+                507,
+                requestBody=_json_body(_object({}), required=False),
+            )
+        },
         "/api/stack/reset": {
             "post": _operation(
                 "clear the stack", {200: _ok()}, 403, requestBody=_json_body(_object({}), required=False)

@@ -1,8 +1,9 @@
 """Live stacking over REST and the WebSocket (wanda/stacking.py): `POST /api/stack/start`,
-`/api/stack/stop`, `/api/stack/reset`, `GET /api/stack`; topic `stack`."""
+`/api/stack/stop`, `/api/stack/reset`, `/api/stack/save`, `GET /api/stack`; topic `stack`."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -11,11 +12,13 @@ from wanda.events import Subscriber
 from wanda.handlers.camera_api import read_json
 from wanda.handlers.envelope import ok
 from wanda.handlers.ws import action, no_params
-from wanda.keys import STACK
+from wanda.keys import CAMERA, CAPTURES, STACK
+from wanda.storage.gallery import capture_url
 from wanda.validate import choice, invalid, json_object, known_fields
 
 routes = web.RouteTableDef()
 SOURCES = ("preview",)
+STACKS_FOLDER = "stacks"  # in the captures folder: the gallery shows the saved stacks
 
 
 def start(app: web.Application, body: Any) -> dict[str, Any]:
@@ -50,6 +53,26 @@ async def stack_stop(request: web.Request) -> web.Response:
 async def stack_reset(request: web.Request) -> web.Response:
     known_fields(json_object(await read_json(request, required=False) or {}), [])
     return ok(request.app[STACK].reset(), "the stack is cleared")
+
+
+async def save(app: web.Application) -> dict[str, Any]:
+    saved = await asyncio.to_thread(app[STACK].save, app[CAPTURES] / STACKS_FOLDER, app[CAMERA].backend.name)
+    relative = saved.path.relative_to(app[CAPTURES]).as_posix()
+    fits = saved.path.with_suffix(".fits").relative_to(app[CAPTURES]).as_posix()
+    return {"file": relative, "url": capture_url(relative), "fits": fits, "fits_url": capture_url(fits)}
+
+
+@routes.post("/api/stack/save")
+async def stack_save(request: web.Request) -> web.Response:
+    known_fields(json_object(await read_json(request, required=False) or {}), [])
+    saved = await save(request.app)
+    return ok(saved, f"saved {saved['file']}")
+
+
+@action("stack.save")
+async def _stack_save(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
+    no_params(params)
+    return await save(app)
 
 
 @action("stack.status")

@@ -1,4 +1,5 @@
-"""FITS files: one primary HDU of 16-bit linear data, the way stacking software reads them.
+"""FITS files: one primary HDU of 16-bit linear data, the way stacking software reads them (or of
+32-bit floats: a stack's mean).
 
 Unsigned 16-bit data is stored as FITS requires: signed 16-bit big-endian (BITPIX 16) with
 BZERO 32768, so a reader adds 32768 back. Header cards are 80 characters, the header and the
@@ -58,27 +59,33 @@ def card(keyword: str, value: Any = None, comment: str = "") -> bytes:
 
 
 def fits_bytes(data: np.ndarray, cards: Iterable[Card] = ()) -> bytes:
-    """A FITS file of ``data``: uint16, 2-D (height, width) or 3-D (3, height, width)."""
-    if data.dtype != np.uint16 or data.ndim not in (2, 3):
-        raise ValueError("FITS data here is uint16, 2-D or three planes")
+    """A FITS file of ``data``: uint16 or float32 (a stack's mean), 2-D (height, width) or 3-D
+    (3, height, width)."""
+    if data.dtype not in (np.uint16, np.float32) or data.ndim not in (2, 3):
+        raise ValueError("FITS data here is uint16 or float32, 2-D or three planes")
+    floating = data.dtype == np.float32
     shape = data.shape
     header = [
         card("SIMPLE", True, "conforms to FITS standard"),
-        card("BITPIX", 16, "16-bit integers"),
+        card("BITPIX", -32 if floating else 16, "32-bit floating point" if floating else "16-bit integers"),
         card("NAXIS", data.ndim),
     ]
     header.append(card("NAXIS1", shape[-1], "width"))
     header.append(card("NAXIS2", shape[-2], "height"))
     if data.ndim == 3:
         header.append(card("NAXIS3", shape[0], "colour planes"))
-    header.append(card("BZERO", 32768, "data = stored + 32768: unsigned 16-bit"))
-    header.append(card("BSCALE", 1))
+    if not floating:
+        header.append(card("BZERO", 32768, "data = stored + 32768: unsigned 16-bit"))
+        header.append(card("BSCALE", 1))
     header.extend(card(k, v, c) for k, v, c in cards if v is not None)
     header.append(card("END"))
     head = b"".join(header)
     head += b" " * (-len(head) % BLOCK)
-    # Flipping the top bit of an unsigned 16-bit value subtracts 32768 in two's complement.
-    body = np.bitwise_xor(data, np.uint16(0x8000)).view(np.int16).astype(">i2").tobytes()
+    if floating:
+        body = data.astype(">f4").tobytes()  # IEEE 754 big-endian; NaN where no value (FITS's blank)
+    else:
+        # Flipping the top bit of an unsigned 16-bit value subtracts 32768 in two's complement.
+        body = np.bitwise_xor(data, np.uint16(0x8000)).view(np.int16).astype(">i2").tobytes()
     body += b"\0" * (-len(body) % BLOCK)
     return head + body
 
@@ -148,11 +155,12 @@ MAX_FITS_VALUES = 4056 * 3040 * 3
 
 def read_fits(path: Path) -> FitsImage:
     """A FITS file's primary image as unsigned 16-bit data: what WANDA writes (BITPIX 16 with BZERO
-    32768), signed 16-bit (negative values read as 0) or 8-bit data. ValueError for anything else."""
+    32768, or a stack's 32-bit floats, scaled so that their largest value is full scale), signed
+    16-bit (negative values read as 0) or 8-bit data. ValueError for anything else."""
     with open(path, "rb") as file:
         header, offset = read_header(file)
         bitpix, naxis = header.get("BITPIX"), header.get("NAXIS")
-        if bitpix not in (8, 16) or naxis not in (2, 3):
+        if bitpix not in (8, 16, -32) or naxis not in (2, 3):
             raise ValueError(f"FITS data of BITPIX {bitpix} and NAXIS {naxis} is not read here")
         axes = [header.get(f"NAXIS{axis}") for axis in range(naxis, 0, -1)]
         shape = tuple(n for n in axes if isinstance(n, int) and not isinstance(n, bool) and n > 0)
@@ -163,11 +171,16 @@ def read_fits(path: Path) -> FitsImage:
         count = math.prod(shape)
         if count > MAX_FITS_VALUES:  # decoded and rendered in memory: a Pi has 2 GB or less
             raise ValueError(f"FITS data of {count / 1e6:.0f} million values is more than WANDA reads")
-        if os.fstat(file.fileno()).st_size - offset < count * (bitpix // 8):
+        if os.fstat(file.fileno()).st_size - offset < count * (abs(bitpix) // 8):
             raise ValueError("the FITS data ends early")
         file.seek(offset)
-        stored = np.fromfile(file, dtype=">u1" if bitpix == 8 else ">i2", count=count)
+        stored = np.fromfile(file, dtype={8: ">u1", 16: ">i2", -32: ">f4"}[bitpix], count=count)
     zero, scale = header.get("BZERO", 0), header.get("BSCALE", 1)
+    if bitpix == -32:
+        values = np.nan_to_num(stored.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(values.max()) if values.size else 0.0
+        data = np.clip(np.round(values * np.float32(65535 / top if top > 0 else 0.0)), 0, 65535).astype(np.uint16)
+        return FitsImage(header, data.reshape(shape), 65535)
     if bitpix == 8:
         data, full_scale = stored.astype(np.uint16), 255
     elif zero == 32768 and scale == 1:  # unsigned 16-bit: flip the top bit back
