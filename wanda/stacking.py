@@ -328,7 +328,8 @@ class _Stack:
 
     def add(self, frame: np.ndarray, timestamp: float, exposure_s: float) -> tuple[str, dict[str, Any]]:
         started = time.perf_counter()
-        luminance = frame.mean(axis=2)
+        # The channels' mean as three plain adds: numpy's mean over a last axis of three is slow.
+        luminance = (frame[..., 0] + frame[..., 1] + frame[..., 2]) * np.float32(1 / 3)
         stars, noise = _stars(luminance)
         outcome: dict[str, Any] = {"timestamp": timestamp, "stars": len(stars.x)}
         if len(stars.x) < MIN_INLIERS:
@@ -380,7 +381,7 @@ class _Stack:
         return "stack_rejected", self._state({**outcome, "accepted": False, "reason": reason, "message": message})
 
     def _state(self, last: dict[str, Any]) -> dict[str, Any]:
-        noise = _background_noise(self.accumulator.image().mean(axis=2)) if self.accumulator is not None else None
+        noise = _background_noise(self.accumulator) if self.accumulator is not None else None
         return {
             **_empty_state(),
             "stacked": self.stacked,
@@ -404,11 +405,12 @@ def _stars(luminance: np.ndarray):
     return find_stars(image, stats, 255), max(stats.noise, 0.5)
 
 
-def _background_noise(image: np.ndarray) -> float | None:
-    """The standard deviation of the stack's background, from the median absolute deviation of its
-    covered pixels (stars are few and do not move it)."""
-    sample = image[::3, ::3]  # a ninth of the pixels: the same figure, a ninth of the time
-    values = sample[np.isfinite(sample)]
+def _background_noise(accumulator: Accumulator) -> float | None:
+    """The standard deviation of the stack's background (its green channel), from the median
+    absolute deviation of its covered pixels (stars are few and do not move it)."""
+    # A ninth of the pixels: the same figure, a ninth of the time.
+    covered = accumulator.count[::3, ::3, 1] > 0
+    values = accumulator.mean[::3, ::3, 1][covered]
     if values.size < 100:
         return None
     deviation = np.median(np.abs(values - np.median(values)))
