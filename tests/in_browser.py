@@ -94,6 +94,9 @@ def reset(server: Wanda) -> None:
         server.post("/api/mount/tracking", {"action": "start", **initial["mount"]})  # how they are set
     if server.get("/api/mount/status")["tracking"]:
         server.post("/api/mount/tracking", {"action": "stop"})
+    if server.get("/api/stack")["stacked"] or server.get("/api/stack")["running"]:
+        server.post("/api/stack/stop", {})
+        server.post("/api/stack/reset", {})
     server.post("/api/camera/settings", initial["camera"])
     server.post("/api/session/config", initial["form"])
 

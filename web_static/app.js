@@ -18,6 +18,7 @@ import { setupNightMode } from "./night.js";
 import { setupSession } from "./session.js";
 import { setupSite } from "./site.js";
 import { setupSky } from "./sky.js";
+import { setupStack } from "./stack.js";
 import { connect, refreshAll, subscribe } from "./socket.js";
 import { refreshStorage } from "./storage.js";
 
@@ -30,6 +31,7 @@ setupSession();
 setupMount();
 setupSite();
 setupSky(subscribe); // its Follow toggle asks for the solve topic
+setupStack();
 setupGallery();
 $("analysis-panel").addEventListener("toggle", subscribe); // the analysis topic follows its panel
 setupAnalysis();

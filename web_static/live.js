@@ -8,10 +8,12 @@ export const live = {
   retry: 1000,
   timer: null,
   stretch: false,
+  source: "live", // or "stack": the live stack (stack.js), always stretched
   start() {
     clearTimeout(this.timer);
     // A new URL each time: a new connection, never a cached one.
-    $("live").src = `/stream?${this.stretch ? "stretch=auto&" : ""}t=${Date.now()}`;
+    const query = this.source === "stack" ? "source=stack&" : this.stretch ? "stretch=auto&" : "";
+    $("live").src = `/stream?${query}t=${Date.now()}`;
     $("stream-state").textContent = "";
   },
   lost() {
@@ -83,7 +85,7 @@ export function setupLiveView() {
 export async function pollStreamState() {
   try {
     const state = await api("GET", "/state");
-    const viewers = state.viewer_count + (state.stretched_viewer_count || 0);
+    const viewers = state.viewer_count + (state.stretched_viewer_count || 0) + (state.stack_viewer_count || 0);
     $("stream-stats").textContent = `${state.encoded_fps.toFixed(1)} fps · ${viewers} viewer${viewers === 1 ? "" : "s"}`;
   } catch {
     $("stream-stats").textContent = "– fps · – viewers";

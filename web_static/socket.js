@@ -14,6 +14,7 @@ import { offlineText, showOffline, showOnline } from "./offline.js";
 import { refreshResumable, showSession } from "./session.js";
 import { refreshSite, showSite } from "./site.js";
 import { refreshSolution, refreshTarget, resumeFollow, showCentring, showSolution } from "./sky.js";
+import { showStack } from "./stack.js";
 import { refreshStorage } from "./storage.js";
 
 const socket = { ws: null, retry: 1000, everConnected: false, topics: [], replies: new Map(), asked: 0 };
@@ -124,6 +125,8 @@ function handleMessage(message) {
     showAnalysis(data);
   } else if (topic === "solve") {
     showSolution(data);
+  } else if (topic === "stack") {
+    showStack(data);
   }
 }
 
