@@ -226,16 +226,20 @@ async def test_darks_and_bias_frames_are_taken_capped_and_flats_on_an_even_panel
 
     dark = await _capture_fits(client, "dark", 0.2)
     assert analyse(dark.astype(np.uint16), 65535)["star_count"] == 0
-    # The bias level everywhere (no background, gradient or vignetting), the read noise on it, and
-    # the hot pixels' dark current.
-    assert np.median(dark) == pytest.approx(black, abs=10)
+    # The bias level everywhere (no background, gradient or vignetting) with the sensor's floor on
+    # it (the columns' pattern, a little dark current), the read noise on it, and the hot pixels'
+    # dark current.
+    sim = client.app[CAMERA].backend
+    floor = sim.defects.floor(0.2, adu_per_e, black, 16, sim.temperature_c)
+    assert np.median(dark) == pytest.approx(np.median(floor), abs=10)
+    assert abs(np.median(floor) - black) < 20  # 0.2 s at 20 degrees: a few ADU of dark current
     assert np.median(dark[:100, :100]) == pytest.approx(np.median(dark[490:590, 670:770]), abs=10)
     assert _robust_sigma(dark) == pytest.approx(sensor.read_noise_e * adu_per_e, rel=0.1)
     assert (dark[hot.hot_y, hot.hot_x] > black + 10 * sensor.read_noise_e * adu_per_e).mean() > 0.8
 
     bias = await _capture_fits(client, "bias", 0.2)
     assert analyse(bias.astype(np.uint16), 65535)["star_count"] == 0
-    assert np.median(bias) == pytest.approx(black, abs=10)
+    assert np.median(bias) == pytest.approx(black, abs=12)  # and the columns' pattern
     assert _robust_sigma(bias) == pytest.approx(sensor.read_noise_e * adu_per_e, rel=0.1)
     # The shortest exposure's: no time for the hot pixels to fill.
     assert np.median(bias[hot.hot_y, hot.hot_x]) < black + 3 * sensor.read_noise_e * adu_per_e
@@ -431,7 +435,7 @@ def test_following_a_mount_the_sky_turns_with_its_real_steps_late_ones_and_moves
     tracked exposure is drawn from a handful of pieces however many steps it spans."""
     clock = FakeClock()
     sky = catalogue_sky(clock, fillers=False)
-    stepped = sky.follow_mount(3.523, tracking_clockwise=True)
+    stepped = sky.follow_mount(3.523, tracking_clockwise=True, periodic_error_arcsec=0.0)  # tested on its own
 
     def centre_ra() -> float:
         sky.render_luminance(0.0001, 8)
@@ -559,3 +563,110 @@ def test_filler_stars_are_random_faint_and_stay_put():
 
     overlap = fillers_around(here, M42[0] - 3, M42[1])
     assert len(overlap) > 50 and np.array_equal(overlap, fillers_around(there, M42[0] - 3, M42[1]))
+
+
+# -- what darks, bias frames and flats are for (wanda/backends/defects.py) --------------------
+
+
+def capped(sky: SimulatedSky, exposure: float, frame_type: str = "dark") -> np.ndarray:
+    """A 16-bit frame at gain 1 (long darks at gain 8 would clip in the glowing corner)."""
+    sky.set_controls(frame_type=frame_type)
+    return sky.render_luminance(exposure, 1.0, bits=16).astype(np.float64)
+
+
+def test_dark_current_and_amp_glow_grow_with_exposure_and_temperature():
+    sky = catalogue_sky(fillers=False)
+    glow_box = (slice(0, 40), slice(-40, None))  # the amplifier's corner, top right
+    far_box = (slice(500, 580), slice(300, 380))
+
+    def glow(frame: np.ndarray) -> float:
+        return float(np.median(frame[glow_box]) - np.median(frame[far_box]))
+
+    short, long = glow(capped(sky, 30.0)), glow(capped(sky, 60.0))
+    assert short > 0 and long == pytest.approx(2 * short, rel=0.1)
+    sky.temperature_c = 26.0  # six degrees warmer: twice the dark current
+    assert glow(capped(sky, 30.0)) == pytest.approx(2 * short, rel=0.1)
+    hot = sky.truth()
+    warm = capped(sky, 0.5)[hot.hot_y, hot.hot_x]  # short: the hottest would clip in 30 s
+    sky.temperature_c = 20.0
+    cool = capped(sky, 0.5)[hot.hot_y, hot.hot_x]
+    assert np.median(warm) > np.median(cool)
+
+
+def test_bias_frames_share_the_columns_pattern():
+    sky = catalogue_sky(fillers=False)
+    first = capped(sky, 0.0001, "bias").mean(axis=0)
+    second = capped(sky, 0.0001, "bias").mean(axis=0)
+    assert np.corrcoef(first, second)[0, 1] > 0.8  # fixed on the sensor: a master bias removes it
+    pattern = sky.defects.bias_columns_adu * 16  # 12-bit ADU in the 16-bit frame
+    assert np.corrcoef(first, pattern)[0, 1] > 0.8
+
+
+def test_dust_shadows_show_in_flats_as_their_truth_puts_them():
+    sky = catalogue_sky(fillers=False)
+    flat = capped(sky, 8 / 30, "flat")  # gain 1: eight times the exposure for the panel's level
+    black = SensorModel().black_level_adu * 16
+    for x, y, radius, depth in sky.defects.model.dust:
+        ring = flat[int(y - 0.8 * radius) - 1 : int(y - 0.8 * radius) + 2, int(x) - 2 : int(x) + 3]
+        outside = flat[int(y) - 3 : int(y) + 3, int(x + 2.5 * radius) - 3 : int(x + 2.5 * radius) + 3]
+        dimming = 1 - (np.median(ring) - black) / (np.median(outside) - black)
+        expected = 1 - sky.defects.transmission[int(y - 0.8 * radius), int(x)]
+        assert dimming == pytest.approx(expected, abs=0.02) and expected > depth / 2
+
+
+def test_a_satellite_trail_crosses_a_light_frame_where_the_truth_says():
+    sky = catalogue_sky(fillers=False)
+    sky.set_tracking(True)
+    sky.satellites_per_hour = 3600 * 3  # three a second: at least one crosses (1 in 20 no)
+    image = sky.render_luminance(1.0, 8.0, bits=16).astype(np.float64)
+    trails = sky.truth().trails
+    assert trails
+    trail = trails[0]
+    t = np.linspace(0.3, 0.7, 40)
+    xs, ys = trail.x0 + t * (trail.x1 - trail.x0), trail.y0 + t * (trail.y1 - trail.y0)
+    on = (xs >= 2) & (xs < 1438) & (ys >= 2) & (ys < 1078)
+    along = image[np.round(ys[on]).astype(int), np.round(xs[on]).astype(int)]
+    assert on.sum() > 5 and np.median(along) > np.median(image) + 1000  # far above the sky
+    sky.satellites_per_hour = 0
+    sky.render_luminance(1.0, 8.0)
+    assert sky.truth().trails == ()
+
+
+def test_passing_clouds_dim_the_stars_for_a_while_and_the_night_is_the_same_each_run():
+    from wanda.backends.defects import Clouds
+
+    clouds = Clouds(0.5, seed=3)
+    values = np.array([clouds.transparency(t) for t in np.arange(0, 3600, 5.0)])
+    assert values.min() < 0.5 and values.max() == 1.0 and 0.1 < (values < 0.99).mean() < 0.8
+    assert Clouds(0.5, seed=3).transparency(1234.5) == clouds.transparency(1234.5)
+    assert Clouds(0.0, seed=3).transparency(1234.5) == 1.0
+    # In the sky: at the cloudiest moment of the first hour, the stars are dimmer.
+    clock = FakeClock()
+    sky = catalogue_sky(clock, fillers=False, clouds=0.5, seed=3)
+    sky.set_tracking(True)
+    clear_at, cloudy_at = float(np.argmax(values) * 5.0), float(np.argmin(values) * 5.0)
+    light = []
+    for at in (clear_at, cloudy_at):
+        clock.advance(at - (clock.now - 1000.0))
+        light.append(sky.render_luminance(0.5, 8.0, bits=16).astype(np.float64).sum())
+    assert light[1] < light[0]
+
+
+def test_the_gears_periodic_error_follows_the_worms_angle():
+    """A sine of the step count: over a worm's turn of tracking the axis runs ahead and behind by
+    the peak error, and it comes back where it was."""
+    from wanda.backends.axis import SIDEREAL_ARCSEC_PER_S, RaAxis
+
+    perfect = RaAxis(3.523, +1, start=0.0, turn0=0.0)
+    geared = RaAxis(3.523, +1, start=0.0, turn0=0.0, periodic_error_arcsec=10.0, worm_period_s=480.0)
+    worm_steps = 480.0 / 3.523
+    errors = []
+    for k in range(1, 300):
+        t = k * 3.523
+        for axis in (perfect, geared):
+            axis.stepped(t, +1)
+        errors.append((geared.turn(t + 0.5) - perfect.turn(t + 0.5)) * SIDEREAL_ARCSEC_PER_S)
+    errors = np.array(errors)
+    assert errors.max() == pytest.approx(10.0, abs=0.1) and errors.min() == pytest.approx(-10.0, abs=0.1)
+    expected = 10.0 * np.sin(2 * np.pi * np.arange(1, 300) / worm_steps)
+    assert np.allclose(errors, expected, atol=1e-6)

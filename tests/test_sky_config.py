@@ -40,6 +40,8 @@ def test_the_sky_follows_the_settings(tmp_path):
     assert by_name.sim_pointing == (*MESSIER["M31"], 0.0)
     random = create_backend(load_config({"sim_sky": "random", "camera": "sim"}, env={}))
     assert random._field is None and random.plate_scale == pytest.approx(18.01, abs=0.01)
+    weather = create_backend(load_config({"sim_clouds": "0.4", "sim_temperature": "31.5", "camera": "sim"}, env={}))
+    assert weather.clouds.cover == 0.4 and weather.temperature_c == 31.5
 
 
 @pytest.mark.parametrize(
@@ -51,6 +53,8 @@ def test_the_sky_follows_the_settings(tmp_path):
         ({"sim_sky": "painted"}, "sim_sky: must be one of catalog, random"),
         ({"focal_length_mm": "0"}, "focal_length_mm: must be 1..10000 mm"),
         ({"latitude": "91"}, "latitude: must be -90..90 degrees"),
+        ({"sim_clouds": "2"}, "sim_clouds: must be 0..1"),
+        ({"sim_temperature": "120"}, "sim_temperature: must be -40..80 degrees"),
         ({"sim_dec": "north", "sim_ra": "10"}, "sim_dec (from --sim-dec): 'north' is not a valid float"),
     ],
 )

@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--sim-dec", type=float, metavar="DEG", help="the simulated pointing's Dec, degrees (with --sim-ra in degrees)")
     add("--sim-roll", type=float, metavar="DEG", help="the simulated camera's roll, degrees (north through east)")
     add("--sim-fwhm", type=float, metavar="PX", help="star size (FWHM, pixels) of the simulated sky (default 3)")
+    add("--sim-clouds", type=float, metavar="SHARE", help="passing clouds in the simulated sky: 0 clear (default) to 1")
+    add("--sim-temperature", type=float, metavar="C", help="the simulated sensor's temperature (default 20 C)")
     add("--version", action="version", version=f"wanda {__version__}")
     return parser
 

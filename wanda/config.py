@@ -93,6 +93,8 @@ class Config:
     sim_roll: float = 0.0
     sim_fwhm: float = 3.0  # star FWHM in preview pixels
     sim_seed: int = 1
+    sim_clouds: float = 0.0  # the share of minutes a cloud passes (0: a clear night)
+    sim_temperature: float = 20.0  # the simulated sensor's, Celsius: its dark current doubles every 6 degrees
 
     # The frame path.
     max_fps: float = 30.0
@@ -136,6 +138,8 @@ class Config:
         except ValueError as exc:
             raise ConfigError(f"sim_ra: {exc}") from None
         _check(-360 <= self.sim_roll <= 360, "sim_roll", "must be -360..360 degrees")
+        _check(0 <= self.sim_clouds <= 1, "sim_clouds", "must be 0..1 (the share of minutes a cloud passes)")
+        _check(-40 <= self.sim_temperature <= 80, "sim_temperature", "must be -40..80 degrees Celsius")
         _check(1 <= self.max_fps <= 60, "max_fps", "must be 1..60")
         _check(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be 1..100")
         _check(self.max_connections >= 16, "max_connections", "must be at least 16")

@@ -9,15 +9,19 @@ the sky in the tracking direction, against it the other way. So the sky's *turn*
 
 A tracking mount's steps then hold the field apart from their sawtooth (with every late step the
 mount really makes), a move for centring a target shifts it by as many steps as it makes, and an
-idle mount lets it drift. The steps arrive on the mount's thread, the frames are rendered on the
+idle mount lets it drift. The gears add their periodic error: the worm's imperfect thread turns the
+axis a little ahead and behind of where its steps put it, a sine of the worm's angle, so of the
+step count (``periodic_error_arcsec`` peak, over ``worm_period_s`` of tracking). The steps arrive on the mount's thread, the frames are rendered on the
 camera's: a lock keeps them apart.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 
+SIDEREAL_ARCSEC_PER_S = 15.041  # of hour angle (wanda.astro.sidereal has the exact value)
 KEEP_S = 300.0  # steps are kept this long: longer than the longest exposure (230 s)
 MAX_SEGMENTS = 64  # an exposure's path is drawn in at most this many pieces of drift
 
@@ -25,10 +29,21 @@ MAX_SEGMENTS = 64  # an exposure's path is drawn in at most this many pieces of 
 class RaAxis:
     """Thread-safe: ``stepped`` on the mount's thread, the rest on the camera's."""
 
-    def __init__(self, step_s: float, tracking_sign: int, start: float, turn0: float):
+    def __init__(
+        self,
+        step_s: float,
+        tracking_sign: int,
+        start: float,
+        turn0: float,
+        *,
+        periodic_error_arcsec: float = 0.0,
+        worm_period_s: float = 480.0,
+    ):
         """``step_s``: one step in seconds of sidereal motion; ``tracking_sign``: the direction
         (+1 clockwise, -1 not) that follows the sky; the turn is ``turn0`` at ``start``."""
         self.step_s = float(step_s)
+        self._error_s = periodic_error_arcsec / SIDEREAL_ARCSEC_PER_S  # the peak, in seconds of turn
+        self._worm_steps = worm_period_s / step_s
         self.tracking_sign = tracking_sign
         self._start = float(start)
         self._turn0 = float(turn0)
@@ -55,10 +70,15 @@ class RaAxis:
         index = bisect.bisect_right(self._times, at)
         return self._counts[index - 1] if index else self._folded
 
+    def _error(self, count: int) -> float:
+        """The gears' periodic error after ``count`` net steps, in seconds of turn."""
+        return self._error_s * math.sin(2 * math.pi * count / self._worm_steps) if self._error_s else 0.0
+
     def turn(self, at: float) -> float:
-        """The sky's turn at ``at``, the steps made so far included."""
+        """The sky's turn at ``at``, the steps made so far (and the gears' error) included."""
         with self._lock:
-            return self._turn0 + (at - self._start) - self.step_s * self._count_at(at)
+            count = self._count_at(at)
+        return self._turn0 + (at - self._start) - self.step_s * count + self._error(count)
 
     def path(self, start: float, end: float, resolution_s: float) -> list[tuple[float, float, float]]:
         """The turn during an exposure from ``start`` to ``end``: segments (turn at their start, at
@@ -74,7 +94,7 @@ class RaAxis:
         bounds = [start, *cuts, end]
         merged: dict[tuple[int, int], list[float]] = {}
         for a, b, count in zip(bounds, bounds[1:], counts, strict=False):
-            turn_a = self._turn0 + (a - self._start) - self.step_s * count
+            turn_a = self._turn0 + (a - self._start) - self.step_s * count + self._error(count)
             turn_b = turn_a + (b - a)
             key = (round(turn_a / resolution_s), round(turn_b / resolution_s))
             if key in merged:
@@ -83,7 +103,7 @@ class RaAxis:
                 merged[key] = [turn_a, turn_b, (b - a) / span]
         segments = sorted((a, b, share) for a, b, share in merged.values() if share > 0)
         if not segments:  # a zero-length exposure
-            turn = self._turn0 + (end - self._start) - self.step_s * counts[-1]
+            turn = self._turn0 + (end - self._start) - self.step_s * counts[-1] + self._error(counts[-1])
             return [(turn, turn, 1.0)]
         if len(segments) > MAX_SEGMENTS:
             # A long exposure during a slew: neighbours in turn are drawn as one stretch.

@@ -88,6 +88,8 @@ def simulated_sky(
         latitude=config.latitude,
         longitude=config.longitude,
         step_interval_s=config.mount_step_interval,
+        clouds=config.sim_clouds,
+        temperature_c=config.sim_temperature,
         clock=clock,
         wall_clock=wall_clock,
     )

@@ -35,6 +35,7 @@ from a cached map and stars are stamped in vectorised groups: about 5-10 ms a fr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -48,6 +49,7 @@ from wanda.astro.catalog import StarCatalogue, load_catalogue
 from wanda.astro.projection import arcsec_per_pixel
 from wanda.backends import CaptureCancelled, PreviewFrame, StillImage
 from wanda.backends.axis import RaAxis
+from wanda.backends.defects import Clouds, SensorDefects, Trail
 from wanda.backends.starfield import CatalogueSky, SkyPointing
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 SIDEREAL_RATE = 15.041  # arcseconds per second of time, on the celestial equator
 
 SENSOR_WIDTH = 4056  # the IMX477's pixels across: the 1440 px preview is binned from them
+PERIODIC_ERROR_ARCSEC = 10.0  # the mount's gears, peak (a small stepper mount's worm: 10-30")
 TRAIL_PIECE_PX = 8  # a trail is drawn in pieces this long at most (see _add_catalogue_stars)
 
 PREVIEW_SIZE = (1440, 1080)
@@ -77,6 +80,11 @@ class SensorModel:
     black_level_adu: float = 256.0  # 12-bit bias level, as the IMX477 reports
     sky_e_per_s: float = 6.0  # sky background per pixel at a dark site
     adc_bits: int = 12
+
+
+def gain_free_adu(sensor: SensorModel, bits: int) -> float:
+    """One 12-bit ADU (the bias pattern's unit, which the gain does not scale) in ``bits``-bit ADU."""
+    return 1.0 / 2 ** (sensor.adc_bits - bits)
 
 
 def optic_scale(focal_length_mm: float, pixel_size_um: float, width: int = PREVIEW_SIZE[0]) -> float:
@@ -105,6 +113,7 @@ class SkyTruth:
     magnitude: np.ndarray | None = None
     source_id: np.ndarray | None = None
     pointing: SkyPointing | None = None
+    trails: tuple[Trail, ...] = ()  # satellites that crossed the frame
 
     def adu_per_e(self, sensor: SensorModel = SensorModel(), bits: int = 8) -> float:
         return self.gain / sensor.e_per_adu_at_unity / 2 ** (sensor.adc_bits - bits)
@@ -234,13 +243,17 @@ class SimulatedSky:
         step_interval_s: float | None = 3.523,
         fillers: bool = True,
         catalogue: Callable[[], StarCatalogue] = load_catalogue,
+        clouds: float = 0.0,
+        temperature_c: float = 20.0,
     ):
         """``pointing`` (RA, Dec, roll in degrees, J2000) asks for the real sky, seen through a lens
         of ``focal_length_mm`` on a sensor of ``pixel_size_um`` pixels (the HQ camera's 1.55 um,
         binned into the 1440 px preview as the Pi's preview is), which sets the plate scale;
         without it the random field at ``plate_scale`` (arcsec per pixel). ``step_interval_s``:
         the mount's step at the sidereal rate (None: a tracking mount holds the sky exactly).
-        ``latitude``/``longitude``: the site, for the hour angle and altitude in the truth."""
+        ``latitude``/``longitude``: the site, for the hour angle and altitude in the truth.
+        ``clouds``: the share of minutes a cloud passes (wanda/backends/defects.py); 0: clear.
+        ``temperature_c``: the sensor's, for its dark current (settable later)."""
         self.fwhm = float(fwhm)
         self.sigma = self.fwhm / (2 * math.sqrt(2 * math.log(2)))
         # The preview's pixels: the sensor's, binned from its 4056 px to the preview's 1440.
@@ -258,8 +271,12 @@ class SimulatedSky:
         self.exposure_s = 1 / 30
         self.gain = 8.0
         self.frame_type = "light"  # what is in front of the lens: see render_luminance
-        # The share of the stars' light that clouds let through (1: a clear night); tests set it.
+        # The share of the stars' light that clouds let through (1: a clear night); tests set it,
+        # and passing clouds (``clouds``) lower it for a minute now and then.
         self.transparency = 1.0
+        self.clouds = Clouds(clouds, seed)
+        self.temperature_c = float(temperature_c)
+        self.satellites_per_hour: float | None = None  # None: the sensor model's rate; tests set it
 
         width, height = PREVIEW_SIZE
         self._pad = math.ceil(4 * self.sigma) + 1  # stamps never leave the padded canvas
@@ -287,7 +304,10 @@ class SimulatedSky:
         yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
         cx, cy = (width - 1) / 2, (height - 1) / 2
         r2 = ((xx - cx) ** 2 + (yy - cy) ** 2) / (cx**2 + cy**2)
-        self._vignetting = (1.0 - 0.2 * r2).astype(np.float32)
+        # Dark current, amp glow, the bias pattern and dust (wanda/backends/defects.py): the dust's
+        # shadows are in the light's shape, lights and flats alike.
+        self.defects = SensorDefects(PREVIEW_SIZE, seed)
+        self._vignetting = ((1.0 - 0.2 * r2) * self.defects.transmission).astype(np.float32)
         self._bg_shape = ((1.0 + 0.25 * (yy / height - 0.5)) * self._vignetting).astype(np.float32)
 
         # Noise is sliced from a precomputed field at a random offset: a fresh draw per frame
@@ -316,7 +336,7 @@ class SimulatedSky:
             self._pad = 2 * self._pad + TRAIL_PIECE_PX
         self._step_interval = step_interval_s if pointing is not None else None
         self._canvas = np.empty((height + 2 * self._pad, width + 2 * self._pad), np.float32)
-        self._bg_cache: tuple[tuple[str, float, float], np.ndarray] | None = None
+        self._bg_cache: tuple[tuple[str, float], np.ndarray] | None = None
         self._rgbx_buffers = (np.empty((height, width), np.uint32), np.empty((height, width), np.uint32))
         self._rgbx_turn = 0
 
@@ -406,7 +426,11 @@ class SimulatedSky:
             started=started,
             exposure_s=self.exposure_s,
             gain=self.gain,
-            metadata={"tracking": self._tracking, "drift_px_per_s": 0.0 if self._tracking else self._drift_px_per_s()},
+            metadata={
+                "tracking": self._tracking,
+                "drift_px_per_s": 0.0 if self._tracking else self._drift_px_per_s(),
+                "SensorTemperature": self.temperature_c,  # as picamera2's metadata names it
+            },
         )
 
     def frame_interval(self, max_fps: float) -> float:
@@ -454,16 +478,20 @@ class SimulatedSky:
     def tracking(self) -> bool:
         return self._tracking
 
-    def follow_mount(self, step_s: float, tracking_clockwise: bool) -> Callable[[float, int], None]:
+    def follow_mount(
+        self, step_s: float, tracking_clockwise: bool, *, periodic_error_arcsec: float = PERIODIC_ERROR_ARCSEC
+    ) -> Callable[[float, int], None]:
         """From now on the sky turns with the mount's steps, each ``step_s`` seconds of sidereal
-        motion, following the sky when it goes ``tracking_clockwise``: returns what the mount
-        calls at each step (its clock must be this sky's)."""
+        motion, following the sky when it goes ``tracking_clockwise``, with the gears' periodic
+        error: returns what the mount calls at each step (its clock must be this sky's)."""
         with self._lock:
             now = self._clock()
             turn = self._offset_locked(now)
             if self._tracking and self._step_interval is not None:
                 turn += self._sawtooth(now)
-            self._axis = RaAxis(step_s, 1 if tracking_clockwise else -1, now, turn)
+            self._axis = RaAxis(
+                step_s, 1 if tracking_clockwise else -1, now, turn, periodic_error_arcsec=periodic_error_arcsec
+            )
             return self._axis.stepped
 
     def set_tracking(self, tracking: bool) -> None:
@@ -604,10 +632,10 @@ class SimulatedSky:
         canvas[:, -pad:] = 0
         oy, ox = self._rng.integers(0, self._noise_slack, 2)
         np.multiply(self._noise[oy : oy + height, ox : ox + width], sigma_bg_e * adu_per_e, out=image)
+        # What the sensor adds with no light: bias level and pattern, dark current and amp glow.
+        image += self.defects.floor(exposure_s, adu_per_e, black, gain_free_adu(sensor, bits), self.temperature_c)
         if light_e > 0:
-            image += self._background("flat" if self.frame_type == "flat" else "sky", light_e * adu_per_e, black)
-        else:  # capped: the bias level alone, the same everywhere
-            image += np.float32(black)
+            image += self._background("flat" if self.frame_type == "flat" else "sky", light_e * adu_per_e)
 
         if self._field is not None:
             middle = self._unix(end - exposure_s / 2)
@@ -620,8 +648,16 @@ class SimulatedSky:
             if sky:
                 self._add_stars(canvas, exposure_s, adu_per_e, offset, trail)
             truth = self._truth_at(offset, trail, exposure_s, gain, stars=sky)
+        trails: list[Trail] = []
+        if sky:  # a satellite crossed: a bright line, however long the exposure
+            trails = self.defects.trails(exposure_s, self._rng, self.satellites_per_hour)
+            for trail in trails:
+                electrons = self.defects.model.satellite_e_per_px
+                self.defects.draw_trail(image, trail, electrons, adu_per_e, self.sigma)
+        truth = dataclasses.replace(truth, trails=tuple(trails)) if trails else truth
         # Hot pixels are the sensor's own dark current: in every frame, capped or not.
-        image[self._hot_y, self._hot_x] += self._hot_rate * exposure_s * adu_per_e  # unique positions
+        heat = self.defects.temperature_factor(self.temperature_c, self.defects.model.doubling_c)
+        image[self._hot_y, self._hot_x] += self._hot_rate * (exposure_s * heat * adu_per_e)  # unique positions
         np.clip(image, 0, 2**bits - 1, out=image)
         self._last_truth = truth
         return image
@@ -638,12 +674,12 @@ class SimulatedSky:
         packed *= np.uint32(0x010101)
         return packed.view(np.uint8).reshape(packed.shape[0], packed.shape[1], 4)
 
-    def _background(self, light: str, level: float, black: float) -> np.ndarray:
-        """The sky's background (gradient and vignetting) or the flat panel's (vignetting)."""
-        key = (light, round(level, 9), round(black, 9))
+    def _background(self, light: str, level: float) -> np.ndarray:
+        """The sky's background (gradient, vignetting, dust) or the flat panel's (vignetting, dust)."""
+        key = (light, round(level, 9))
         if self._bg_cache is None or self._bg_cache[0] != key:
             shape = self._vignetting if light == "flat" else self._bg_shape
-            self._bg_cache = (key, shape * np.float32(level) + np.float32(black))
+            self._bg_cache = (key, shape * np.float32(level))
         return self._bg_cache[1]
 
     def _stamp_noisy(self, canvas: np.ndarray, x0: np.ndarray, y0: np.ndarray, signal: np.ndarray, adu_per_e: float):
@@ -673,7 +709,7 @@ class SimulatedSky:
         pad = self._pad
         # A trail runs from the star's position at exposure start to where it is at the end.
         x_start = self._frame_x(offset - trail)
-        electrons = self._star_flux * (exposure_s * self.transparency)
+        electrons = self._star_flux * (exposure_s * self.transparency)  # the random field has no dust
         visible = (x_start > -pad - trail) & (x_start < width + pad)
         # Skip stars far below the noise: invisible, and most of the cost.
         visible &= electrons * adu_per_e > 0.02
@@ -754,9 +790,11 @@ class SimulatedSky:
         y = sum(share * (placed[a][1] + placed[b][1]) / 2 for a, b, share in pieces)
         flux = field.flux_e_per_s[near]
         if stars and len(near):
+            # Through the clouds of the moment and the dust on the window above each star.
+            clear = self.transparency * self.clouds.transparency(unix - self._start[1])
+            seen = flux * self.defects.transmission_at(np.asarray(x), np.asarray(y)) * np.float32(clear)
             for a, b, share in pieces:
-                electrons = flux * (exposure_s * share * self.transparency)
-                self._draw_piece(canvas, placed[a], placed[b], electrons, adu_per_e, sigma_bg_e)
+                self._draw_piece(canvas, placed[a], placed[b], seen * (exposure_s * share), adu_per_e, sigma_bg_e)
         inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1) & stars
         drawn = near[inside]
         return SkyTruth(
