@@ -336,7 +336,7 @@ class SimulatedSky:
             self._pad = 2 * self._pad + TRAIL_PIECE_PX
         self._step_interval = step_interval_s if pointing is not None else None
         self._canvas = np.empty((height + 2 * self._pad, width + 2 * self._pad), np.float32)
-        self._bg_cache: tuple[tuple[str, float], np.ndarray] | None = None
+        self._bg_cache: tuple[tuple, np.ndarray] | None = None
         self._rgbx_buffers = (np.empty((height, width), np.uint32), np.empty((height, width), np.uint32))
         self._rgbx_turn = 0
 
@@ -632,10 +632,11 @@ class SimulatedSky:
         canvas[:, -pad:] = 0
         oy, ox = self._rng.integers(0, self._noise_slack, 2)
         np.multiply(self._noise[oy : oy + height, ox : ox + width], sigma_bg_e * adu_per_e, out=image)
-        # What the sensor adds with no light: bias level and pattern, dark current and amp glow.
-        image += self.defects.floor(exposure_s, adu_per_e, black, gain_free_adu(sensor, bits), self.temperature_c)
-        if light_e > 0:
-            image += self._background("flat" if self.frame_type == "flat" else "sky", light_e * adu_per_e)
+        # The light's mean (sky or panel) on what the sensor adds with no light (bias level and
+        # pattern, dark current, amp glow): one cached map, one add a frame.
+        floor_of = (exposure_s, adu_per_e, black, gain_free_adu(sensor, bits), self.temperature_c)
+        light = None if light_e <= 0 else "flat" if self.frame_type == "flat" else "sky"
+        image += self._background(light, light_e * adu_per_e, floor_of)
 
         if self._field is not None:
             middle = self._unix(end - exposure_s / 2)
@@ -674,12 +675,18 @@ class SimulatedSky:
         packed *= np.uint32(0x010101)
         return packed.view(np.uint8).reshape(packed.shape[0], packed.shape[1], 4)
 
-    def _background(self, light: str, level: float) -> np.ndarray:
-        """The sky's background (gradient, vignetting, dust) or the flat panel's (vignetting, dust)."""
-        key = (light, round(level, 9))
+    def _background(self, light: str | None, level: float, floor_of: tuple[float, ...]) -> np.ndarray:
+        """The sky's background (gradient, vignetting, dust) or the flat panel's (vignetting, dust)
+        at ``level`` on the sensor's floor (``floor_of``: SensorDefects.floor's arguments);
+        ``light`` None: the floor alone (capped)."""
+        key = (light, round(level, 9), *(round(v, 12) for v in floor_of))
         if self._bg_cache is None or self._bg_cache[0] != key:
-            shape = self._vignetting if light == "flat" else self._bg_shape
-            self._bg_cache = (key, shape * np.float32(level))
+            floor = self.defects.floor(*floor_of)
+            if light is None:
+                self._bg_cache = (key, floor)
+            else:
+                shape = self._vignetting if light == "flat" else self._bg_shape
+                self._bg_cache = (key, shape * np.float32(level) + floor)
         return self._bg_cache[1]
 
     def _stamp_noisy(self, canvas: np.ndarray, x0: np.ndarray, y0: np.ndarray, signal: np.ndarray, adu_per_e: float):
