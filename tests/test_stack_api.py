@@ -82,7 +82,7 @@ async def test_a_stack_that_falls_behind_skips_to_the_newest_frame_and_counts_th
     worker.start()
     pixels = np.zeros((60, 80, 4), np.uint8)
     for timestamp in range(5):  # the thread is not running: each frame replaces the one waiting
-        worker.offer(pixels, "RGBX", float(timestamp), 0.1)
+        worker.offer(pixels, "RGBX", float(timestamp), 0.1, 8.0)
     assert worker.skipped == 4
     worker.start_thread()
     try:

@@ -22,6 +22,7 @@ from wanda.auth import Guard
 from wanda.backends import CameraBackend
 from wanda.backends.choose import create_backend
 from wanda.backends.sky import optic_scale
+from wanda.calibration import CalibrationLibrary
 from wanda.camera import CameraWorker
 from wanda.centring import Centring
 from wanda.clock import SystemClock
@@ -32,6 +33,7 @@ from wanda.events import EventBus
 from wanda.frames import FrameHub
 from wanda.handlers import (
     analysis_api,
+    calibration_api,
     camera_api,
     captures,
     clock_api,
@@ -52,6 +54,7 @@ from wanda.keys import (
     ANALYSIS,
     AUTH,
     BUS,
+    CALIBRATION,
     CAMERA,
     CAPTURES,
     CENTRING,
@@ -105,6 +108,7 @@ def create_app(
     app[HUB] = FrameHub()
     app[STRETCHED_HUB] = FrameHub()
     app[STACK_HUB] = FrameHub()
+    app[CALIBRATION] = CalibrationLibrary(config.state_dir / "calibration")
     app[BUS] = EventBus()
     app[LAG] = LoopLagMonitor()
     app[STARTED] = time.time()
@@ -132,6 +136,7 @@ def create_app(
         stream,
         camera_api,
         analysis_api,
+        calibration_api,
         mount_api,
         session_api,
         captures,
@@ -176,6 +181,7 @@ def _camera_ctx(backend: CameraBackend | None):
             linear=chosen.preview_linear,
             hub=app[STACK_HUB],
             jpeg_quality=config.jpeg_quality,
+            calibration=app[CALIBRATION],
         )
         worker = CameraWorker(
             chosen,

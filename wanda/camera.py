@@ -212,7 +212,9 @@ class CameraWorker:
         if self.analysis is not None:
             self.analysis.offer(preview.pixels, preview.pixel_format, preview.timestamp)
         if self.stacker is not None:
-            self.stacker.offer(preview.pixels, preview.pixel_format, preview.timestamp, preview.exposure_s)
+            self.stacker.offer(
+                preview.pixels, preview.pixel_format, preview.timestamp, preview.exposure_s, preview.gain
+            )
         self._seq += 1
         height, width = preview.pixels.shape[:2]
         if self._hub.wants_frames:

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from wanda.analysis import AnalysisWorker
 from wanda.auth import Guard
+from wanda.calibration import CalibrationLibrary
 from wanda.camera import CameraWorker
 from wanda.centring import Centring
 from wanda.clock import SystemClock
@@ -29,6 +30,7 @@ STRETCHED_HUB = web.AppKey("stretched_hub", FrameHub)  # /stream?stretch=auto
 STACK_HUB = web.AppKey("stack_hub", FrameHub)  # /stream?source=stack: the live stack, stretched
 ANALYSIS = web.AppKey("analysis", AnalysisWorker)
 STACK = web.AppKey("stack", StackWorker)  # the `stack` thread: live stacking of the preview
+CALIBRATION = web.AppKey("calibration", CalibrationLibrary)  # the master darks, flats and bias frames
 CAMERA = web.AppKey("camera", CameraWorker)
 CONTROL = web.AppKey("control", CameraControl)
 BUS = web.AppKey("bus", EventBus)

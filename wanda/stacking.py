@@ -34,6 +34,7 @@ from wanda.astro.measure import exact_histogram, find_stars, statistics
 from wanda.astro.register import MIN_INLIERS, RegistrationFailed, Transform, register
 from wanda.astro.stack import Accumulator, warp
 from wanda.astro.stretch import auto_stretch
+from wanda.calibration import CalibrationLibrary
 from wanda.errors import ErrorCode, WandaError
 from wanda.frames import Frame, FrameHub, multipart_part
 from wanda.jpeg import JpegEncoder
@@ -59,11 +60,13 @@ class StackWorker:
         linear: bool = True,
         hub: FrameHub | None = None,
         jpeg_quality: int = 85,
+        calibration: CalibrationLibrary | None = None,
         clock: Callable[[], float] = time.time,
     ):
         """``publish(event, state)`` is called on the loop; ``linear``: the preview's pixels are
         linear light (the simulator's), else sRGB-encoded (a Pi's preview) and linearised; ``hub``:
-        where the stretched stack goes for its viewers."""
+        where the stretched stack goes for its viewers; ``calibration``: the masters that match
+        each frame are taken off it (a dark, else a bias) and divided out of it (a flat)."""
         self._loop = loop
         self._publish = publish
         # A Pi's preview is sRGB-encoded: to linear light on the preview's 0-255 scale.
@@ -71,7 +74,7 @@ class StackWorker:
         self._clock = clock
         self._lock = threading.Lock()  # guards the slot and the running flag
         self._ready = threading.Condition(self._lock)
-        self._slot: tuple[np.ndarray, str, float, float] | None = None
+        self._slot: tuple[np.ndarray, str, float, float, float] | None = None
         self._spare: np.ndarray | None = None  # the buffer of the frame the thread last took, for the next
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -85,6 +88,10 @@ class StackWorker:
         self.state: dict[str, Any] = _empty_state()
         self.hub = hub
         self._jpeg_quality = jpeg_quality
+        self.calibration = calibration
+        # The masters for frames of one size, exposure and gain (looked up again after a start
+        # or a reset, and when those change): (key, dark or bias, flat, what was used).
+        self._masters: tuple[tuple, np.ndarray | None, np.ndarray | None, dict[str, Any]] | None = None
         self._encoder: JpegEncoder | None = None  # the stack thread's own
         self._render_requested = False
         self._seq = 0
@@ -104,6 +111,7 @@ class StackWorker:
 
     def start(self) -> dict[str, Any]:
         with self._lock:
+            self._masters = None  # masters built since are looked up again
             if not self.running:
                 self.running = True
                 self.state = {**self.state, "running": True, "source": "preview"}
@@ -123,6 +131,7 @@ class StackWorker:
         with self._lock:
             self._slot = None
             self._reset_requested = True
+            self._masters = None
             self._generation += 1
             self.skipped = 0
             self._ready.notify()
@@ -135,7 +144,7 @@ class StackWorker:
     def wanted(self) -> bool:
         return self.running
 
-    def offer(self, pixels: np.ndarray, pixel_format: str, timestamp: float, exposure_s: float) -> None:
+    def offer(self, pixels: np.ndarray, pixel_format: str, timestamp: float, exposure_s: float, gain: float) -> None:
         if not self.running:
             return
         with self._lock:
@@ -150,7 +159,7 @@ class StackWorker:
                 buffer = np.empty_like(pixels)
             self._spare = None
             np.copyto(buffer, pixels)
-            self._slot = (buffer, pixel_format, timestamp, exposure_s)
+            self._slot = (buffer, pixel_format, timestamp, exposure_s, gain)
             self._ready.notify()
 
     # -- the thread -----------------------------------------------------------------------------
@@ -188,11 +197,12 @@ class StackWorker:
             try:
                 if self._stack is None:
                     self._stack = _Stack()
-                linear = self._linear(frame)
+                linear, timestamp, exposure_s, gain = self._linear(frame)
                 with self._lock:
                     self._spare = frame[0]  # its pixels are read: the buffer takes the next frame
+                calibrated, used = self._calibrated(linear, exposure_s, gain)
                 with self._stack_lock:
-                    event, state = self._stack.add(*linear)
+                    event, state = self._stack.add(calibrated, timestamp, exposure_s, used)
             except Exception:  # a frame that cannot be stacked must not end the thread
                 log.exception("stacking a frame failed")
                 continue
@@ -251,13 +261,56 @@ class StackWorker:
         except RuntimeError:  # the loop is closed: shutting down
             pass
 
-    def _linear(self, frame: tuple[np.ndarray, str, float, float]) -> tuple[np.ndarray, float, float]:
-        """The frame as float32 linear RGB (H, W, 3), its timestamp and exposure."""
-        pixels, pixel_format, timestamp, exposure_s = frame
+    def _linear(self, frame: tuple[np.ndarray, str, float, float, float]) -> tuple[np.ndarray, float, float, float]:
+        """The frame as float32 linear RGB (H, W, 3), its timestamp, exposure and gain."""
+        pixels, pixel_format, timestamp, exposure_s, gain = frame
         order = {"RGB": (0, 1, 2), "RGBX": (0, 1, 2), "BGR": (2, 1, 0)}[pixel_format]
         rgb = pixels[..., list(order)]
         linear = rgb.astype(np.float32) if self._to_linear is None else self._to_linear[rgb]
-        return linear, timestamp, exposure_s
+        return linear, timestamp, exposure_s, gain
+
+    def _calibrated(self, frame: np.ndarray, exposure_s: float, gain: float) -> tuple[np.ndarray, dict[str, Any]]:
+        """The frame less its master dark (else bias), divided by its master flat, in place; and
+        which masters it took, or why none."""
+        height, width = frame.shape[:2]
+        key = (width, height, round(exposure_s, 6), round(gain, 3))
+        if self._masters is None or self._masters[0] != key:
+            self._masters = (key, *self._find_masters(width, height, exposure_s, gain))
+        _, offset, flat, used = self._masters
+        if offset is not None:
+            frame -= offset
+        if flat is not None:
+            frame /= flat
+        return frame, used
+
+    def _find_masters(
+        self, width: int, height: int, exposure_s: float, gain: float
+    ) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+        used: dict[str, Any] = {"dark": None, "bias": None, "flat": None, "missing": []}
+        if self.calibration is None:
+            return None, None, used
+        library = self.calibration
+        dark, wanted_dark = library.match("dark", width=width, height=height, exposure_s=exposure_s, gain=gain)
+        bias, wanted_bias = library.match("bias", width=width, height=height, gain=gain)
+        flat, wanted_flat = library.match("flat", width=width, height=height)
+        offset = None
+        chosen = dark or bias
+        if chosen is not None:
+            # Masters are in the units of the frames they came from (16-bit stills); the preview's
+            # are 8-bit: 256 levels of its for the master's full scale + 1.
+            offset = _as_planes(library.load(chosen) * np.float32(256 / (chosen.full_scale + 1)))
+            used["dark" if dark else "bias"] = chosen.name
+        if dark is None:
+            used["missing"].append(f"no master {wanted_dark}" + (" (a bias is taken off instead)" if bias else ""))
+        if chosen is None:
+            used["missing"].append(f"no master {wanted_bias}")
+        flat_planes = None
+        if flat is not None:
+            flat_planes = np.maximum(_as_planes(library.load(flat)), np.float32(0.05))
+            used["flat"] = flat.name
+        else:
+            used["missing"].append(f"no master {wanted_flat}")
+        return offset, flat_planes, used
 
     def _deliver(self, generation: int, event: str, state: dict[str, Any]) -> None:
         """On the loop: keep it and publish it, unless the stack was reset meanwhile."""
@@ -295,6 +348,7 @@ def _empty_state() -> dict[str, Any]:
         "width": None,
         "height": None,
         "memory_bytes": 0,
+        "calibration": None,
     }
 
 
@@ -312,6 +366,7 @@ class _Stack:
         self.rejections: Counter[str] = Counter()
         self.integration_s = 0.0
         self.size = (0, 0)
+        self.calibration: dict[str, Any] | None = None  # the masters the last frame took
         self.first: float | None = None  # the first and the last frame stacked (Unix)
         self.last: float | None = None
 
@@ -326,8 +381,11 @@ class _Stack:
             "height": self.size[1],
         }
 
-    def add(self, frame: np.ndarray, timestamp: float, exposure_s: float) -> tuple[str, dict[str, Any]]:
+    def add(
+        self, frame: np.ndarray, timestamp: float, exposure_s: float, calibration: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
         started = time.perf_counter()
+        self.calibration = calibration
         # The channels' mean as three plain adds: numpy's mean over a last axis of three is slow.
         luminance = (frame[..., 0] + frame[..., 1] + frame[..., 2]) * np.float32(1 / 3)
         stars, noise = _stars(luminance)
@@ -395,7 +453,13 @@ class _Stack:
             "width": self.size[0] or None,
             "height": self.size[1] or None,
             "memory_bytes": self.accumulator.nbytes if self.accumulator is not None else 0,
+            "calibration": self.calibration,
         }
+
+
+def _as_planes(master: np.ndarray) -> np.ndarray:
+    """A grey master (height, width) as (height, width, 1), to take off every colour plane."""
+    return master[:, :, None] if master.ndim == 2 else master
 
 
 def _stars(luminance: np.ndarray):

@@ -426,6 +426,7 @@ class SimulatedSky:
             started=started,
             exposure_s=self.exposure_s,
             gain=self.gain,
+            black_level=self.sensor.black_level_adu * 2 ** (16 - self.sensor.adc_bits),  # in the 16-bit data
             metadata={
                 "tracking": self._tracking,
                 "drift_px_per_s": 0.0 if self._tracking else self._drift_px_per_s(),
@@ -652,9 +653,9 @@ class SimulatedSky:
         trails: list[Trail] = []
         if sky:  # a satellite crossed: a bright line, however long the exposure
             trails = self.defects.trails(exposure_s, self._rng, self.satellites_per_hour)
-            for trail in trails:
+            for satellite in trails:
                 electrons = self.defects.model.satellite_e_per_px
-                self.defects.draw_trail(image, trail, electrons, adu_per_e, self.sigma)
+                self.defects.draw_trail(image, satellite, electrons, adu_per_e, self.sigma)
         truth = dataclasses.replace(truth, trails=tuple(trails)) if trails else truth
         # Hot pixels are the sensor's own dark current: in every frame, capped or not.
         heat = self.defects.temperature_factor(self.temperature_c, self.defects.model.doubling_c)

@@ -285,6 +285,35 @@ def build_spec(limits: Limits) -> dict[str, Any]:
             "get": _operation("the running or last centring", {200: _ok()}),
             "delete": _operation("stop a running centring", {200: _ok()}, 403),
         },
+        "/api/calibration": {
+            "get": _operation("the master darks, flats and bias frames", {200: _ok()}),
+            "post": _operation(
+                "build a master from a session of darks, flats or bias frames (FITS); answers when built",
+                {200: _ok()},
+                400,
+                403,
+                404,
+                503,
+                requestBody=_json_body(
+                    _object(
+                        {
+                            "session": {"type": "string", "minLength": 1},
+                            "method": {"type": "string", "enum": ["median", "sigma_clip"]},
+                        },
+                        ["session"],
+                    )
+                ),
+            ),
+        },
+        "/api/calibration/{name}": {
+            "delete": _operation(
+                "delete a master",
+                {200: _ok()},
+                403,
+                404,
+                parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            )
+        },
         "/api/stack": {"get": _operation("the live stack's state: frames stacked and rejected, noise", {200: _ok()})},
         "/api/stack/start": {
             "post": _operation(
