@@ -30,6 +30,20 @@ export function showStack(state) {
   $("stack-status").textContent = `${state.running ? "Stacking" : "Stopped"} · ${parts.join(" · ")}`;
   const last = state.last;
   $("stack-last").textContent = last && last.accepted === false ? `Last frame rejected: ${last.message}` : "";
+  showCalibration(state.calibration);
+}
+
+/** Which master frames the stack takes off its frames, and what it looked for in vain. */
+function showCalibration(used) {
+  const line = $("stack-calibration");
+  if (!used) {
+    line.textContent = "";
+    return;
+  }
+  const dark = used.dark ? `dark ${used.dark}` : used.bias ? `bias ${used.bias} (no dark)` : "no dark";
+  const flat = used.flat ? `flat ${used.flat}` : "no flat";
+  const missing = used.missing && used.missing.length ? ` · ${used.missing.join("; ")}` : "";
+  line.textContent = `Calibration: ${dark}, ${flat}${missing}`;
 }
 
 async function stackCommand(path) {
