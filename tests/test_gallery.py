@@ -451,7 +451,7 @@ async def test_a_frames_details_come_from_its_sidecar_and_it_is_measured_once_wh
     info = (await response.json())["data"]
     assert info["files"] == ["light_0001.jpg", "light_0001.fits"] and info["source"] == "sidecar"
     assert (info["exposure_seconds"], info["gain"], info["iso"], info["frame_type"]) == (0.05, 8.0, 800.0, "light")
-    assert info["date_obs"] == saved["started"] and info["sensor_temperature"] is None  # the sim has no thermometer
+    assert info["date_obs"] == saved["started"] and info["sensor_temperature"] == 20.0  # the sim's sensor
     assert (info["width"], info["height"]) == (1440, 1080)
     measurement = info["measurement"]
     assert measurement["state"] == "measured" and measurement == {"state": "measured", **notes}

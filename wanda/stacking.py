@@ -7,7 +7,8 @@ the stack thread after each frame added (and when the first viewer comes), for a
 
 The camera thread offers frames while a stack runs (``offer``: a cheap check, then a copy into a
 slot of one). The stack thread takes the newest; a frame still waiting when a newer one comes is
-skipped and counted, so a stack that cannot keep up with the frames never falls behind them.
+skipped and counted, so a stack that cannot keep up with the frames never falls behind them. After
+each frame it rests so that it takes at most DUTY of a core: the live view keeps its frame rate.
 
 A frame is rejected when it shows too few stars to register, when registration fails, when its
 stars are swollen or trailed (their median HFR grew by half against the first frame's: wind, a
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 REGISTER_STARS = 50  # the brightest stars of a frame taken to register it
 SWOLLEN = 1.5  # a frame whose stars' median HFR is this times the first frame's is rejected
 DIMMED = 0.5  # and one whose stars give less than this share of the first frame's light
+DUTY = 0.4  # the share of a core the stack thread takes at most (see StackWorker._rest)
 
 
 class StackWorker:
@@ -194,6 +196,7 @@ class StackWorker:
                 if render:
                     self._show()
                 continue
+            started = time.monotonic()
             try:
                 if self._stack is None:
                     self._stack = _Stack()
@@ -212,6 +215,15 @@ class StackWorker:
                 return
             if event == "stack_frame" or render:
                 self._show()
+            self._rest(time.monotonic() - started)
+
+    def _rest(self, worked: float) -> None:
+        """Leave the processor to the camera and the viewers for a while: the stack takes at most
+        DUTY of a core (frames that come meanwhile are skipped, the newest taken), so the live view
+        keeps its frame rate on a two-core Pi. A stop, a reset or the end cut the rest short."""
+        pause = worked * (1 / DUTY - 1)
+        with self._lock:
+            self._ready.wait_for(lambda: self._stopping or self._reset_requested or not self.running, pause)
 
     def save(self, folder: Path, camera: str) -> SavedFile:
         """A thread's work: the stack as it stands into ``folder`` (the gallery's `stacks`): a
