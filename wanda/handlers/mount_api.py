@@ -59,21 +59,13 @@ async def _target(app: web.Application, body: dict[str, Any]) -> Target:
 async def centre(app: web.Application, body: Any) -> dict[str, Any]:
     body = json_object(body)
     known_fields(body, CENTRE_FIELDS)
-    tolerance = within(
-        "tolerance_arcmin",
-        number("tolerance_arcmin", body.get("tolerance_arcmin", DEFAULT_TOLERANCE_ARCMIN), "arcminutes"),
-        0.1,
-        600.0,
-        "'",
-    )
+
+    def bounded(field: str, default: float, what: str, low: float, high: float, unit: str) -> float:
+        return within(field, number(field, body.get(field, default), what), low, high, unit)
+
+    tolerance = bounded("tolerance_arcmin", DEFAULT_TOLERANCE_ARCMIN, "arcminutes", 0.1, 600.0, "'")
     rounds = int(within("rounds", whole("rounds", body.get("rounds", DEFAULT_ROUNDS)), 1, 20))
-    max_move = within(
-        "max_move_deg",
-        number("max_move_deg", body.get("max_move_deg", DEFAULT_MAX_MOVE_DEG), "degrees"),
-        0.1,
-        180.0,
-        "°",
-    )
+    max_move = bounded("max_move_deg", DEFAULT_MAX_MOVE_DEG, "degrees", 0.1, 180.0, "°")
     target = await _target(app, body)
     if app[SESSIONS].active:
         raise WandaError(ErrorCode.MOUNT_BUSY, "a capture session is running: moving the mount would spoil its frames")
