@@ -286,9 +286,10 @@ class StackWorker:
         which masters it took, or why none."""
         height, width = frame.shape[:2]
         key = (width, height, round(exposure_s, 6), round(gain, 3))
-        if self._masters is None or self._masters[0] != key:
-            self._masters = (key, *self._find_masters(width, height, exposure_s, gain))
-        _, offset, flat, used = self._masters
+        masters = self._masters  # the loop may clear it (a start, a reset) meanwhile
+        if masters is None or masters[0] != key:
+            masters = self._masters = (key, *self._find_masters(width, height, exposure_s, gain))
+        _, offset, flat, used = masters
         if offset is not None:
             frame -= offset
         if flat is not None:
