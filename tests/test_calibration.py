@@ -173,3 +173,15 @@ async def test_a_session_that_is_not_there_is_a_404(client):
     response = await client.post("/api/calibration", json={"session": "nowhere"})
     assert response.status == 404
     assert client.app[CALIBRATION].masters() == []
+
+
+def test_a_damaged_index_or_frame_is_said_not_a_crash(tmp_path):
+    library = CalibrationLibrary(tmp_path / "library")
+    (tmp_path / "library").mkdir()
+    (tmp_path / "library" / "master_dark_0001.fits").write_bytes(b"x")
+    (tmp_path / "library" / "calibration.json").write_text('[{"name": "master_dark_0001.fits", "kind": "dark"}]')
+    assert library.masters() == []  # another version's index, or edited by hand: none, and a warning
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "dark_0001.fits").write_bytes(b"SIMPLE  = not really" + b" " * 3000)
+    with pytest.raises(WandaError, match="dark_0001.fits"):
+        library.build(tmp_path / "broken")

@@ -148,3 +148,17 @@ async def test_saving_writes_a_float_fits_with_the_integration_and_a_stretched_j
     assert preview.status == 200 and preview.content_type == "image/jpeg"
     again = (await (await client.post("/api/stack/save")).json())["data"]
     assert again["file"] == "stacks/stack_0002.jpg"  # a save never overwrites one
+
+
+async def test_frames_of_another_exposure_are_rejected_until_a_reset(client):
+    await client.post("/api/mount/tracking", json={"action": "start"})
+    await client.post("/api/stack/start")
+    await wait_until(lambda: client.app[STACK].state["stacked"] >= 2, attempts=600)
+    await client.post("/api/camera/settings", json={"exposure_seconds": 0.05})
+    await wait_until(lambda: client.app[STACK].state["rejections"].get("settings_changed", 0) >= 1, attempts=600)
+    last = client.app[STACK].state["last"]
+    assert last["reason"] == "settings_changed" and "reset" in last["message"]
+    await client.post("/api/stack/reset")
+    await wait_until(lambda: client.app[STACK].state["stacked"] >= 1, attempts=600)
+    assert client.app[STACK].state["integration_s"] == pytest.approx(0.05 * client.app[STACK].state["stacked"])
+    await client.post("/api/stack/stop")

@@ -88,7 +88,11 @@ class CalibrationLibrary:
         except (OSError, ValueError) as exc:
             log.warning("calibration index unreadable (%s): no masters", exc)
             return []
-        return [Master(**entry) for entry in entries if (self.directory / entry["name"]).exists()]
+        try:
+            return [Master(**entry) for entry in entries if (self.directory / entry["name"]).exists()]
+        except (TypeError, KeyError, AttributeError) as exc:  # edited by hand, or another version's
+            log.warning("calibration index not understood (%s): no masters", exc)
+            return []
 
     def _write_index(self, masters: list[Master]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -127,8 +131,15 @@ class CalibrationLibrary:
             )
         headers = []
         for path in frames:
-            with open(path, "rb") as file:
-                header, offset = read_header(file)
+            try:
+                with open(path, "rb") as file:
+                    header, offset = read_header(file)
+            except ValueError as exc:
+                raise WandaError(ErrorCode.VALIDATION_ERROR, f"{path.name}: {exc}") from None
+            if not all(isinstance(header.get(card), int) for card in ("NAXIS1", "NAXIS2")):
+                raise WandaError(
+                    ErrorCode.VALIDATION_ERROR, f"{path.name}: not an image WANDA combines (no NAXIS1/NAXIS2)"
+                )
             headers.append((path, header, offset))
         first = headers[0][1]
         kind = KINDS.get(str(first.get("IMAGETYP")))

@@ -49,6 +49,7 @@ REGISTER_STARS = 50  # the brightest stars of a frame taken to register it
 SWOLLEN = 1.5  # a frame whose stars' median HFR is this times the first frame's is rejected
 DIMMED = 0.5  # and one whose stars give less than this share of the first frame's light
 DUTY = 0.4  # the share of a core the stack thread takes at most (see StackWorker._rest)
+MAX_FRAMES = 65535  # the accumulator counts each pixel's values in 16 bits
 
 
 class StackWorker:
@@ -159,7 +160,8 @@ class StackWorker:
             buffer = waiting[0] if waiting is not None and waiting[0].shape == pixels.shape else self._spare
             if buffer is None or buffer.shape != pixels.shape or buffer.dtype != pixels.dtype:
                 buffer = np.empty_like(pixels)
-            self._spare = None
+            if buffer is self._spare:
+                self._spare = None  # in the slot now (a replaced frame's buffer leaves the spare be)
             np.copyto(buffer, pixels)
             self._slot = (buffer, pixel_format, timestamp, exposure_s, gain)
             self._ready.notify()
@@ -206,8 +208,9 @@ class StackWorker:
                 calibrated, used = self._calibrated(linear, exposure_s, gain)
                 with self._stack_lock:
                     event, state = self._stack.add(calibrated, timestamp, exposure_s, used)
-            except Exception:  # a frame that cannot be stacked must not end the thread
+            except Exception:  # a frame that cannot be stacked must not end the thread (nor spin it)
                 log.exception("stacking a frame failed")
+                self._rest(time.monotonic() - started)
                 continue
             try:
                 self._loop.call_soon_threadsafe(self._deliver, generation, event, state)
@@ -380,6 +383,7 @@ class _Stack:
         self.integration_s = 0.0
         self.size = (0, 0)
         self.calibration: dict[str, Any] | None = None  # the masters the last frame took
+        self.settings: tuple[float, tuple] | None = None  # the first frame's exposure and masters: every frame's
         self.first: float | None = None  # the first and the last frame stacked (Unix)
         self.last: float | None = None
 
@@ -388,8 +392,9 @@ class _Stack:
             "stacked": self.stacked,
             "rejections": dict(self.rejections),
             "integration_s": round(self.integration_s, 6),
-            "first": utc_iso(self.first) if self.first is not None else None,
-            "last": utc_iso(self.last) if self.last is not None else None,
+            # FITS dates carry no zone (UTC by the standard): no "Z", as the stills' DATE-OBS.
+            "first": utc_iso(self.first).rstrip("Z") if self.first is not None else None,
+            "last": utc_iso(self.last).rstrip("Z") if self.last is not None else None,
             "width": self.size[0],
             "height": self.size[1],
         }
@@ -398,11 +403,20 @@ class _Stack:
         self, frame: np.ndarray, timestamp: float, exposure_s: float, calibration: dict[str, Any] | None = None
     ) -> tuple[str, dict[str, Any]]:
         started = time.perf_counter()
+        outcome: dict[str, Any] = {"timestamp": timestamp}
+        if self.stacked >= MAX_FRAMES:
+            return self._rejected("full", f"the stack holds {MAX_FRAMES} frames: save it and reset", outcome)
+        if self.settings is not None and self.settings != (round(exposure_s, 6), calibration_key(calibration)):
+            return self._rejected(
+                "settings_changed",
+                f"taken at {exposure_s:g} s, the stack at {self.settings[0]:g} s (or other masters): reset to stack the new settings",
+                outcome,
+            )
         self.calibration = calibration
         # The channels' mean as three plain adds: numpy's mean over a last axis of three is slow.
         luminance = (frame[..., 0] + frame[..., 1] + frame[..., 2]) * np.float32(1 / 3)
         stars, noise = _stars(luminance)
-        outcome: dict[str, Any] = {"timestamp": timestamp, "stars": len(stars.x)}
+        outcome["stars"] = len(stars.x)
         if len(stars.x) < MIN_INLIERS:
             return self._rejected("too_few_stars", f"{len(stars.x)} stars seen (at least {MIN_INLIERS})", outcome)
         positions = np.column_stack((stars.x, stars.y))[np.argsort(-stars.flux)][:REGISTER_STARS]
@@ -414,6 +428,7 @@ class _Stack:
             self.accumulator = Accumulator(frame.shape, noise_floor=noise)
             self.reference, self.reference_flux, self.reference_hfr = positions, flux, hfr
             self.single_noise = noise
+            self.settings = (round(exposure_s, 6), calibration_key(calibration))
             transform = Transform(np.eye(2), np.zeros(2), len(positions), 0.0)
         else:
             if self.reference_hfr and hfr > SWOLLEN * self.reference_hfr:
@@ -468,6 +483,11 @@ class _Stack:
             "memory_bytes": self.accumulator.nbytes if self.accumulator is not None else 0,
             "calibration": self.calibration,
         }
+
+
+def calibration_key(used: dict[str, Any] | None) -> tuple:
+    """The masters a frame took, to compare: a stack is of frames calibrated alike."""
+    return () if used is None else (used.get("dark"), used.get("bias"), used.get("flat"))
 
 
 def _as_planes(master: np.ndarray) -> np.ndarray:
