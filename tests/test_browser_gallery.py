@@ -69,7 +69,7 @@ def test_browser_gallery_full_view_of_a_fits_frame_shows_its_details_and_stretch
     expect(page.locator("#image-gain")).to_have_text(re.compile(r"^\d+\.\d\d \(ISO \d+\)$"))
     expect(page.locator("#image-type")).to_have_text("Light")
     expect(page.locator("#image-date")).to_have_text(re.compile(r"^20\d\d-\d\d-\d\d \d\d:\d\d:\d\d$"))
-    expect(page.locator("#image-temperature")).to_have_text("–")  # the simulated sky has no thermometer
+    expect(page.locator("#image-temperature")).to_have_text("20.0 °C")  # the simulated sensor's
     expect(page.locator("#image-stars")).to_have_text(re.compile(r"^[1-9]\d*$"))
     expect(page.locator("#image-hfr")).to_have_text(re.compile(r"^\d+\.\d\d px$"))
     info = wanda.get(f"/api/captures/{saved}?info=1")
