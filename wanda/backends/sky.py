@@ -426,7 +426,6 @@ class SimulatedSky:
             started=started,
             exposure_s=self.exposure_s,
             gain=self.gain,
-            black_level=self.sensor.black_level_adu * 2 ** (16 - self.sensor.adc_bits),  # in the 16-bit data
             metadata={
                 "tracking": self._tracking,
                 "drift_px_per_s": 0.0 if self._tracking else self._drift_px_per_s(),
