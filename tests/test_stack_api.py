@@ -63,6 +63,12 @@ async def test_stacking_over_the_websocket(client):
     assert frames[-1]["data"]["stacked"] >= 1
     await ws.send_json({"id": 2, "action": "stack.stop"})
     assert (await receive_until(ws, is_reply(2)))[-1]["data"]["running"] is False
+    # Another page hears of the stop, and of a reset.
+    watcher = await client.ws_connect("/ws")
+    await client.post("/api/stack/reset")
+    told = await receive_until(watcher, lambda m: (m.get("topic"), m.get("event")) == ("stack", "stack_status"))
+    assert told[-1]["data"]["stacked"] == 0 and told[-1]["data"]["running"] is False
+    await watcher.close()
     await ws.close()
 
 
@@ -86,7 +92,8 @@ async def test_a_stack_that_falls_behind_skips_to_the_newest_frame_and_counts_th
     assert worker.skipped == 4
     worker.start_thread()
     try:
-        await wait_until(lambda: published)
+        assert published[0][0] == "stack_status" and published[0][1]["running"] is True  # the start, told
+        await wait_until(lambda: any(event == "stack_rejected" for event, _ in published))
         event, latest = published[-1]
         assert event == "stack_rejected" and latest["last"]["timestamp"] == 4.0  # the newest, taken
         assert latest["skipped"] == 4 and latest["last"]["reason"] == "too_few_stars"

@@ -95,6 +95,7 @@ class StackWorker:
         # The masters for frames of one size, exposure and gain (looked up again after a start
         # or a reset, and when those change): (key, dark or bias, flat, what was used).
         self._masters: tuple[tuple, np.ndarray | None, np.ndarray | None, dict[str, Any]] | None = None
+        self._masters_epoch = 0  # counts the clears: a lookup under way when one came is not kept
         self._encoder: JpegEncoder | None = None  # the stack thread's own
         self._render_requested = False
         self._seq = 0
@@ -115,10 +116,12 @@ class StackWorker:
     def start(self) -> dict[str, Any]:
         with self._lock:
             self._masters = None  # masters built since are looked up again
+            self._masters_epoch += 1
             if not self.running:
                 self.running = True
                 self.state = {**self.state, "running": True, "source": "preview"}
         self._wake_camera()  # the preview runs while a stack wants its frames
+        self._publish("stack_status", self.state)  # every page shows it, not only the one that asked
         return self.state
 
     def stop(self) -> dict[str, Any]:
@@ -127,6 +130,7 @@ class StackWorker:
             self.running = False
             self._slot = None
             self.state = {**self.state, "running": False}
+        self._publish("stack_status", self.state)
         return self.state
 
     def reset(self) -> dict[str, Any]:
@@ -135,10 +139,12 @@ class StackWorker:
             self._slot = None
             self._reset_requested = True
             self._masters = None
+            self._masters_epoch += 1
             self._generation += 1
             self.skipped = 0
             self._ready.notify()
             self.state = {**_empty_state(), "running": self.running, "source": "preview" if self.running else None}
+        self._publish("stack_status", self.state)
         return self.state
 
     # -- from the camera thread -------------------------------------------------------------------
@@ -291,7 +297,11 @@ class StackWorker:
         key = (width, height, round(exposure_s, 6), round(gain, 3))
         masters = self._masters  # the loop may clear it (a start, a reset) meanwhile
         if masters is None or masters[0] != key:
-            masters = self._masters = (key, *self._find_masters(width, height, exposure_s, gain))
+            epoch = self._masters_epoch
+            masters = (key, *self._find_masters(width, height, exposure_s, gain))
+            with self._lock:
+                if epoch == self._masters_epoch:  # not cleared while they were read: keep them
+                    self._masters = masters
         _, offset, flat, used = masters
         if offset is not None:
             frame -= offset
