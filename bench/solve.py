@@ -217,12 +217,6 @@ def main() -> int:
                     )
                 tally.count(eligible, centre, roll_error, scale_error, wrong=centre > 10)
         for mode, t in tallies.items():
-
-            def spread(values: list[float], digits: int) -> str:
-                if not values:
-                    return "-"
-                return f"{statistics.median(values):.{digits}f} / {max(values):.{digits}f}"
-
             share = t.solved_eligible / t.eligible if t.eligible else 1.0
             failures = ", ".join(f"{k} {v}" for k, v in sorted(t.failures.items())) or "-"
             rows.append(

@@ -19,6 +19,11 @@ from wanda.astro.stretch import Stretch
 log = logging.getLogger(__name__)
 
 
+# Where red, green and blue are in a preview frame of each pixel format (picamera2's "RGB888" is
+# BGR in memory; the simulated sky's RGBX has a padding byte last).
+CHANNEL_ORDER = {"RGB": (0, 1, 2), "RGBX": (0, 1, 2), "BGR": (2, 1, 0)}
+
+
 def srgb_to_linear_table() -> np.ndarray:
     """8-bit sRGB-encoded values to linear light, 0..65535 (the ISP's preview is gamma-encoded)."""
     v = np.arange(256) / 255
@@ -161,7 +166,7 @@ class AnalysisWorker:
         return result
 
     def _luminance(self, pixels: np.ndarray, pixel_format: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        order = {"RGB": (0, 1, 2), "RGBX": (0, 1, 2), "BGR": (2, 1, 0)}[pixel_format]
+        order = CHANNEL_ORDER[pixel_format]
         red, green, blue = (pixels[..., i] for i in order)
         if np.array_equal(red, green) and np.array_equal(green, blue):
             luminance, channels = np.ascontiguousarray(red), {}  # a grey image: one histogram says it all

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from wanda import __version__
-from wanda.analysis import srgb_to_linear_table
+from wanda.analysis import CHANNEL_ORDER, srgb_to_linear_table
 from wanda.astro.measure import exact_histogram, find_stars, statistics
 from wanda.astro.register import MIN_INLIERS, RegistrationFailed, Transform, register
 from wanda.astro.stack import Accumulator, warp
@@ -285,8 +285,7 @@ class StackWorker:
     def _linear(self, frame: tuple[np.ndarray, str, float, float, float]) -> tuple[np.ndarray, float, float, float]:
         """The frame as float32 linear RGB (H, W, 3), its timestamp, exposure and gain."""
         pixels, pixel_format, timestamp, exposure_s, gain = frame
-        order = {"RGB": (0, 1, 2), "RGBX": (0, 1, 2), "BGR": (2, 1, 0)}[pixel_format]
-        rgb = pixels[..., list(order)]
+        rgb = pixels[..., list(CHANNEL_ORDER[pixel_format])]
         linear = rgb.astype(np.float32) if self._to_linear is None else self._to_linear[rgb]
         return linear, timestamp, exposure_s, gain
 
