@@ -66,6 +66,20 @@ def test_a_master_flat_is_the_shading_alone_once_its_bias_is_off(tmp_path):
     assert np.allclose(flat, shading / shading.mean(), atol=0.005)
 
 
+def test_colour_flats_are_freed_of_a_colour_master_bias_plane_by_plane(tmp_path):
+    rng = np.random.default_rng(5)
+    planes = (3, *SHAPE)
+    shading = np.stack([np.linspace(0.8, 1.0, SHAPE[1])[None, :].repeat(SHAPE[0], 0) * k for k in (0.9, 1.0, 1.1)])
+    bias = 4096 + rng.uniform(-200, 200, planes)  # each plane its own pattern
+    write_frames(tmp_path / "bias", "bias", [bias + rng.normal(0, 5, planes) for _ in range(7)], exposure=0.0001)
+    library = CalibrationLibrary(tmp_path / "library")
+    library.build(tmp_path / "bias")
+    write_frames(tmp_path / "flats", "flat", [bias + 30000 * shading + rng.normal(0, 30, planes) for _ in range(7)])
+    flat = library.load(library.build(tmp_path / "flats"))  # (height, width, planes)
+    expected = (shading / shading.mean()).transpose(1, 2, 0)
+    assert flat.shape == (*SHAPE, 3) and np.allclose(flat, expected, atol=0.005)
+
+
 def test_masters_are_found_by_what_they_fit_and_the_miss_says_what_was_looked_for(tmp_path):
     rng = np.random.default_rng(3)
     write_frames(tmp_path / "darks", "dark", [4096 + rng.normal(0, 5, SHAPE) for _ in range(3)], temperature=20.0)

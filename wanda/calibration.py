@@ -219,7 +219,11 @@ class CalibrationLibrary:
         rows = max(1, min(height, BLOCK_BYTES // max(1, count * width * planes * 4)))
         maps = [_frame_map(path, header, offset, shape) for path, header, offset in headers]
         master = np.empty(shape, np.float32)
-        bias_planes = bias if isinstance(bias, float) else np.asarray(bias, np.float32).reshape(shape)
+        # A master comes back as load() gives it, (height, width[, planes]): planes first, as here.
+        if isinstance(bias, float):
+            bias_planes: np.ndarray | float = bias
+        else:
+            bias_planes = bias.transpose(2, 0, 1) if bias.ndim == 3 else bias[None]
         done = 0
         for start in range(0, height, rows):
             block = slice(start, start + rows)
