@@ -428,8 +428,8 @@ class _Stack:
         outcome["stars"] = len(stars.x)
         if len(stars.x) < MIN_INLIERS:
             return self._rejected("too_few_stars", f"{len(stars.x)} stars seen (at least {MIN_INLIERS})", outcome)
-        positions = np.column_stack((stars.x, stars.y))[np.argsort(-stars.flux)][:REGISTER_STARS]
-        flux = np.sort(stars.flux)[::-1][:REGISTER_STARS]
+        brightest = np.argsort(-stars.flux)[:REGISTER_STARS]
+        positions, flux = np.column_stack((stars.x, stars.y))[brightest], stars.flux[brightest]
         hfr = float(np.nanmedian(stars.hfr)) if np.isfinite(stars.hfr).any() else 0.0
         if self.accumulator is None or self.reference is None or self.reference_flux is None:
             height, width = luminance.shape
