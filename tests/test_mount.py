@@ -179,6 +179,22 @@ async def test_a_move_steps_so_many_times_fast_then_tracking_goes_on_from_its_la
     assert heard == ["move_done"] and mount.status()["moving"] == 0 and mount.status()["tracking"]
 
 
+async def test_a_hold_leaves_out_so_many_tracking_steps_with_the_coils_on(clock, mount):
+    with pytest.raises(Exception, match="only while it tracks"):
+        mount.hold(2)  # at rest there is nothing to hold back
+    mount.track(2.0, True)
+    await run_until_steps(mount, clock, 2, 2.0)  # steps at 0 and 2
+    assert mount.hold(3) == pytest.approx(6.0)  # three steps of 2 s
+    clock.limit = clock.now + 2.0 + 6.0 + 2.0 + 0.5
+    await wait_until(lambda: mount.steps >= 4)
+    times = step_times(mount.pins)
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times)][:3] == [2.0, 8.0, 2.0]  # 3 steps left out
+    assert mount.pins.pattern != COILS_OFF and mount.status()["max_timing_error_ms"] == 0  # held, not late
+    assert [p for _, p in mount.pins.history].count(COILS_OFF) == 0
+    with pytest.raises(ValueError):
+        mount.hold(0)
+
+
 async def test_a_move_from_rest_ends_with_the_coils_off_and_stop_ends_a_move(clock, mount):
     heard = []
     mount.listeners.append(heard.append)

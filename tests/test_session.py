@@ -147,6 +147,21 @@ async def test_the_session_stops_only_the_tracking_it_started(client):
         ({"name": "M31", "total_images": 3, "exposure_seconds": 2}, "exposure_seconds"),
         ({"name": "M31", "total_images": 3, "use_current_settings": False, "frame_type": "x"}, "frame_type"),
         ({"name": "M31", "total_images": 3, "colour": "red"}, "colour"),
+        ({"name": "M31", "total_images": 3, "enable_tracking": True, "dither": 3}, "dither"),
+        ({"name": "M31", "total_images": 3, "enable_tracking": True, "dither": {"every": 2}}, "dither.max_steps"),
+        (
+            {"name": "M31", "total_images": 3, "enable_tracking": True, "dither": {"every": 0, "max_steps": 2}},
+            "dither.every",
+        ),
+        (
+            {"name": "M31", "total_images": 3, "enable_tracking": True, "dither": {"every": 1, "max_steps": 999}},
+            "dither.max_steps",
+        ),
+        (
+            {"name": "M31", "total_images": 3, "enable_tracking": True, "dither": {"every": 1, "max_steps": 2, "s": 1}},
+            "dither.s",
+        ),
+        ({"name": "M31", "total_images": 3, "dither": {"every": 1, "max_steps": 2}}, "dither"),  # no tracking
     ],
 )
 async def test_bad_session_requests_name_the_field(client, config, body, field):
@@ -156,6 +171,33 @@ async def test_bad_session_requests_name_the_field(client, config, body, field):
     assert payload["code"] == "VALIDATION_ERROR" and payload["error"].startswith(f"{field}:")
     assert not payload["error"].removeprefix(f"{field}:").lstrip().startswith(field)  # named once
     assert not config.captures.exists() or not [p for p in config.captures.iterdir() if p.is_dir()]
+
+
+async def test_a_dithered_session_shifts_the_axis_every_n_frames_and_records_it(make_client, config):
+    client = await make_client(mount_step_interval=0.5)  # holds of a step or two last a second
+    await set_exposure(client, 0.02)
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"id": 1, "action": "subscribe", "params": {"topics": ["session", "mount"]}})
+    await receive_until(ws, is_reply(1))
+    steps_before = client.app[MOUNT].status()["steps"]
+    dither = {"every": 2, "max_steps": 2, "settle_s": 0.1}
+    data = await start(client, name="dithered", total_images=5, enable_tracking=True, dither=dither)
+    assert data["dither"] == dither
+    events = await receive_until(ws, lambda m: m.get("event") == "session_complete")
+    frames = metadata(config.captures / "dithered")["frames"]
+    shifts = [f["dither"]["steps"] for f in frames]
+    assert shifts[0] == shifts[1] == shifts[3] == 0 and 1 <= abs(shifts[2]) <= 2 and 1 <= abs(shifts[4]) <= 2
+    offsets = [f["dither"]["offset_steps"] for f in frames]
+    assert offsets == [0, 0, shifts[2], shifts[2], shifts[2] + shifts[4]]
+    said = [m["data"] for m in events if m.get("event") == "session_dither"]
+    assert [d["steps"] for d in said] == [shifts[2], shifts[4]] and said[-1]["offset_steps"] == offsets[-1]
+    # Each shift went to the mount: a move forward or a hold, as the record says.
+    mount_events = [m["event"] for m in events if m.get("topic") == "mount"]
+    assert mount_events.count("move_start") == sum(s > 0 for s in shifts)
+    assert mount_events.count("hold") == sum(s < 0 for s in shifts)
+    assert client.app[MOUNT].status()["steps"] > steps_before
+    sidecar = json.loads((config.captures / "dithered" / frames[4]["file"]).with_suffix(".json").read_text())
+    assert sidecar["dither_offset_steps"] == offsets[4]
 
 
 async def test_a_name_already_used_gets_a_suffix(client, config):

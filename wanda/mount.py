@@ -246,6 +246,22 @@ class StepperMount:
             self._anchor, self._next = self._clock(), 0
             self._cond.notify_all()
 
+    def hold(self, steps: int) -> float:
+        """While tracking, leave out the next ``steps`` steps (the coils hold the axis): the sky
+        drifts by that many steps against the camera, then tracking goes on at its rate. Returns
+        the seconds the hold lasts. A dither's step back without turning the gears back (no
+        backlash)."""
+        if steps < 1:
+            raise ValueError(f"a hold is at least one step, not {steps}")
+        with self._cond:
+            if self.failure is not None:
+                raise MountUnavailable(f"the mount failed: {self.failure}")
+            if not self._tracking or self._move_left:
+                raise MountUnavailable("the mount holds only while it tracks (and is not moving)")
+            self._anchor += steps * self._interval  # every step still due comes that much later
+            self._cond.notify_all()
+            return steps * self._interval
+
     def stop_move(self) -> None:
         """End the move under way (if any) where it is; tracking, if on, goes on from there."""
         with self._cond:
@@ -454,6 +470,16 @@ class MountControl:
             raise
         self.bus.publish("mount", ending, self.status())
         return ending
+
+    def hold(self, steps: int) -> float:
+        """Leave out the next ``steps`` tracking steps (StepperMount.hold); the seconds it lasts.
+        MOUNT_ERROR when the mount is not tracking or has failed."""
+        try:
+            seconds = self.mount.hold(steps)
+        except MountUnavailable as exc:
+            raise WandaError(ErrorCode.MOUNT_ERROR, str(exc)) from None
+        self.bus.publish("mount", "hold", {**self.status(), "steps": steps, "seconds": round(seconds, 3)})
+        return seconds
 
     def _heard(self, event: str) -> None:
         """On the loop: what the mount thread said."""

@@ -80,6 +80,43 @@ def _hours(field_name: str, value: Any) -> float:
     return hours
 
 
+MAX_DITHER_STEPS = 200  # a dither of more than this is a slew, not a dither
+MAX_SETTLE_S = 300.0
+DITHER_FIELDS = ("every", "max_steps", "settle_s")
+
+
+@dataclass(frozen=True)
+class Dither:
+    """Every ``every`` frames the RA stepper advances by, or holds back for, a random whole number
+    of steps up to ``max_steps`` (never none), then the session waits ``settle_s`` before the next
+    exposure (wanda/sessions/runner.py)."""
+
+    every: int
+    max_steps: int
+    settle_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_dither(value: Any) -> Dither | None:
+    """``{"every": N, "max_steps": K, "settle_s": S}`` (settle_s defaults to 2); null for none."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid("dither", 'must be an object like {"every": 3, "max_steps": 5, "settle_s": 2}, or null')
+    unknown = sorted(set(value) - set(DITHER_FIELDS))
+    if unknown:
+        raise invalid(f"dither.{unknown[0]}", f"unknown field (dither takes {', '.join(DITHER_FIELDS)})")
+    for required in ("every", "max_steps"):
+        if required not in value:
+            raise invalid(f"dither.{required}", "is required")
+    every = int(within("dither.every", whole("dither.every", value["every"]), 1, MAX_IMAGES))
+    steps = int(within("dither.max_steps", whole("dither.max_steps", value["max_steps"]), 1, MAX_DITHER_STEPS))
+    settle = within("dither.settle_s", number("dither.settle_s", value.get("settle_s", 2.0)), 0, MAX_SETTLE_S, " s")
+    return Dither(every, steps, float(settle))
+
+
 @dataclass(frozen=True)
 class SessionRequest:
     name: str
@@ -89,6 +126,7 @@ class SessionRequest:
     use_current_settings: bool
     settings: CameraSettings
     object: str | None  # what is observed, for FITS OBJECT
+    dither: Dither | None = None
 
 
 SETTING_FIELDS = ("exposure_seconds", "iso", "gain")  # the camera's, unless use_current_settings
@@ -102,6 +140,7 @@ START_FIELDS = (
     "enable_tracking",
     "total_time_hours",
     "object",
+    "dither",
     *SETTING_FIELDS,
     *FRAME_FIELDS,
 )
@@ -130,7 +169,8 @@ def parse_start(body: Any, control: CameraControl) -> SessionRequest:
             raise invalid("object", "must be 1 to 68 printable ASCII characters (it goes into FITS headers)")
     else:  # the session's name, when FITS can carry it
         target = name if _fits_text(name) else None
-    return SessionRequest(name, total, hours, tracking, use_current, settings, target)
+    dither = parse_dither(body.get("dither"))
+    return SessionRequest(name, total, hours, tracking, use_current, settings, target, dither)
 
 
 def _fits_text(text: str) -> bool:

@@ -13,7 +13,9 @@ import asyncio
 import dataclasses
 import json
 import logging
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from wanda.control import CameraControl
 from wanda.errors import ErrorCode, WandaError, storage_error
 from wanda.events import EventBus
 from wanda.mount import MountControl
-from wanda.sessions.checks import SessionRequest, parse_start
+from wanda.sessions.checks import Dither, SessionRequest, parse_start
 from wanda.sessions.store import MetadataWriter, SessionStore, read_metadata, reconcile
 from wanda.storage.disk import TEMP_PREFIX, NumberedFiles, disk_space, unwritable_reason
 from wanda.timestamps import utc_iso
@@ -53,6 +55,7 @@ class SessionRun:
     stop_reason: str | None = None  # "stopped" or "interrupted" once asked to end
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
+    dither_offset: int = 0  # steps the RA axis stands ahead of plain tracking (dithering)
 
     @property
     def total(self) -> int:
@@ -85,6 +88,9 @@ class SessionManager:
         self.store = SessionStore(captures_root, state_dir)
         self.run: SessionRun | None = None
         self._lock = asyncio.Lock()
+        # Called on the loop with ("frame", folder, the frame's record) after each frame is saved
+        # and listed, and ("ended", folder, None) when a session ends: the stack follows a session.
+        self.listeners: list[Callable[[str, Path, dict[str, Any] | None], None]] = []
         bus.add_status_provider("session", self.status)
         # What the server's start-up and the gallery ask of the sessions' files.
         self.recover = self.store.recover
@@ -99,6 +105,11 @@ class SessionManager:
 
     async def start(self, body: Any) -> dict[str, Any]:
         request = parse_start(body, self.control)
+        if request.dither is not None and not (request.enable_tracking or self.mount.tracking):
+            raise WandaError(
+                ErrorCode.VALIDATION_ERROR,
+                "dither: the mount dithers only while it tracks: set enable_tracking (or start tracking first)",
+            )
         async with self._lock:
             await self._ended()
             if self.active:
@@ -138,6 +149,7 @@ class SessionManager:
                 "file_format": request.settings.file_format,
             },
             "object": request.object,
+            "dither": request.dither.as_dict() if request.dither else None,
             "created": utc_iso(time.time()),
             "started": utc_iso(time.time()),
             "ended": None,
@@ -268,6 +280,8 @@ class SessionManager:
             "file_format": metadata["settings"].get("file_format", "jpeg"),
             "exposure_seconds": metadata["settings"]["exposure_seconds"],
             "enable_tracking": metadata["enable_tracking"],
+            "dither": metadata.get("dither"),
+            "dither_offset_steps": run.dither_offset,
             "error": metadata["error"],
         }
 
@@ -327,6 +341,8 @@ class SessionManager:
             lease=lease,
             writer=MetadataWriter(folder),
         )
+        if metadata["frames"]:  # a resume: the axis stands where the last frame left it
+            run.dither_offset = int((metadata["frames"][-1].get("dither") or {}).get("offset_steps", 0))
         self.run = run
         run.task = asyncio.create_task(self._run(run), name=f"session:{folder.name}")
 
@@ -341,6 +357,7 @@ class SessionManager:
             file_format=metadata["settings"].get("file_format", "jpeg"),
         )
         target = metadata.get("object")
+        dither = Dither(**metadata["dither"]) if metadata.get("dither") else None
         loop = asyncio.get_running_loop()
         outcome, error = "completed", None
         try:
@@ -357,16 +374,22 @@ class SessionManager:
                         pass
                 if run.stop_reason:
                     break
+                dithered = None
+                if dither is not None and index > 0 and index % dither.every == 0:
+                    dithered = await self._dither(run, dither)
+                    if run.stop_reason:
+                        break
                 free, _ = await asyncio.to_thread(disk_space, run.folder)
                 if free < self.min_free_bytes:
                     raise WandaError(
                         ErrorCode.INSUFFICIENT_SPACE,
                         f"free space fell to {free // 2**20} MB, below the floor of {self.min_free_bytes // 2**20} MB",
                     )
+                extra: dict[str, Any] = {"session": metadata["name"], "object": target, "frame": index + 1}
+                if dither is not None:
+                    extra["dither_offset_steps"] = run.dither_offset
                 try:
-                    result = await self.control.capture(
-                        files, settings, {"session": metadata["name"], "object": target, "frame": index + 1}, run.lease
-                    )
+                    result = await self.control.capture(files, settings, extra, run.lease)
                 except WandaError as exc:
                     if exc.code == ErrorCode.CAPTURE_CANCELLED:
                         run.stop_reason = run.stop_reason or "stopped"  # cancelled from outside: a stop
@@ -386,8 +409,12 @@ class SessionManager:
                         **({"files": result["files"]} if len(result["files"]) > 1 else {}),
                     }
                 )
+                if dither is not None:
+                    metadata["frames"][-1]["dither"] = {"offset_steps": run.dither_offset, **(dithered or {"steps": 0})}
                 metadata["captured_images"] = len(metadata["frames"])
                 await run.writer.write(metadata)
+                for listener in self.listeners:
+                    listener("frame", run.folder, metadata["frames"][-1])
                 self.bus.publish(
                     "session", "session_progress", {**self.status(), "file": result["file"], "url": result["url"]}
                 )
@@ -413,6 +440,38 @@ class SessionManager:
             run.lease.release()
             await self._finish(run, outcome, error)
 
+    async def _dither(self, run: SessionRun, dither: Dither) -> dict[str, Any]:
+        """Shift the RA axis by a random whole number of steps, never none: forward by a fast move,
+        back by holding tracking for so many steps (never turning the gears back: no backlash);
+        then let it settle. What was done, for the next frame's record; a mount that refuses
+        leaves the session going (frames are still worth having) and the record says why."""
+        steps = random.choice([s for s in range(-dither.max_steps, dither.max_steps + 1) if s])
+        record: dict[str, Any] = {"steps": steps}
+        try:
+            if steps > 0:
+                ending = await self.mount.move(steps, self.mount.status()["direction"])
+                if ending != "move_done":
+                    raise WandaError(ErrorCode.MOUNT_ERROR, "the mount was stopped during the dither")
+            else:
+                await self._pause(run, self.mount.hold(-steps))
+        except WandaError as exc:
+            log.warning("session %s: dither of %+d steps failed: %s", run.folder.name, steps, exc.message)
+            record = {"steps": 0, "error": f"dither of {steps:+d} steps: {exc.message}"}
+        else:
+            run.dither_offset += steps
+        await self._pause(run, dither.settle_s)
+        self.bus.publish("session", "session_dither", {**record, "offset_steps": run.dither_offset})
+        return record
+
+    @staticmethod
+    async def _pause(run: SessionRun, seconds: float) -> None:
+        """Wait ``seconds``, or less when the session is told to end."""
+        if seconds > 0:
+            try:
+                await asyncio.wait_for(run.wake.wait(), seconds)
+            except TimeoutError:
+                pass
+
     async def _finish(self, run: SessionRun, outcome: str, error: str | None) -> None:
         metadata = run.metadata
         # First, before any await: from here on the session is ending (see _end).
@@ -432,6 +491,8 @@ class SessionManager:
             await asyncio.to_thread(self.store.keep_unwritten, run.folder, metadata)
         event = {"completed": "session_complete", "error": "session_error"}.get(outcome, "session_stop")
         self.bus.publish("session", event, self.status())
+        for listener in self.listeners:
+            listener("ended", run.folder, None)
         log.info("session %s %s: %d of %d frames", run.folder.name, outcome, run.captured, run.total)
 
     # -- files ---------------------------------------------------------------------------------
