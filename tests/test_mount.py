@@ -160,7 +160,7 @@ async def test_stop_close_and_a_dying_thread_switch_the_coils_off(clock, mount):
     assert mount.pins.pattern == COILS_OFF and mount.pins.closed
 
 
-async def test_a_move_steps_so_many_times_fast_then_tracking_goes_on_from_its_last_step(clock, mount):
+async def test_a_move_steps_so_many_times_fast_and_tracking_goes_on_with_its_own_schedule(clock, mount):
     heard = []
     mount.listeners.append(heard.append)
     mount.track(2.0, True)
@@ -168,15 +168,39 @@ async def test_a_move_steps_so_many_times_fast_then_tracking_goes_on_from_its_la
     clock.now += 0.5
     mount.move(4, False)  # four steps back, the first at once, 0.1 s apart
     assert mount.status()["moving"] == 4
-    clock.limit = clock.now + 0.3 + 2.0 + 0.05
+    clock.limit = clock.now + 0.3 + 1.2 + 0.05
     await wait_until(lambda: mount.steps >= 7)
     times = step_times(mount.pins)
-    assert [round(b - a, 6) for a, b in itertools.pairwise(times)][:5] == [2.0, 0.5, 0.1, 0.1, 0.1]
-    assert [round(b - a, 6) for a, b in itertools.pairwise(times)][5] == 2.0  # tracking resumed
+    # The move at 2.5-2.8; tracking's next step at 4, as due: the move took nothing from it.
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times)][:6] == [2.0, 0.5, 0.1, 0.1, 0.1, 1.2]
     patterns = [p for _, p in mount.pins.history if p != COILS_OFF]
     assert patterns[2:6] == [HALF_STEP_SEQUENCE[(2 - i) % 8] for i in range(1, 5)]  # the move went back
     assert patterns[6] == HALF_STEP_SEQUENCE[(2 - 4 + 1) % 8]  # and tracking forward from there
     assert heard == ["move_done"] and mount.status()["moving"] == 0 and mount.status()["tracking"]
+
+
+@pytest.mark.parametrize(("clockwise", "move_steps"), [(True, 4 + 1), (False, 4 - 1)])
+async def test_tracking_steps_due_under_a_move_are_taken_on_by_it(clock, mount, clockwise, move_steps):
+    """A move of 4 from 3.85 s, 0.1 s a step, while tracking steps every 2 s: the tracking step due
+    at 4 s is one more step of a move the way tracking goes, one fewer of a move against it; the
+    axis ends 4 steps from where tracking alone would have it, and tracking goes on at 6 s."""
+    heard = []
+    mount.listeners.append(heard.append)
+    mount.track(2.0, True)
+    await run_until_steps(mount, clock, 2, 2.0)  # tracking steps at 0 and 2
+    clock.now = 1003.85
+    mount.move(4, clockwise)
+    clock.limit = 1006.05
+    await wait_until(lambda: mount.steps >= 2 + move_steps + 1)
+    times = [round(t - 1000, 6) for t in step_times(mount.pins)]
+    assert times[2 : 2 + move_steps] == [round(3.85 + 0.1 * k, 6) for k in range(move_steps)]
+    assert times[2 + move_steps] == 6.0  # tracking's step, on its schedule
+    # The coils' pattern after the move tells the axis's position: 2 +5 or 2 -3 half steps, which
+    # is 4 from the 3 steps tracking alone would have made by 4 s.
+    patterns = [p for _, p in mount.pins.history if p != COILS_OFF]
+    position = 2 + (move_steps if clockwise else -move_steps)
+    assert patterns[1 + move_steps] == HALF_STEP_SEQUENCE[position % 8]
+    assert heard == ["move_done"]
 
 
 async def test_a_hold_leaves_out_so_many_tracking_steps_with_the_coils_on(clock, mount):

@@ -13,8 +13,8 @@ from helpers import is_reply, read_part, receive_until, wait_until
 
 from wanda.astro.measure import analyse
 from wanda.jpeg import JpegEncoder
-from wanda.keys import CAMERA, STACK
-from wanda.stacking import StackWorker
+from wanda.keys import CAMERA, SESSIONS, STACK
+from wanda.stacking import StackWorker, colour
 
 
 async def state(client) -> dict:
@@ -74,12 +74,116 @@ async def test_stacking_over_the_websocket(client):
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"source": "session"}, "source"), ({"source": {"session": "M42"}}, "source"), ({"speed": 1}, "speed")],
+    [
+        ({"source": "nebula"}, "source"),
+        ({"source": {"session": "M42"}}, "source"),
+        ({"source": "session", "session": 3}, "session"),
+        ({"source": "preview", "session": "M42"}, "session"),
+        ({"speed": 1}, "speed"),
+    ],
 )
 async def test_bad_stack_requests_are_refused(client, body, field):
     response = await client.post("/api/stack/start", json=body)
     answer = await response.json()
     assert response.status == 400 and answer["error"].startswith(field), answer
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"source": "session"}, "no session is running"),
+        ({"source": "session", "session": "M42"}, "no session 'M42'"),
+        ({"source": "session", "session": "../state"}, "no session '../state'"),
+    ],
+)
+async def test_a_session_that_is_not_there_is_not_found(client, body, message):
+    response = await client.post("/api/stack/start", json=body)
+    answer = await response.json()
+    assert response.status == 404 and answer["error"].startswith(message), answer
+    assert client.app[STACK].state["running"] is False
+
+
+async def session_stack_events(client, ws, name: str, **body) -> list[dict]:
+    """The stack's events from the start of a stack of session ``name`` until it ends by itself."""
+    await ws.send_json({"id": 7, "action": "stack.start", "params": {"source": "session", **body}})
+    told = await receive_until(ws, is_reply(7))
+    assert told[-1]["data"]["session"] == name
+    told += await receive_until(ws, lambda m: m.get("event") == "stack_status" and m["data"].get("done"))
+    return [
+        m["data"] for m in told if m.get("topic") == "stack" and m.get("event") in ("stack_frame", "stack_rejected")
+    ]
+
+
+async def test_a_dithered_sessions_frames_are_stacked_as_they_land_and_their_shifts_follow_the_mount(
+    make_client, config
+):
+    # A step of 1 s of sidereal motion: dithers of a few steps move the sky by pixels.
+    client = await make_client(mount_step_interval=1.0)
+    await client.post("/api/camera/settings", json={"exposure_seconds": 0.05})
+    # The truth: how fast the sky drifts past the camera while the mount stands (a still says).
+    still = (await (await client.post("/api/camera/capture", json={})).json())["data"]
+    drift = json.loads((config.captures / still["sidecar"]).read_text())["camera"]["drift_px_per_s"]
+    step_px = drift * 1.0  # one step makes up for a second of it
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"id": 1, "action": "subscribe", "params": {"topics": ["stack"]}})
+    await receive_until(ws, is_reply(1))
+    session = {"name": "M42", "total_images": 7, "enable_tracking": True, "file_format": "fits"}
+    dither = {"every": 1, "max_steps": 3, "settle_s": 0}
+    response = await client.post(
+        "/api/session/start", json={**session, "use_current_settings": False, "dither": dither}
+    )
+    assert response.status == 200, await response.json()
+    await wait_until(lambda: client.app[SESSIONS].run.captured >= 2, attempts=600)  # some frames already in
+    events = await session_stack_events(client, ws, "M42")
+    frames = json.loads((config.captures / "M42" / "session_metadata.json").read_text())["frames"]
+    assert [e["last"]["file"] for e in events] == [f["file"] for f in frames]  # every frame, in order
+    assert all(e["last"]["accepted"] for e in events) and events[-1]["stacked"] == 7 and events[-1]["skipped"] == 0
+    assert events[-1]["integration_s"] == pytest.approx(7 * 0.05)
+    # The registered shifts follow the mount's dither offsets: one pixel vector per step.
+    offsets = np.array([f["dither"]["offset_steps"] for f in frames], float)
+    shifts = np.array([e["last"]["shift"] for e in events])
+    per_step, *_ = np.linalg.lstsq(offsets[:, None], shifts, rcond=None)
+    along = per_step[0] / np.hypot(*per_step[0])  # the RA axis's direction in the frame
+    assert np.abs(offsets).max() >= 1 and step_px > 0.3  # the dithers moved the sky by pixels
+    # By so many steps, and nothing else did but the stepper's sawtooth (between its steps the sky
+    # drifts by up to one: a frame's phase in it against the first's) and registration's error.
+    residual = np.hypot(*(shifts - offsets[:, None] * step_px * along).T)
+    assert residual.max() < step_px + 0.15, (offsets, shifts, step_px)
+    state = client.app[STACK].state
+    assert state["running"] is False and state["source"] == "session" and state["waiting"] == 0
+    # A finished session is stacked again from its folder, all of it.
+    await client.post("/api/stack/reset")
+    again = await session_stack_events(client, ws, "M42", session="M42")
+    assert len(again) == 7 and again[-1]["stacked"] == 7
+    await ws.close()
+
+
+async def test_a_jpeg_session_is_stacked_and_a_preview_stack_gives_way_to_it(client, config):
+    await client.post("/api/mount/tracking", json={"action": "start"})
+    await client.post("/api/stack/start")
+    await wait_until(lambda: client.app[STACK].state["stacked"] >= 1, attempts=600)
+    await client.post("/api/camera/settings", json={"exposure_seconds": 0.05})
+    response = await client.post("/api/session/start", json={"name": "quick", "total_images": 3})
+    assert response.status == 200
+    await wait_until(lambda: not client.app[SESSIONS].active, attempts=600)
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"id": 1, "action": "subscribe", "params": {"topics": ["stack"]}})
+    await receive_until(ws, is_reply(1))
+    events = await session_stack_events(client, ws, "quick", session="quick")
+    assert [e["last"]["file"] for e in events] == ["light_0001.jpg", "light_0002.jpg", "light_0003.jpg"]
+    assert events[-1]["stacked"] == 3  # the preview's stack was cleared for the session's
+    await ws.close()
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "BGGR", "GRBG", "GBRG"])
+def test_a_raw_bayer_mosaic_is_interpolated_to_its_colours(pattern):
+    truth = {"R": 200.0, "G": 100.0, "B": 50.0}
+    mosaic = np.zeros((8, 8, 1), np.float32)
+    for k, (dy, dx) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        mosaic[dy::2, dx::2, 0] = truth[pattern[k]]
+    rgb = colour(mosaic, pattern)
+    assert rgb.shape == (8, 8, 3)
+    assert rgb[2:6, 2:6].reshape(-1, 3).mean(axis=0) == pytest.approx([200, 100, 50], abs=0.5)
 
 
 async def test_a_stack_that_falls_behind_skips_to_the_newest_frame_and_counts_them():

@@ -81,7 +81,7 @@ from wanda.sessions.runner import SessionManager
 from wanda.site import SiteStore
 from wanda.solver import PlateSolver
 from wanda.solving import SolveService
-from wanda.stacking import StackWorker
+from wanda.stacking import StackWorker, saved_frame
 from wanda.storage.disk import choose_captures_dir, unwritable_reason
 from wanda.storage.review import Measurer
 
@@ -303,6 +303,13 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
         state_dir=config.state_dir,
     )
     await sessions.recover()
+    # A stack of a session takes each frame as it lands, and ends with it.
+    stacker = app[STACK]
+    sessions.listeners.append(
+        lambda kind, folder, record: stacker.session_event(
+            kind, folder, saved_frame(folder, record) if record is not None else None
+        )
+    )
     app[SESSIONS] = sessions
     writer = asyncio.create_task(sessions.keep_writing(), name="session-metadata-retry")
     yield

@@ -6,8 +6,11 @@ drifted by every late wake-up). A change of speed or direction re-anchors the sc
 step's due time, so the motor neither jumps nor pauses. The coils are switched off when tracking
 stops, when the mount closes, and if the thread dies.
 
-A *move* (``move``: so many steps one way at up to 10 a second, for centring a target) takes
-the axis over from tracking for its steps; tracking, if on, goes on from the move's last step.
+A *move* (``move``: so many steps one way at up to 10 a second, for centring a target or a dither)
+runs on top of tracking: the tracking steps that fall due meanwhile are added to it (or cancel its
+steps when it goes against tracking), and tracking goes on with its own schedule after, so a move of
+n steps leaves the axis exactly n steps off where tracking alone would have it. A *hold* (``hold``)
+leaves out so many tracking steps, the coils on: a dither back without turning the gears back.
 Every step is told to the step listeners (the simulated sky turns with them).
 
 Pin drivers: ``GpioPins`` (gpiozero with the lgpio pin factory: Raspberry Pi 4 and 5; RPi.GPIO does
@@ -170,6 +173,10 @@ class StepperMount:
         self._recent_errors: deque[tuple[float, float]] = deque()
         self._sum_abs_error = 0.0
         self._move_left = 0  # steps of the move under way
+        # Tracking's own schedule while a move runs (its step 0's due time, its next step): the
+        # tracking steps that fall due meanwhile are added to the move (see _owed_tracking).
+        self._track_anchor = 0.0
+        self._track_next = 0
         self._move_clockwise = True
         self._move_interval = MOVE_INTERVAL
         self.failure: str | None = None
@@ -207,8 +214,12 @@ class StepperMount:
             if self.failure is not None:
                 raise MountUnavailable(f"the mount failed: {self.failure}")
             now = self._clock()
-            if self._move_left:
-                pass  # the move's end anchors tracking
+            if self._move_left:  # tracking's schedule under the move: from now, or its last step
+                if not self._tracking:
+                    self._track_anchor, self._track_next = now, 0
+                else:
+                    last_due = self._track_anchor + (self._track_next - 1) * self._interval
+                    self._track_anchor, self._track_next = max(last_due, now - interval), 1
             elif not self._tracking:
                 self._anchor, self._next = now, 0  # the first step now: energise the coils
                 self._recent_errors.clear()  # a new run of tracking: its own max step error
@@ -232,9 +243,12 @@ class StepperMount:
                 self._cond.wait_for(lambda: not self._coils_on, timeout)
 
     def move(self, steps: int, clockwise: bool, interval: float = MOVE_INTERVAL) -> None:
-        """Step ``steps`` times ``clockwise`` (or not), one every ``interval`` seconds, the first now;
-        then go on tracking from the last step if the mount tracks. A listener hears "move_done"
-        (or "move_stopped" when ``stop`` ends it first). One move at a time."""
+        """Step ``steps`` times ``clockwise`` (or not), one every ``interval`` seconds, the first now.
+        Tracking goes on under a move: the tracking steps that fall due meanwhile are added to a
+        move the way tracking goes (or cancel steps of one against it), and tracking resumes on its
+        own schedule after, so the axis ends exactly ``steps`` ahead of (or behind) where tracking
+        alone would have it. A listener hears "move_done" (or "move_stopped" when ``stop`` ends it
+        first). One move at a time."""
         if steps < 1:
             raise ValueError(f"a move is at least one step, not {steps}")
         with self._cond:
@@ -243,6 +257,8 @@ class StepperMount:
             if self._move_left:
                 raise MountUnavailable("the mount is already moving")
             self._move_left, self._move_clockwise, self._move_interval = steps, clockwise, interval
+            if self._tracking:
+                self._track_anchor, self._track_next = self._anchor, self._next
             self._anchor, self._next = self._clock(), 0
             self._cond.notify_all()
 
@@ -270,10 +286,9 @@ class StepperMount:
                 self._finish_move("move_stopped")
 
     def _finish_move(self, event: str) -> None:
-        """With the lock held, a move just over: tracking resumes a step's interval after the
-        move's last step."""
-        last_due = self._anchor + (self._next - 1) * self._move_interval
-        self._anchor, self._next = last_due, 1
+        """With the lock held, a move just over: tracking goes on with its own schedule."""
+        if self._tracking:
+            self._anchor, self._next = self._track_anchor, self._track_next
         self._cond.notify_all()
         for listener in self.listeners:
             listener(event)
@@ -330,6 +345,11 @@ class StepperMount:
                         log.warning("mount fell %.1f s behind; restarting the step schedule", now - due)
                         self.restarts += 1
                         self._anchor, self._next, due = now, 0, now
+                    if self._move_left and self._tracking:
+                        self._owed_tracking(due)
+                        if not self._move_left:  # tracking's steps cancelled the rest of the move
+                            self._finish_move("move_done")
+                            continue
                     self._step(due, clockwise)
                     if self._move_left:
                         self._move_left -= 1
@@ -349,6 +369,19 @@ class StepperMount:
             # Said only once the coils are off: whoever hears of the failure finds the mount safe.
             for listener in self.listeners:
                 listener("mount_error")
+
+    def _owed_tracking(self, now: float) -> None:
+        """With the lock held, during a move: the tracking steps due by ``now`` are taken on by the
+        move: one more step of a move the way tracking goes, one step fewer of a move against it."""
+        owed = int((now - self._track_anchor) // self._interval) + 1 - self._track_next
+        if owed <= 0:
+            return
+        if self._move_clockwise == self._clockwise:
+            self._move_left += owed
+        else:
+            owed = min(owed, self._move_left)
+            self._move_left -= owed
+        self._track_next += owed
 
     def _step(self, due: float, clockwise: bool) -> None:
         self._phase = (self._phase + (1 if clockwise else -1)) % len(HALF_STEP_SEQUENCE)

@@ -1,6 +1,13 @@
-"""Live stacking of the preview: the `stack` thread registers each frame on the first one's stars,
-warps it onto it and adds it (wanda/astro/register.py, wanda/astro/stack.py), or rejects it with the
-reason; the state goes to the loop with ``call_soon_threadsafe`` and out as `stack` events.
+"""Live stacking: the `stack` thread registers each frame on the first one's stars, warps it onto
+it and adds it (wanda/astro/register.py, wanda/astro/stack.py), or rejects it with the reason; the
+state goes to the loop with ``call_soon_threadsafe`` and out as `stack` events.
+
+Its frames come from one source: the preview (live EAA), or a capture session's saved frames (those
+already on disk, then each as it lands: the session tells the loop, the loop queues its file). A
+session's frames are files: none is skipped, they wait in a queue (their names only) and the state
+says how many; the stack ends by itself when the session has ended and its last frame is in. FITS
+frames are read as the sensor's linear data (a raw Bayer mosaic is calibrated as a mosaic, then
+interpolated to colour); JPEG frames as the preview's pixels.
 
 Viewers of ``/stream?source=stack`` get the stack auto-stretched, rendered and JPEG-encoded once on
 the stack thread after each frame added (and when the first viewer comes), for all of them.
@@ -22,11 +29,13 @@ import asyncio
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from wanda import __version__
@@ -40,8 +49,8 @@ from wanda.errors import ErrorCode, WandaError
 from wanda.frames import Frame, FrameHub, multipart_part
 from wanda.jpeg import JpegEncoder
 from wanda.storage.disk import NumberedFiles, SavedFile
-from wanda.storage.fits import fits_bytes
-from wanda.timestamps import utc_iso
+from wanda.storage.fits import fits_bytes, read_fits
+from wanda.timestamps import parse_utc, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,50 @@ SWOLLEN = 1.5  # a frame whose stars' median HFR is this times the first frame's
 DIMMED = 0.5  # and one whose stars give less than this share of the first frame's light
 DUTY = 0.4  # the share of a core the stack thread takes at most (see StackWorker._rest)
 MAX_FRAMES = 65535  # the accumulator counts each pixel's values in 16 bits
+# OpenCV names a Bayer layout by the second row's second and third pixels: a sensor whose top-left
+# 2x2 is RGGB is OpenCV's "BG".
+DEMOSAIC = {
+    "RGGB": cv2.COLOR_BayerBG2RGB,
+    "BGGR": cv2.COLOR_BayerRG2RGB,
+    "GRBG": cv2.COLOR_BayerGB2RGB,
+    "GBRG": cv2.COLOR_BayerGR2RGB,
+}
+
+
+@dataclass(frozen=True)
+class SavedFrame:
+    """A session's frame to stack: its file, and what the session recorded of it."""
+
+    path: Path
+    timestamp: float  # the exposure's start, Unix seconds
+    exposure_s: float
+    gain: float
+
+
+def saved_frame(folder: Path, record: dict[str, Any]) -> SavedFrame:
+    """A session's frame record (wanda/sessions/runner.py) as a frame to stack: its FITS file
+    when it has one (the sensor's linear data), else its first file."""
+    files = record.get("files") or [record["file"]]
+    chosen = next((f for f in files if str(f).lower().endswith(".fits")), files[0])
+    try:
+        timestamp = parse_utc(record["started"])
+    except (KeyError, TypeError, ValueError):  # a frame found on disk after a crash has no record of it
+        timestamp = (folder / chosen).stat().st_mtime if (folder / chosen).exists() else 0.0
+    return SavedFrame(
+        folder / chosen,
+        timestamp,
+        float(record.get("exposure_seconds") or 0.0),
+        float(record.get("gain") or 1.0),
+    )
+
+
+@dataclass(frozen=True)
+class SessionFrames:
+    """A session to stack: its folder, the frames on disk now, and whether more will come."""
+
+    folder: Path
+    frames: list[SavedFrame]
+    running: bool
 
 
 class StackWorker:
@@ -78,6 +131,11 @@ class StackWorker:
         self._lock = threading.Lock()  # guards the slot and the running flag
         self._ready = threading.Condition(self._lock)
         self._slot: tuple[np.ndarray, str, float, float, float] | None = None
+        self.source: str | None = None  # "preview" or "session": where the running stack takes frames
+        self._session: Path | None = None  # the session stacked (its folder)
+        self._files: deque[SavedFrame] = deque()  # a session's frames waiting for the thread
+        self._taken: set[Path] = set()  # a session's frames queued for this stack: never twice
+        self._session_open = False  # more of the session's frames will come
         self._spare: np.ndarray | None = None  # the buffer of the frame the thread last took, for the next
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -113,14 +171,24 @@ class StackWorker:
             self._render_requested = True
             self._ready.notify()
 
-    def start(self) -> dict[str, Any]:
+    def start(self, session: SessionFrames | None = None) -> dict[str, Any]:
+        """Stack the preview, or ``session``'s frames: those not stacked yet, then each as it
+        lands. A stack of another source is cleared first (its frames are not alike)."""
+        source = "preview" if session is None else "session"
+        folder = None if session is None else session.folder
         with self._lock:
+            if self._stack_started() and (source, folder) != (self.source, self._session):
+                self._clear()
             self._masters = None  # masters built since are looked up again
             self._masters_epoch += 1
-            if not self.running:
-                self.running = True
-                self.state = {**self.state, "running": True, "source": "preview"}
-        self._wake_camera()  # the preview runs while a stack wants its frames
+            self.running, self.source, self._session = True, source, folder
+            if session is not None:
+                self._session_open = session.running
+                self._queue(session.frames)
+            self.state = {**self.state, **self._source_state()}
+            self._ready.notify()
+        if session is None:
+            self._wake_camera()  # the preview runs while a stack wants its frames
         self._publish("stack_status", self.state)  # every page shows it, not only the one that asked
         return self.state
 
@@ -129,21 +197,64 @@ class StackWorker:
         with self._lock:
             self.running = False
             self._slot = None
-            self.state = {**self.state, "running": False}
+            for waiting in self._files:  # a start of the session again queues what was left waiting
+                self._taken.discard(waiting.path)
+            self._files.clear()
+            self.state = {**self.state, **self._source_state()}
         self._publish("stack_status", self.state)
         return self.state
 
-    def reset(self) -> dict[str, Any]:
-        """Clear the stack (the next frame starts a new one); a running stack goes on."""
+    def session_event(self, kind: str, folder: Path, frame: SavedFrame | None) -> None:
+        """On the loop, from the sessions: ``frame`` of the session in ``folder`` is saved
+        ("frame"), or the session ended ("ended")."""
         with self._lock:
-            self._slot = None
-            self._reset_requested = True
-            self._masters = None
-            self._masters_epoch += 1
-            self._generation += 1
-            self.skipped = 0
+            if not (self.running and self.source == "session" and folder == self._session):
+                return
+            if kind == "ended":
+                self._session_open = False
+            elif frame is not None:
+                self._queue([frame])
             self._ready.notify()
-            self.state = {**_empty_state(), "running": self.running, "source": "preview" if self.running else None}
+        if kind == "frame":
+            self.state = {**self.state, "waiting": len(self._files)}
+
+    def _queue(self, frames: list[SavedFrame]) -> None:
+        """With the lock held: the frames not queued yet, in order."""
+        for frame in frames:
+            if frame.path not in self._taken:
+                self._taken.add(frame.path)
+                self._files.append(frame)
+
+    def _stack_started(self) -> bool:
+        return self.state["stacked"] > 0 or self.state["rejected"] > 0
+
+    def _clear(self) -> None:
+        """With the lock held: the stack is dropped (by the thread, before its next frame)."""
+        self._slot = None
+        self._files.clear()
+        self._taken.clear()
+        self._reset_requested = True
+        self._masters = None
+        self._masters_epoch += 1
+        self._generation += 1
+        self.skipped = 0
+        self._ready.notify()
+        self.state = _empty_state()
+
+    def _source_state(self) -> dict[str, Any]:
+        return {
+            "running": self.running,
+            "source": self.source,
+            "session": self._session.name if self._session is not None else None,
+            "waiting": len(self._files),
+        }
+
+    def reset(self) -> dict[str, Any]:
+        """Clear the stack (the next frame starts a new one); a running stack goes on: a
+        session's from its next frame."""
+        with self._lock:
+            self._clear()
+            self.state = {**self.state, **self._source_state()}
         self._publish("stack_status", self.state)
         return self.state
 
@@ -151,13 +262,13 @@ class StackWorker:
 
     @property
     def wanted(self) -> bool:
-        return self.running
+        return self.running and self.source == "preview"
 
     def offer(self, pixels: np.ndarray, pixel_format: str, timestamp: float, exposure_s: float, gain: float) -> None:
-        if not self.running:
+        if not self.wanted:
             return
         with self._lock:
-            if not self.running:
+            if not self.wanted:
                 return
             # The camera reuses its buffers: the frame is copied, into the slot's own buffer (a
             # fresh 6 MB array a frame would make the heap creep).
@@ -189,7 +300,12 @@ class StackWorker:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while self._slot is None and not (self._stopping or self._reset_requested or self._render_requested):
+                while (
+                    self._slot is None
+                    and not self._files
+                    and not (self._stopping or self._reset_requested or self._render_requested)
+                    and not self._session_done()
+                ):
                     self._ready.wait()
                 if self._stopping:
                     return
@@ -199,8 +315,14 @@ class StackWorker:
                         self._stack = None
                 render, self._render_requested = self._render_requested, False
                 frame, self._slot = self._slot, None
+                saved = self._files.popleft() if frame is None and self._files else None
                 generation = self._generation
-            if frame is None:
+                done = frame is None and saved is None and self._session_done()
+                if done:  # the session's last frame is in: the stack stops by itself
+                    self.running = False
+            if done:
+                self._call_loop(self._source_done, generation)
+            if frame is None and saved is None:
                 if render:
                     self._show()
                 continue
@@ -208,23 +330,83 @@ class StackWorker:
             try:
                 if self._stack is None:
                     self._stack = _Stack()
-                linear, timestamp, exposure_s, gain = self._linear(frame)
-                with self._lock:
-                    self._spare = frame[0]  # its pixels are read: the buffer takes the next frame
-                calibrated, used = self._calibrated(linear, exposure_s, gain)
-                with self._stack_lock:
-                    event, state = self._stack.add(calibrated, timestamp, exposure_s, used)
+                if frame is not None:
+                    event, state = self._add_preview(frame)
+                else:
+                    assert saved is not None
+                    event, state = self._add_saved(saved)
             except Exception:  # a frame that cannot be stacked must not end the thread (nor spin it)
                 log.exception("stacking a frame failed")
                 self._rest(time.monotonic() - started)
                 continue
-            try:
-                self._loop.call_soon_threadsafe(self._deliver, generation, event, state)
-            except RuntimeError:  # the loop is closed: shutting down
+            if not self._call_loop(self._deliver, generation, event, state):
                 return
             if event == "stack_frame" or render:
                 self._show()
             self._rest(time.monotonic() - started)
+
+    def _add_preview(self, frame: tuple[np.ndarray, str, float, float, float]) -> tuple[str, dict[str, Any]]:
+        assert self._stack is not None
+        linear, timestamp, exposure_s, gain = self._linear(frame)
+        with self._lock:
+            self._spare = frame[0]  # its pixels are read: the buffer takes the next frame
+        calibrated, used = self._calibrated(linear, exposure_s, gain)
+        with self._stack_lock:
+            return self._stack.add(calibrated, timestamp, exposure_s, used)
+
+    def _add_saved(self, saved: SavedFrame) -> tuple[str, dict[str, Any]]:
+        """A session's frame from its file: calibrated as the sensor gave it (a Bayer mosaic
+        before it is interpolated), then stacked; one that cannot be read is rejected."""
+        assert self._stack is not None
+        try:
+            pixels, bayer = self._read_saved(saved.path)
+        except (OSError, ValueError) as exc:
+            with self._stack_lock:
+                return self._stack.reject(
+                    "unreadable", f"{saved.path.name}: {exc}", {"timestamp": saved.timestamp, "file": saved.path.name}
+                )
+        calibrated, used = self._calibrated(pixels, saved.exposure_s, saved.gain)
+        with self._stack_lock:
+            event, state = self._stack.add(colour(calibrated, bayer), saved.timestamp, saved.exposure_s, used)
+        state["last"]["file"] = saved.path.name
+        return event, state
+
+    def _read_saved(self, path: Path) -> tuple[np.ndarray, str | None]:
+        """A saved frame as float32 (height, width, planes) on the preview's 0-255 scale (the
+        masters are scaled so too), and its Bayer layout when it is a raw mosaic."""
+        if path.suffix.lower() in (".fits", ".fit", ".fts"):
+            image = read_fits(path)
+            data = image.data if image.data.ndim == 3 else image.data[None]
+            planes = np.ascontiguousarray(data.transpose(1, 2, 0)).astype(np.float32)
+            planes *= np.float32(256 / (image.full_scale + 1))
+            bayer = image.header.get("BAYERPAT")
+            if bayer is not None and (bayer not in DEMOSAIC or planes.shape[2] != 1):
+                raise ValueError(f"a Bayer layout {bayer!r} that is not read here")
+            return planes, bayer
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            if self._encoder is None:
+                self._encoder = JpegEncoder(self._jpeg_quality)
+            rgb = self._encoder.decode(path.read_bytes())
+            return (rgb.astype(np.float32) if self._to_linear is None else self._to_linear[rgb]), None
+        raise ValueError("WANDA stacks FITS and JPEG frames (take the session as FITS)")
+
+    def _session_done(self) -> bool:
+        """With the lock held: a session stacked to its end (it ended and its frames are in)."""
+        return self.running and self.source == "session" and not self._session_open and not self._files
+
+    def _source_done(self, generation: int) -> None:
+        """On the loop: the session's last frame was stacked and the stack stopped: say so."""
+        if generation == self._generation and not self.running:
+            self.state = {**self.state, **self._source_state()}
+            self._publish("stack_status", {**self.state, "done": True})
+
+    def _call_loop(self, callback: Callable[..., object], *args: Any) -> bool:
+        """``callback(*args)`` on the loop; False when the loop is closed (shutting down)."""
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            return False
+        return True
 
     def _rest(self, worked: float) -> None:
         """Leave the processor to the camera and the viewers for a while: the stack takes at most
@@ -276,11 +458,7 @@ class StackWorker:
         self._seq += 1
         height, width = stack.accumulator.shape[:2]
         now = self._clock()
-        frame = Frame(self._seq, now, width, height, jpeg, multipart_part(jpeg, now, self._seq))
-        try:
-            self._loop.call_soon_threadsafe(hub.publish, frame)
-        except RuntimeError:  # the loop is closed: shutting down
-            pass
+        self._call_loop(hub.publish, Frame(self._seq, now, width, height, jpeg, multipart_part(jpeg, now, self._seq)))
 
     def _linear(self, frame: tuple[np.ndarray, str, float, float, float]) -> tuple[np.ndarray, float, float, float]:
         """The frame as float32 linear RGB (H, W, 3), its timestamp, exposure and gain."""
@@ -341,9 +519,22 @@ class StackWorker:
         """On the loop: keep it and publish it, unless the stack was reset meanwhile."""
         if generation != self._generation:
             return
-        source = "preview" if self.running else self.state["source"]
-        self.state = {**state, "running": self.running, "source": source, "skipped": self.skipped}
+        self.state = {**state, **self._source_state(), "skipped": self.skipped}
         self._publish(event, self.state)
+
+
+def colour(frame: np.ndarray, bayer: str | None) -> np.ndarray:
+    """A calibrated frame (height, width, planes) as RGB: a Bayer mosaic interpolated (OpenCV's
+    bilinear demosaicing, on 16 bits: the frame's 0-255 scale times 257), a grey frame repeated
+    into the three channels, a colour one as it is."""
+    if bayer is not None:
+        levels = np.clip(frame[:, :, 0] * np.float32(257), 0, 65535).astype(np.uint16)
+        rgb = cv2.cvtColor(levels, DEMOSAIC[bayer]).astype(np.float32)
+        rgb *= np.float32(1 / 257)
+        return rgb
+    if frame.shape[2] == 1:
+        return np.repeat(frame, 3, axis=2)
+    return frame
 
 
 def stretched(image: np.ndarray) -> np.ndarray:
@@ -361,6 +552,8 @@ def _empty_state() -> dict[str, Any]:
     return {
         "running": False,
         "source": None,
+        "session": None,
+        "waiting": 0,
         "stacked": 0,
         "rejected": 0,
         "rejections": {},
@@ -414,9 +607,9 @@ class _Stack:
         started = time.perf_counter()
         outcome: dict[str, Any] = {"timestamp": timestamp}
         if self.stacked >= MAX_FRAMES:
-            return self._rejected("full", f"the stack holds {MAX_FRAMES} frames: save it and reset", outcome)
+            return self.reject("full", f"the stack holds {MAX_FRAMES} frames: save it and reset", outcome)
         if self.settings is not None and self.settings != (round(exposure_s, 6), calibration_key(calibration)):
-            return self._rejected(
+            return self.reject(
                 "settings_changed",
                 f"taken at {exposure_s:g} s, the stack at {self.settings[0]:g} s (or other masters): reset to stack the new settings",
                 outcome,
@@ -427,7 +620,7 @@ class _Stack:
         stars, noise = _stars(luminance)
         outcome["stars"] = len(stars.x)
         if len(stars.x) < MIN_INLIERS:
-            return self._rejected("too_few_stars", f"{len(stars.x)} stars seen (at least {MIN_INLIERS})", outcome)
+            return self.reject("too_few_stars", f"{len(stars.x)} stars seen (at least {MIN_INLIERS})", outcome)
         brightest = np.argsort(-stars.flux)[:REGISTER_STARS]
         positions, flux = np.column_stack((stars.x, stars.y))[brightest], stars.flux[brightest]
         hfr = float(np.nanmedian(stars.hfr)) if np.isfinite(stars.hfr).any() else 0.0
@@ -441,7 +634,7 @@ class _Stack:
             transform = Transform(np.eye(2), np.zeros(2), len(positions), 0.0)
         else:
             if self.reference_hfr and hfr > SWOLLEN * self.reference_hfr:
-                return self._rejected(
+                return self.reject(
                     "swollen_stars",
                     f"stars' HFR {hfr:.2f} px against {self.reference_hfr:.2f} (trailed, or out of focus)",
                     outcome,
@@ -449,10 +642,10 @@ class _Stack:
             try:
                 transform = register(positions, self.reference)
             except RegistrationFailed as exc:
-                return self._rejected("not_aligned", str(exc), outcome)
+                return self.reject("not_aligned", str(exc), outcome)
             light = float(np.median(flux[: len(self.reference_flux)]) / np.median(self.reference_flux))
             if light < DIMMED:
-                return self._rejected(
+                return self.reject(
                     "dimmed", f"the stars give {light:.0%} of the first frame's light (clouds?)", outcome
                 )
         added = self.accumulator.add(warp(frame, transform.affine(), self.size))
@@ -471,7 +664,7 @@ class _Stack:
         )
         return "stack_frame", self._state(outcome)
 
-    def _rejected(self, reason: str, message: str, outcome: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def reject(self, reason: str, message: str, outcome: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         self.rejections[reason] += 1
         return "stack_rejected", self._state({**outcome, "accepted": False, "reason": reason, "message": message})
 

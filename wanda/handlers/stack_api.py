@@ -1,5 +1,6 @@
-"""Live stacking over REST and the WebSocket (wanda/stacking.py): `POST /api/stack/start`,
-`/api/stack/stop`, `/api/stack/reset`, `/api/stack/save`, `GET /api/stack`; topic `stack`."""
+"""Live stacking of the preview or a session over REST and the WebSocket (wanda/stacking.py):
+`POST /api/stack/start`, `/api/stack/stop`, `/api/stack/reset`, `/api/stack/save`, `GET
+/api/stack`; topic `stack`."""
 
 from __future__ import annotations
 
@@ -8,29 +9,45 @@ from typing import Any
 
 from aiohttp import web
 
+from wanda.errors import ErrorCode, WandaError
 from wanda.events import Subscriber
 from wanda.handlers.camera_api import read_json
 from wanda.handlers.envelope import ok
 from wanda.handlers.ws import action, no_params
-from wanda.keys import CAMERA, CAPTURES, STACK
+from wanda.keys import CAMERA, CAPTURES, SESSIONS, STACK
+from wanda.stacking import SessionFrames, saved_frame
 from wanda.storage.gallery import capture_url
 from wanda.validate import choice, invalid, json_object, known_fields
 
 routes = web.RouteTableDef()
-SOURCES = ("preview",)
+SOURCES = ("preview", "session")
 STACKS_FOLDER = "stacks"  # in the captures folder: the gallery shows the saved stacks
 
 
-def start(app: web.Application, body: Any) -> dict[str, Any]:
+async def start(app: web.Application, body: Any) -> dict[str, Any]:
+    """``{"source": "preview"}`` (the default), or ``{"source": "session"}`` for the running
+    session's frames, ``{"source": "session", "session": "<folder>"}`` for a named one's."""
     body = json_object(body if body is not None else {})
-    known_fields(body, ["source"])
-    source = body.get("source", "preview")
-    if isinstance(source, dict):
-        raise invalid(
-            "source", 'stacking a session\'s frames is not there yet: stack the live view ({"source": "preview"})'
-        )
-    choice("source", source, SOURCES)
-    return app[STACK].start()
+    known_fields(body, ["source", "session"])
+    source = choice("source", body.get("source", "preview"), SOURCES)
+    name = body.get("session")
+    if source == "preview":
+        if name is not None:
+            raise invalid("session", 'is for {"source": "session"}')
+        return app[STACK].start()
+    if name is not None and not isinstance(name, str):
+        raise invalid("session", "must be a session's folder name")
+    folder, records, running = await app[SESSIONS].frames(name)
+    frames = [saved_frame(folder, record) for record in records]
+    if not frames and not running:
+        raise WandaError(ErrorCode.NOT_FOUND, f"session {folder.name!r} has no frames to stack")
+    return app[STACK].start(SessionFrames(folder, frames, running))
+
+
+def started_message(state: dict[str, Any]) -> str:
+    if state["source"] == "session":
+        return f"stacking session {state['session']} ({state['waiting']} frames waiting)"
+    return "stacking the live view"
 
 
 @routes.get("/api/stack")
@@ -40,7 +57,8 @@ async def stack_state(request: web.Request) -> web.Response:
 
 @routes.post("/api/stack/start")
 async def stack_start(request: web.Request) -> web.Response:
-    return ok(start(request.app, await read_json(request, required=False)), "stacking the live view")
+    state = await start(request.app, await read_json(request, required=False))
+    return ok(state, started_message(state))
 
 
 @routes.post("/api/stack/stop")
@@ -83,7 +101,7 @@ async def _stack_status(app: web.Application, subscriber: Subscriber, params: di
 
 @action("stack.start")
 async def _stack_start(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
-    return start(app, params)
+    return await start(app, params)
 
 
 @action("stack.stop")

@@ -541,6 +541,23 @@ class SessionManager:
         _, folder, metadata = max(candidates, key=lambda c: c[0])
         return folder, reconcile(folder, metadata)
 
+    async def frames(self, name: str | None) -> tuple[Path, list[dict[str, Any]], bool]:
+        """The folder and frame records of the session named ``name`` (its folder), or of the one
+        running when None, and whether it runs (more frames will come). The running session's
+        are read without a pause: a frame saved meanwhile cannot slip between them and a
+        listener's next call. NOT_FOUND when there is no such session."""
+        run = self.run
+        if self.active and run is not None and run.metadata["status"] == "running" and name in (None, run.folder.name):
+            return run.folder, [dict(frame) for frame in run.metadata["frames"]], True
+        if name is None:
+            raise WandaError(ErrorCode.NOT_FOUND, "no session is running: name the session to stack")
+        metadata = None
+        if _plain_name(name):
+            metadata = await asyncio.to_thread(self._metadata_of, self.root / name)
+        if metadata is None:
+            raise WandaError(ErrorCode.NOT_FOUND, f"no session {name!r} in the captures folder")
+        return self.root / name, list(metadata.get("frames", [])), False
+
     def frame_format(self) -> str | None:
         """The file format the running session saves its frames in (None when none runs)."""
         return self.run.metadata["settings"].get("file_format", "jpeg") if self.active and self.run else None
