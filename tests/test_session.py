@@ -517,6 +517,8 @@ async def test_the_session_form_is_remembered(client, config):
         "useCurrentSettings": True,
         "sessionMode": "rapid",
         "totalTimeHours": 1.0,
+        "ditherEvery": 0,
+        "ditherSteps": 3,
     }
     saved = {
         "name": "M42",
@@ -525,6 +527,8 @@ async def test_the_session_form_is_remembered(client, config):
         "useCurrentSettings": True,
         "sessionMode": "timed",
         "totalTimeHours": 2.5,
+        "ditherEvery": 4,
+        "ditherSteps": 6,
     }
     response = await client.post("/api/session/config", json=saved)
     assert response.status == 200 and (await response.json())["data"] == saved
@@ -540,6 +544,8 @@ async def test_the_session_form_is_remembered(client, config):
         ({"sessionMode": "slow"}, "sessionMode"),
         ({"totalImages": -1}, "totalImages"),
         ({"enableTracking": "no"}, "enableTracking"),
+        ({"ditherEvery": -1}, "ditherEvery"),
+        ({"ditherSteps": 0}, "ditherSteps"),
         ({"nombre": "x"}, "nombre"),
     ],
 )

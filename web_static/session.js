@@ -77,6 +77,8 @@ function readSessionForm() {
     useCurrentSettings: true,
     sessionMode: mode,
     totalTimeHours: Number($("session-hours").value) || 1,
+    ditherEvery: Number($("session-dither-every").value) || 0,
+    ditherSteps: Number($("session-dither-steps").value) || 3,
   };
 }
 
@@ -86,6 +88,8 @@ function fillSessionForm(form) {
   $("session-tracking").checked = Boolean(form.enableTracking);
   $(form.sessionMode === "timed" ? "session-timed" : "session-rapid").checked = true;
   $("session-hours").value = form.totalTimeHours || 1;
+  $("session-dither-every").value = form.ditherEvery || 0;
+  $("session-dither-steps").value = form.ditherSteps || 3;
 }
 
 export function setupSession() {
@@ -96,6 +100,7 @@ export function setupSession() {
     await command(null, "POST", "/api/session/config", form); // remembered for next time
     const start = { name: form.name, total_images: form.totalImages, enable_tracking: form.enableTracking };
     if (form.sessionMode === "timed") start.total_time_hours = form.totalTimeHours;
+    if (form.ditherEvery > 0) start.dither = { every: form.ditherEvery, max_steps: form.ditherSteps };
     await commandShowing("session", (result) => showSession(result.session_status), $("session-message"), "POST", "/api/session/start", start);
   });
   $("session-stop").addEventListener("click", () => command($("session-message"), "POST", "/api/session/stop"));

@@ -14,7 +14,7 @@ import { offlineText, showOffline, showOnline } from "./offline.js";
 import { refreshResumable, showSession } from "./session.js";
 import { refreshSite, showSite } from "./site.js";
 import { refreshSolution, refreshTarget, resumeFollow, showCentring, showSolution } from "./sky.js";
-import { showStack } from "./stack.js";
+import { refreshStackSources, showCalibrationEvent, showStack } from "./stack.js";
 import { refreshStorage } from "./storage.js";
 
 const socket = { ws: null, retry: 1000, everConnected: false, topics: [], replies: new Map(), asked: 0 };
@@ -112,6 +112,7 @@ function handleMessage(message) {
       refreshStorage();
       if (gallery.folder === data.folder) refreshGallery();
     }
+    if (ended || event === "session_start") refreshStackSources();
     if (ended) {
       refreshFolders();
       clearGalleryMessage(); // a delete the session refused (its folder was busy) may go on now
@@ -127,6 +128,8 @@ function handleMessage(message) {
     showSolution(data);
   } else if (topic === "stack") {
     showStack(data);
+  } else if (topic === "calibration") {
+    showCalibrationEvent(event, data);
   }
 }
 

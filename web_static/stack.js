@@ -1,7 +1,8 @@
-// The Stack panel: live stacking of the live view (start, stop, reset, save), what was stacked and
-// rejected and why, and the view switch between the live frames and the stack.
+// The Stack panel: live stacking of the live view or a session's frames (start, stop, reset, save),
+// what was stacked and rejected and why, the view switch between the live frames and the stack, and
+// the master darks, flats and bias (build one from a session, delete).
 
-import { command, commandShowing } from "./api.js";
+import { api, command, commandShowing } from "./api.js";
 import { $ } from "./dom.js";
 import { live } from "./live.js";
 
@@ -10,6 +11,8 @@ const REASONS = {
   not_aligned: "not aligned",
   swollen_stars: "swollen stars",
   dimmed: "dimmed (clouds?)",
+  settings_changed: "other settings",
+  unreadable: "unreadable",
 };
 
 /** The stack's state, from its events or a command's answer. */
@@ -27,7 +30,12 @@ export function showStack(state) {
     `${state.integration_s.toFixed(1)} s integration`,
   ];
   if (state.snr_gain) parts.push(`noise ${state.snr_gain.toFixed(1)}× lower than one frame`);
-  $("stack-status").textContent = `${state.running ? "Stacking" : "Stopped"} · ${parts.join(" · ")}`;
+  let doing = state.running ? "Stacking" : "Stopped";
+  if (state.source === "session") {
+    doing = `${state.running ? "Stacking" : state.done ? "Stacked" : "Stopped"} session ${state.session}`;
+    if (state.running) parts.unshift(`${state.waiting} waiting`);
+  }
+  $("stack-status").textContent = `${doing} · ${parts.join(" · ")}`;
   const last = state.last;
   $("stack-last").textContent = last && last.accepted === false ? `Last frame rejected: ${last.message}` : "";
   showCalibration(state.calibration);
@@ -46,8 +54,79 @@ function showCalibration(used) {
   line.textContent = `Calibration: ${dark}, ${flat}${missing}`;
 }
 
-async function stackCommand(path) {
-  return commandShowing("stack", showStack, $("stack-message"), "POST", path, {});
+async function stackCommand(path, body = {}) {
+  return commandShowing("stack", showStack, $("stack-message"), "POST", path, body);
+}
+
+/** What the stack can take: the live view, or a session of light frames (newest first). */
+export async function refreshStackSources() {
+  let sessions;
+  try {
+    ({ sessions } = await api("GET", "/api/sessions"));
+  } catch {
+    return; // offline: the lists stay as they were
+  }
+  const lights = sessions.filter((s) => (s.frame_type || "light") === "light" && (s.captured_images || s.status === "running"));
+  fillSelect($("stack-source"), [["", "the live view"], ...lights.map((s) => [s.folder, sessionLabel(s)])]);
+  const calibration = sessions.filter((s) => ["dark", "flat", "bias"].includes(s.frame_type) && s.captured_images && s.status !== "running");
+  fillSelect($("calibration-session"), calibration.map((s) => [s.folder, `${s.name}: ${s.captured_images} ${s.frame_type}s`]));
+  $("calibration-build").disabled = !calibration.length;
+}
+
+function sessionLabel(s) {
+  return `session ${s.name} (${s.captured_images} frames${s.status === "running" ? ", running" : ""})`;
+}
+
+/** Replace a select's options, keeping the choice when it is still there. */
+function fillSelect(select, options) {
+  const chosen = select.value;
+  select.replaceChildren(...options.map(([value, text]) => new Option(text, value)));
+  if (options.some(([value]) => value === chosen)) select.value = chosen;
+}
+
+/** The masters on the server, each with its delete button. */
+export async function refreshMasters() {
+  let masters;
+  try {
+    ({ masters } = await api("GET", "/api/calibration"));
+  } catch {
+    return;
+  }
+  const items = masters.map((m) => {
+    const item = document.createElement("li");
+    const fits = [`${m.width}x${m.height}`, m.kind === "dark" ? `${m.exposure_s} s` : null, m.kind === "flat" ? null : `gain ${m.gain}`];
+    if (m.temperature !== null && m.kind === "dark") fits.push(`${m.temperature} °C`);
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "Delete";
+    remove.setAttribute("aria-label", `Delete ${m.name}`);
+    remove.addEventListener("click", async () => {
+      if (await command($("calibration-message"), "DELETE", `/api/calibration/${encodeURIComponent(m.name)}`)) refreshMasters();
+    });
+    item.append(`${m.kind} ${m.name}: ${fits.filter(Boolean).join(", ")}, ${m.frames} frames (${m.method}) `, remove);
+    return item;
+  });
+  $("calibration-masters").replaceChildren(...items);
+  if (!items.length) $("calibration-masters").textContent = "None yet: take a session of darks (or flats, bias) as FITS, then build.";
+}
+
+/** A master being built (topic `calibration`): its progress, then what it became. */
+export function showCalibrationEvent(event, data) {
+  if (event === "calibration_progress") {
+    $("calibration-progress").textContent = `Building from ${data.session}: ${Math.round((100 * data.rows_done) / data.rows)}%`;
+  } else if (event === "calibration_done") {
+    $("calibration-progress").textContent = `Built ${data.name} from ${data.frames} frames.`;
+    refreshMasters();
+  }
+}
+
+async function buildMaster() {
+  const button = $("calibration-build");
+  button.disabled = true;
+  const body = { session: $("calibration-session").value, method: $("calibration-method").value };
+  const built = await command($("calibration-message"), "POST", "/api/calibration", body);
+  button.disabled = false;
+  if (built) $("calibration-progress").textContent = `Built ${built.name} from ${built.frames} frames.`;
 }
 
 async function save() {
@@ -70,7 +149,16 @@ function showView(stack) {
 
 export function setupStack() {
   $("stack-start").addEventListener("click", async () => {
-    if (await stackCommand("/api/stack/start")) showView(true); // watching it build is the point
+    const session = $("stack-source").value;
+    const body = session ? { source: "session", session } : { source: "preview" };
+    if (await stackCommand("/api/stack/start", body)) showView(true); // watching it build is the point
+  });
+  $("calibration-build").addEventListener("click", buildMaster);
+  $("stack-panel").addEventListener("toggle", () => {
+    if ($("stack-panel").open) {
+      refreshStackSources();
+      refreshMasters();
+    }
   });
   $("stack-stop").addEventListener("click", () => stackCommand("/api/stack/stop"));
   $("stack-reset").addEventListener("click", () => stackCommand("/api/stack/reset"));

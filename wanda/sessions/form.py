@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from wanda.errors import WandaError
-from wanda.sessions.checks import CONFIG_FILE, _count, _hours
+from wanda.sessions.checks import CONFIG_FILE, MAX_DITHER_STEPS, MAX_IMAGES, _count, _hours
 from wanda.storage.disk import write_atomic
-from wanda.validate import boolean, invalid, json_object, known_fields
+from wanda.validate import boolean, invalid, json_object, known_fields, whole, within
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,8 @@ CONFIG_DEFAULTS = {
     "useCurrentSettings": True,
     "sessionMode": "rapid",
     "totalTimeHours": 1.0,
+    "ditherEvery": 0,  # frames between dithers; 0: none
+    "ditherSteps": 3,  # at most, each way
 }
 
 
@@ -45,6 +47,12 @@ def parse_session_config(body: Any) -> dict[str, Any]:
     if "totalTimeHours" in body:
         form["totalTimeHours"] = (
             None if body["totalTimeHours"] is None else _hours("totalTimeHours", body["totalTimeHours"])
+        )
+    if "ditherEvery" in body:
+        form["ditherEvery"] = int(within("ditherEvery", whole("ditherEvery", body["ditherEvery"]), 0, MAX_IMAGES))
+    if "ditherSteps" in body:
+        form["ditherSteps"] = int(
+            within("ditherSteps", whole("ditherSteps", body["ditherSteps"]), 1, MAX_DITHER_STEPS)
         )
     if form["sessionMode"] == "timed" and not form["totalTimeHours"]:
         raise invalid("totalTimeHours", "a timed session needs more than 0 hours")
