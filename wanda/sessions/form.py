@@ -51,9 +51,7 @@ def parse_session_config(body: Any) -> dict[str, Any]:
     if "ditherEvery" in body:
         form["ditherEvery"] = int(within("ditherEvery", whole("ditherEvery", body["ditherEvery"]), 0, MAX_IMAGES))
     if "ditherSteps" in body:
-        form["ditherSteps"] = int(
-            within("ditherSteps", whole("ditherSteps", body["ditherSteps"]), 1, MAX_DITHER_STEPS)
-        )
+        form["ditherSteps"] = int(within("ditherSteps", whole("ditherSteps", body["ditherSteps"]), 1, MAX_DITHER_STEPS))
     if form["sessionMode"] == "timed" and not form["totalTimeHours"]:
         raise invalid("totalTimeHours", "a timed session needs more than 0 hours")
     return form
