@@ -51,7 +51,7 @@ from wanda.astro.measure import analyse
 from wanda.astro.register import RegistrationFailed, register
 from wanda.astro.stack import Accumulator, warp
 from wanda.backends.sky import PREVIEW_SIZE, SimulatedSky
-from wanda.stacking import _Stack
+from wanda.stack_engine import Stack
 
 WIDTH, HEIGHT = PREVIEW_SIZE
 TRAIL_FRAME = 7  # the frame a satellite crosses in the calibration part
@@ -156,7 +156,7 @@ def calibration(args) -> list[tuple[str, bool, str]]:
         master = library.build(darks)
         dark8 = library.load(master)[:, :, None] * np.float32(256 / 65536)
         sky.set_controls(frame_type="light")
-        stack = _Stack()
+        stack = Stack()
         rng = np.random.default_rng(args.seed + 2)
         trails, trail_shift = (), np.zeros(2)
         for k in range(16):
@@ -224,7 +224,7 @@ def speed(args) -> list[tuple[str, bool, str]]:
         np.repeat(sky.render_luminance(1 / 30, 8.0).astype(np.uint8)[:, :, None], 3, axis=2).astype(np.float32)
         for _ in range(8)
     ]
-    stack = _Stack()
+    stack = Stack()
     stack.add(frames[0].copy(), 0.0, 1 / 30)
     took = []
     for k, frame in enumerate(frames[1:], 1):
@@ -250,7 +250,7 @@ def speed(args) -> list[tuple[str, bool, str]]:
         return np.repeat(np.clip(image, 0, 255)[:, :, None], 3, axis=2)
 
     tracemalloc.start()
-    stack = _Stack()
+    stack = Stack()
     stack.add(star_frame(0, 0), 0.0, 1.0)
     took = []
     for k in range(1, 5):

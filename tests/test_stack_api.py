@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -14,7 +16,8 @@ from helpers import is_reply, read_part, receive_until, wait_until
 from wanda.astro.measure import analyse
 from wanda.jpeg import JpegEncoder
 from wanda.keys import CAMERA, SESSIONS, STACK
-from wanda.stacking import StackWorker, colour
+from wanda.stack_engine import colour
+from wanda.stacking import StackWorker
 
 
 async def state(client) -> dict:
@@ -37,6 +40,22 @@ async def test_the_live_view_is_stacked_and_its_noise_falls(client):
     assert stopped["running"] is False and stopped["stacked"] >= 6  # the stack stays
     cleared = (await (await client.post("/api/stack/reset")).json())["data"]
     assert cleared["stacked"] == 0 and cleared["last"] is None
+
+
+async def test_the_stacking_runs_in_a_process_of_its_own_and_a_killed_one_is_told_and_replaced(client):
+    await client.post("/api/mount/tracking", json={"action": "start"})
+    await client.post("/api/stack/start")
+    await wait_until(lambda: client.app[STACK].state["stacked"] >= 1, attempts=600)
+    pid = client.app[STACK].process_id
+    assert pid is not None and pid != os.getpid()
+    os.kill(pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    await wait_until(lambda: client.app[STACK].state.get("error"), attempts=600)
+    lost = await state(client)
+    assert lost["running"] is False and lost["stacked"] == 0 and "stacking process ended" in lost["error"]
+    await client.post("/api/stack/start")  # a new process, a new stack
+    await wait_until(lambda: client.app[STACK].state["stacked"] >= 1, attempts=600)
+    assert client.app[STACK].process_id not in (None, pid) and "error" not in await state(client)
+    await client.post("/api/stack/stop")
 
 
 async def test_clouds_are_rejected_with_their_reason_and_the_stack_goes_on_after(client):

@@ -181,7 +181,7 @@ def _camera_ctx(backend: CameraBackend | None):
             linear=chosen.preview_linear,
             hub=app[STACK_HUB],
             jpeg_quality=config.jpeg_quality,
-            calibration=app[CALIBRATION],
+            calibration_dir=app[CALIBRATION].directory,
         )
         worker = CameraWorker(
             chosen,

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -74,7 +73,7 @@ async def stack_reset(request: web.Request) -> web.Response:
 
 
 async def save(app: web.Application) -> dict[str, Any]:
-    saved = await asyncio.to_thread(app[STACK].save, app[CAPTURES] / STACKS_FOLDER, app[CAMERA].backend.name)
+    saved = await app[STACK].save(app[CAPTURES] / STACKS_FOLDER, app[CAMERA].backend.name)
     relative = saved.path.relative_to(app[CAPTURES]).as_posix()
     fits = saved.path.with_suffix(".fits").relative_to(app[CAPTURES]).as_posix()
     return {"file": relative, "url": capture_url(relative), "fits": fits, "fits_url": capture_url(fits)}
