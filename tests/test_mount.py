@@ -203,6 +203,22 @@ async def test_tracking_steps_due_under_a_move_are_taken_on_by_it(clock, mount, 
     assert heard == ["move_done"]
 
 
+async def test_a_move_cannot_outrun_tracking_as_fast_as_it_and_a_stopped_one_says_how_far_it_went(clock, mount):
+    mount.track(0.15, True)  # tracking at 0.15 s a step: a move at 0.1 s could never get ahead
+    with pytest.raises(Exception, match="too fast for a move"):
+        mount.move(5, True)
+    mount.move(3, False)  # against tracking it can: tracking's steps only shorten it
+    mount.stop()
+    mount.track(2.0, True)
+    clock.limit = clock.now + 0.25
+    mount.move(10, True)
+    await wait_until(lambda: mount.steps >= 3)
+    mount.track(0.1, True)  # tracking as fast as the move now: the move ends where it is
+    assert mount.status()["moving"] == 0
+    made = mount.move_offset
+    assert 1 <= made < 10 and mount.status()["speed"] == 0.1
+
+
 async def test_a_hold_leaves_out_so_many_tracking_steps_with_the_coils_on(clock, mount):
     with pytest.raises(Exception, match="only while it tracks"):
         mount.hold(2)  # at rest there is nothing to hold back

@@ -186,11 +186,15 @@ async def test_a_dithered_session_shifts_the_axis_every_n_frames_and_records_it(
     events = await receive_until(ws, lambda m: m.get("event") == "session_complete")
     frames = metadata(config.captures / "dithered")["frames"]
     shifts = [f["dither"]["steps"] for f in frames]
-    assert shifts[0] == shifts[1] == shifts[3] == 0 and 1 <= abs(shifts[2]) <= 2 and 1 <= abs(shifts[4]) <= 2
+    assert shifts[0] == shifts[1] == shifts[3] == 0 and shifts[2] != 0 and shifts[4] != 0
     offsets = [f["dither"]["offset_steps"] for f in frames]
     assert offsets == [0, 0, shifts[2], shifts[2], shifts[2] + shifts[4]]
+    assert all(abs(offset) <= 2 for offset in offsets)  # each dither goes to an offset within the range
     said = [m["data"] for m in events if m.get("event") == "session_dither"]
-    assert [d["steps"] for d in said] == [shifts[2], shifts[4]] and said[-1]["offset_steps"] == offsets[-1]
+    assert [d["dither_steps"] for d in said] == [shifts[2], shifts[4]] and said[-1]["dither_offset_steps"] == offsets[
+        -1
+    ]
+    assert all(d["running"] and d["name"] == "dithered" for d in said)  # the session's status, as every event
     # Each shift went to the mount: a move forward or a hold, as the record says.
     mount_events = [m["event"] for m in events if m.get("topic") == "mount"]
     assert mount_events.count("move_start") == sum(s > 0 for s in shifts)
@@ -198,6 +202,21 @@ async def test_a_dithered_session_shifts_the_axis_every_n_frames_and_records_it(
     assert client.app[MOUNT].status()["steps"] > steps_before
     sidecar = json.loads((config.captures / "dithered" / frames[4]["file"]).with_suffix(".json").read_text())
     assert sidecar["dither_offset_steps"] == offsets[4]
+
+
+async def test_a_failing_session_listener_does_not_end_the_session(client, config):
+    heard = []
+
+    def failing(kind, folder, record):
+        heard.append(kind)
+        raise RuntimeError("a listener's own trouble")
+
+    client.app[SESSIONS].listeners.append(failing)
+    await set_exposure(client, 0.02)
+    await start(client, name="heard", total_images=2)
+    status = await finished(client)
+    assert status["status"] == "completed" and status["captured_images"] == 2
+    await wait_until(lambda: heard == ["frame", "frame", "ended"])
 
 
 async def test_a_name_already_used_gets_a_suffix(client, config):

@@ -17,7 +17,7 @@ from wanda.astro.measure import analyse
 from wanda.jpeg import JpegEncoder
 from wanda.keys import CAMERA, SESSIONS, STACK
 from wanda.stack_engine import colour
-from wanda.stacking import StackWorker
+from wanda.stacking import SavedFrame, SessionFrames, StackWorker
 
 
 async def state(client) -> dict:
@@ -191,7 +191,61 @@ async def test_a_jpeg_session_is_stacked_and_a_preview_stack_gives_way_to_it(cli
     events = await session_stack_events(client, ws, "quick", session="quick")
     assert [e["last"]["file"] for e in events] == ["light_0001.jpg", "light_0002.jpg", "light_0003.jpg"]
     assert events[-1]["stacked"] == 3  # the preview's stack was cleared for the session's
+    assert (await state(client))["done"] is True
+    # A reset of a stopped stack clears it; a start takes the session's frames again.
+    cleared = (await (await client.post("/api/stack/reset")).json())["data"]
+    assert (cleared["stacked"], cleared["running"], cleared["done"]) == (0, False, False)
+    again = await session_stack_events(client, ws, "quick", session="quick")
+    assert [e["stacked"] for e in again] == [1, 2, 3]
     await ws.close()
+
+
+async def test_a_start_of_another_source_drops_what_the_last_one_left_waiting(tmp_path):
+    published = []
+    worker = StackWorker(asyncio.get_running_loop(), lambda event, state: published.append((event, state)))
+    made = {name: tmp_path / name for name in ("A", "B")}
+    for folder in made.values():
+        folder.mkdir()
+    frames = {
+        name: [SavedFrame(folder / f"light_{k:04d}.fits", float(k), 0.1, 8.0) for k in range(1, 4)]
+        for name, folder in made.items()
+    }
+    worker.start(SessionFrames(made["A"], frames["A"], running=False))  # the thread is not running yet
+    assert worker.state["waiting"] == 3 and worker.state["session"] == "A"
+    worker.start()  # the live view: A's frames are dropped
+    assert worker.state["waiting"] == 0 and worker.state["source"] == "preview"
+    worker.start(SessionFrames(made["B"], frames["B"], running=False))
+    worker.reset()  # a running session's stack starts over: with what the session lists
+    assert worker.state["waiting"] == 0
+    worker.reset(SessionFrames(made["B"], frames["B"], running=False))
+    assert worker.state["waiting"] == 3 and worker.state["stacked"] == 0
+    worker.start_thread()
+    try:
+        await wait_until(lambda: worker.state.get("done"), attempts=600)
+        files = [state["last"]["file"] for event, state in published if event == "stack_rejected"]
+        assert files == ["light_0001.fits", "light_0002.fits", "light_0003.fits"]  # B's, none of A's
+        assert worker.state["rejections"] == {"unreadable": 3} and worker.state["session"] == "B"
+    finally:
+        await asyncio.to_thread(worker.close)
+
+
+async def test_a_session_folder_that_leads_out_of_the_captures_is_not_stacked(client, config, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "session_metadata.json").write_text(json.dumps({"frames": [{"file": "light_0001.fits"}]}))
+    config.captures.mkdir(parents=True, exist_ok=True)
+    (config.captures / "linked").symlink_to(outside)
+    (config.captures / "odd").mkdir()
+    records = [{"file": "../../etc/passwd"}, {"file": "/etc/passwd"}, {"file": "light_0001.fits"}]
+    (config.captures / "odd" / "session_metadata.json").write_text(json.dumps({"frames": records}))
+    response = await client.post("/api/stack/start", json={"source": "session", "session": "linked"})
+    assert response.status == 404
+    started = (await (await client.post("/api/stack/start", json={"source": "session", "session": "odd"})).json())[
+        "data"
+    ]
+    assert started["waiting"] <= 1  # only the frame named in its folder is queued
+    await wait_until(lambda: client.app[STACK].state["done"], attempts=600)
+    assert client.app[STACK].state["last"]["file"] == "light_0001.fits"
 
 
 @pytest.mark.parametrize("pattern", ["RGGB", "BGGR", "GRBG", "GBRG"])
@@ -203,6 +257,9 @@ def test_a_raw_bayer_mosaic_is_interpolated_to_its_colours(pattern):
     rgb = colour(mosaic, pattern)
     assert rgb.shape == (8, 8, 3)
     assert rgb[2:6, 2:6].reshape(-1, 3).mean(axis=0) == pytest.approx([200, 100, 50], abs=0.5)
+    # A background below zero after a dark stays so (clipping it would lift the stack's sky).
+    below = colour(np.full((8, 8, 1), -3.5, np.float32), pattern)
+    assert below[2:6, 2:6] == pytest.approx(-3.5, abs=0.01)
 
 
 async def test_a_stack_that_falls_behind_skips_to_the_newest_frame_and_counts_them():

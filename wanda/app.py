@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSCloseCode, hdrs, web
@@ -304,12 +305,7 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     await sessions.recover()
     # A stack of a session takes each frame as it lands, and ends with it.
-    stacker = app[STACK]
-    sessions.listeners.append(
-        lambda kind, folder, record: stacker.session_event(
-            kind, folder, saved_frame(folder, record) if record is not None else None
-        )
-    )
+    sessions.listeners.append(partial(_session_event, app[STACK]))
     app[SESSIONS] = sessions
     writer = asyncio.create_task(sessions.keep_writing(), name="session-metadata-retry")
     yield
@@ -317,6 +313,16 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     writer.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await writer
+
+
+def _session_event(stacker: StackWorker, kind: str, folder: Path, record: dict[str, Any] | None) -> None:
+    """A session's frame saved (or its end), to the stack if it follows that session."""
+    if stacker.session_folder != folder:
+        return
+    try:
+        stacker.session_event(kind, folder, saved_frame(folder, record) if record is not None else None)
+    except ValueError as exc:  # a record that names no file of the folder
+        log.warning("session %s: %s", folder.name, exc)
 
 
 async def _lag_monitor_ctx(app: web.Application) -> AsyncIterator[None]:

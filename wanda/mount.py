@@ -177,6 +177,9 @@ class StepperMount:
         # tracking steps that fall due meanwhile are added to the move (see _owed_tracking).
         self._track_anchor = 0.0
         self._track_next = 0
+        # Where the last move left the axis against where tracking alone would have it, in steps
+        # the way tracking goes (a stopped move's part): a dither's record.
+        self.move_offset = 0
         self._move_clockwise = True
         self._move_interval = MOVE_INTERVAL
         self.failure: str | None = None
@@ -214,6 +217,8 @@ class StepperMount:
             if self.failure is not None:
                 raise MountUnavailable(f"the mount failed: {self.failure}")
             now = self._clock()
+            if self._move_left and interval <= 2 * self._move_interval:
+                self.stop_move()  # tracking as fast as the move: it could never get ahead of it
             if self._move_left:  # tracking's schedule under the move: from now, or its last step
                 if not self._tracking:
                     self._track_anchor, self._track_next = now, 0
@@ -256,7 +261,12 @@ class StepperMount:
                 raise MountUnavailable(f"the mount failed: {self.failure}")
             if self._move_left:
                 raise MountUnavailable("the mount is already moving")
+            if self._tracking and clockwise == self._clockwise and self._interval <= 2 * interval:
+                raise MountUnavailable(
+                    f"the mount tracks at {self._interval:g} s a step: too fast for a move on top of it"
+                )
             self._move_left, self._move_clockwise, self._move_interval = steps, clockwise, interval
+            self.move_offset = 0
             if self._tracking:
                 self._track_anchor, self._track_next = self._anchor, self._next
             self._anchor, self._next = self._clock(), 0
@@ -352,6 +362,7 @@ class StepperMount:
                             continue
                     self._step(due, clockwise)
                     if self._move_left:
+                        self.move_offset += 1 if clockwise == self._clockwise else -1
                         self._move_left -= 1
                         if not self._move_left:
                             self._finish_move("move_done")
@@ -382,6 +393,7 @@ class StepperMount:
             owed = min(owed, self._move_left)
             self._move_left -= owed
         self._track_next += owed
+        self.move_offset -= owed  # tracking's own steps: no offset against it
 
     def _step(self, due: float, clockwise: bool) -> None:
         self._phase = (self._phase + (1 if clockwise else -1)) % len(HALF_STEP_SEQUENCE)
@@ -513,6 +525,12 @@ class MountControl:
             raise WandaError(ErrorCode.MOUNT_ERROR, str(exc)) from None
         self.bus.publish("mount", "hold", {**self.status(), "steps": steps, "seconds": round(seconds, 3)})
         return seconds
+
+    @property
+    def move_offset(self) -> int:
+        """Where the last move left the axis against tracking alone, in steps the way tracking
+        goes (all of a move done, part of a stopped one)."""
+        return self.mount.move_offset
 
     def _heard(self, event: str) -> None:
         """On the loop: what the mount thread said."""

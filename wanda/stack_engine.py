@@ -67,6 +67,10 @@ DEMOSAIC = {
     "GRBG": cv2.COLOR_BayerGB2RGB,
     "GBRG": cv2.COLOR_BayerGR2RGB,
 }
+# A mosaic goes to OpenCV's demosaicing as 16-bit whole numbers: (value + PEDESTAL) * LEVELS holds
+# -64..448 on the 0-255 scale (negative after a dark, above 255 after a flat) in 1/128 steps.
+PEDESTAL = 64
+LEVELS = 128
 START_TIMEOUT_S = 60.0  # for the process to import numpy and OpenCV and say it is there (a Pi is slow)
 
 
@@ -234,38 +238,56 @@ class StackEngine:
         gain: float,
         epoch: int,
         render: bool,
-    ) -> tuple[str, dict[str, Any], bytes | None]:
+    ) -> tuple[str, dict[str, Any], tuple[bytes, int, int] | None]:
         """A preview frame: stacked (or rejected); the event, the state, and the stack rendered
         when ``render`` and the frame was added."""
         rgb = pixels[..., list(CHANNEL_ORDER[pixel_format])]
         linear = rgb.astype(np.float32) if self._to_linear is None else self._to_linear[rgb]
-        calibrated, used = self._calibrated(linear, exposure_s, gain, epoch)
-        return self._added(self._stack().add(calibrated, timestamp, exposure_s, used), render)
+        return self._add(linear, None, timestamp, exposure_s, gain, epoch, render, {"timestamp": timestamp})
 
     def add_saved(
-        self, path: str, timestamp: float, exposure_s: float, gain: float, epoch: int, render: bool
-    ) -> tuple[str, dict[str, Any], bytes | None]:
+        self, path: str, timestamp: float | None, exposure_s: float, gain: float, epoch: int, render: bool
+    ) -> tuple[str, dict[str, Any], tuple[bytes, int, int] | None]:
         """A session's frame from its file: calibrated as the sensor gave it (a Bayer mosaic
         before it is interpolated), then stacked; one that cannot be read is rejected."""
-        name = Path(path).name
+        file = Path(path)
+        outcome: dict[str, Any] = {"timestamp": timestamp, "file": file.name}
         try:
-            pixels, bayer = self._read_saved(Path(path))
+            if file.suffix.lower() in (".jpg", ".jpeg") and file.with_suffix(".fits").is_file():
+                file = file.with_suffix(".fits")  # the sensor's linear data beside its JPEG
+            if file.resolve().parent != file.parent.resolve():
+                raise ValueError("a link out of its session's folder")
+            if timestamp is None:  # a frame found after a crash: its file's time
+                outcome["timestamp"] = timestamp = file.stat().st_mtime
+            pixels, bayer = self._read_saved(file)
         except (OSError, ValueError) as exc:
-            event, state = self._stack().reject("unreadable", f"{name}: {exc}", {"timestamp": timestamp, "file": name})
-            return event, state, None
-        calibrated, used = self._calibrated(pixels, exposure_s, gain, epoch)
-        event, state = self._stack().add(colour(calibrated, bayer), timestamp, exposure_s, used)
-        state["last"]["file"] = name
-        return self._added((event, state), render)
+            return (*self._stack().reject("unreadable", f"{file.name}: {exc}", outcome), None)
+        return self._add(pixels, bayer, timestamp, exposure_s, gain, epoch, render, outcome)
+
+    def _add(
+        self,
+        frame: np.ndarray,
+        bayer: str | None,
+        timestamp: float,
+        exposure_s: float,
+        gain: float,
+        epoch: int,
+        render: bool,
+        outcome: dict[str, Any],
+    ) -> tuple[str, dict[str, Any], tuple[bytes, int, int] | None]:
+        stack = self._stack()
+        try:
+            calibrated, used = self._calibrated(frame, exposure_s, gain, epoch)
+        except ValueError as exc:  # a master of the frame's size but not of its layout (colour, mosaic)
+            return (*stack.reject("not_calibrated", f"a master does not fit the frame: {exc}", outcome), None)
+        event, state = stack.add(colour(calibrated, bayer), timestamp, exposure_s, used)
+        state["last"].update({k: v for k, v in outcome.items() if k != "timestamp"})
+        return event, state, self.render() if render and event == "stack_frame" else None
 
     def _stack(self) -> Stack:
         if self.stack is None:
             self.stack = Stack()
         return self.stack
-
-    def _added(self, outcome: tuple[str, dict[str, Any]], render: bool) -> tuple[str, dict[str, Any], bytes | None]:
-        event, state = outcome
-        return event, state, self.render() if render and event == "stack_frame" else None
 
     def render(self) -> tuple[bytes, int, int] | None:
         """The stack stretched and encoded, with its width and height; None before a frame."""
@@ -372,12 +394,15 @@ class StackEngine:
 
 def colour(frame: np.ndarray, bayer: str | None) -> np.ndarray:
     """A calibrated frame (height, width, planes) as RGB: a Bayer mosaic interpolated (OpenCV's
-    bilinear demosaicing, on 16 bits: the frame's 0-255 scale times 257), a grey frame repeated
-    into the three channels, a colour one as it is."""
+    bilinear demosaicing, which takes whole numbers: the 0-255 scale lifted by PEDESTAL and put
+    on 16 bits, so the background's negative values after a dark are kept, then brought back), a
+    grey frame repeated into the three channels, a colour one as it is."""
     if bayer is not None:
-        levels = np.clip(frame[:, :, 0] * np.float32(257), 0, 65535).astype(np.uint16)
-        rgb = cv2.cvtColor(levels, DEMOSAIC[bayer]).astype(np.float32)
-        rgb *= np.float32(1 / 257)
+        levels = (frame[:, :, 0] + np.float32(PEDESTAL)) * np.float32(LEVELS)
+        np.clip(levels, 0, 65535, out=levels)
+        rgb = cv2.cvtColor(levels.astype(np.uint16), DEMOSAIC[bayer]).astype(np.float32)
+        rgb *= np.float32(1 / LEVELS)
+        rgb -= np.float32(PEDESTAL)
         return rgb
     if frame.shape[2] == 1:
         return np.repeat(frame, 3, axis=2)

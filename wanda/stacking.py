@@ -36,7 +36,7 @@ import numpy as np
 from wanda.errors import ErrorCode, WandaError
 from wanda.frames import Frame, FrameHub, multipart_part
 from wanda.stack_engine import EngineGone, StackProcess, empty_state
-from wanda.storage.disk import SavedFile
+from wanda.storage.disk import SavedFile, plain_name
 from wanda.timestamps import parse_utc
 
 log = logging.getLogger(__name__)
@@ -49,26 +49,38 @@ class SavedFrame:
     """A session's frame to stack: its file, and what the session recorded of it."""
 
     path: Path
-    timestamp: float  # the exposure's start, Unix seconds
+    timestamp: float | None  # the exposure's start, Unix seconds (None: unknown, the file's time is taken)
     exposure_s: float
     gain: float
 
 
 def saved_frame(folder: Path, record: dict[str, Any]) -> SavedFrame:
-    """A session's frame record (wanda/sessions/runner.py) as a frame to stack: its FITS file
-    when it has one (the sensor's linear data), else its first file."""
-    files = record.get("files") or [record["file"]]
-    chosen = next((f for f in files if str(f).lower().endswith(".fits")), files[0])
+    """A session's frame record (wanda/sessions/runner.py) as a frame to stack: its FITS file when
+    it lists one (the sensor's linear data; the stacking process also looks for a FITS beside a
+    JPEG), else its file. No disk is read here (the loop calls it for every frame). ValueError
+    for a record that names no file right in the folder."""
+    files = record.get("files") or [record.get("file")]
+    if not all(isinstance(f, str) and plain_name(f) for f in files):
+        raise ValueError(f"a frame record names no file of its folder: {files!r}")
+    chosen = next((f for f in files if f.lower().endswith(".fits")), files[0])
     try:
-        timestamp = parse_utc(record["started"])
-    except (KeyError, TypeError, ValueError):  # a frame found on disk after a crash has no record of it
-        timestamp = (folder / chosen).stat().st_mtime if (folder / chosen).exists() else 0.0
+        timestamp: float | None = parse_utc(record["started"])
+    except (KeyError, TypeError, ValueError, AttributeError):  # a frame found after a crash: its file's time
+        timestamp = None
     return SavedFrame(
-        folder / chosen,
-        timestamp,
-        float(record.get("exposure_seconds") or 0.0),
-        float(record.get("gain") or 1.0),
+        folder / chosen, timestamp, float(record.get("exposure_seconds") or 0.0), float(record.get("gain") or 1.0)
     )
+
+
+def saved_frames(folder: Path, records: list[dict[str, Any]]) -> list[SavedFrame]:
+    """The frames of a session's records that name a file of its folder (others are left out)."""
+    frames = []
+    for record in records:
+        try:
+            frames.append(saved_frame(folder, record))
+        except ValueError as exc:
+            log.warning("session %s: %s", folder.name, exc)
+    return frames
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,7 @@ class StackWorker:
         self._files: deque[SavedFrame] = deque()  # a session's frames waiting for the thread
         self._taken: set[Path] = set()  # a session's frames queued for this stack: never twice
         self._session_open = False  # more of the session's frames will come
+        self._done = False  # the session's frames are all stacked: the stack stopped by itself
         self._spare: np.ndarray | None = None  # the buffer of the frame the thread last took, for the next
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -128,6 +141,11 @@ class StackWorker:
         self._seq = 0
         if hub is not None:
             hub.set_demand_callback(self.request_render)
+
+    @property
+    def session_folder(self) -> Path | None:
+        """The folder of the session the stack takes (or took) its frames from."""
+        return self._session if self.source == "session" else None
 
     @property
     def process_id(self) -> int | None:
@@ -151,10 +169,10 @@ class StackWorker:
         source = "preview" if session is None else "session"
         folder = None if session is None else session.folder
         with self._lock:
-            if self._stack_started() and (source, folder) != (self.source, self._session):
-                self._clear()
+            if (source, folder) != (self.source, self._session):
+                self._clear()  # whatever is stacked, waiting or on its way of the other source goes
             self._masters_epoch += 1  # masters built since are looked up again
-            self.running, self.source, self._session = True, source, folder
+            self.running, self.source, self._session, self._done = True, source, folder, False
             if session is not None:
                 self._session_open = session.running
                 self._queue(session.frames)
@@ -186,6 +204,7 @@ class StackWorker:
             if kind == "ended":
                 self._session_open = False
             elif frame is not None:
+                self._session_open = True  # (resumed while its last frames were stacked)
                 self._queue([frame])
             self._ready.notify()
         if kind == "frame":
@@ -198,15 +217,13 @@ class StackWorker:
                 self._taken.add(frame.path)
                 self._files.append(frame)
 
-    def _stack_started(self) -> bool:
-        return self.state["stacked"] > 0 or self.state["rejected"] > 0
-
     def _clear(self) -> None:
         """With the lock held: the stack is dropped (by the thread, before its next frame)."""
         self._slot = None
         self._files.clear()
         self._taken.clear()
         self._reset_requested = True
+        self._done = False
         self._masters_epoch += 1
         self._generation += 1
         self.skipped = 0
@@ -219,13 +236,18 @@ class StackWorker:
             "source": self.source,
             "session": self._session.name if self._session is not None else None,
             "waiting": len(self._files),
+            "done": self._done,
         }
 
-    def reset(self) -> dict[str, Any]:
-        """Clear the stack (the next frame starts a new one); a running stack goes on: a
-        session's from its next frame."""
+    def reset(self, session: SessionFrames | None = None) -> dict[str, Any]:
+        """Clear the stack (the next frame starts a new one); a running stack goes on: a running
+        stack of a session starts over with ``session``'s frames (the same session, listed
+        again). A stopped stack is only cleared (a start takes the session's frames again)."""
         with self._lock:
             self._clear()
+            if self.running and session is not None and self.source == "session" and session.folder == self._session:
+                self._session_open = session.running
+                self._queue(session.frames)
             self.state = {**self.state, **self._source_state()}
         self._publish("stack_status", self.state)
         return self.state
@@ -302,7 +324,7 @@ class StackWorker:
                 generation, epoch = self._generation, self._masters_epoch
                 done = frame is None and saved is None and self._session_done()
                 if done:  # the session's last frame is in: the stack stops by itself
-                    self.running = False
+                    self.running, self._done = False, True
                 watched = self.hub is not None and self.hub.wants_frames
             if done:
                 self._call_loop(self._source_done, generation)
@@ -376,7 +398,7 @@ class StackWorker:
         """On the loop: the session's last frame was stacked and the stack stopped: say so."""
         if generation == self._generation and not self.running:
             self.state = {**self.state, **self._source_state()}
-            self._publish("stack_status", {**self.state, "done": True})
+            self._publish("stack_status", self.state)
 
     def _call_loop(self, callback: Callable[..., object], *args: Any) -> bool:
         """``callback(*args)`` on the loop; False when the loop is closed (shutting down)."""

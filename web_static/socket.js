@@ -105,7 +105,7 @@ function handleMessage(message) {
   } else if (topic === "camera") {
     handleCameraEvent(event, data);
   } else if (topic === "session") {
-    showSession(data);
+    showSession(data); // every session event carries the session's status
     if (event === "session_progress") showFolderCount(data.folder, data.captured_images);
     const ended = ["session_complete", "session_stop", "session_error"].includes(event);
     if (event === "session_progress" || ended) {

@@ -13,10 +13,14 @@ const REASONS = {
   dimmed: "dimmed (clouds?)",
   settings_changed: "other settings",
   unreadable: "unreadable",
+  not_calibrated: "masters do not fit",
 };
+
+let shown = null; // the stack's state last shown
 
 /** The stack's state, from its events or a command's answer. */
 export function showStack(state) {
+  shown = state;
   $("stack-start").disabled = state.running;
   $("stack-stop").disabled = !state.running;
   $("stack-save").disabled = !state.stacked;
@@ -35,7 +39,8 @@ export function showStack(state) {
     doing = `${state.running ? "Stacking" : state.done ? "Stacked" : "Stopped"} session ${state.session}`;
     if (state.running) parts.unshift(`${state.waiting} waiting`);
   }
-  $("stack-status").textContent = `${doing} · ${parts.join(" · ")}`;
+  $("stack-status").textContent = `${doing} · ${parts.join(" · ")}${state.error ? ` · ${state.error}` : ""}`;
+  if (state.running) showSource(state.source === "session" ? state.session : "");
   const last = state.last;
   $("stack-last").textContent = last && last.accepted === false ? `Last frame rejected: ${last.message}` : "";
   showCalibration(state.calibration);
@@ -68,6 +73,7 @@ export async function refreshStackSources() {
   }
   const lights = sessions.filter((s) => (s.frame_type || "light") === "light" && (s.captured_images || s.status === "running"));
   fillSelect($("stack-source"), [["", "the live view"], ...lights.map((s) => [s.folder, sessionLabel(s)])]);
+  if (shown && shown.running) showSource(shown.source === "session" ? shown.session : "");
   const calibration = sessions.filter((s) => ["dark", "flat", "bias"].includes(s.frame_type) && s.captured_images && s.status !== "running");
   fillSelect($("calibration-session"), calibration.map((s) => [s.folder, `${s.name}: ${s.captured_images} ${s.frame_type}s`]));
   $("calibration-build").disabled = !calibration.length;
@@ -75,6 +81,13 @@ export async function refreshStackSources() {
 
 function sessionLabel(s) {
   return `session ${s.name} (${s.captured_images} frames${s.status === "running" ? ", running" : ""})`;
+}
+
+/** The source select shows what a running stack takes (a page opened later would else offer the
+ * live view, and its Start would clear a session's stack for it). */
+function showSource(folder) {
+  const select = $("stack-source");
+  if ([...select.options].some((o) => o.value === folder)) select.value = folder;
 }
 
 /** Replace a select's options, keeping the choice when it is still there. */
@@ -113,7 +126,8 @@ export async function refreshMasters() {
 /** A master being built (topic `calibration`): its progress, then what it became. */
 export function showCalibrationEvent(event, data) {
   if (event === "calibration_progress") {
-    $("calibration-progress").textContent = `Building from ${data.session}: ${Math.round((100 * data.rows_done) / data.rows)}%`;
+    const percent = data.rows ? Math.round((100 * data.rows_done) / data.rows) : 0;
+    $("calibration-progress").textContent = `Building from ${data.session}: ${percent}%`;
   } else if (event === "calibration_done") {
     $("calibration-progress").textContent = `Built ${data.name} from ${data.frames} frames.`;
     refreshMasters();
@@ -125,7 +139,7 @@ async function buildMaster() {
   button.disabled = true;
   const body = { session: $("calibration-session").value, method: $("calibration-method").value };
   const built = await command($("calibration-message"), "POST", "/api/calibration", body);
-  button.disabled = false;
+  button.disabled = !$("calibration-session").value;
   if (built) $("calibration-progress").textContent = `Built ${built.name} from ${built.frames} frames.`;
 }
 

@@ -12,6 +12,7 @@ from typing import Any
 from wanda import __version__
 from wanda.errors import ErrorCode
 from wanda.handlers.captures import MAX_OFFSET, MAX_PAGE, MAX_SELECTION, PAGE
+from wanda.sessions.checks import MAX_DITHER_STEPS, MAX_IMAGES, MAX_SETTLE_S
 from wanda.settings import FILE_FORMATS, FRAME_TYPES, MAX_SKIP_FRAMES, NIGHT_VISION_LIMITS, Limits
 
 ERROR_CODES = [str(code) for code in ErrorCode]  # each with its status in wanda.handlers.envelope.STATUS
@@ -116,6 +117,19 @@ def build_spec(limits: Limits) -> dict[str, Any]:
             "frame_type": {"type": "string", "enum": list(FRAME_TYPES)},
             "file_format": {"type": "string", "enum": list(FILE_FORMATS)},
             "object": {"type": "string", "minLength": 1, "maxLength": 68},
+            "dither": {
+                "oneOf": [
+                    {"type": "null"},
+                    _object(
+                        {
+                            "every": {"type": "integer", "minimum": 1, "maximum": MAX_IMAGES},
+                            "max_steps": {"type": "integer", "minimum": 1, "maximum": MAX_DITHER_STEPS},
+                            "settle_s": {"type": "number", "minimum": 0, "maximum": MAX_SETTLE_S},
+                        },
+                        ["every", "max_steps"],
+                    ),
+                ]
+            },
         },
         ["name", "total_images"],
     )
@@ -127,6 +141,8 @@ def build_spec(limits: Limits) -> dict[str, Any]:
             "useCurrentSettings": {"type": "boolean"},
             "sessionMode": {"type": "string", "enum": ["rapid", "timed"]},
             "totalTimeHours": {"type": "number", "exclusiveMinimum": 0, "maximum": 240},
+            "ditherEvery": {"type": "integer", "minimum": 0, "maximum": MAX_IMAGES},
+            "ditherSteps": {"type": "integer", "minimum": 1, "maximum": MAX_DITHER_STEPS},
         }
     )
     tracking = _object(
@@ -317,10 +333,20 @@ def build_spec(limits: Limits) -> dict[str, Any]:
         "/api/stack": {"get": _operation("the live stack's state: frames stacked and rejected, noise", {200: _ok()})},
         "/api/stack/start": {
             "post": _operation(
-                "start stacking the live view",
+                "start stacking the live view, or a session's frames (the running one's, or the named folder's)",
                 {200: _ok()},
+                400,
                 403,
-                requestBody=_json_body(_object({"source": {"type": "string", "enum": ["preview"]}}), required=False),
+                404,
+                requestBody=_json_body(
+                    _object(
+                        {
+                            "source": {"type": "string", "enum": ["preview", "session"]},
+                            "session": {"type": "string", "description": "a session's folder (source session)"},
+                        }
+                    ),
+                    required=False,
+                ),
             )
         },
         "/api/stack/stop": {

@@ -14,7 +14,7 @@ from wanda.handlers.camera_api import read_json
 from wanda.handlers.envelope import ok
 from wanda.handlers.ws import action, no_params
 from wanda.keys import CAMERA, CAPTURES, SESSIONS, STACK
-from wanda.stacking import SessionFrames, saved_frame
+from wanda.stacking import SessionFrames, saved_frames
 from wanda.storage.gallery import capture_url
 from wanda.validate import choice, invalid, json_object, known_fields
 
@@ -36,11 +36,27 @@ async def start(app: web.Application, body: Any) -> dict[str, Any]:
         return app[STACK].start()
     if name is not None and not isinstance(name, str):
         raise invalid("session", "must be a session's folder name")
+    session = await session_frames(app, name)
+    if not session.frames and not session.running:
+        raise WandaError(ErrorCode.NOT_FOUND, f"session {session.folder.name!r} has no frames to stack")
+    return app[STACK].start(session)
+
+
+async def session_frames(app: web.Application, name: str | None) -> SessionFrames:
+    """The frames of the session in folder ``name`` (the running one's when None) as they stand."""
     folder, records, running = await app[SESSIONS].frames(name)
-    frames = [saved_frame(folder, record) for record in records]
-    if not frames and not running:
-        raise WandaError(ErrorCode.NOT_FOUND, f"session {folder.name!r} has no frames to stack")
-    return app[STACK].start(SessionFrames(folder, frames, running))
+    return SessionFrames(folder, saved_frames(folder, records), running)
+
+
+async def reset(app: web.Application) -> dict[str, Any]:
+    """Clear the stack; a session's stack starts over with the session's frames."""
+    stack, session = app[STACK], None
+    if stack.session_folder is not None:
+        try:
+            session = await session_frames(app, stack.session_folder.name)
+        except WandaError:  # its folder is gone: nothing to stack again
+            session = None
+    return stack.reset(session)
 
 
 def started_message(state: dict[str, Any]) -> str:
@@ -69,7 +85,7 @@ async def stack_stop(request: web.Request) -> web.Response:
 @routes.post("/api/stack/reset")
 async def stack_reset(request: web.Request) -> web.Response:
     known_fields(json_object(await read_json(request, required=False) or {}), [])
-    return ok(request.app[STACK].reset(), "the stack is cleared")
+    return ok(await reset(request.app), "the stack is cleared")
 
 
 async def save(app: web.Application) -> dict[str, Any]:
@@ -112,4 +128,4 @@ async def _stack_stop(app: web.Application, subscriber: Subscriber, params: dict
 @action("stack.reset")
 async def _stack_reset(app: web.Application, subscriber: Subscriber, params: dict[str, Any]) -> Any:
     no_params(params)
-    return app[STACK].reset()
+    return await reset(app)

@@ -28,7 +28,8 @@ from wanda.events import EventBus
 from wanda.mount import MountControl
 from wanda.sessions.checks import Dither, SessionRequest, parse_start
 from wanda.sessions.store import MetadataWriter, SessionStore, read_metadata, reconcile
-from wanda.storage.disk import TEMP_PREFIX, NumberedFiles, disk_space, unwritable_reason
+from wanda.storage.disk import TEMP_PREFIX, NumberedFiles, disk_space, plain_name, unwritable_reason
+from wanda.storage.gallery import resolve_inside
 from wanda.timestamps import utc_iso
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class SessionRun:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     dither_offset: int = 0  # steps the RA axis stands ahead of plain tracking (dithering)
+    announced: int = 0  # frames told to the listeners
 
     @property
     def total(self) -> int:
@@ -341,8 +343,8 @@ class SessionManager:
             lease=lease,
             writer=MetadataWriter(folder),
         )
-        if metadata["frames"]:  # a resume: the axis stands where the last frame left it
-            run.dither_offset = int((metadata["frames"][-1].get("dither") or {}).get("offset_steps", 0))
+        run.dither_offset = int(metadata.get("dither_offset_steps") or 0)  # a resume: where the axis stands
+        run.announced = len(metadata["frames"])
         self.run = run
         run.task = asyncio.create_task(self._run(run), name=f"session:{folder.name}")
 
@@ -357,15 +359,21 @@ class SessionManager:
             file_format=metadata["settings"].get("file_format", "jpeg"),
         )
         target = metadata.get("object")
-        dither = Dither(**metadata["dither"]) if metadata.get("dither") else None
         loop = asyncio.get_running_loop()
         outcome, error = "completed", None
         try:
+            dither = Dither(**metadata["dither"]) if metadata.get("dither") else None
             if metadata["enable_tracking"] and not self.mount.tracking:
                 current = self.mount.status()
                 self.mount.start(current["speed"], current["direction"])
                 run.tracking_started_here = True
             for index in range(run.captured, run.total):
+                dithered = None
+                if dither is not None and index > 0 and index % dither.every == 0:
+                    # Before the wait: a timed session's frame is not made late by it.
+                    dithered = await self._dither(run, dither)
+                    if run.stop_reason:
+                        break
                 wait = run.due(index) - loop.time()
                 if wait > 0:
                     try:
@@ -374,11 +382,6 @@ class SessionManager:
                         pass
                 if run.stop_reason:
                     break
-                dithered = None
-                if dither is not None and index > 0 and index % dither.every == 0:
-                    dithered = await self._dither(run, dither)
-                    if run.stop_reason:
-                        break
                 free, _ = await asyncio.to_thread(disk_space, run.folder)
                 if free < self.min_free_bytes:
                     raise WandaError(
@@ -413,8 +416,7 @@ class SessionManager:
                     metadata["frames"][-1]["dither"] = {"offset_steps": run.dither_offset, **(dithered or {"steps": 0})}
                 metadata["captured_images"] = len(metadata["frames"])
                 await run.writer.write(metadata)
-                for listener in self.listeners:
-                    listener("frame", run.folder, metadata["frames"][-1])
+                self._announce(run)
                 self.bus.publish(
                     "session", "session_progress", {**self.status(), "file": result["file"], "url": result["url"]}
                 )
@@ -440,28 +442,65 @@ class SessionManager:
             run.lease.release()
             await self._finish(run, outcome, error)
 
+    def _announce(self, run: SessionRun) -> None:
+        """Tell the listeners of the frames listed since the last call."""
+        frames = run.metadata["frames"]
+        for record in frames[run.announced :]:
+            self._tell("frame", run.folder, record)
+        run.announced = len(frames)
+
+    def _tell(self, kind: str, folder: Path, record: dict[str, Any] | None) -> None:
+        for listener in self.listeners:
+            try:
+                listener(kind, folder, record)
+            except Exception:  # a listener's trouble must not end the session
+                log.exception("a session listener failed on %s", kind)
+
     async def _dither(self, run: SessionRun, dither: Dither) -> dict[str, Any]:
-        """Shift the RA axis by a random whole number of steps, never none: forward by a fast move,
-        back by holding tracking for so many steps (never turning the gears back: no backlash);
-        then let it settle. What was done, for the next frame's record; a mount that refuses
-        leaves the session going (frames are still worth having) and the record says why."""
-        steps = random.choice([s for s in range(-dither.max_steps, dither.max_steps + 1) if s])
-        record: dict[str, Any] = {"steps": steps}
+        """Shift the RA axis to a random offset within ±max_steps of plain tracking, another than
+        the one it has (so the offset never wanders off: a random walk would), then let it settle.
+        Forward by a fast move, back by holding tracking for so many steps (never turning the gears
+        back: no backlash). What was done, for the next frame's record. A mount that does not
+        track, or refuses, leaves the session going (frames are still worth having), and the record
+        says why."""
+        offsets = [k for k in range(-dither.max_steps, dither.max_steps + 1) if k != run.dither_offset]
+        wanted = random.choice(offsets) - run.dither_offset
+        record: dict[str, Any] = {"steps": 0}
         try:
-            if steps > 0:
-                ending = await self.mount.move(steps, self.mount.status()["direction"])
-                if ending != "move_done":
-                    raise WandaError(ErrorCode.MOUNT_ERROR, "the mount was stopped during the dither")
-            else:
-                await self._pause(run, self.mount.hold(-steps))
+            if not self.mount.tracking:
+                raise WandaError(ErrorCode.MOUNT_ERROR, "the mount is not tracking")
+            record["steps"] = await self._shift(run, wanted)
         except WandaError as exc:
-            log.warning("session %s: dither of %+d steps failed: %s", run.folder.name, steps, exc.message)
-            record = {"steps": 0, "error": f"dither of {steps:+d} steps: {exc.message}"}
-        else:
-            run.dither_offset += steps
+            log.warning("session %s: dither of %+d steps failed: %s", run.folder.name, wanted, exc.message)
+            record["error"] = f"dither of {wanted:+d} steps: {exc.message}"
+        run.dither_offset += record["steps"]
+        run.metadata["dither_offset_steps"] = run.dither_offset  # written with the next frame (a resume's)
         await self._pause(run, dither.settle_s)
-        self.bus.publish("session", "session_dither", {**record, "offset_steps": run.dither_offset})
+        self.bus.publish(
+            "session",
+            "session_dither",
+            {**self.status(), "dither_steps": record["steps"], "dither_error": record.get("error")},
+        )
         return record
+
+    async def _shift(self, run: SessionRun, steps: int) -> int:
+        """Move the axis ``steps`` against tracking; the steps made (a stop of the session cuts a
+        move short where it is; a hold's steps are left out whatever comes)."""
+        if steps < 0:
+            await self._pause(run, self.mount.hold(-steps))
+            return steps
+        move = asyncio.ensure_future(self.mount.move(steps, self.mount.status()["direction"]))
+        woken = asyncio.ensure_future(run.wake.wait())
+        try:
+            await asyncio.wait({move, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            if not move.done():
+                move.cancel()  # the move stops where it is
+                await asyncio.wait({move})
+        if not move.cancelled() and move.exception() is not None:
+            raise move.exception()  # refused (nothing moved), or the mount failed: no offset known
+        return self.mount.move_offset
 
     @staticmethod
     async def _pause(run: SessionRun, seconds: float) -> None:
@@ -491,8 +530,8 @@ class SessionManager:
             await asyncio.to_thread(self.store.keep_unwritten, run.folder, metadata)
         event = {"completed": "session_complete", "error": "session_error"}.get(outcome, "session_stop")
         self.bus.publish("session", event, self.status())
-        for listener in self.listeners:
-            listener("ended", run.folder, None)
+        self._announce(run)  # frames the end listed (saved as it was told to end), or whose record failed
+        self._tell("ended", run.folder, None)
         log.info("session %s %s: %d of %d frames", run.folder.name, outcome, run.captured, run.total)
 
     # -- files ---------------------------------------------------------------------------------
@@ -532,7 +571,7 @@ class SessionManager:
                 ):
                     candidates.append((metadata.get("started") or "", folder, metadata))
         if not candidates:
-            if name is not None and _plain_name(name) and not (self.root / name).is_dir():
+            if name is not None and plain_name(name) and not (self.root / name).is_dir():
                 raise WandaError(
                     ErrorCode.SESSION_START_FAILED, f"session {name!r} cannot be resumed: its folder was deleted"
                 )
@@ -551,12 +590,23 @@ class SessionManager:
             return run.folder, [dict(frame) for frame in run.metadata["frames"]], True
         if name is None:
             raise WandaError(ErrorCode.NOT_FOUND, "no session is running: name the session to stack")
-        metadata = None
-        if _plain_name(name):
-            metadata = await asyncio.to_thread(self._metadata_of, self.root / name)
-        if metadata is None:
+        found = await asyncio.to_thread(self._session_folder, name)
+        if found is None:
             raise WandaError(ErrorCode.NOT_FOUND, f"no session {name!r} in the captures folder")
-        return self.root / name, list(metadata.get("frames", [])), False
+        folder, metadata = found
+        return folder, list(metadata.get("frames", [])), False
+
+    def _session_folder(self, name: str) -> tuple[Path, dict[str, Any]] | None:
+        """A session's folder right in the captures folder (not hidden, no link out of it), and
+        its metadata; None when there is none."""
+        if not plain_name(name):
+            return None
+        try:
+            folder = resolve_inside(self.root, name, kind="dir")
+        except (WandaError, OSError):
+            return None
+        metadata = self._metadata_of(folder)
+        return None if metadata is None else (folder, metadata)
 
     def frame_format(self) -> str | None:
         """The file format the running session saves its frames in (None when none runs)."""
@@ -574,9 +624,3 @@ class SessionManager:
                 f"{frames} frames need about {need // 2**20} MB with the reserve, but {free // 2**20} MB are free",
                 answer_as=ErrorCode.SESSION_START_FAILED,
             )
-
-
-def _plain_name(name: str) -> bool:
-    """A name that can only be a folder in the captures folder (asking whether others exist would
-    tell a client about the disk outside it)."""
-    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name

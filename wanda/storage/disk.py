@@ -25,6 +25,12 @@ TEMP_PREFIX = "."  # temporaries are hidden files; listings skip names starting 
 USB_SUBFOLDER = "wanda_captures"
 
 
+def plain_name(name: str) -> bool:
+    """A name that can only be an entry right in a folder: not empty, ``.`` or ``..``, no path
+    separator or NUL (asking whether others exist would tell a client about the disk outside it)."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+
+
 def choose_captures_dir(
     configured: Path | None, media_root: Path = Path("/media"), user: str | None = None, home: Path | None = None
 ) -> tuple[Path, str]:
