@@ -23,7 +23,9 @@ Parts:
   (target < 3).
 - ``speed``: time per frame through the whole stack (stars, registration, warp, clipping) at
   1440x1080 colour (target < 100 ms) and 4056x3040 colour (target < 1 s), the peak memory of the
-  full-size stack (tracemalloc) and its accumulator's size.
+  full-size stack (tracemalloc) and its accumulator's size, and the peak resident memory of the
+  stacking process (wanda/stack_engine.py) holding a full-size stack (target: under 1 GiB, to fit a
+  2 GB Pi beside the server).
 - ``live``: a real `wanda --camera sim`, 10 /stream viewers, the stack running on its preview:
   fps per viewer and the server's loop lag (targets 30 fps, lag < 20 ms), beside an idle reference
   process's lag in the same window (the machine's own).
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -45,13 +48,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import IdleReference, report, running_wanda
+from common import IdleReference, ViewerResult, report, running_wanda, view_stream
 
 from wanda.astro.measure import analyse
 from wanda.astro.register import RegistrationFailed, register
 from wanda.astro.stack import Accumulator, warp
 from wanda.backends.sky import PREVIEW_SIZE, SimulatedSky
-from wanda.stack_engine import Stack
+from wanda.stack_engine import Stack, StackProcess
 
 WIDTH, HEIGHT = PREVIEW_SIZE
 TRAIL_FRAME = 7  # the frame a satellite crosses in the calibration part
@@ -266,7 +269,41 @@ def speed(args) -> list[tuple[str, bool, str]]:
         f"peak traced memory {peak / 2**20:.0f} MiB (the stack with a frame and its temporaries)"
     )
     checks.append(("speed: 4056x3040 colour < 1 s", full_s < 1.0, f"median {full_s:.2f} s"))
+
+    # The same through the stacking process as the server runs it: its peak resident memory (the
+    # interpreter, numpy, OpenCV, the stack and a frame's temporaries) is what a Pi must hold.
+    engine = StackProcess(linear=True, calibration_dir=None, jpeg_quality=85)
+    try:
+        for k in range(4):
+            frame = star_frame(rng.uniform(-3, 3), rng.uniform(-3, 3)).astype(np.uint8)
+            request = ("preview", frame.shape, frame.dtype.str, "RGB", float(k), 1.0, 8.0, 0, k == 3)
+            event, state, rendered = engine.call(request, frame)
+        assert engine.pid is not None
+        status = Path(f"/proc/{engine.pid}/status").read_text()
+        peak_rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+    finally:
+        engine.close()
+    print(
+        f"speed: the stacking process with the full-size stack ({state['stacked']} frames, the last {event}, "
+        f"rendered {rendered is not None}): peak resident memory {peak_rss / 2**20:.0f} MiB"
+    )
+    checks.append(("memory: full-size stack process < 1 GiB", peak_rss < 2**30, f"{peak_rss / 2**20:.0f} MiB"))
     return checks
+
+
+def stack_process_cpu(server_pid: int) -> float:
+    """CPU seconds of the server's stacking process (python -m wanda.stack_engine), 0 if none."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == server_pid and b"wanda.stack_engine" in (entry / "cmdline").read_bytes():
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+    return total
 
 
 async def live_stack(args) -> list[tuple[str, bool, str]]:
@@ -284,25 +321,36 @@ async def live_stack(args) -> list[tuple[str, bool, str]]:
                 timeout = aiohttp.ClientTimeout(total=None, sock_read=30)
                 async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
                     await http.post(base + "/api/mount/tracking", json={"action": "start"})
+                    watcher = ViewerResult()  # somebody watches the stack build (it is rendered)
                     if stacking:
                         await http.post(base + "/api/stack/start", json={})
-                    name = f"{args.viewers} viewers" + (" + stacking" if stacking else ", no stack")
+                        until = time.monotonic() + Phase.warmup + Phase.seconds
+                        watching = asyncio.create_task(view_stream(http, base + "/stream?source=stack", until, watcher))
+                    name = f"{args.viewers} viewers" + (
+                        " + stacking, 1 viewer of the stack" if stacking else ", no stack"
+                    )
+                    began, cpu = time.monotonic(), stack_process_cpu(pid)
                     phase = await live_phase(name, http, base, pid, reference, Phase, [])
+                    stack_cpu_pct = (stack_process_cpu(pid) - cpu) / (time.monotonic() - began) * 100
+                    if stacking:
+                        await watching
                     state = (await (await http.get(base + "/api/stack")).json())["data"]
-        return phase, state
+        return phase, state, watcher, stack_cpu_pct
 
     checks = []
-    baseline, _ = await measured(False)
+    baseline, _, _, _ = await measured(False)
     print(
         f"\nlive: {baseline.name}: fps min {min(baseline.fps):.2f} | loop lag max_1m {baseline.lag_max_1m_ms:.1f} ms "
         f"| idle reference max {baseline.reference.max_ms:.1f} ms | server CPU {baseline.cpu_pct:.0f}%"
     )
-    phase, state = await measured(True)
+    phase, state, watcher, stack_cpu_pct = await measured(True)
     print(
         f"live: {phase.name}: fps min {min(phase.fps):.2f} median {statistics.median(phase.fps):.2f} "
         f"(camera {phase.camera_fps:.2f}) | loop lag max_1m {phase.lag_max_1m_ms:.1f} ms, now_ms max "
         f"{max(phase.lag_now_ms):.1f} | idle reference max {phase.reference.max_ms:.1f} ms | server CPU "
-        f"{phase.cpu_pct:.0f}% | stacked {state['stacked']}, skipped {state['skipped']}, last {state['last'] and state['last'].get('ms')} ms"
+        f"{phase.cpu_pct:.0f}% (+ the stacking process {stack_cpu_pct:.0f}%) | stacked {state['stacked']}, "
+        f"skipped {state['skipped']}, last {state['last'] and state['last'].get('ms')} ms | the stack's viewer "
+        f"{watcher.frames} updates{', errors ' + str(watcher.errors) if watcher.errors else ''}"
     )
     checks.append(("live: every viewer >= 29.5 fps", min(phase.fps) >= 29.5, f"min {min(phase.fps):.2f}"))
     checks.append(

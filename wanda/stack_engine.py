@@ -91,6 +91,7 @@ class StackProcess:
         }
         self._process: subprocess.Popen | None = None
         self._conn: Connection | None = None
+        self.holds_stack = False  # frames went to the process since its start or last reset
 
     @property
     def pid(self) -> int | None:
@@ -106,8 +107,13 @@ class StackProcess:
                 conn.send_bytes(memoryview(np.ascontiguousarray(pixels)).cast("B"))
             status, answer = conn.recv()
         except (EOFError, OSError) as exc:
+            self.holds_stack = False
             self.close()
             raise EngineGone(f"the stacking process ended ({exc or type(exc).__name__})") from None
+        if request[0] in ("preview", "saved"):
+            self.holds_stack = True
+        elif request[0] == "reset":
+            self.holds_stack = False
         if status == "error":
             code, message = answer
             raise WandaError(ErrorCode(code), message)
@@ -120,8 +126,10 @@ class StackProcess:
             code = self._process.poll()
             if code is None:
                 return self._conn
-            self.close()  # it died between requests: its stack is lost, say so before a new one
-            raise EngineGone(f"the stacking process ended (exit status {code})")
+            lost, self.holds_stack = self.holds_stack, False
+            self.close()
+            if lost:  # it died between requests with a stack: say so before a new one starts
+                raise EngineGone(f"the stacking process ended (exit status {code})")
         ours, theirs = socket.socketpair()
         # A process of its own rather than multiprocessing's: it imports this module and what it
         # needs, not the server's __main__ (the `wanda` command and all of aiohttp), and shows in

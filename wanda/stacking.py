@@ -330,12 +330,12 @@ class StackWorker:
                 self._call_loop(self._source_done, generation)
             started = time.monotonic()
             try:
-                if reset:
+                if reset and self._engine.holds_stack:
                     self._engine.call(("reset",))
                 for request, folder, camera, state in saves:
                     self._save(request, folder, camera, state)
                 if frame is None and saved is None:
-                    if render and watched:
+                    if render and watched and self._engine.holds_stack:
                         self._show(self._engine.call(("render",)))
                     continue
                 if frame is not None:
@@ -348,6 +348,11 @@ class StackWorker:
                     assert saved is not None
                     request = ("saved", str(saved.path), saved.timestamp, saved.exposure_s, saved.gain)
                     event, state, rendered = self._engine.call((*request, epoch, watched))
+                if not self._call_loop(self._deliver, generation, event, state):
+                    return
+                if rendered is None and render:  # a first viewer came while this frame was stacked
+                    rendered = self._engine.call(("render",))
+                self._show(rendered)
             except EngineGone as exc:
                 log.error("%s: the stack is lost", exc)
                 self._lost(str(exc))
@@ -356,10 +361,6 @@ class StackWorker:
                 log.exception("stacking a frame failed")
                 self._rest(time.monotonic() - started)
                 continue
-            if not self._call_loop(self._deliver, generation, event, state):
-                return
-            if rendered is not None or render:
-                self._show(rendered if rendered is not None else self._engine.call(("render",)))
             self._rest(time.monotonic() - started)
 
     def _save(
