@@ -71,6 +71,7 @@ DEMOSAIC = {
 # -64..448 on the 0-255 scale (negative after a dark, above 255 after a flat) in 1/128 steps.
 PEDESTAL = 64
 LEVELS = 128
+RENDER_WIDTH = 2048  # the widest stack shown as it is to its viewers (a Pi's preview is 1440 or 2028)
 START_TIMEOUT_S = 60.0  # for the process to import numpy and OpenCV and say it is there (a Pi is slow)
 
 
@@ -298,12 +299,19 @@ class StackEngine:
         return self.stack
 
     def render(self) -> tuple[bytes, int, int] | None:
-        """The stack stretched and encoded, with its width and height; None before a frame."""
+        """The stack stretched and encoded for its viewers, with its width and height; None before
+        a frame. A stack wider than RENDER_WIDTH (a full-size one) is shown binned down to it:
+        a phone shows no more, and the full size's temporaries would double the process's memory."""
         stack = self.stack
         if stack is None or stack.accumulator is None:
             return None
-        height, width = stack.accumulator.shape[:2]
-        return self.encoder.encode(stretched(stack.accumulator.image()), "RGB"), width, height
+        mean = stack.accumulator.mean  # 0 where no frame reached: black, as the saved JPEG
+        height, width = mean.shape[:2]
+        factor = math.ceil(width / RENDER_WIDTH)
+        if factor > 1:
+            width, height = width // factor, height // factor
+            mean = cv2.resize(mean, (width, height), interpolation=cv2.INTER_AREA)
+        return self.encoder.encode(stretched(mean), "RGB"), width, height
 
     def save(self, folder: str, camera: str, state: dict[str, Any]) -> SavedFile:
         """The stack as it stands into ``folder`` (the gallery's `stacks`): a stretched JPEG to
@@ -315,7 +323,7 @@ class StackEngine:
             raise WandaError(ErrorCode.NOT_FOUND, "nothing is stacked yet: POST /api/stack/start first")
         image = stack.accumulator.image()
         summary = stack.summary()
-        planes = np.ascontiguousarray(image.transpose(2, 0, 1))  # (3, height, width): FITS's colour planes
+        planes = image.transpose(2, 0, 1)  # (3, height, width): FITS's colour planes (a view)
         cards = [
             ("IMAGETYP", "Light Frame", "a stack of light frames"),
             ("EXPTIME", round(summary["integration_s"], 6), "[s] the frames' exposures summed"),
@@ -326,8 +334,9 @@ class StackEngine:
             ("INSTRUME", camera, None),
             ("CREATOR", f"WANDA {__version__}", "live stack: registered, sigma-clipped mean"),
         ]
-        fits = fits_bytes(planes, [(k, v, c or "") for k, v, c in cards])
+        # The JPEG first: its temporaries are gone before the FITS's buffer is made.
         jpeg = self.encoder.encode(stretched(image), "RGB")
+        fits = fits_bytes(planes, [(k, v, c or "") for k, v, c in cards])
         sidecar = {"kind": "stack", "software": f"WANDA {__version__}", **summary, "state": state}
         return NumberedFiles(Path(folder), "stack").save("jpg", jpeg, sidecar, companions={"fits": fits})
 
@@ -420,7 +429,8 @@ def colour(frame: np.ndarray, bayer: str | None) -> np.ndarray:
 def stretched(image: np.ndarray) -> np.ndarray:
     """A stack (H, W, 3) float on the preview's 0-255 scale, NaN where no frame reached, as 8-bit
     RGB with the auto-stretch of its luminance (PixInsight's STF, as the live view's)."""
-    levels = np.nan_to_num(image, nan=0.0) * np.float32(257.0)  # onto 16 bits: the stack's fine steps
+    levels = image * np.float32(257.0)  # onto 16 bits: the stack's fine steps
+    np.nan_to_num(levels, copy=False, nan=0.0)
     np.clip(levels, 0, 65535, out=levels)
     levels = levels.astype(np.uint16)
     stats = statistics(exact_histogram(levels.mean(axis=2, dtype=np.float32).astype(np.uint16), 65535))

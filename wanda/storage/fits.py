@@ -58,9 +58,10 @@ def card(keyword: str, value: Any = None, comment: str = "") -> bytes:
     return text[:CARD].ljust(CARD).encode("ascii")
 
 
-def fits_bytes(data: np.ndarray, cards: Iterable[Card] = ()) -> bytes:
+def fits_bytes(data: np.ndarray, cards: Iterable[Card] = ()) -> bytearray:
     """A FITS file of ``data``: uint16 or float32 (a stack's mean), 2-D (height, width) or 3-D
-    (3, height, width)."""
+    (3, height, width), which may be a view (a transposed stack's planes). Written straight into
+    the file's one buffer: a full-size stack is 148 MB, and copies of it would not fit a Pi."""
     if data.dtype not in (np.uint16, np.float32) or data.ndim not in (2, 3):
         raise ValueError("FITS data here is uint16 or float32, 2-D or three planes")
     floating = data.dtype == np.float32
@@ -81,13 +82,16 @@ def fits_bytes(data: np.ndarray, cards: Iterable[Card] = ()) -> bytes:
     header.append(card("END"))
     head = b"".join(header)
     head += b" " * (-len(head) % BLOCK)
+    size = data.size * data.dtype.itemsize
+    out = bytearray(len(head) + size + (-size % BLOCK))  # the data's padding: zeros
+    out[: len(head)] = head
+    body = np.frombuffer(out, ">f4" if floating else ">i2", data.size, len(head)).reshape(shape)
     if floating:
-        body = data.astype(">f4").tobytes()  # IEEE 754 big-endian; NaN where no value (FITS's blank)
+        body[...] = data  # IEEE 754 big-endian; NaN where no value (FITS's blank)
     else:
         # Flipping the top bit of an unsigned 16-bit value subtracts 32768 in two's complement.
-        body = np.bitwise_xor(data, np.uint16(0x8000)).view(np.int16).astype(">i2").tobytes()
-    body += b"\0" * (-len(body) % BLOCK)
-    return head + body
+        body[...] = np.bitwise_xor(data, np.uint16(0x8000)).view(np.int16)
+    return out
 
 
 # -- reading back ------------------------------------------------------------------------------------
