@@ -12,7 +12,7 @@ from helpers import is_reply, receive_until, wait_until
 import wanda.calibration as calibration_module
 from wanda.calibration import CalibrationLibrary
 from wanda.errors import WandaError
-from wanda.keys import CALIBRATION, CAMERA, STACK
+from wanda.keys import CALIBRATION, CAMERA, SESSIONS, STACK
 from wanda.storage.fits import fits_bytes
 
 SHAPE = (60, 80)
@@ -201,3 +201,33 @@ def test_a_damaged_index_or_frame_is_said_not_a_crash(tmp_path):
     (tmp_path / "broken" / "dark_0001.fits").write_bytes(b"SIMPLE  = not really" + b" " * 3000)
     with pytest.raises(WandaError, match="dark_0001.fits"):
         library.build(tmp_path / "broken")
+
+
+async def test_a_session_stack_takes_the_dark_of_its_frames_sensor_temperature(client, config):
+    """Saved frames carry the sensor's temperature (CCD-TEMP): a dark taken 15 °C cooler does not
+    fit them, and the stack says what it looked for."""
+    own = {"total_images": 3, "use_current_settings": False, "exposure_seconds": 0.05, "file_format": "fits"}
+
+    async def session(name: str, frame_type: str) -> None:
+        assert (
+            await client.post("/api/session/start", json={"name": name, "frame_type": frame_type, **own})
+        ).status == 200
+        await wait_until(lambda: not client.app[SESSIONS].active, attempts=600)
+
+    async def stacked(name: str) -> dict:
+        await client.post("/api/stack/start", json={"source": "session", "session": name})
+        await wait_until(lambda: client.app[STACK].state["done"], attempts=600)
+        return client.app[STACK].state
+
+    await session("darks", "dark")
+    built = (await (await client.post("/api/calibration", json={"session": "darks"})).json())["data"]
+    assert built["temperature"] == 20.0
+    await client.post("/api/mount/tracking", json={"action": "start"})
+    await session("warm", "light")
+    used = (await stacked("warm"))["calibration"]
+    assert used["dark"] == built["name"]
+    client.app[CAMERA].backend.temperature_c = 35.0  # the night warmed up the sensor
+    await session("hot", "light")
+    state = await stacked("hot")
+    assert state["stacked"] == 3 and state["calibration"]["dark"] is None
+    assert any("no master dark of 1440x1080 at 0.05 s, gain 8, 35 °C" in m for m in state["calibration"]["missing"])

@@ -15,7 +15,7 @@ from helpers import is_reply, read_part, receive_until, wait_until
 
 from wanda.astro.measure import analyse
 from wanda.jpeg import JpegEncoder
-from wanda.keys import CAMERA, SESSIONS, STACK
+from wanda.keys import CAMERA, SESSIONS, STACK, STACK_HUB
 from wanda.stack_engine import colour
 from wanda.stacking import SavedFrame, SessionFrames, StackWorker
 
@@ -300,6 +300,10 @@ async def test_the_stack_is_streamed_stretched_and_a_late_viewer_sees_it_at_once
     _, jpeg = await read_part(late.content)
     assert JpegEncoder().decode(jpeg).shape == (1080, 1440, 3)
     late.close()
+    # Reset: the stack that was is not shown to anybody who comes after.
+    assert client.app[STACK_HUB].latest is not None
+    await client.post("/api/stack/reset")
+    assert client.app[STACK_HUB].latest is None
     bad = await client.get("/stream", params={"source": "elsewhere"})
     assert bad.status == 400 and (await bad.json())["error"].startswith("source: ")
 

@@ -274,6 +274,8 @@ class CalibrationLibrary:
             wanted += f" at {exposure_s:g} s"
         if gain is not None and kind in ("dark", "bias"):
             wanted += f", gain {gain:g}"
+        if temperature is not None and kind == "dark":
+            wanted += f", {temperature:g} °C"
 
         def fits(m: Master) -> bool:
             if m.kind != kind or (m.width, m.height) != (width, height):

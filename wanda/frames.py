@@ -146,6 +146,11 @@ class FrameHub:
             if not waiter.done():
                 waiter.set_result(frame)
 
+    def forget_latest(self) -> None:
+        """What was published is stale (the stack was cleared): a viewer that comes waits for the
+        next frame."""
+        self.latest = None
+
     async def next_after(self, seq: int) -> Frame | None:
         """The newest frame with a sequence number above ``seq``; None once the hub is closed."""
         if self.closed:

@@ -268,10 +268,10 @@ class StackEngine:
                 raise ValueError("a link out of its session's folder")
             if timestamp is None:  # a frame found after a crash: its file's time
                 outcome["timestamp"] = timestamp = file.stat().st_mtime
-            pixels, bayer = self._read_saved(file)
+            pixels, bayer, temperature = self._read_saved(file)
         except (OSError, ValueError) as exc:
             return (*self._stack().reject("unreadable", f"{file.name}: {exc}", outcome), None)
-        return self._add(pixels, bayer, timestamp, exposure_s, gain, epoch, render, outcome)
+        return self._add(pixels, bayer, timestamp, exposure_s, gain, epoch, render, outcome, temperature)
 
     def _add(
         self,
@@ -283,10 +283,11 @@ class StackEngine:
         epoch: int,
         render: bool,
         outcome: dict[str, Any],
+        temperature: float | None = None,
     ) -> tuple[str, dict[str, Any], tuple[bytes, int, int] | None]:
         stack = self._stack()
         try:
-            calibrated, used = self._calibrated(frame, exposure_s, gain, epoch)
+            calibrated, used = self._calibrated(frame, exposure_s, gain, epoch, temperature)
         except ValueError as exc:  # a master of the frame's size but not of its layout (colour, mosaic)
             return (*stack.reject("not_calibrated", f"a master does not fit the frame: {exc}", outcome), None)
         event, state = stack.add(colour(calibrated, bayer), timestamp, exposure_s, used)
@@ -340,9 +341,10 @@ class StackEngine:
         sidecar = {"kind": "stack", "software": f"WANDA {__version__}", **summary, "state": state}
         return NumberedFiles(Path(folder), "stack").save("jpg", jpeg, sidecar, companions={"fits": fits})
 
-    def _read_saved(self, path: Path) -> tuple[np.ndarray, str | None]:
+    def _read_saved(self, path: Path) -> tuple[np.ndarray, str | None, float | None]:
         """A saved frame as float32 (height, width, planes) on the preview's 0-255 scale (the
-        masters are scaled so too), and its Bayer layout when it is a raw mosaic."""
+        masters are scaled so too), its Bayer layout when it is a raw mosaic, and the sensor's
+        temperature when the file says it (a dark is matched on it)."""
         if path.suffix.lower() in (".fits", ".fit", ".fts"):
             image = read_fits(path)
             data = image.data if image.data.ndim == 3 else image.data[None]
@@ -351,27 +353,28 @@ class StackEngine:
             bayer = image.header.get("BAYERPAT")
             if bayer is not None and (bayer not in DEMOSAIC or planes.shape[2] != 1):
                 raise ValueError(f"a Bayer layout {bayer!r} that is not read here")
-            return planes, bayer
+            temperature = image.header.get("CCD-TEMP")
+            return planes, bayer, float(temperature) if isinstance(temperature, int | float) else None
         if path.suffix.lower() in (".jpg", ".jpeg"):
             rgb = self.encoder.decode(path.read_bytes())
-            return (rgb.astype(np.float32) if self._to_linear is None else self._to_linear[rgb]), None
+            return (rgb.astype(np.float32) if self._to_linear is None else self._to_linear[rgb]), None, None
         raise ValueError("WANDA stacks FITS and JPEG frames (take the session as FITS)")
 
     def _calibrated(
-        self, frame: np.ndarray, exposure_s: float, gain: float, epoch: int
+        self, frame: np.ndarray, exposure_s: float, gain: float, epoch: int, temperature: float | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """The frame less its master dark (else bias), divided by its master flat, in place; and
         which masters it took, or why none. Looked up again when the server started or reset the
         stack since (``epoch``: masters built or deleted meanwhile count) and when the frames'
-        size, exposure or gain change."""
+        size, exposure, gain or temperature (a saved frame's, to the degree) change."""
         if epoch != self._epoch:
             self._epoch, self._masters = epoch, None
             if self._calibration_dir is not None:  # a fresh library: no master read before is kept
                 self.calibration = CalibrationLibrary(self._calibration_dir)
         height, width = frame.shape[:2]
-        key = (width, height, round(exposure_s, 6), round(gain, 3))
+        key = (width, height, round(exposure_s, 6), round(gain, 3), None if temperature is None else round(temperature))
         if self._masters is None or self._masters[0] != key:
-            self._masters = (key, *self._find_masters(width, height, exposure_s, gain))
+            self._masters = (key, *self._find_masters(width, height, exposure_s, gain, temperature))
         _, offset, flat, used = self._masters
         if offset is not None:
             frame -= offset
@@ -380,13 +383,15 @@ class StackEngine:
         return frame, used
 
     def _find_masters(
-        self, width: int, height: int, exposure_s: float, gain: float
+        self, width: int, height: int, exposure_s: float, gain: float, temperature: float | None
     ) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
         used: dict[str, Any] = {"dark": None, "bias": None, "flat": None, "missing": []}
         if self.calibration is None:
             return None, None, used
         library = self.calibration
-        dark, wanted_dark = library.match("dark", width=width, height=height, exposure_s=exposure_s, gain=gain)
+        dark, wanted_dark = library.match(
+            "dark", width=width, height=height, exposure_s=exposure_s, gain=gain, temperature=temperature
+        )
         bias, wanted_bias = library.match("bias", width=width, height=height, gain=gain)
         flat, wanted_flat = library.match("flat", width=width, height=height)
         offset = None

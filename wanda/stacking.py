@@ -229,6 +229,8 @@ class StackWorker:
         self.skipped = 0
         self._ready.notify()
         self.state = empty_state()
+        if self.hub is not None:  # a viewer who comes now does not see the stack that was
+            self.hub.forget_latest()
 
     def _source_state(self) -> dict[str, Any]:
         return {
