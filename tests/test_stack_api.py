@@ -236,7 +236,14 @@ async def test_a_session_folder_that_leads_out_of_the_captures_is_not_stacked(cl
     config.captures.mkdir(parents=True, exist_ok=True)
     (config.captures / "linked").symlink_to(outside)
     (config.captures / "odd").mkdir()
-    records = [{"file": "../../etc/passwd"}, {"file": "/etc/passwd"}, {"file": "light_0001.fits"}]
+    os.mkfifo(config.captures / "odd" / "light_0002.fits")  # a read of it would never end
+    records = [
+        {"file": "../../etc/passwd"},
+        {"file": "/etc/passwd"},
+        "not a record",
+        {"file": "light_0001.fits", "exposure_seconds": [1]},
+        {"file": "light_0002.fits"},
+    ]
     (config.captures / "odd" / "session_metadata.json").write_text(json.dumps({"frames": records}))
     response = await client.post("/api/stack/start", json={"source": "session", "session": "linked"})
     assert response.status == 404
@@ -245,7 +252,10 @@ async def test_a_session_folder_that_leads_out_of_the_captures_is_not_stacked(cl
     ]
     assert started["waiting"] <= 1  # only the frame named in its folder is queued
     await wait_until(lambda: client.app[STACK].state["done"], attempts=600)
-    assert client.app[STACK].state["last"]["file"] == "light_0001.fits"
+    last = client.app[STACK].state["last"]
+    assert (
+        last["file"] == "light_0002.fits" and last["reason"] == "unreadable" and "not a regular file" in last["message"]
+    )
 
 
 @pytest.mark.parametrize("pattern", ["RGGB", "BGGR", "GRBG", "GBRG"])

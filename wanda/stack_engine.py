@@ -29,10 +29,12 @@ import math
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 from collections import Counter
+from multiprocessing import BufferTooShort
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -72,7 +74,8 @@ DEMOSAIC = {
 PEDESTAL = 64
 LEVELS = 128
 RENDER_WIDTH = 2048  # the widest stack shown as it is to its viewers (a Pi's preview is 1440 or 2028)
-START_TIMEOUT_S = 60.0  # for the process to import numpy and OpenCV and say it is there (a Pi is slow)
+START_TIMEOUT_S = 60.0
+ANSWER_TIMEOUT_S = 300.0  # a frame or a save that takes longer hangs (a stalled disk): the process is killed  # for the process to import numpy and OpenCV and say it is there (a Pi is slow)
 
 
 class EngineGone(RuntimeError):
@@ -100,15 +103,20 @@ class StackProcess:
 
     def call(self, request: tuple, pixels: np.ndarray | None = None) -> Any:
         """Send ``request`` (and a preview frame's ``pixels``) and return the answer. A WandaError
-        raised there is raised here; EngineGone when the process died (its stack is lost)."""
+        or OSError raised there is raised here; EngineGone when the process died, did not answer
+        within ANSWER_TIMEOUT_S (it is killed), or the two could fall out of step (its stack is
+        lost either way)."""
         conn = self._connection()
         try:
             conn.send(request)
             if pixels is not None:
-                conn.send_bytes(memoryview(np.ascontiguousarray(pixels)).cast("B"))
+                conn.send_bytes(np.ascontiguousarray(pixels).data.cast("B"))
+            if not conn.poll(ANSWER_TIMEOUT_S):
+                raise TimeoutError(f"no answer in {ANSWER_TIMEOUT_S:g} s")
             status, answer = conn.recv()
-        except (EOFError, OSError) as exc:
+        except Exception as exc:  # whatever broke the exchange, the next one could not be trusted
             self.holds_stack = False
+            self.kill()
             self.close()
             raise EngineGone(f"the stacking process ended ({exc or type(exc).__name__})") from None
         if request[0] in ("preview", "saved"):
@@ -118,9 +126,17 @@ class StackProcess:
         if status == "error":
             code, message = answer
             raise WandaError(ErrorCode(code), message)
+        if status == "oserror":  # the disk's trouble (full, read-only): the API says which
+            raise OSError(*answer)
         if status == "failed":
             raise RuntimeError(answer)
         return answer
+
+    def kill(self) -> None:
+        """Kill the process now (any thread: a thread stuck waiting for it is freed)."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
 
     def _connection(self) -> Connection:
         if self._conn is not None and self._process is not None:
@@ -139,7 +155,8 @@ class StackProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "wanda.stack_engine", str(theirs.fileno()), json.dumps(self._options)],
+                # -P: not the server's working directory first on the path (a checkout there).
+                [sys.executable, "-P", "-m", "wanda.stack_engine", str(theirs.fileno()), json.dumps(self._options)],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 env=env,
@@ -160,7 +177,7 @@ class StackProcess:
         log.info("stacking process %d started", process.pid)
         return conn
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 1.0) -> None:
         """End the process: asked first (it finishes the request under way), killed if it does not."""
         process, conn = self._process, self._conn
         self._process = self._conn = None
@@ -180,7 +197,10 @@ class StackProcess:
 
 def serve(conn: Connection, linear: bool, calibration_dir: str | None, jpeg_quality: int) -> None:
     """The stacking process: answer requests until told to stop or the server is gone."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the server's to handle
+    # Ctrl-C in a terminal, and systemd's stop, are the server's to handle: it ends this process
+    # after the frame under way (a stack lost in mid-shutdown would be reported as lost).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="wanda-stack: %(levelname)s %(message)s")
     engine = StackEngine(linear, None if calibration_dir is None else Path(calibration_dir), jpeg_quality)
     buffer = bytearray()
@@ -188,18 +208,19 @@ def serve(conn: Connection, linear: bool, calibration_dir: str | None, jpeg_qual
     while True:
         try:
             request = conn.recv()
-        except (EOFError, OSError):  # the server is gone
+            kind, args = request[0], request[1:]
+            if kind == "preview":  # its pixels follow: read them before anything can fail
+                try:
+                    conn.recv_bytes_into(buffer)
+                except BufferTooShort as short:  # the message is read: into a buffer of its size
+                    buffer = bytearray(short.args[0])
+        except Exception:  # the server is gone, or sent what cannot be read: out of step
             return
-        kind, args = request[0], request[1:]
         try:
             if kind == "stop":
                 return
             if kind == "preview":
                 shape, dtype = args[0], np.dtype(args[1])
-                size = math.prod(shape) * dtype.itemsize
-                if len(buffer) < size:
-                    buffer = bytearray(size)
-                conn.recv_bytes_into(buffer)
                 pixels = np.frombuffer(buffer, dtype, math.prod(shape)).reshape(shape)
                 answer: Any = engine.add_preview(pixels, *args[2:])
             elif kind == "saved":
@@ -207,13 +228,16 @@ def serve(conn: Connection, linear: bool, calibration_dir: str | None, jpeg_qual
             elif kind == "render":
                 answer = engine.render()
             elif kind == "reset":
-                answer = engine.reset()
+                engine.reset()
+                answer = None
             elif kind == "save":
                 answer = engine.save(*args)
             else:
                 raise ValueError(f"unknown request {kind!r}")
         except WandaError as exc:
             conn.send(("error", (exc.code.value, exc.message)))
+        except OSError as exc:  # a save on a full or read-only disk: its errno goes back
+            conn.send(("oserror", (exc.errno, exc.strerror, exc.filename)))
         except Exception as exc:  # one bad frame must not end the process
             log.exception("stacking: %s failed", kind)
             conn.send(("failed", f"{kind} failed: {type(exc).__name__}: {exc}"))
@@ -266,6 +290,8 @@ class StackEngine:
                 file = file.with_suffix(".fits")  # the sensor's linear data beside its JPEG
             if file.resolve().parent != file.parent.resolve():
                 raise ValueError("a link out of its session's folder")
+            if not stat.S_ISREG(file.stat().st_mode):  # a FIFO or a device would hang the read
+                raise ValueError("not a regular file")
             if timestamp is None:  # a frame found after a crash: its file's time
                 outcome["timestamp"] = timestamp = file.stat().st_mtime
             pixels, bayer, temperature = self._read_saved(file)
@@ -309,10 +335,11 @@ class StackEngine:
         mean = stack.accumulator.mean  # 0 where no frame reached: black, as the saved JPEG
         height, width = mean.shape[:2]
         factor = math.ceil(width / RENDER_WIDTH)
+        shown: np.ndarray = mean
         if factor > 1:
             width, height = width // factor, height // factor
-            mean = cv2.resize(mean, (width, height), interpolation=cv2.INTER_AREA)
-        return self.encoder.encode(stretched(mean), "RGB"), width, height
+            shown = cv2.resize(mean, (width, height), interpolation=cv2.INTER_AREA)
+        return self.encoder.encode(stretched(shown), "RGB"), width, height
 
     def save(self, folder: str, camera: str, state: dict[str, Any]) -> SavedFile:
         """The stack as it stands into ``folder`` (the gallery's `stacks`): a stretched JPEG to
@@ -354,7 +381,9 @@ class StackEngine:
             if bayer is not None and (bayer not in DEMOSAIC or planes.shape[2] != 1):
                 raise ValueError(f"a Bayer layout {bayer!r} that is not read here")
             temperature = image.header.get("CCD-TEMP")
-            return planes, bayer, float(temperature) if isinstance(temperature, int | float) else None
+            if not (isinstance(temperature, int | float) and math.isfinite(temperature)):
+                temperature = None
+            return planes, bayer, temperature
         if path.suffix.lower() in (".jpg", ".jpeg"):
             rgb = self.encoder.decode(path.read_bytes())
             return (rgb.astype(np.float32) if self._to_linear is None else self._to_linear[rgb]), None, None

@@ -59,17 +59,20 @@ def saved_frame(folder: Path, record: dict[str, Any]) -> SavedFrame:
     it lists one (the sensor's linear data; the stacking process also looks for a FITS beside a
     JPEG), else its file. No disk is read here (the loop calls it for every frame). ValueError
     for a record that names no file right in the folder."""
+    if not isinstance(record, dict):
+        raise ValueError(f"a frame record that is not one: {record!r:.80}")
     files = record.get("files") or [record.get("file")]
-    if not all(isinstance(f, str) and plain_name(f) for f in files):
-        raise ValueError(f"a frame record names no file of its folder: {files!r}")
+    if not isinstance(files, list) or not all(isinstance(f, str) and plain_name(f) for f in files):
+        raise ValueError(f"a frame record names no file of its folder: {files!r:.80}")
+    exposure, gain = record.get("exposure_seconds") or 0.0, record.get("gain") or 1.0
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (exposure, gain)):
+        raise ValueError(f"a frame record's exposure or gain is not a number: {record!r:.80}")
     chosen = next((f for f in files if f.lower().endswith(".fits")), files[0])
     try:
         timestamp: float | None = parse_utc(record["started"])
     except (KeyError, TypeError, ValueError, AttributeError):  # a frame found after a crash: its file's time
         timestamp = None
-    return SavedFrame(
-        folder / chosen, timestamp, float(record.get("exposure_seconds") or 0.0), float(record.get("gain") or 1.0)
-    )
+    return SavedFrame(folder / chosen, timestamp, float(exposure), float(gain))
 
 
 def saved_frames(folder: Path, records: list[dict[str, Any]]) -> list[SavedFrame]:
@@ -176,7 +179,7 @@ class StackWorker:
             if session is not None:
                 self._session_open = session.running
                 self._queue(session.frames)
-            self.state = {**self.state, **self._source_state()}
+            self.state = _without_error({**self.state, **self._source_state()})
             self._ready.notify()
         if session is None:
             self._wake_camera()  # the preview runs while a stack wants its frames
@@ -250,7 +253,7 @@ class StackWorker:
             if self.running and session is not None and self.source == "session" and session.folder == self._session:
                 self._session_open = session.running
                 self._queue(session.frames)
-            self.state = {**self.state, **self._source_state()}
+            self.state = _without_error({**self.state, **self._source_state()})
         self._publish("stack_status", self.state)
         return self.state
 
@@ -285,13 +288,18 @@ class StackWorker:
         self._thread = threading.Thread(target=self._run, name="stack", daemon=True)
         self._thread.start()
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 2.0) -> None:
+        """End the thread and the stacking process: the frame under way is given ``timeout``
+        seconds, then the process is killed (a frame may hang on a stalled disk)."""
         with self._lock:
             self._stopping = True
             self.running = False
             self._ready.notify()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                self._engine.kill()
+                self._thread.join(timeout)
 
     def _run(self) -> None:
         try:
@@ -301,7 +309,7 @@ class StackWorker:
             with self._lock:
                 saves, self._saves = self._saves, []
             for request, *_ in saves:
-                request.set_exception(WandaError(ErrorCode.SHUTTING_DOWN, "the server is shutting down"))
+                _answer(request, error=WandaError(ErrorCode.SHUTTING_DOWN, "the server is shutting down"))
 
     def _serve(self) -> None:
         while True:
@@ -321,64 +329,76 @@ class StackWorker:
                 reset, self._reset_requested = self._reset_requested, False
                 render, self._render_requested = self._render_requested, False
                 saves, self._saves = self._saves, []
+                generation = self._generation
+                watched = self.hub is not None and self.hub.wants_frames
+            # Requests first, each answered whatever comes; then a frame, taken only now: a lost
+            # process cannot take a popped frame with it unannounced.
+            try:
+                if reset and self._engine.holds_stack:
+                    self._engine.call(("reset",))
+                self._save_all(saves)
+                if render and watched and self._engine.holds_stack:
+                    self._show(generation, self._engine.call(("render",)))
+            except EngineGone as exc:
+                self._lost(str(exc))
+                continue
+            except Exception:
+                log.exception("a request to the stacking process failed")
+            with self._lock:
                 frame, self._slot = self._slot, None
                 saved = self._files.popleft() if frame is None and self._files else None
                 generation, epoch = self._generation, self._masters_epoch
                 done = frame is None and saved is None and self._session_done()
                 if done:  # the session's last frame is in: the stack stops by itself
                     self.running, self._done = False, True
-                watched = self.hub is not None and self.hub.wants_frames
             if done:
                 self._call_loop(self._source_done, generation)
+            if frame is None and saved is None:
+                continue
             started = time.monotonic()
             try:
-                if reset and self._engine.holds_stack:
-                    self._engine.call(("reset",))
-                for request, folder, camera, state in saves:
-                    self._save(request, folder, camera, state)
-                if frame is None and saved is None:
-                    if render and watched and self._engine.holds_stack:
-                        self._show(self._engine.call(("render",)))
-                    continue
                 if frame is not None:
                     pixels, pixel_format, timestamp, exposure_s, gain = frame
-                    request = ("preview", pixels.shape, pixels.dtype.str, pixel_format, timestamp, exposure_s, gain)
-                    event, state, rendered = self._engine.call((*request, epoch, watched), pixels)
+                    preview = ("preview", pixels.shape, pixels.dtype.str, pixel_format, timestamp, exposure_s, gain)
+                    event, state, rendered = self._engine.call((*preview, epoch, watched), pixels)
                     with self._lock:
                         self._spare = pixels  # sent: the buffer takes the next frame
                 else:
                     assert saved is not None
-                    request = ("saved", str(saved.path), saved.timestamp, saved.exposure_s, saved.gain)
-                    event, state, rendered = self._engine.call((*request, epoch, watched))
+                    request = ("saved", str(saved.path), saved.timestamp, saved.exposure_s, saved.gain, epoch, watched)
+                    event, state, rendered = self._engine.call(request)
                 if not self._call_loop(self._deliver, generation, event, state):
                     return
-                if rendered is None and render:  # a first viewer came while this frame was stacked
-                    rendered = self._engine.call(("render",))
-                self._show(rendered)
+                self._show(generation, rendered)
             except EngineGone as exc:
-                log.error("%s: the stack is lost", exc)
                 self._lost(str(exc))
                 continue
             except Exception:  # a frame that cannot be stacked must not end the thread (nor spin it)
                 log.exception("stacking a frame failed")
-                self._rest(time.monotonic() - started)
-                continue
             self._rest(time.monotonic() - started)
 
-    def _save(
-        self, request: concurrent.futures.Future[SavedFile], folder: Path, camera: str, state: dict[str, Any]
-    ) -> None:
-        try:
-            request.set_result(self._engine.call(("save", str(folder), camera, state)))
-        except EngineGone:
-            request.set_exception(WandaError(ErrorCode.NOT_FOUND, "the stack was lost: the stacking process ended"))
-            raise
-        except Exception as exc:
-            request.set_exception(exc)
+    def _save_all(self, saves: list[tuple[concurrent.futures.Future[SavedFile], Path, str, dict[str, Any]]]) -> None:
+        """Each save written by the process and answered; when the process is lost on one, the
+        others are answered so too (and the loss goes on to the caller)."""
+        for k, (request, folder, camera, state) in enumerate(saves):
+            if not request.set_running_or_notify_cancel():  # its client went away
+                continue
+            try:
+                _answer(request, self._engine.call(("save", str(folder), camera, state)))
+            except EngineGone:
+                lost = WandaError(ErrorCode.NOT_FOUND, "the stack was lost: the stacking process ended")
+                _answer(request, error=lost)
+                for later, *_ in saves[k + 1 :]:
+                    if later.set_running_or_notify_cancel():
+                        _answer(later, error=lost)
+                raise
+            except Exception as exc:  # WandaError (nothing stacked), OSError (the disk's), ...
+                _answer(request, error=exc)
 
     def _lost(self, message: str) -> None:
         """On the thread: the stacking process died and its stack with it: the stack stops, cleared,
         and says why (the next start starts the process again)."""
+        log.error("%s: the stack is lost", message)
         with self._lock:
             self.running = False
             self._slot = None
@@ -417,7 +437,12 @@ class StackWorker:
         keeps its frame rate on a two-core Pi. A stop, a reset or the end cut the rest short."""
         pause = worked * (1 / DUTY - 1)
         with self._lock:
-            self._ready.wait_for(lambda: self._stopping or self._reset_requested or not self.running, pause)
+            self._ready.wait_for(
+                lambda: (
+                    self._stopping or self._reset_requested or self._saves or self._render_requested or not self.running
+                ),
+                pause,
+            )
 
     async def save(self, folder: Path, camera: str) -> SavedFile:
         """The stack as it stands into ``folder`` (the gallery's `stacks`): the process writes a
@@ -433,16 +458,19 @@ class StackWorker:
             self._ready.notify()
         return await asyncio.wrap_future(request)
 
-    def _show(self, rendered: tuple[bytes, int, int] | None) -> None:
-        """The stack, stretched and encoded once (by the process), to its viewers."""
-        if rendered is None or self.hub is None:
+    def _show(self, generation: int, rendered: tuple[bytes, int, int] | None) -> None:
+        """The stack, stretched and encoded once (by the process), to its viewers, on the loop."""
+        if rendered is not None and self.hub is not None:
+            self._call_loop(self._publish_render, generation, rendered)
+
+    def _publish_render(self, generation: int, rendered: tuple[bytes, int, int]) -> None:
+        """On the loop: unless the stack was cleared since it was rendered."""
+        if generation != self._generation or self.hub is None:
             return
         jpeg, width, height = rendered
         self._seq += 1
         now = self._clock()
-        self._call_loop(
-            self.hub.publish, Frame(self._seq, now, width, height, jpeg, multipart_part(jpeg, now, self._seq))
-        )
+        self.hub.publish(Frame(self._seq, now, width, height, jpeg, multipart_part(jpeg, now, self._seq)))
 
     def _deliver(self, generation: int, event: str, state: dict[str, Any]) -> None:
         """On the loop: keep it and publish it, unless the stack was reset meanwhile."""
@@ -450,3 +478,19 @@ class StackWorker:
             return
         self.state = {**state, **self._source_state(), "skipped": self.skipped}
         self._publish(event, self.state)
+
+
+def _answer(request: concurrent.futures.Future, result: Any = None, *, error: BaseException | None = None) -> None:
+    """Resolve a save's future, unless its client went away (cancelled) meanwhile."""
+    try:
+        if error is not None:
+            request.set_exception(error)
+        else:
+            request.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
+def _without_error(state: dict[str, Any]) -> dict[str, Any]:
+    """A state that no longer says the last stack was lost (a start or a reset)."""
+    return {key: value for key, value in state.items() if key != "error"}

@@ -57,7 +57,7 @@ class SessionRun:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     dither_offset: int = 0  # steps the RA axis stands ahead of plain tracking (dithering)
-    announced: int = 0  # frames told to the listeners
+    announced: set[str | None] = field(default_factory=set)  # the files of the frames told to the listeners
 
     @property
     def total(self) -> int:
@@ -344,7 +344,7 @@ class SessionManager:
             writer=MetadataWriter(folder),
         )
         run.dither_offset = int(metadata.get("dither_offset_steps") or 0)  # a resume: where the axis stands
-        run.announced = len(metadata["frames"])
+        run.announced = {frame.get("file") for frame in metadata["frames"]}
         self.run = run
         run.task = asyncio.create_task(self._run(run), name=f"session:{folder.name}")
 
@@ -416,7 +416,7 @@ class SessionManager:
                     metadata["frames"][-1]["dither"] = {"offset_steps": run.dither_offset, **(dithered or {"steps": 0})}
                 metadata["captured_images"] = len(metadata["frames"])
                 await run.writer.write(metadata)
-                self._announce(run)
+                self._announce(run, metadata["frames"][-1:])
                 self.bus.publish(
                     "session", "session_progress", {**self.status(), "file": result["file"], "url": result["url"]}
                 )
@@ -442,12 +442,13 @@ class SessionManager:
             run.lease.release()
             await self._finish(run, outcome, error)
 
-    def _announce(self, run: SessionRun) -> None:
-        """Tell the listeners of the frames listed since the last call."""
-        frames = run.metadata["frames"]
-        for record in frames[run.announced :]:
-            self._tell("frame", run.folder, record)
-        run.announced = len(frames)
+    def _announce(self, run: SessionRun, records: list[dict[str, Any]]) -> None:
+        """Tell the listeners of the frames of ``records`` not told yet (by their files: the end's
+        listing is made anew from the disk)."""
+        for record in records:
+            if record.get("file") not in run.announced:
+                run.announced.add(record.get("file"))
+                self._tell("frame", run.folder, record)
 
     def _tell(self, kind: str, folder: Path, record: dict[str, Any] | None) -> None:
         for listener in self.listeners:
@@ -498,8 +499,9 @@ class SessionManager:
             if not move.done():
                 move.cancel()  # the move stops where it is
                 await asyncio.wait({move})
-        if not move.cancelled() and move.exception() is not None:
-            raise move.exception()  # refused (nothing moved), or the mount failed: no offset known
+        failure = None if move.cancelled() else move.exception()
+        if failure is not None:
+            raise failure  # refused (nothing moved), or the mount failed: no offset known
         return self.mount.move_offset
 
     @staticmethod
@@ -530,7 +532,8 @@ class SessionManager:
             await asyncio.to_thread(self.store.keep_unwritten, run.folder, metadata)
         event = {"completed": "session_complete", "error": "session_error"}.get(outcome, "session_stop")
         self.bus.publish("session", event, self.status())
-        self._announce(run)  # frames the end listed (saved as it was told to end), or whose record failed
+        # Frames the end listed (saved as it was told to end), or whose record could not be written.
+        self._announce(run, metadata["frames"])
         self._tell("ended", run.folder, None)
         log.info("session %s %s: %d of %d frames", run.folder.name, outcome, run.captured, run.total)
 
@@ -594,7 +597,8 @@ class SessionManager:
         if found is None:
             raise WandaError(ErrorCode.NOT_FOUND, f"no session {name!r} in the captures folder")
         folder, metadata = found
-        return folder, list(metadata.get("frames", [])), False
+        frames = metadata.get("frames")
+        return folder, list(frames) if isinstance(frames, list) else [], False
 
     def _session_folder(self, name: str) -> tuple[Path, dict[str, Any]] | None:
         """A session's folder right in the captures folder (not hidden, no link out of it), and
@@ -602,9 +606,10 @@ class SessionManager:
         if not plain_name(name):
             return None
         try:
-            folder = resolve_inside(self.root, name, kind="dir")
+            resolve_inside(self.root, name, kind="dir")  # no link out of the captures folder
         except (WandaError, OSError):
             return None
+        folder = self.root / name  # as the running session and its listeners name it
         metadata = self._metadata_of(folder)
         return None if metadata is None else (folder, metadata)
 

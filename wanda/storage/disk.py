@@ -22,6 +22,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = "."  # temporaries are hidden files; listings skip names starting with it
+Blob = bytes | bytearray  # a file's contents as written (a big FITS is built in place, in a bytearray)
 USB_SUBFOLDER = "wanda_captures"
 
 
@@ -123,7 +124,7 @@ def write_atomic(path: Path, data: bytes, *, overwrite: bool = True) -> None:
     _fsync_dir(path.parent)
 
 
-def _write_temporary(path: Path, data: bytes) -> Path:
+def _write_temporary(path: Path, data: Blob) -> Path:
     """``data`` flushed to disk under a hidden temporary name beside ``path``."""
     temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
@@ -189,7 +190,7 @@ class NumberedFiles:
         return highest
 
     def save(
-        self, extension: str, data: bytes, sidecar: dict | None = None, companions: dict[str, bytes] | None = None
+        self, extension: str, data: Blob, sidecar: dict | None = None, companions: dict[str, Blob] | None = None
     ) -> SavedFile:
         """Write the next numbered file, its companions (``{"dng": bytes}``: the same name with that
         extension) and its JSON sidecar; never overwrite an image.

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from wanda import __version__
 from wanda.backends import CameraUnavailable, StillImage
 from wanda.jpeg import JpegEncoder
+from wanda.storage.disk import Blob
 from wanda.storage.fits import fits_bytes
 from wanda.timestamps import utc_iso
 
@@ -44,8 +45,8 @@ class CameraDescription:
 @dataclass(frozen=True)
 class EncodedStill:
     extension: str  # of the file that names the frame: the first format asked for
-    data: bytes
-    companions: dict[str, bytes]  # extension -> bytes: the other formats, the DNG
+    data: Blob
+    companions: dict[str, Blob]  # extension -> bytes: the other formats, the DNG
     sidecar: dict[str, Any]
 
     @property
@@ -61,7 +62,7 @@ def encode_still(
     extra: dict[str, Any],
     encoder: JpegEncoder,
 ) -> EncodedStill:
-    encoded: dict[str, bytes] = {}
+    encoded: dict[str, Blob] = {}
     if "jpeg" in settings.file_format:
         encoded["jpg"] = encoder.encode(image.pixels, image.pixel_format)
     if "fits" in settings.file_format:
