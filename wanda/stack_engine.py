@@ -74,6 +74,7 @@ DEMOSAIC = {
 PEDESTAL = 64
 LEVELS = 128
 RENDER_WIDTH = 2048  # the widest stack shown as it is to its viewers (a Pi's preview is 1440 or 2028)
+NICENESS = 10  # the stacking process's, against the server's 0
 START_TIMEOUT_S = 60.0
 ANSWER_TIMEOUT_S = 300.0  # a frame or a save that takes longer hangs (a stalled disk): the process is killed  # for the process to import numpy and OpenCV and say it is there (a Pi is slow)
 
@@ -201,6 +202,9 @@ def serve(conn: Connection, linear: bool, calibration_dir: str | None, jpeg_qual
     # after the frame under way (a stack lost in mid-shutdown would be reported as lost).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Background work: the live view and the server come first when the processor is short (the
+    # stack then skips to newer frames), as the operating system shares it out by niceness.
+    os.nice(NICENESS)
     logging.basicConfig(level=logging.INFO, format="wanda-stack: %(levelname)s %(message)s")
     engine = StackEngine(linear, None if calibration_dir is None else Path(calibration_dir), jpeg_quality)
     buffer = bytearray()
