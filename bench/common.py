@@ -25,6 +25,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def normal_priority() -> None:
+    """In a child before it runs: niceness 0, whatever a load generator that lowered its own
+    priority (os.nice) passes on; kept when that is not allowed (raising it back needs root)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+    except PermissionError:
+        pass
+
+
 @contextmanager
 def running_wanda(*args: str):
     """Start `python -m wanda --camera sim` on a free loopback port, with its captures and state in
@@ -53,6 +62,7 @@ def running_wanda(*args: str):
             ],
             stdout=subprocess.DEVNULL,
             stderr=sink,
+            preexec_fn=normal_priority,
         )
     try:
         deadline = time.monotonic() + 30
@@ -224,7 +234,12 @@ class IdleReference:
 
     async def __aenter__(self) -> IdleReference:
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", REFERENCE_LOOP, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            "-c",
+            REFERENCE_LOOP,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            preexec_fn=normal_priority,
         )
         return self
 
