@@ -75,8 +75,8 @@ PEDESTAL = 64
 LEVELS = 128
 RENDER_WIDTH = 2048  # the widest stack shown as it is to its viewers (a Pi's preview is 1440 or 2028)
 NICENESS = 10  # the stacking process's, against the server's 0
-START_TIMEOUT_S = 60.0
-ANSWER_TIMEOUT_S = 300.0  # a frame or a save that takes longer hangs (a stalled disk): the process is killed  # for the process to import numpy and OpenCV and say it is there (a Pi is slow)
+START_TIMEOUT_S = 60.0  # for the process to import numpy and OpenCV and say it is there (a Pi is slow)
+ANSWER_TIMEOUT_S = 300.0  # a frame or a save that takes longer hangs (a stalled disk): the process is killed
 
 
 class EngineGone(RuntimeError):
