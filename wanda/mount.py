@@ -223,20 +223,24 @@ class StepperMount:
                 if not self._tracking:
                     self._track_anchor, self._track_next = now, 0
                 else:
-                    last_due = self._track_anchor + (self._track_next - 1) * self._interval
-                    self._track_anchor, self._track_next = max(last_due, now - interval), 1
+                    self._track_anchor = self._rescheduled(self._track_anchor, self._track_next, interval, now)
+                    self._track_next = 1
             elif not self._tracking:
                 self._anchor, self._next = now, 0  # the first step now: energise the coils
                 self._recent_errors.clear()  # a new run of tracking: its own max step error
             else:
-                last_due = self._anchor + (self._next - 1) * self._interval
-                self._anchor, self._next = last_due, 1
-                if last_due + interval < now:  # much faster than before: step now, do not burst
-                    self._anchor = now - interval
+                self._anchor, self._next = self._rescheduled(self._anchor, self._next, interval, now), 1
             self._interval = interval
             self._clockwise = clockwise
             self._tracking = True
             self._cond.notify_all()
+
+    def _rescheduled(self, anchor: float, next_step: int, interval: float, now: float) -> float:
+        """A tracking schedule's new anchor for a new ``interval``: its last step's due time, so the
+        next comes one new interval after it; or ``now - interval`` when that is already past (much
+        faster than before: step now, do not burst). With the lock held."""
+        last_due = anchor + (next_step - 1) * self._interval
+        return max(last_due, now - interval)
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop tracking and any move; return once the mount thread has switched the coils off."""

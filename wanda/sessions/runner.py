@@ -374,12 +374,7 @@ class SessionManager:
                     dithered = await self._dither(run, dither)
                     if run.stop_reason:
                         break
-                wait = run.due(index) - loop.time()
-                if wait > 0:
-                    try:
-                        await asyncio.wait_for(run.wake.wait(), wait)
-                    except TimeoutError:
-                        pass
+                await self._pause(run, run.due(index) - loop.time())
                 if run.stop_reason:
                     break
                 free, _ = await asyncio.to_thread(disk_space, run.folder)
