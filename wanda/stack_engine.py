@@ -510,11 +510,18 @@ class Stack:
         self.stacked = 0
         self.rejections: Counter[str] = Counter()
         self.integration_s = 0.0
-        self.size = (0, 0)
         self.calibration: dict[str, Any] | None = None  # the masters the last frame took
         self.settings: tuple[float, tuple] | None = None  # the first frame's exposure and masters: every frame's
         self.first: float | None = None  # the first and the last frame stacked (Unix)
         self.last: float | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Width and height; (0, 0) before the first frame."""
+        if self.accumulator is None:
+            return 0, 0
+        height, width = self.accumulator.shape[:2]
+        return width, height
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -552,8 +559,6 @@ class Stack:
         positions, flux = np.column_stack((stars.x, stars.y))[brightest], stars.flux[brightest]
         hfr = float(np.nanmedian(stars.hfr)) if np.isfinite(stars.hfr).any() else 0.0
         if self.accumulator is None or self.reference is None or self.reference_flux is None:
-            height, width = luminance.shape
-            self.size = (width, height)
             self.accumulator = Accumulator(frame.shape, noise_floor=noise)
             self.reference, self.reference_flux, self.reference_hfr = positions, flux, hfr
             self.single_noise = noise
