@@ -87,10 +87,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, *, peak: bool = False) -> float:
+    """A process's resident memory now, or its peak so far (``peak``: VmHWM), in MiB."""
+    field = "VmHWM:" if peak else "VmRSS:"
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
