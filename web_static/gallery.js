@@ -6,7 +6,7 @@
 
 import { api, command } from "./api.js";
 import { confirmAction } from "./confirm.js";
-import { $ } from "./dom.js";
+import { $, fillSelect } from "./dom.js";
 import { formatBytes, formatExposure } from "./format.js";
 import { refreshResumable } from "./session.js";
 
@@ -20,10 +20,8 @@ export async function refreshFolders() {
   const select = $("gallery-folder");
   try {
     const { details } = await api("GET", "/api/captures/folders");
-    const keep = select.value;
-    select.replaceChildren(new Option("Single captures", ""));
-    for (const folder of details) select.append(new Option(`${folder.name} (${folder.frames ?? folder.images})`, folder.name));
-    select.value = [...select.options].some((o) => o.value === keep) ? keep : "";
+    const folders = details.map((folder) => [folder.name, `${folder.name} (${folder.frames ?? folder.images})`]);
+    fillSelect(select, [["", "Single captures"], ...folders]);
   } catch { /* the next refresh will try again */ }
 }
 

@@ -3,7 +3,7 @@
 // the master darks, flats and bias (build one from a session, delete).
 
 import { api, command, commandShowing } from "./api.js";
-import { $ } from "./dom.js";
+import { $, chooseIfListed, fillSelect } from "./dom.js";
 import { live } from "./live.js";
 
 const REASONS = {
@@ -86,15 +86,7 @@ function sessionLabel(s) {
 /** The source select shows what a running stack takes (a page opened later would else offer the
  * live view, and its Start would clear a session's stack for it). */
 function showSource(folder) {
-  const select = $("stack-source");
-  if ([...select.options].some((o) => o.value === folder)) select.value = folder;
-}
-
-/** Replace a select's options, keeping the choice when it is still there. */
-function fillSelect(select, options) {
-  const chosen = select.value;
-  select.replaceChildren(...options.map(([value, text]) => new Option(text, value)));
-  if (options.some(([value]) => value === chosen)) select.value = chosen;
+  chooseIfListed($("stack-source"), folder);
 }
 
 /** The masters on the server, each with its delete button. */
