@@ -1,0 +1,261 @@
+"""Polar alignment's geometry: where a mount's RA axis points, from plate solutions, and how far
+and which way to turn its altitude and azimuth knobs to bring it onto the refracted pole.
+
+Frames. Solutions are ICRS (J2000). ``horizon_matrix`` takes ICRS vectors to the site's horizon
+at an instant: east, north, up (the *ground*, which turns with the Earth). A mount's axis is fixed
+in the ground while its knobs are left alone, and the RA axis turns the camera about it; so the
+camera's attitudes from solutions taken at different times, each carried into the ground with its
+own time, differ by rotations about the axis alone, whatever tracking did meanwhile.
+``axis_of_attitudes`` finds it from two attitudes (the whole attitude, not only the centre, as a
+solve gives it) or more. Turning a knob turns the base, axis and camera together, so a later
+solution carries the axis along: ``moved_axis`` (the axis never needs measuring again).
+
+Refraction. A solver matches the stars it sees to their catalogue places, so a solved direction is
+the geometric direction of the star seen there: the optical axis itself points higher, by the
+refraction at that altitude. The physical axis thus stands at the solved axis's altitude plus its
+refraction; it must point at the refracted pole, the pole's altitude plus the refraction there
+(about which the apparent sky turns). The altitude error is the difference of those two
+refracted altitudes. Refraction is Saemundsson's formula (Meeus, Astronomical Algorithms 16.4) for
+a standard atmosphere, scaled by pressure and temperature; the tests check it against astropy's
+(ERFA's) model, which refracts 3-5% less (dry air at 550 nm). Only the difference of refraction
+between axis and pole enters the error, a fraction of an arcminute for a misalignment of degrees. The pole is the mean pole of the date (precession, IAU 2006); nutation moves it by
+under 10" and is left out, as is aberration (the whole sky by under 21").
+
+Errors are signed as the observer meets them: altitude positive when the axis points above the
+pole, azimuth positive when it points east of it, both in minutes of arc on the sky (the azimuth
+difference times the cosine of the pole's altitude). Raising the altitude knob turns the mount
+about the horizontal line across its axis's azimuth; turning the azimuth knob turns it about the
+vertical (``knob_rotation``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from wanda.astro.sidereal import julian_epoch, local_sidereal_time, precession_matrix, rotation_z
+
+STANDARD_PRESSURE_HPA = 1010.0
+STANDARD_TEMPERATURE_C = 10.0
+UP = np.array([0.0, 0.0, 1.0])
+
+
+def refraction_arcmin(
+    true_altitude: float, pressure_hpa: float = STANDARD_PRESSURE_HPA, temperature_c: float = STANDARD_TEMPERATURE_C
+) -> float:
+    """How far refraction lifts a direction at ``true_altitude`` (degrees), in arcminutes
+    (Saemundsson 1986; it is 0.0' at the zenith, 34' at the horizon)."""
+    h = max(true_altitude, -1.0)
+    lift = 1.02 / math.tan(math.radians(h + 10.3 / (h + 5.11)))
+    return max(lift, 0.0) * (pressure_hpa / 1010.0) * (283.0 / (273.0 + temperature_c))
+
+
+def apparent_altitude(true_altitude: float, **atmosphere: float) -> float:
+    """Degrees: where a direction at ``true_altitude`` appears."""
+    return true_altitude + refraction_arcmin(true_altitude, **atmosphere) / 60.0
+
+
+def true_altitude(apparent: float, **atmosphere: float) -> float:
+    """Degrees: the inverse of ``apparent_altitude`` (a few fixed-point steps, exact to 1e-9°)."""
+    h = apparent
+    for _ in range(20):
+        previous, h = h, apparent - refraction_arcmin(h, **atmosphere) / 60.0
+        if abs(h - previous) < 1e-10:
+            break
+    return h
+
+
+def enu_of_hour_angle_frame(latitude: float) -> np.ndarray:
+    """The matrix from the equatorial frame of the meridian (x towards hour angle 0 on the equator,
+    y towards hour angle -6h, that is east; z the pole) to east, north, up at ``latitude``."""
+    phi = math.radians(latitude)
+    s, c = math.sin(phi), math.cos(phi)
+    return np.array([[0.0, 1.0, 0.0], [-s, 0.0, c], [c, 0.0, s]])
+
+
+def horizon_matrix(unix: float, latitude: float, longitude: float) -> np.ndarray:
+    """The matrix taking ICRS unit vectors to east, north, up at the site at ``unix``."""
+    lst = local_sidereal_time(unix, longitude)
+    return enu_of_hour_angle_frame(latitude) @ rotation_z(-lst) @ precession_matrix(julian_epoch(unix))
+
+
+def pole(latitude: float) -> np.ndarray:
+    """The celestial pole above the horizon (the north pole for latitudes >= 0), east-north-up."""
+    z = np.array([0.0, 0.0, 1.0 if latitude >= 0 else -1.0])
+    return enu_of_hour_angle_frame(latitude) @ z
+
+
+def alt_az(vector: np.ndarray) -> tuple[float, float]:
+    """True altitude and azimuth (north through east), degrees, of an east-north-up vector."""
+    east, north, up = (float(v) for v in vector / np.linalg.norm(vector))
+    return math.degrees(math.asin(max(-1.0, min(1.0, up)))), math.degrees(math.atan2(east, north)) % 360.0
+
+
+def rotation(axis: np.ndarray, angle_deg: float) -> np.ndarray:
+    """The matrix turning vectors by ``angle_deg`` about ``axis`` (right-handed; Rodrigues)."""
+    k = axis / np.linalg.norm(axis)
+    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    a = math.radians(angle_deg)
+    return np.eye(3) + math.sin(a) * cross + (1 - math.cos(a)) * (cross @ cross)
+
+
+def knob_rotation(direction: np.ndarray, raise_deg: float, azimuth_deg: float) -> np.ndarray:
+    """The base's turn that raises ``direction`` (a mount's axis) by ``raise_deg`` of altitude,
+    about the horizontal line across its azimuth (the altitude knob), then turns it ``azimuth_deg``
+    of azimuth (north through east) about the vertical (the azimuth knob)."""
+    horizontal = np.array([direction[0], direction[1], 0.0])
+    if np.linalg.norm(horizontal) < 1e-12:  # at the zenith any horizontal line will do
+        horizontal = np.array([0.0, 1.0, 0.0])
+    pivot = np.cross(horizontal, UP)  # raising a direction turns it about horizontal x up
+    # Turning about the vertical by +a moves north towards the west: azimuth grows with -a.
+    return rotation(UP, -azimuth_deg) @ rotation(pivot, raise_deg)
+
+
+def attitude_in_ground(attitude_icrs: np.ndarray, unix: float, latitude: float, longitude: float) -> np.ndarray:
+    """A camera attitude (rows: its axes in ICRS) as rows in east, north, up at ``unix``."""
+    return attitude_icrs @ horizon_matrix(unix, latitude, longitude).T
+
+
+def rotation_angle(turn: np.ndarray) -> float:
+    """Degrees a rotation matrix turns by."""
+    return math.degrees(math.acos(max(-1.0, min(1.0, (float(np.trace(turn)) - 1.0) / 2.0))))
+
+
+def axis_of_attitudes(attitudes: Sequence[np.ndarray], toward: np.ndarray) -> tuple[np.ndarray, float]:
+    """The axis the camera turned about between ``attitudes`` (rows: its axes, all in the ground
+    frame), as the unit vector on the side of ``toward`` (the pole), and the largest angle turned
+    from the first (degrees). Two attitudes determine it; more are fitted by least squares: the
+    axis is the direction every turn from the first leaves alone (the null vector of the stacked
+    turn-minus-identity matrices)."""
+    if len(attitudes) < 2:
+        raise ValueError("the axis needs two attitudes at least")
+    first = attitudes[0]
+    turns = [a.T @ first for a in attitudes[1:]]  # column vectors: a_k^T = turn @ first^T
+    stacked = np.vstack([turn - np.eye(3) for turn in turns])
+    axis = np.linalg.svd(stacked)[2][-1]
+    if axis @ toward < 0:
+        axis = -axis
+    return axis / np.linalg.norm(axis), max(rotation_angle(turn) for turn in turns)
+
+
+def moved_axis(axis: np.ndarray, then: np.ndarray, now: np.ndarray) -> np.ndarray:
+    """Where the mount's ``axis`` (ground) is now, from the camera's attitudes (rows, ground) when
+    it was measured and now: whatever the RA axis and the knobs did between, the camera's turn
+    carries the axis to its new place (the RA axis's own turns leave it where it is)."""
+    moved = now.T @ then @ axis
+    return moved / np.linalg.norm(moved)
+
+
+@dataclass(frozen=True)
+class PolarError:
+    """A mount axis against the refracted pole: see the module's docstring for the signs."""
+
+    alt_arcmin: float
+    az_arcmin: float
+    total_arcmin: float  # the angle between the refracted axis and the refracted pole
+    axis_alt: float  # degrees, refracted
+    axis_az: float
+    pole_alt: float  # degrees, refracted
+    pole_az: float
+    southern: bool
+
+    def knobs(self) -> dict[str, Any]:
+        """Which way to turn each knob, and how far (arcminutes on the sky). Facing the pole from
+        behind the mount, west is to the left in the north and to the right in the south."""
+        west_side, east_side = ("right", "left") if self.southern else ("left", "right")
+        return {
+            "altitude": {
+                "direction": "down" if self.alt_arcmin > 0 else "up",
+                "arcmin": round(abs(self.alt_arcmin), 2),
+                "text": f"{'lower' if self.alt_arcmin > 0 else 'raise'} the axis {_amount(self.alt_arcmin)}",
+            },
+            "azimuth": {
+                "direction": "west" if self.az_arcmin > 0 else "east",
+                "side": west_side if self.az_arcmin > 0 else east_side,
+                "arcmin": round(abs(self.az_arcmin), 2),
+                "text": (
+                    f"turn the mount {_amount(self.az_arcmin)} "
+                    f"{'west' if self.az_arcmin > 0 else 'east'} "
+                    f"(to the {west_side if self.az_arcmin > 0 else east_side}, facing the pole)"
+                ),
+            },
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "alt_error_arcmin": round(self.alt_arcmin, 3),
+            "az_error_arcmin": round(self.az_arcmin, 3),
+            "total_error_arcmin": round(self.total_arcmin, 3),
+            "axis": {"alt": round(self.axis_alt, 5), "az": round(self.axis_az, 5)},
+            "pole": {"alt": round(self.pole_alt, 5), "az": round(self.pole_az, 5)},
+            "knobs": self.knobs(),
+        }
+
+
+def _amount(arcmin: float) -> str:
+    value = abs(arcmin)
+    return f"{value / 60:.2f}°" if value >= 60 else f"{value:.1f}'"
+
+
+def _azimuth_to_sky(pole_altitude: float) -> float:
+    """Arcminutes on the sky per arcminute of azimuth near the pole (at least 1e-3: at a pole in
+    the zenith azimuth has no meaning)."""
+    return max(math.cos(math.radians(pole_altitude)), 1e-3)
+
+
+def polar_error(axis: np.ndarray, latitude: float, **atmosphere: float) -> PolarError:
+    """The error of a mount's ``axis`` (east-north-up, as solutions give it) at ``latitude``."""
+    southern = latitude < 0
+    target = pole(latitude)
+    axis_alt, axis_az = alt_az(axis)
+    pole_alt, pole_az = alt_az(target)
+    axis_apparent = apparent_altitude(axis_alt, **atmosphere)
+    pole_apparent = apparent_altitude(pole_alt, **atmosphere)
+    east = east_to_azimuth(latitude, (axis_az - pole_az + 180.0) % 360.0 - 180.0)
+    alt_arcmin = (axis_apparent - pole_apparent) * 60
+    az_arcmin = east * 60 * _azimuth_to_sky(pole_apparent)
+    seen_axis = _direction(axis_apparent, axis_az)
+    seen_pole = _direction(pole_apparent, pole_az)
+    total = math.degrees(math.acos(max(-1.0, min(1.0, float(seen_axis @ seen_pole))))) * 60
+    return PolarError(alt_arcmin, az_arcmin, total, axis_apparent, axis_az, pole_apparent, pole_az, southern)
+
+
+def _direction(alt: float, az: float) -> np.ndarray:
+    a, z = math.radians(alt), math.radians(az)
+    return np.array([math.cos(a) * math.sin(z), math.cos(a) * math.cos(z), math.sin(a)])
+
+
+def misaligned_axis(latitude: float, alt_arcmin: float, az_arcmin: float, **atmosphere: float) -> np.ndarray:
+    """The axis (east-north-up, geometric) whose ``polar_error`` is ``alt_arcmin``, ``az_arcmin``:
+    what the simulated mount is built with."""
+    return knob_rotation(pole(latitude), *knob_turns(latitude, alt_arcmin, az_arcmin, **atmosphere)) @ pole(latitude)
+
+
+def knob_turns(latitude: float, alt_arcmin: float, az_arcmin: float, **atmosphere: float) -> tuple[float, float]:
+    """The knobs' turns from the pole (``knob_rotation``'s degrees of true altitude raised and of
+    azimuth) that give a ``polar_error`` of ``alt_arcmin``, ``az_arcmin``."""
+    pole_alt, _ = alt_az(pole(latitude))
+    pole_apparent = apparent_altitude(pole_alt, **atmosphere)
+    raised = true_altitude(pole_apparent + alt_arcmin / 60, **atmosphere) - pole_alt
+    return raised, east_to_azimuth(latitude, az_arcmin / 60 / _azimuth_to_sky(pole_apparent))
+
+
+def east_to_azimuth(latitude: float, east_deg: float) -> float:
+    """Degrees of azimuth of a turn ``east_deg`` towards the east, near the pole: east of the
+    south pole is the smaller azimuth."""
+    return -east_deg if latitude < 0 else east_deg
+
+
+def correction(axis: np.ndarray, latitude: float) -> np.ndarray:
+    """The base's turn (ground frame) that brings ``axis`` onto the pole: the altitude knob first,
+    then the azimuth knob. The camera turns with it: a star at the centre of the frame now is
+    where the centre must go (the target on the live view)."""
+    target = pole(latitude)
+    axis_alt, axis_az = alt_az(axis)
+    pole_alt, pole_az = alt_az(target)
+    d_az = (pole_az - axis_az + 180.0) % 360.0 - 180.0
+    return knob_rotation(axis, pole_alt - axis_alt, d_az)
