@@ -101,6 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--sim-fwhm", type=float, metavar="PX", help="star size (FWHM, pixels) of the simulated sky (default 3)")
     add("--sim-clouds", type=float, metavar="SHARE", help="passing clouds in the simulated sky: 0 clear (default) to 1")
     add("--sim-temperature", type=float, metavar="C", help="the simulated sensor's temperature (default 20 C)")
+    add(
+        "--sim-polar-error-alt",
+        type=float,
+        metavar="ARCMIN",
+        help="the simulated mount's axis above (+) or below the pole, arcminutes (needs --latitude/--longitude)",
+    )
+    add(
+        "--sim-polar-error-az",
+        type=float,
+        metavar="ARCMIN",
+        help="the simulated mount's axis east (+) or west of the pole",
+    )
     add("--version", action="version", version=f"wanda {__version__}")
     return parser
 

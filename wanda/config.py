@@ -95,6 +95,10 @@ class Config:
     sim_seed: int = 1
     sim_clouds: float = 0.0  # the share of minutes a cloud passes (0: a clear night)
     sim_temperature: float = 20.0  # the simulated sensor's, Celsius: its dark current doubles every 6 degrees
+    # The simulated mount's polar misalignment, arcminutes: its axis above (+) or below the
+    # refracted pole, east (+) or west of it (on the sky). Needs the real sky and the site.
+    sim_polar_error_alt: float = 0.0
+    sim_polar_error_az: float = 0.0
 
     # The frame path.
     max_fps: float = 30.0
@@ -140,6 +144,14 @@ class Config:
         _check(-360 <= self.sim_roll <= 360, "sim_roll", "must be -360..360 degrees")
         _check(0 <= self.sim_clouds <= 1, "sim_clouds", "must be 0..1 (the share of minutes a cloud passes)")
         _check(-40 <= self.sim_temperature <= 80, "sim_temperature", "must be -40..80 degrees Celsius")
+        for name in ("sim_polar_error_alt", "sim_polar_error_az"):
+            _check(abs(getattr(self, name)) <= 600, name, "must be -600..600 arcminutes (10 degrees)")
+        if self.sim_polar_error_alt or self.sim_polar_error_az:
+            _check(
+                self.sim_sky == "catalog" and self.latitude is not None and self.longitude is not None,
+                "sim_polar_error_alt",
+                "a misaligned simulated mount needs the real sky (sim_sky catalog) and the site (latitude, longitude)",
+            )
         _check(1 <= self.max_fps <= 60, "max_fps", "must be 1..60")
         _check(1 <= self.jpeg_quality <= 100, "jpeg_quality", "must be 1..100")
         _check(self.max_connections >= 16, "max_connections", "must be at least 16")

@@ -56,14 +56,25 @@ class RaAxis:
     def stepped(self, at: float, direction: int) -> None:
         """The mount stepped at ``at`` (its clock, the sky's), ``direction`` +1 clockwise or -1."""
         with self._lock:
-            count = (self._counts[-1] if self._counts else self._folded) + direction * self.tracking_sign
-            self._times.append(at)
-            self._counts.append(count)
+            self._turned_locked(at, direction * self.tracking_sign)
             self.steps += 1
-            if self._times[0] < at - 2 * KEEP_S:  # trimmed now and then, not at every step
-                old = bisect.bisect_left(self._times, at - KEEP_S)
-                self._folded = self._counts[old - 1]
-                del self._times[:old], self._counts[:old]
+
+    def turned_by_hand(self, at: float, steps: int) -> None:
+        """The observer turned the axis by hand (the clutch released) at ``at``, by as much as
+        ``steps`` steps with the sky (negative: against it): the motor's steps are not counted."""
+        with self._lock:
+            self._turned_locked(at, steps)
+
+    def _turned_locked(self, at: float, steps: int) -> None:
+        if self._times and at < self._times[-1]:
+            at = self._times[-1]  # the kept turns stay in order (a hand's turn raced a step)
+        count = (self._counts[-1] if self._counts else self._folded) + steps
+        self._times.append(at)
+        self._counts.append(count)
+        if self._times[0] < at - 2 * KEEP_S:  # trimmed now and then, not at every step
+            old = bisect.bisect_left(self._times, at - KEEP_S)
+            self._folded = self._counts[old - 1]
+            del self._times[:old], self._counts[:old]
 
     def _count_at(self, at: float) -> int:
         """Net steps with the sky made up to ``at`` (with the lock held)."""

@@ -90,6 +90,7 @@ def simulated_sky(
         step_interval_s=config.mount_step_interval,
         clouds=config.sim_clouds,
         temperature_c=config.sim_temperature,
+        polar_error=(config.sim_polar_error_alt, config.sim_polar_error_az),
         clock=clock,
         wall_clock=wall_clock,
     )

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wanda.astro import polar
 from wanda.astro.catalog import StarCatalogue, load_catalogue
 from wanda.astro.projection import arcsec_per_pixel
 from wanda.backends import CaptureCancelled, PreviewFrame, StillImage
@@ -245,6 +246,7 @@ class SimulatedSky:
         catalogue: Callable[[], StarCatalogue] = load_catalogue,
         clouds: float = 0.0,
         temperature_c: float = 20.0,
+        polar_error: tuple[float, float] = (0.0, 0.0),
     ):
         """``pointing`` (RA, Dec, roll in degrees, J2000) asks for the real sky, seen through a lens
         of ``focal_length_mm`` on a sensor of ``pixel_size_um`` pixels (the HQ camera's 1.55 um,
@@ -253,7 +255,9 @@ class SimulatedSky:
         the mount's step at the sidereal rate (None: a tracking mount holds the sky exactly).
         ``latitude``/``longitude``: the site, for the hour angle and altitude in the truth.
         ``clouds``: the share of minutes a cloud passes (wanda/backends/defects.py); 0: clear.
-        ``temperature_c``: the sensor's, for its dark current (settable later)."""
+        ``temperature_c``: the sensor's, for its dark current (settable later). ``polar_error``:
+        the mount's axis against the refracted pole (altitude, azimuth in arcminutes, signed as
+        wanda/astro/polar.py says; the real sky and the site only)."""
         self.fwhm = float(fwhm)
         self.sigma = self.fwhm / (2 * math.sqrt(2 * math.log(2)))
         # The preview's pixels: the sensor's, binned from its 4056 px to the preview's 1440.
@@ -334,6 +338,13 @@ class SimulatedSky:
             )
             # Room around the frame for a star just outside it and for a trail's piece.
             self._pad = 2 * self._pad + TRAIL_PIECE_PX
+        # The mount's knobs: degrees of altitude raised and of azimuth turned from the pole.
+        self._knobs = (0.0, 0.0)
+        if any(polar_error):
+            field = self._require_site("a misaligned mount")
+            assert latitude is not None
+            self._knobs = polar.knob_turns(latitude, *polar_error)
+            field.set_base(self._base_in_ground(field), at_start=True)
         self._step_interval = step_interval_s if pointing is not None else None
         self._canvas = np.empty((height + 2 * self._pad, width + 2 * self._pad), np.float32)
         self._bg_cache: tuple[tuple, np.ndarray] | None = None
@@ -471,6 +482,54 @@ class SimulatedSky:
 
     def stop_stream(self) -> None:
         pass  # never started
+
+    # -- the simulated mount's axis: polar alignment ------------------------------------------
+
+    def _require_site(self, what: str) -> CatalogueSky:
+        if self._field is None or self._field.latitude is None:
+            raise ValueError(f"{what} needs the real sky (sim_sky catalog) and the site's latitude and longitude")
+        return self._field
+
+    def _base_in_ground(self, field: CatalogueSky) -> np.ndarray:
+        """The knobs' turn of the base, in the field's ground frame."""
+        assert field.latitude is not None
+        turn = polar.knob_rotation(polar.pole(field.latitude), *self._knobs)
+        enu = field.ground_of_date
+        return enu.T @ turn @ enu
+
+    def polar_truth(self) -> polar.PolarError:
+        """Where the mount's axis points against the refracted pole: the truth an assistant's
+        figures are measured against."""
+        field = self._require_site("the mount's axis")
+        assert field.latitude is not None
+        return polar.polar_error(
+            polar.knob_rotation(polar.pole(field.latitude), *self._knobs) @ polar.pole(field.latitude), field.latitude
+        )
+
+    def turn_knobs(self, alt_arcmin: float = 0.0, az_arcmin: float = 0.0) -> polar.PolarError:
+        """The observer turns the mount's knobs: the axis rises ``alt_arcmin`` (true altitude) and
+        moves ``az_arcmin`` east on the sky (minutes of arc near the pole; negative: down, west).
+        The whole mount turns, the camera with it. Returns the new truth."""
+        field = self._require_site("turning the knobs")
+        assert field.latitude is not None
+        pole_altitude = polar.apparent_altitude(abs(field.latitude))
+        east = az_arcmin / 60 / max(math.cos(math.radians(pole_altitude)), 1e-3)
+        with self._lock:
+            raised, azimuth = self._knobs
+            self._knobs = (raised + alt_arcmin / 60, azimuth + polar.east_to_azimuth(field.latitude, east))
+            field.set_base(self._base_in_ground(field))
+        return self.polar_truth()
+
+    def turn_ra_by_hand(self, degrees: float) -> int:
+        """The observer turns the RA axis by hand, the clutch released: ``degrees`` the way the
+        sky goes (negative: against it), in whole steps of the mount's. Only while the sky follows
+        a mount's steps. Returns the steps' worth turned."""
+        if self._axis is None:
+            raise ValueError("turning the RA axis by hand needs the simulated mount")
+        steps = round(degrees * 3600 / (self._axis.step_s * SIDEREAL_RATE))
+        if steps:
+            self._axis.turned_by_hand(self._clock(), steps)
+        return steps
 
     # -- mount coupling ----------------------------------------------------------------------
 
@@ -790,7 +849,7 @@ class SimulatedSky:
             count = max(1, math.ceil(motion / TRAIL_PIECE_PX))
             turns.extend(start + (end - start) * k / count for k in range(count + 1))
             pieces.extend((first + k, first + k + 1, share / count) for k in range(count))
-        field, near, placed = self._field.positions(turns)
+        field, near, placed = self._field.positions(turns, unix - self._start[1])
         middle_turn = sum(share * (turns[a] + turns[b]) / 2 for a, b, share in pieces)
         # The light's centroid: where the truth puts each star.
         x = sum(share * (placed[a][0] + placed[b][0]) / 2 for a, b, share in pieces)

@@ -1,13 +1,24 @@
 """The catalogue's sky as the simulated camera sees it: real stars at a pointing, turning with the
 Earth unless the mount holds them.
 
-The camera sits on a polar-aligned equatorial mount. Its attitude is fixed at the start (pointing
-RA/Dec and roll, J2000) and from then on only turns about the pole of the date (precession from
-J2000 to the start's date), by the *turn*: the seconds of sidereal time the sky has moved past the
-camera. An idle mount turns by one second a second (the RA at the centre grows 15.04" a second and
-the field rotates about the pole, as the projection shows near it); a tracking mount holds it
-apart from its steps (wanda/backends/sky.py keeps the turn). Every frame projects the stars from
-the turn, never moves pixels: a star near the pole draws an arc, one on the equator a line.
+The camera sits on an equatorial mount. Its attitude is fixed at the start (pointing RA/Dec and
+roll, J2000) and from then on turns by the *turn*: the seconds of sidereal time the sky has moved
+past the camera. An idle mount turns by one second a second (the RA at the centre grows 15.04" a
+second and the field rotates about the pole, as the projection shows near it); a tracking mount
+holds it apart from its steps (wanda/backends/sky.py keeps the turn). Every frame projects the
+stars from the turn, never moves pixels: a star near the pole draws an arc, one on the equator a
+line.
+
+A polar-aligned mount turns the camera about the pole of the date (precession from J2000 to the
+start's date). A misaligned one (``set_base``: the turn of its base by the altitude and azimuth
+knobs, wanda/astro/polar.py) turns it about its own axis, fixed to the ground, while the Earth
+turns the ground about the pole: in the ground frame (the equator of the date at the start, which
+turns with the Earth) the camera is ``K R(axis z of the base, mount's turn) c0``, and the sky sees
+it turned by the Earth's angle since the start. The mount's turn is the Earth's angle less the
+sky's turn, so the attitude needs both: ``attitude(turn, earth)``. A tracking mount then holds the
+field only near its axis; elsewhere it drifts in declination and rotates slowly, as a real
+misaligned mount's does. The Earth's angle is taken at the middle of each exposure: within one,
+only the mount's turn is drawn as a trail.
 
 Stars: the catalogue (wanda/astro/catalog.py, to G 10) within a cap around the line of sight,
 moved by their proper motion to the date, plus faint *filler* stars from G 10 to 13 so that long
@@ -26,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wanda.astro.catalog import MAG_LIMIT, StarCatalogue, load_catalogue, radec_of, unit_vectors
+from wanda.astro.polar import enu_of_hour_angle_frame
 from wanda.astro.projection import TanWcs, attitude, project, wcs_of
 from wanda.astro.sidereal import (
     SIDEREAL_DEG_PER_S,
@@ -115,6 +127,10 @@ class CatalogueSky:
         self._precession = precession_matrix(self.epoch)
         self.start_attitude = attitude(ra, dec, roll)
         self._start_of_date = self.start_attitude @ self._precession.T
+        # A misaligned mount's base (``set_base``): None while the mount is aligned. The camera on
+        # the base's RA axis at the start (rows) keeps its place on the base when the knobs turn.
+        self._base: np.ndarray | None = None
+        self._camera_on_base = self._start_of_date
         half_diagonal = math.hypot(*size) / 2 * self.scale / 3600
         # Stars are taken from a cap wider than the frame, and taken again only when the line of
         # sight has left the middle of it: a few milliseconds every several minutes of drift.
@@ -205,15 +221,42 @@ class CatalogueSky:
 
     # -- the turning sky ----------------------------------------------------------------------
 
-    def attitude(self, turn_s: float) -> np.ndarray:
-        """The camera's attitude (ICRS) after the sky turned ``turn_s`` seconds past it."""
-        turned = self._start_of_date @ rotation_z(turn_s * SIDEREAL_DEG_PER_S).T
+    def set_base(self, base: np.ndarray, *, at_start: bool = False) -> None:
+        """The mount's base turned by ``base`` (the knobs, a rotation in the ground frame: the
+        equator of the date at the start) from where an aligned mount's stands; the camera turns
+        with it. ``at_start``: the base as the mount was set up, the start's pointing being the
+        camera's on it."""
+        if at_start:
+            self._camera_on_base = self._start_of_date @ base
+        self._base = base
+
+    @property
+    def ground_of_date(self) -> np.ndarray:
+        """The matrix from the ground frame to east, north, up at the site (the start's sidereal
+        time and the latitude): needs the site."""
+        if self.latitude is None:
+            raise ValueError("the ground needs the site's latitude")
+        lst = local_sidereal_time(self.start_unix, self.longitude)
+        return enu_of_hour_angle_frame(self.latitude) @ rotation_z(-lst)
+
+    def attitude(self, turn_s: float, earth_s: float = 0.0) -> np.ndarray:
+        """The camera's attitude (ICRS) after the sky turned ``turn_s`` seconds past it, ``earth_s``
+        seconds of the Earth's turn after the start (which only a misaligned mount needs)."""
+        if self._base is None:
+            turned = self._start_of_date @ rotation_z(turn_s * SIDEREAL_DEG_PER_S).T
+        else:
+            earth = rotation_z(earth_s * SIDEREAL_DEG_PER_S)
+            mount = rotation_z((turn_s - earth_s) * SIDEREAL_DEG_PER_S)
+            turned = self._camera_on_base @ mount.T @ self._base.T @ earth.T
         return turned @ self._precession
 
-    def positions(self, turns: Sequence[float]) -> tuple[FieldStars, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-        """The stars of the cap, the indices of those that may touch the frame at any of ``turns``,
-        and the pixel positions of these at each turn (in the same order for every turn)."""
-        matrices = [self.attitude(t) for t in turns]
+    def positions(
+        self, turns: Sequence[float], earth_s: float = 0.0
+    ) -> tuple[FieldStars, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """The stars of the cap, the indices of those that may touch the frame at any of ``turns``
+        (the Earth's turn ``earth_s``), and the pixel positions of these at each turn (in the same
+        order for every turn)."""
+        matrices = [self.attitude(t, earth_s) for t in turns]
         stars = self.stars_near(matrices[0])
         # Only stars near the frame are projected: a cheap cut on the angle to the line of sight.
         cos_reach = math.cos(math.radians(min(self._frame_radius * 1.05 + 0.05, 89.0)))
@@ -230,7 +273,7 @@ class CatalogueSky:
 
     def pointing(self, turn_s: float, unix: float) -> SkyPointing:
         """The truth about the frame at ``turn_s``, exposed at ``unix``."""
-        matrix = self.attitude(turn_s)
+        matrix = self.attitude(turn_s, unix - self.start_unix)
         of_date = matrix @ self._precession.T
         ra_date, dec_date = (float(v) for v in radec_of(of_date[2]))
         lst = local_sidereal_time(unix, self.longitude)
