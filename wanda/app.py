@@ -22,7 +22,7 @@ from wanda.analysis import AnalysisWorker
 from wanda.auth import Guard
 from wanda.backends import CameraBackend
 from wanda.backends.choose import create_backend
-from wanda.backends.sky import optic_scale
+from wanda.backends.sky import SimulatedSky, optic_scale
 from wanda.calibration import CalibrationLibrary
 from wanda.camera import CameraWorker
 from wanda.centring import Centring
@@ -41,6 +41,7 @@ from wanda.handlers import (
     login,
     mount_api,
     objects_api,
+    polar_api,
     session_api,
     site_api,
     solve_api,
@@ -66,7 +67,9 @@ from wanda.keys import (
     LAG,
     MEASURER,
     MOUNT,
+    POLAR_ALIGN,
     SESSIONS,
+    SIM_MOUNT,
     SITE,
     SOLVE,
     STACK,
@@ -76,7 +79,8 @@ from wanda.keys import (
     TRUSTED_HOSTS,
 )
 from wanda.monitor import LoopLagMonitor
-from wanda.mount import MountControl, StepperMount, StepperPins, create_pins
+from wanda.mount import MountControl, SimulatedPins, StepperMount, StepperPins, create_pins
+from wanda.polar_align import PolarAlign
 from wanda.security import auth_middleware, origin_middleware, trusted_hosts
 from wanda.sessions.runner import SessionManager
 from wanda.site import SiteStore
@@ -127,6 +131,7 @@ def create_app(
     app.cleanup_ctx.append(_camera_ctx(camera))
     app.cleanup_ctx.append(_mount_ctx(pins))
     app.cleanup_ctx.append(_centring_ctx)
+    app.cleanup_ctx.append(_polar_align_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
     app.cleanup_ctx.append(_lag_monitor_ctx)
     app.cleanup_ctx.append(objects_api.deepsky_ctx)
@@ -143,6 +148,7 @@ def create_app(
         captures,
         clock_api,
         objects_api,
+        polar_api,
         site_api,
         solve_api,
         stack_api,
@@ -269,6 +275,8 @@ def _mount_ctx(pins: StepperPins | None):
         backend = app[CAMERA].backend
         if hasattr(backend, "follow_mount"):
             mount.step_listeners.append(backend.follow_mount(config.mount_step_interval, config.mount_clockwise))
+            if isinstance(backend, SimulatedSky) and backend.has_axis and isinstance(mount.pins, SimulatedPins):
+                app[SIM_MOUNT] = backend  # its knobs and clutch: tests and the browser play the observer
         mount.start()
         try:
             app[MOUNT] = MountControl(mount, app[BUS], on_tracking=getattr(backend, "set_tracking", None))
@@ -291,6 +299,21 @@ async def _centring_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await app[CENTRING].stop()  # a move under way stops; the mount's own context turns it off
+
+
+async def _polar_align_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    app[POLAR_ALIGN] = PolarAlign(
+        app[MOUNT],
+        lambda since: solve_api.solve_live_frame(app, after=since),
+        app[BUS],
+        lambda: app[SITE].current,
+        step_s=config.mount_step_interval,
+        tracking_clockwise=config.mount_clockwise,
+        tracking_speed=config.mount_step_interval,
+    )
+    yield
+    await app[POLAR_ALIGN].cancel()  # a move under way stops; the mount's own context turns it off
 
 
 async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     SHUTTING_DOWN = "SHUTTING_DOWN"
     BUSY = "BUSY"
     # Plate solving
+    NO_SITE = "NO_SITE"  # the site (latitude, longitude) is needed and not set
     SOLVE_FAILED = "SOLVE_FAILED"  # no solution: data.reason says why (too few stars, no index, ...)
     # The Pi's clock
     CLOCK_SYNCHRONIZED = "CLOCK_SYNCHRONIZED"  # NTP keeps it: not set by hand

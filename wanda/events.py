@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 TRY_AGAIN_LATER = 1013  # the WebSocket close code (RFC 6455 registry) for a client too slow to keep up
 
-TOPICS = ("camera", "mount", "session", "system", "analysis", "solve", "stack", "calibration")
+TOPICS = ("camera", "mount", "session", "system", "analysis", "solve", "stack", "calibration", "polar_align")
 # What a client gets until it subscribes: everything but the analysis, which costs the server CPU
 # for as long as somebody listens, so it is asked for by name.
 DEFAULT_TOPICS = frozenset(TOPICS) - {"analysis", "solve"}

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from wanda.analysis import AnalysisWorker
 from wanda.auth import Guard
+from wanda.backends.sky import SimulatedSky
 from wanda.calibration import CalibrationLibrary
 from wanda.camera import CameraWorker
 from wanda.centring import Centring
@@ -18,6 +19,7 @@ from wanda.events import EventBus
 from wanda.frames import FrameHub
 from wanda.monitor import LoopLagMonitor
 from wanda.mount import MountControl
+from wanda.polar_align import PolarAlign
 from wanda.sessions.runner import SessionManager
 from wanda.site import SiteStore
 from wanda.solving import SolveService
@@ -42,6 +44,8 @@ CLOCK = web.AppKey("clock", SystemClock)  # the Pi's clock (timedatectl)
 SITE = web.AppKey("site", SiteStore)  # where the telescope stands
 SOLVE = web.AppKey("solve", SolveService)  # the `solve` thread and the latest solution
 CENTRING = web.AppKey("centring", Centring)  # centring a target: solve, step the RA axis, repeat
+POLAR_ALIGN = web.AppKey("polar_align", PolarAlign)  # the polar alignment assistant
+SIM_MOUNT = web.AppKey("sim_mount", SimulatedSky)  # only when the simulated sky follows the simulated mount
 CAPTURES = web.AppKey("captures", Path)  # where captures go (chosen once, at start)
 MEASURER = web.AppKey("measurer", Measurer)  # the `measure` thread: stars and HFR of each saved frame
 TRUSTED_HOSTS = web.AppKey("trusted_hosts", frozenset)  # Host names a browser may use to reach us

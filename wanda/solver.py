@@ -277,6 +277,18 @@ class Wcs:
             cards.append((key, int(value) if key.endswith("ORDER") else value, ""))
         return cards
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Wcs:
+        """The inverse of ``to_dict`` (a solve result's ``wcs``)."""
+        (a, b), (c, d) = data["cd"]
+        return cls(
+            crval=(float(data["crval"][0]), float(data["crval"][1])),
+            crpix=(float(data["crpix"][0]), float(data["crpix"][1])),
+            cd=((float(a), float(b)), (float(c), float(d))),
+            image_size=(int(data["image_size"][0]), int(data["image_size"][1])),
+            sip={str(k): float(v) for k, v in data.get("sip", {}).items()},
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "crval": list(self.crval),

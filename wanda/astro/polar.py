@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from wanda.astro.catalog import StarCatalogue, radec_of, unit_vectors
+from wanda.astro.projection import ARCSEC_PER_RADIAN
 from wanda.astro.sidereal import julian_epoch, local_sidereal_time, precession_matrix, rotation_z
 
 STANDARD_PRESSURE_HPA = 1010.0
@@ -113,6 +115,64 @@ def knob_rotation(direction: np.ndarray, raise_deg: float, azimuth_deg: float) -
     pivot = np.cross(horizontal, UP)  # raising a direction turns it about horizontal x up
     # Turning about the vertical by +a moves north towards the west: azimuth grows with -a.
     return rotation(UP, -azimuth_deg) @ rotation(pivot, raise_deg)
+
+
+def refined_attitude(
+    attitude: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    size: tuple[int, int],
+    scale: float,
+    catalogue: StarCatalogue,
+    epoch: float,
+    *,
+    match_px: float = 3.0,
+    min_matches: int = 8,
+) -> tuple[np.ndarray, int]:
+    """A solved attitude (rows: image right, down, line of sight; ICRS) fitted again to every
+    star of the frame (``x``, ``y``: array pixels) that lies within ``match_px`` of a catalogue star
+    where the solution puts it, and the number matched. The solver fits its WCS to the few stars of
+    its index (a dozen in some fields: roll errors of tens of arcseconds); the catalogue has the
+    frame's every bright star. The fit is the rotation (Kabsch's) that best maps the catalogue's
+    directions onto the stars' lines of sight at ``scale`` (arcsec per pixel); a mirrored field's
+    improper attitude stays improper. Fewer than ``min_matches``: the attitude as it was."""
+    width, height = size
+    per_pixel = scale / ARCSEC_PER_RADIAN
+    radius = math.degrees(math.hypot(width, height) / 2 * per_pixel) * 1.05
+    ra, dec = radec_of(attitude[2])
+    indices = catalogue.query(float(ra), float(dec), radius)
+    if len(indices) < min_matches or len(x) < min_matches:
+        return attitude, 0
+    known = unit_vectors(*catalogue.positions_at(indices, epoch))
+    predicted = known @ attitude.T
+    in_front = predicted[:, 2] > 0
+    known, predicted = known[in_front], predicted[in_front]
+    px = predicted[:, 0] / predicted[:, 2] / per_pixel + (width - 1) / 2
+    py = predicted[:, 1] / predicted[:, 2] / per_pixel + (height - 1) / 2
+    stars = np.stack((np.asarray(x, float), np.asarray(y, float)), axis=1)
+    distance = np.hypot(stars[:, None, 0] - px[None, :], stars[:, None, 1] - py[None, :])
+    nearest = distance.argmin(axis=1)
+    close = distance[np.arange(len(stars)), nearest] <= match_px
+    # One star to one catalogue entry: a pair sharing its entry is left out.
+    counts = np.bincount(nearest[close], minlength=len(known))
+    keep = close & (counts[nearest] == 1)
+    if keep.sum() < min_matches:
+        return attitude, int(keep.sum())
+    seen = np.stack(
+        (
+            (stars[keep, 0] - (width - 1) / 2) * per_pixel,
+            (stars[keep, 1] - (height - 1) / 2) * per_pixel,
+            np.ones(int(keep.sum())),
+        ),
+        axis=1,
+    )
+    seen /= np.linalg.norm(seen, axis=1)[:, None]
+    sky = known[nearest[keep]]
+    # seen_i = A @ sky_i: A = V diag(1, 1, d) U^T from the SVD of sum(sky_i seen_i^T) = U S V^T.
+    u, _, vt = np.linalg.svd(sky.T @ seen)
+    handed = 1.0 if np.linalg.det(attitude) > 0 else -1.0
+    d = np.sign(np.linalg.det(vt.T @ u.T)) * handed
+    return vt.T @ np.diag([1.0, 1.0, d]) @ u.T, int(keep.sum())
 
 
 def attitude_in_ground(attitude_icrs: np.ndarray, unix: float, latitude: float, longitude: float) -> np.ndarray:

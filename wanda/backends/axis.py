@@ -52,11 +52,13 @@ class RaAxis:
         self._counts: list[int] = []  # the net steps with the sky after each of them
         self._folded = 0  # the net count before the oldest kept step
         self.steps = 0  # steps heard, either way
+        self.clutch_locked = True
 
     def stepped(self, at: float, direction: int) -> None:
         """The mount stepped at ``at`` (its clock, the sky's), ``direction`` +1 clockwise or -1."""
         with self._lock:
-            self._turned_locked(at, direction * self.tracking_sign)
+            if self.clutch_locked:  # released, the worm turns and the axis does not
+                self._turned_locked(at, direction * self.tracking_sign)
             self.steps += 1
 
     def turned_by_hand(self, at: float, steps: int) -> None:

@@ -340,6 +340,7 @@ class SimulatedSky:
             self._pad = 2 * self._pad + TRAIL_PIECE_PX
         # The mount's knobs: degrees of altitude raised and of azimuth turned from the pole.
         self._knobs = (0.0, 0.0)
+        self._hand_rest = 0.0  # a turn by hand's part of a step not drawn yet
         if any(polar_error):
             field = self._require_site("a misaligned mount")
             assert latitude is not None
@@ -485,6 +486,11 @@ class SimulatedSky:
 
     # -- the simulated mount's axis: polar alignment ------------------------------------------
 
+    @property
+    def has_axis(self) -> bool:
+        """Whether the mount's axis is simulated: the real sky, at a site."""
+        return self._field is not None and self._field.latitude is not None
+
     def _require_site(self, what: str) -> CatalogueSky:
         if self._field is None or self._field.latitude is None:
             raise ValueError(f"{what} needs the real sky (sim_sky catalog) and the site's latitude and longitude")
@@ -520,16 +526,29 @@ class SimulatedSky:
             field.set_base(self._base_in_ground(field))
         return self.polar_truth()
 
-    def turn_ra_by_hand(self, degrees: float) -> int:
-        """The observer turns the RA axis by hand, the clutch released: ``degrees`` the way the
-        sky goes (negative: against it), in whole steps of the mount's. Only while the sky follows
-        a mount's steps. Returns the steps' worth turned."""
+    def _following(self) -> RaAxis:
         if self._axis is None:
-            raise ValueError("turning the RA axis by hand needs the simulated mount")
-        steps = round(degrees * 3600 / (self._axis.step_s * SIDEREAL_RATE))
-        if steps:
-            self._axis.turned_by_hand(self._clock(), steps)
-        return steps
+            raise ValueError("the RA axis is the simulated mount's: the sky must follow it")
+        return self._axis
+
+    def turn_ra_by_hand(self, degrees: float) -> None:
+        """The observer turns the RA axis by hand: ``degrees`` the way the sky goes (negative:
+        against it), drawn in whole steps' worth of the mount's (the rest is kept for the next
+        turn). Only while the sky follows a mount's steps."""
+        axis = self._following()
+        steps = degrees * 3600 / (axis.step_s * SIDEREAL_RATE) + self._hand_rest
+        whole = round(steps)
+        self._hand_rest = steps - whole
+        if whole:
+            axis.turned_by_hand(self._clock(), whole)
+
+    def set_clutch(self, locked: bool) -> None:
+        """Released, the RA axis no longer turns with the motor's steps (a slipping clutch)."""
+        self._following().clutch_locked = locked
+
+    def mount_state(self) -> dict:
+        """The simulated mount as the observer's hands left it: its axis's truth and the clutch."""
+        return {"polar_error": self.polar_truth().as_dict(), "clutch_locked": self._following().clutch_locked}
 
     # -- mount coupling ----------------------------------------------------------------------
 

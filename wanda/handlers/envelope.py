@@ -39,6 +39,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.SESSION_STOP_FAILED: 409,
     ErrorCode.CLOCK_SYNCHRONIZED: 409,
     ErrorCode.MOUNT_BUSY: 409,
+    ErrorCode.NO_SITE: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.NO_THUMBNAIL: 415,
     ErrorCode.SOLVE_FAILED: 422,

@@ -14,7 +14,7 @@ from wanda.handlers.camera_api import read_json
 from wanda.handlers.envelope import ok
 from wanda.handlers.objects_api import find
 from wanda.handlers.ws import action, no_params
-from wanda.keys import CENTRING, MOUNT, SESSIONS
+from wanda.keys import CENTRING, MOUNT, POLAR_ALIGN, SESSIONS
 from wanda.validate import invalid, json_object, known_fields, number, whole, within
 
 routes = web.RouteTableDef()
@@ -69,6 +69,8 @@ async def centre(app: web.Application, body: Any) -> dict[str, Any]:
     target = await _target(app, body)
     if app[SESSIONS].active:
         raise WandaError(ErrorCode.MOUNT_BUSY, "a capture session is running: moving the mount would spoil its frames")
+    if app[POLAR_ALIGN].running:
+        raise WandaError(ErrorCode.MOUNT_BUSY, "polar alignment is running: centre a target when it is done")
     state = await app[CENTRING].run(target, tolerance_arcmin=tolerance, rounds=rounds, max_move_deg=max_move)
     if not state["centred"]:
         raise WandaError(ErrorCode.CENTRE_FAILED, f"not centred: {state['message']}", data=state)

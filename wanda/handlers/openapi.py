@@ -12,6 +12,8 @@ from typing import Any
 from wanda import __version__
 from wanda.errors import ErrorCode
 from wanda.handlers.captures import MAX_OFFSET, MAX_PAGE, MAX_SELECTION, PAGE
+from wanda.handlers.polar_api import MAX_HAND_TURN_S
+from wanda.polar_align import HAND_WAIT_RANGE_S, LIMIT_RANGE_ARCMIN, ROTATION_RANGE_DEG
 from wanda.sessions.checks import MAX_DITHER_STEPS, MAX_IMAGES, MAX_SETTLE_S
 from wanda.settings import FILE_FORMATS, FRAME_TYPES, MAX_SKIP_FRAMES, NIGHT_VISION_LIMITS, Limits
 
@@ -300,6 +302,66 @@ def build_spec(limits: Limits) -> dict[str, Any]:
             ),
             "get": _operation("the running or last centring", {200: _ok()}),
             "delete": _operation("stop a running centring", {200: _ok()}, 403),
+        },
+        "/api/polar-align": {
+            "post": _operation(
+                "start the polar alignment assistant (answers at once; the topic polar_align follows it), or cancel it",
+                {200: _ok()},
+                400,
+                403,
+                409,
+                requestBody=_json_body(
+                    _object(
+                        {
+                            "action": {"type": "string", "enum": ["start", "cancel"]},
+                            "rotate_deg": {
+                                "type": "number",
+                                "minimum": ROTATION_RANGE_DEG[0],
+                                "maximum": ROTATION_RANGE_DEG[1],
+                            },
+                            "direction": {"type": "string", "enum": ["west", "east"]},
+                            "mode": {"type": "string", "enum": ["stepper", "hand"]},
+                            "limit_arcmin": {
+                                "type": "number",
+                                "minimum": LIMIT_RANGE_ARCMIN[0],
+                                "maximum": LIMIT_RANGE_ARCMIN[1],
+                            },
+                            "hand_wait_s": {
+                                "type": "number",
+                                "minimum": HAND_WAIT_RANGE_S[0],
+                                "maximum": HAND_WAIT_RANGE_S[1],
+                            },
+                        },
+                        ["action"],
+                    )
+                ),
+            ),
+            "get": _operation(
+                "the running or last polar alignment: its step, the error and the knobs' directions", {200: _ok()}
+            ),
+        },
+        "/api/sim/mount": {
+            "get": _operation(
+                "the simulated mount's axis against the pole (the simulated sky at a site only)", {200: _ok()}, 404
+            ),
+            "post": _operation(
+                "play the observer at the simulated mount: turn its knobs, turn the RA axis by hand, lock or release the clutch",
+                {200: _ok()},
+                400,
+                403,
+                404,
+                requestBody=_json_body(
+                    _object(
+                        {
+                            "alt_knob_arcmin": {"type": "number", "minimum": -600, "maximum": 600},
+                            "az_knob_arcmin": {"type": "number", "minimum": -600, "maximum": 600},
+                            "ra_by_hand_deg": {"type": "number", "minimum": -90, "maximum": 90},
+                            "seconds": {"type": "number", "minimum": 0, "maximum": MAX_HAND_TURN_S},
+                            "clutch": {"type": "string", "enum": ["locked", "released"]},
+                        }
+                    )
+                ),
+            ),
         },
         "/api/calibration": {
             "get": _operation("the master darks, flats and bias frames", {200: _ok()}),

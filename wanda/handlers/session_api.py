@@ -12,7 +12,7 @@ from wanda.events import Subscriber
 from wanda.handlers.camera_api import read_json
 from wanda.handlers.envelope import ok
 from wanda.handlers.ws import action, no_params
-from wanda.keys import CAPTURES, CENTRING, SESSIONS
+from wanda.keys import CAPTURES, CENTRING, POLAR_ALIGN, SESSIONS
 from wanda.sessions.form import load_session_config, parse_session_config, save_session_config
 
 routes = web.RouteTableDef()
@@ -27,6 +27,8 @@ def _mount_free(app: web.Application) -> None:
     """A session's frames need a still mount: none starts while a centring moves it."""
     if app[CENTRING].running:
         raise WandaError(ErrorCode.MOUNT_BUSY, "the mount is centring a target: start the session when it is done")
+    if app[POLAR_ALIGN].running:
+        raise WandaError(ErrorCode.MOUNT_BUSY, "polar alignment is running: start the session when it is done")
 
 
 @routes.post("/api/session/start")

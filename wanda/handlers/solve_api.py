@@ -55,9 +55,14 @@ async def solve(app: web.Application, body: Any) -> dict[str, Any]:
 async def solve_live(app: web.Application, after: float | None = None) -> dict[str, Any]:
     """The solution of the live view: of a frame taken lately, or of one exposed wholly after Unix
     time ``after`` (the mount has moved). SOLVE_FAILED when it is not solved."""
+    return (await solve_live_frame(app, after))[1]
+
+
+async def solve_live_frame(app: web.Application, after: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``solve_live``'s frame (its analysis, with the stars) and solution."""
     frame = await (fresh_analysis(app) if after is None else analysis_after(app, after))
     source = {"kind": "preview", "timestamp": frame["timestamp"]}
-    return await _solved(app, frame["stars"], frame["width"], frame["height"], source)
+    return frame, await _solved(app, frame["stars"], frame["width"], frame["height"], source)
 
 
 async def _solved(
