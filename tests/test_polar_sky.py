@@ -11,7 +11,8 @@ import pytest
 from helpers import FakeClock
 
 from wanda.astro import polar
-from wanda.astro.catalog import unit_vectors
+from wanda.astro.catalog import load_catalogue, unit_vectors
+from wanda.astro.measure import analyse
 from wanda.backends.sky import SimulatedSky
 from wanda.config import ConfigError, load_config
 
@@ -133,3 +134,29 @@ def test_a_misaligned_mount_needs_the_real_sky_and_the_site():
     assert (config.sim_polar_error_alt, config.sim_polar_error_az) == (-12.5, 0.0)
     with pytest.raises(ValueError, match="needs the real sky"):
         SimulatedSky(clock=FakeClock(), polar_error=(10.0, 0.0))
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_an_attitude_a_minute_off_is_refitted_to_the_catalogues_stars(mirrored):
+    """A solve's attitude 1' and 0.02° of roll off (a solver's fit to a dozen index stars), fitted
+    again to the frame's stars that the catalogue has: within seconds of arc of the truth."""
+    clock = FakeClock()
+    sky = misaligned_sky(clock)
+    sky.set_tracking(True)
+    image = sky.render_luminance(0.5, 8.0).astype(np.uint8)
+    truth = sky.truth()
+    figures = analyse(image, 255)
+    x = np.array([s["x"] for s in figures["stars"]])
+    y = np.array([s["y"] for s in figures["stars"]])
+    exact = truth.pointing.wcs.attitude
+    if mirrored:  # a diagonal: the image's x runs the other way
+        exact = np.diag([-1.0, 1.0, 1.0]) @ exact
+        x = 1439 - x
+    off = exact @ polar.rotation(np.array([0.3, -0.5, 0.8]), 1 / 60).T
+    refined, matched = polar.refined_attitude(
+        off, x, y, (1440, 1080), truth.pointing.wcs.scale, load_catalogue(), truth.pointing.epoch
+    )
+    assert matched >= 30
+    assert np.linalg.det(refined) == pytest.approx(np.linalg.det(exact))
+    assert polar.rotation_angle(refined.T @ exact) * 3600 < 10.0
+    assert polar.rotation_angle(off.T @ exact) * 3600 > 59.0

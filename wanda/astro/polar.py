@@ -126,53 +126,64 @@ def refined_attitude(
     catalogue: StarCatalogue,
     epoch: float,
     *,
-    match_px: float = 3.0,
+    match_px: tuple[float, ...] = (10.0, 3.0),
     min_matches: int = 8,
 ) -> tuple[np.ndarray, int]:
     """A solved attitude (rows: image right, down, line of sight; ICRS) fitted again to every
-    star of the frame (``x``, ``y``: array pixels) that lies within ``match_px`` of a catalogue star
-    where the solution puts it, and the number matched. The solver fits its WCS to the few stars of
-    its index (a dozen in some fields: roll errors of tens of arcseconds); the catalogue has the
-    frame's every bright star. The fit is the rotation (Kabsch's) that best maps the catalogue's
-    directions onto the stars' lines of sight at ``scale`` (arcsec per pixel); a mirrored field's
-    improper attitude stays improper. Fewer than ``min_matches``: the attitude as it was."""
+    star of the frame (``x``, ``y``: array pixels) that lies near a catalogue star where the
+    attitude puts it, and the number matched. The solver fits its WCS to the few stars of its index
+    (a dozen in some fields: roll errors of tens of arcseconds); the catalogue has the frame's every
+    bright star. Each pass matches within its radius of ``match_px`` and fits the rotation
+    (Kabsch's) that best maps the catalogue's directions onto the stars' lines of sight at
+    ``scale`` (arcsec per pixel); a mirrored field's improper attitude stays improper. Fewer than
+    ``min_matches``: the attitude as it was."""
     width, height = size
     per_pixel = scale / ARCSEC_PER_RADIAN
     radius = math.degrees(math.hypot(width, height) / 2 * per_pixel) * 1.05
     ra, dec = radec_of(attitude[2])
-    indices = catalogue.query(float(ra), float(dec), radius)
-    if len(indices) < min_matches or len(x) < min_matches:
-        return attitude, 0
-    known = unit_vectors(*catalogue.positions_at(indices, epoch))
-    predicted = known @ attitude.T
-    in_front = predicted[:, 2] > 0
-    known, predicted = known[in_front], predicted[in_front]
-    px = predicted[:, 0] / predicted[:, 2] / per_pixel + (width - 1) / 2
-    py = predicted[:, 1] / predicted[:, 2] / per_pixel + (height - 1) / 2
+    known = unit_vectors(*catalogue.positions_at(catalogue.query(float(ra), float(dec), radius), epoch))
     stars = np.stack((np.asarray(x, float), np.asarray(y, float)), axis=1)
-    distance = np.hypot(stars[:, None, 0] - px[None, :], stars[:, None, 1] - py[None, :])
-    nearest = distance.argmin(axis=1)
-    close = distance[np.arange(len(stars)), nearest] <= match_px
-    # One star to one catalogue entry: a pair sharing its entry is left out.
-    counts = np.bincount(nearest[close], minlength=len(known))
-    keep = close & (counts[nearest] == 1)
-    if keep.sum() < min_matches:
-        return attitude, int(keep.sum())
     seen = np.stack(
         (
-            (stars[keep, 0] - (width - 1) / 2) * per_pixel,
-            (stars[keep, 1] - (height - 1) / 2) * per_pixel,
-            np.ones(int(keep.sum())),
+            (stars[:, 0] - (width - 1) / 2) * per_pixel,
+            (stars[:, 1] - (height - 1) / 2) * per_pixel,
+            np.ones(len(stars)),
         ),
         axis=1,
     )
     seen /= np.linalg.norm(seen, axis=1)[:, None]
-    sky = known[nearest[keep]]
-    # seen_i = A @ sky_i: A = V diag(1, 1, d) U^T from the SVD of sum(sky_i seen_i^T) = U S V^T.
-    u, _, vt = np.linalg.svd(sky.T @ seen)
     handed = 1.0 if np.linalg.det(attitude) > 0 else -1.0
-    d = np.sign(np.linalg.det(vt.T @ u.T)) * handed
-    return vt.T @ np.diag([1.0, 1.0, d]) @ u.T, int(keep.sum())
+    matched = 0
+    for reach in match_px:
+        pairs = _pairs(attitude, known, stars, per_pixel, size, reach)
+        matched = len(pairs[0])
+        if matched < min_matches:
+            return attitude, matched
+        # seen_i = A @ sky_i: A = V diag(1, 1, d) U^T from the SVD of sum(sky_i seen_i^T) = U S V^T.
+        u, _, vt = np.linalg.svd(known[pairs[1]].T @ seen[pairs[0]])
+        d = np.sign(np.linalg.det(vt.T @ u.T)) * handed
+        attitude = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+    return attitude, matched
+
+
+def _pairs(
+    attitude: np.ndarray, known: np.ndarray, stars: np.ndarray, per_pixel: float, size: tuple[int, int], reach: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the stars and of the catalogue entries that pair up: each star with the entry
+    nearest where ``attitude`` puts it, within ``reach`` pixels, and no entry claimed twice."""
+    if len(known) == 0 or len(stars) == 0:
+        return np.empty(0, int), np.empty(0, int)
+    predicted = known @ attitude.T
+    depth = np.where(predicted[:, 2] > 0, predicted[:, 2], np.nan)  # behind the camera: never near
+    px = predicted[:, 0] / depth / per_pixel + (size[0] - 1) / 2
+    py = predicted[:, 1] / depth / per_pixel + (size[1] - 1) / 2
+    distance = np.hypot(stars[:, None, 0] - px[None, :], stars[:, None, 1] - py[None, :])
+    distance = np.where(np.isnan(distance), np.inf, distance)
+    nearest = distance.argmin(axis=1)
+    close = distance[np.arange(len(stars)), nearest] <= reach
+    counts = np.bincount(nearest[close], minlength=len(known))
+    keep = close & (counts[nearest] == 1)
+    return np.flatnonzero(keep), nearest[keep]
 
 
 def attitude_in_ground(attitude_icrs: np.ndarray, unix: float, latitude: float, longitude: float) -> np.ndarray:
