@@ -25,9 +25,18 @@ MISALIGNED = {
 FAST_STEPS = {"mount_step_interval": 10.0}  # 150" a step: 5 degrees in 12 s at 10 steps a second
 
 
+async def polar_alignment_exposure(client) -> None:
+    """Half-second frames at gain 2, as an observer sets the camera for polar alignment: stars
+    centred to a tenth of a pixel (at 1/30 s, a third)."""
+    response = await client.post("/api/camera/settings", json={"exposure_seconds": 0.5, "gain": 2})
+    assert response.status == 200
+
+
 @pytest.fixture
 async def aligning(make_client):
-    return await make_client(**MISALIGNED)
+    client = await make_client(**MISALIGNED)
+    await polar_alignment_exposure(client)
+    return client
 
 
 async def state_of(client) -> dict:
@@ -71,7 +80,7 @@ async def test_by_hand_the_assistant_measures_the_truth_and_the_observer_follows
     response = await client.post("/api/polar-align", json={"action": "start", "mode": "hand", "rotate_deg": 15})
     body = await response.json()
     assert response.status == 200, body
-    assert body["data"]["running"] is True and body["data"]["step"] == 1
+    assert body["data"]["running"] is True and body["data"]["step"] == 1 and body["data"]["advice"] is None
     state = await wait_for_phase(client, "waiting_for_hand")
     assert "release the RA clutch" in state["message"]
     await turn_by_hand(client, -15.0)  # the axis turned east by hand, against the sky
@@ -103,6 +112,7 @@ async def test_by_hand_the_assistant_measures_the_truth_and_the_observer_follows
 
 async def test_by_the_stepper_over_the_websocket_each_step_is_published(make_client):
     client = await make_client(**MISALIGNED, **FAST_STEPS)
+    await polar_alignment_exposure(client)
     ws = await client.ws_connect("/ws")
     await ws.send_json({"id": 1, "action": "subscribe", "params": {"topics": ["polar_align", "mount"]}})
     await receive_until(ws, is_reply(1))
@@ -122,14 +132,21 @@ async def test_by_the_stepper_over_the_websocket_each_step_is_published(make_cli
     assert "move_start" in mount_events and "move_done" in mount_events
     assert state["rotation_steps"] == 120 and state["turned_deg"] == pytest.approx(5.0, abs=0.1)
     truth = client.app[SIM_MOUNT].polar_truth()
-    # Five degrees of turn: the axis to a couple of arcminutes.
-    assert state["alt_error_arcmin"] == pytest.approx(truth.alt_arcmin, abs=2.0)
-    assert state["az_error_arcmin"] == pytest.approx(truth.az_arcmin, abs=2.0)
+    # Five degrees of turn: the axis to about an arcminute.
+    assert state["alt_error_arcmin"] == pytest.approx(truth.alt_arcmin, abs=1.5)
+    assert state["az_error_arcmin"] == pytest.approx(truth.az_arcmin, abs=1.5)
     await ws.send_json({"id": 3, "action": "polar_align", "params": {"action": "cancel"}})
     reply = (await receive_until(ws, is_reply(3)))[-1]
     assert reply["ok"] is True and reply["data"]["cancelled"] is True
     assert reply["data"]["state"]["reason"] == "cancelled" and reply["data"]["state"]["running"] is False
     await ws.close()
+
+
+async def test_a_short_exposure_gets_advice(make_client):
+    client = await make_client(**MISALIGNED)  # the live view's 1/30 s
+    state = (await (await client.post("/api/polar-align", json={"action": "start", "mode": "hand"})).json())["data"]
+    assert "0.5 s or more" in state["advice"]
+    await client.post("/api/polar-align", json={"action": "cancel"})
 
 
 async def test_without_a_site_it_says_so_before_anything_moves(make_client):

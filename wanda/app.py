@@ -305,12 +305,13 @@ async def _polar_align_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     app[POLAR_ALIGN] = PolarAlign(
         app[MOUNT],
-        lambda since: solve_api.solve_live_frame(app, after=since),
+        lambda since, blind: solve_api.solve_live_frame(app, after=since, blind=blind),
         app[BUS],
         lambda: app[SITE].current,
         step_s=config.mount_step_interval,
         tracking_clockwise=config.mount_clockwise,
         tracking_speed=config.mount_step_interval,
+        exposure_s=lambda: app[CAMERA].backend.exposure_s,
     )
     yield
     await app[POLAR_ALIGN].cancel()  # a move under way stops; the mount's own context turns it off

@@ -57,6 +57,7 @@ HAND_SHARE = 0.9  # a hand turn of this share of the angle asked for will do
 STILL_ARCMIN = 0.5  # two solves this close (the camera's turn between them): the field is still
 SIGHTS_PER_POSITION = 3  # frames averaged at each end of the turn the axis is measured from
 DONE_SOLVES = 3  # solves in a row under the limit
+SHORT_EXPOSURE_S = 0.2  # shorter live view frames: the state advises a longer exposure
 FIELDS = ("action", "rotate_deg", "direction", "mode", "limit_arcmin", "hand_wait_s")
 
 
@@ -93,6 +94,7 @@ class Sighting:
     wcs: Wcs
     to_ground: np.ndarray  # ICRS to east-north-up at ``unix``
     matched: int  # stars the attitude was fitted to (0: the solver's own fit)
+    solve_seconds: float = 0.0
 
 
 def attitude_of_wcs(wcs: Wcs) -> np.ndarray:
@@ -128,7 +130,7 @@ def sighting(frame: dict[str, Any], solved: dict[str, Any], site: Site, catalogu
         julian_epoch(unix),
     )
     to_ground = polar.horizon_matrix(unix, site.latitude, site.longitude)
-    return Sighting(attitude @ to_ground.T, unix, wcs, to_ground, matched)
+    return Sighting(attitude @ to_ground.T, unix, wcs, to_ground, matched, float(solved.get("seconds") or 0.0))
 
 
 def averaged(sightings: list[Sighting]) -> Sighting:
@@ -176,18 +178,22 @@ class PolarAlign:
     def __init__(
         self,
         mount: MountControl,
-        solve_after: Callable[[float], Awaitable[tuple[dict[str, Any], dict[str, Any]]]],
+        solve_after: Callable[[float, bool], Awaitable[tuple[dict[str, Any], dict[str, Any]]]],
         bus: EventBus,
         site: Callable[[], Site],
         *,
         step_s: float,
         tracking_clockwise: bool,
         tracking_speed: float,
+        exposure_s: Callable[[], float] = lambda: 1.0,
         catalogue: Callable[[], StarCatalogue] = load_catalogue,
     ):
-        """``solve_after(t)``: a live frame exposed wholly after Unix time ``t`` (its analysis) and
-        its solve result (raises WandaError when there is none or it does not solve). ``site``:
-        where the telescope stands now. ``step_s``: one step in seconds of sidereal motion."""
+        """``solve_after(t, blind)``: a live frame exposed wholly after Unix time ``t`` (its analysis)
+        and its solve result, searched for blind if ``blind`` when the hints fail (raises WandaError
+        when there is none or it does not solve). Only the first solve may search blind: later
+        frames are near it, and one smeared by a turn must fail in a second. ``site``:
+        where the telescope stands now. ``step_s``: one step in seconds of sidereal motion.
+        ``exposure_s()``: the live view's exposure, for advice."""
         self.mount = mount
         self._solve_after = solve_after
         self.bus = bus
@@ -196,6 +202,7 @@ class PolarAlign:
         self.tracking_clockwise = tracking_clockwise
         self.tracking_speed = tracking_speed
         self._catalogue = catalogue
+        self._exposure_s = exposure_s
         self._task: asyncio.Task[None] | None = None
         self.state: dict[str, Any] | None = None
         bus.add_status_provider("polar_align", lambda: self.state or {"running": False, "phase": None})
@@ -227,6 +234,7 @@ class PolarAlign:
             "solves": [],
             "turned_deg": None,
             "warning": None,
+            "advice": None,
             "measured": None,
             "alt_error_arcmin": None,
             "az_error_arcmin": None,
@@ -235,10 +243,19 @@ class PolarAlign:
             "overlay": None,
             "updates": 0,
             "updated": None,
+            "frame_time": None,
+            "solve_seconds": None,
+            "matched": None,
             "done": None,
             "reason": None,
             "started": round(time.time(), 3),
         }
+        if self._exposure_s() < SHORT_EXPOSURE_S:
+            # Stars of a 1/30 s frame are centred to a third of a pixel: the axis to minutes of arc.
+            state["advice"] = (
+                f"the live view's exposure is {self._exposure_s():.3g} s: 0.5 s or more centres the stars "
+                "better and measures the axis more precisely"
+            )
         self.state = state
         self._task = asyncio.create_task(self._run(state, options, site), name="polar alignment")
         self._publish("align_start")
@@ -279,7 +296,7 @@ class PolarAlign:
                 )
             error = polar.polar_error(axis, site.latitude)
             state["measured"] = error.as_dict()
-            self._show(state, error, overlay(second, axis, site.latitude, options.limit_arcmin))
+            self._show(state, error, overlay(second, axis, site.latitude, options.limit_arcmin), second)
             self._step(state, "adjusting", 4, "turn the knobs as the arrows show")
             await self._follow_the_knobs(state, options, site.latitude, axis, second)
         except asyncio.CancelledError:
@@ -297,10 +314,10 @@ class PolarAlign:
             log.exception("polar alignment failed")
             self._end(state, False, "error", "polar alignment failed (see the server log)")
 
-    async def _look(self, since: float) -> Sighting:
+    async def _look(self, since: float, *, blind: bool = False) -> Sighting:
         """The next frame exposed after ``since``, solved and fitted (WandaError when there is none
         or it does not solve)."""
-        frame, solved = await self._solve_after(since)
+        frame, solved = await self._solve_after(since, blind)
         site = self._site()
         return await asyncio.to_thread(lambda: sighting(frame, solved, site, self._catalogue()))
 
@@ -310,7 +327,7 @@ class PolarAlign:
         sights: list[Sighting] = []
         while len(sights) < SIGHTS_PER_POSITION:
             try:
-                seen = await self._look(sights[-1].unix if sights else since)
+                seen = await self._look(sights[-1].unix if sights else since, blind=not state["solves"])
             except WandaError as exc:
                 raise WandaError(exc.code, f"{what} failed: {_plain(exc)}", data=exc.data) from None
             sights.append(seen)
@@ -382,7 +399,7 @@ class PolarAlign:
             now_axis = polar.moved_axis(axis, reference.ground, seen.ground)
             error = polar.polar_error(now_axis, latitude)
             state["warning"] = None
-            self._show(state, error, overlay(seen, now_axis, latitude, options.limit_arcmin))
+            self._show(state, error, overlay(seen, now_axis, latitude, options.limit_arcmin), seen)
             under = under + 1 if error.total_arcmin <= options.limit_arcmin else 0
             if under >= DONE_SOLVES:
                 self._end(
@@ -396,9 +413,17 @@ class PolarAlign:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def _show(self, state: dict[str, Any], error: polar.PolarError, drawn: dict[str, Any]) -> None:
+    def _show(self, state: dict[str, Any], error: polar.PolarError, drawn: dict[str, Any], seen: Sighting) -> None:
+        """A new error: of the frame taken at ``frame_time`` (Unix), solved in ``solve_seconds``."""
         state.update(error.as_dict())
-        state.update(overlay=drawn, updates=state["updates"] + 1, updated=round(time.time(), 3))
+        state.update(
+            overlay=drawn,
+            updates=state["updates"] + 1,
+            updated=round(time.time(), 3),
+            frame_time=round(seen.unix, 3),
+            solve_seconds=round(seen.solve_seconds, 3),
+            matched=seen.matched,
+        )
         self._publish("align_progress")
 
     def _step(self, state: dict[str, Any], phase: str, step: int, message: str) -> None:

@@ -44,6 +44,7 @@ class _Job:
     height: int
     source: dict[str, Any]  # what was solved: the preview at a time, or a capture's path
     future: asyncio.Future | None  # the caller waiting for it (None: continuous mode)
+    blind: bool = True  # a caller's list is searched for blind when the hints fail
 
 
 class SolveService:
@@ -113,10 +114,14 @@ class SolveService:
 
     # -- from the loop ----------------------------------------------------------------------------
 
-    def submit(self, stars: list[dict[str, Any]], width: int, height: int, source: dict[str, Any]) -> asyncio.Future:
-        """Queue a star list; the future gets its result (or a WandaError when superseded)."""
+    def submit(
+        self, stars: list[dict[str, Any]], width: int, height: int, source: dict[str, Any], *, blind: bool = True
+    ) -> asyncio.Future:
+        """Queue a star list; the future gets its result (or a WandaError when superseded).
+        ``blind`` False: the hints' attempts only (a caller that knows roughly where the field is,
+        and would rather hear of a failure in a second than wait half a minute for a blind search)."""
         future = self._loop.create_future()
-        self._put(_Job(stars, width, height, source, future))
+        self._put(_Job(stars, width, height, source, future, blind))
         return future
 
     def offer(self, analysis: dict[str, Any]) -> None:
@@ -194,7 +199,7 @@ class SolveService:
             attempts.append(("scale", scale, None))
         if learned and configured and abs(learned / configured - 1) > SCALE_TOLERANCE:
             attempts.append(("configured scale", ScaleHint.around(configured, SCALE_TOLERANCE), None))
-        if job.future is not None or scale is None:
+        if (job.future is not None and job.blind) or scale is None:
             # Blind searches take seconds to half a minute of a core: asked for, not every frame of
             # a continuous solve (a cloudy sky would keep a core busy for nothing).
             attempts.append(("blind", None, None))

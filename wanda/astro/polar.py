@@ -44,6 +44,10 @@ from wanda.astro.sidereal import julian_epoch, local_sidereal_time, precession_m
 STANDARD_PRESSURE_HPA = 1010.0
 STANDARD_TEMPERATURE_C = 10.0
 UP = np.array([0.0, 0.0, 1.0])
+# refined_attitude's last pass leaves out stars further off than this many times the median
+# residual (and than the floor, in pixels).
+CLIP_MEDIANS = 3.0
+CLIP_FLOOR_PX = 0.5
 
 
 def refraction_arcmin(
@@ -135,8 +139,9 @@ def refined_attitude(
     (a dozen in some fields: roll errors of tens of arcseconds); the catalogue has the frame's every
     bright star. Each pass matches within its radius of ``match_px`` and fits the rotation
     (Kabsch's) that best maps the catalogue's directions onto the stars' lines of sight at
-    ``scale`` (arcsec per pixel); a mirrored field's improper attitude stays improper. Fewer than
-    ``min_matches``: the attitude as it was."""
+    ``scale`` (arcsec per pixel); a last pass fits again without the stars left far off (CLIP_*).
+    A mirrored field's improper attitude stays improper. Fewer than ``min_matches``: the attitude
+    as it was."""
     width, height = size
     per_pixel = scale / ARCSEC_PER_RADIAN
     radius = math.degrees(math.hypot(width, height) / 2 * per_pixel) * 1.05
@@ -153,17 +158,21 @@ def refined_attitude(
     )
     seen /= np.linalg.norm(seen, axis=1)[:, None]
     handed = 1.0 if np.linalg.det(attitude) > 0 else -1.0
-    matched = 0
-    for reach in match_px:
-        pairs = _pairs(attitude, known, stars, per_pixel, size, reach)
-        matched = len(pairs[0])
-        if matched < min_matches:
-            return attitude, matched
+    stars_of, entries = np.empty(0, int), np.empty(0, int)
+    for reach in (*match_px, None):
+        if reach is None:  # a last pass without the stars the fit leaves far off (blends, clipped tops)
+            residual = np.linalg.norm(seen[stars_of] - known[entries] @ attitude.T, axis=1) / per_pixel
+            keep = residual <= max(CLIP_FLOOR_PX, CLIP_MEDIANS * float(np.median(residual)))
+            stars_of, entries = stars_of[keep], entries[keep]
+        else:
+            stars_of, entries = _pairs(attitude, known, stars, per_pixel, size, reach)
+        if len(stars_of) < min_matches:
+            return attitude, len(stars_of)
         # seen_i = A @ sky_i: A = V diag(1, 1, d) U^T from the SVD of sum(sky_i seen_i^T) = U S V^T.
-        u, _, vt = np.linalg.svd(known[pairs[1]].T @ seen[pairs[0]])
+        u, _, vt = np.linalg.svd(known[entries].T @ seen[stars_of])
         d = np.sign(np.linalg.det(vt.T @ u.T)) * handed
         attitude = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
-    return attitude, matched
+    return attitude, len(stars_of)
 
 
 def _pairs(

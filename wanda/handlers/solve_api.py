@@ -58,17 +58,26 @@ async def solve_live(app: web.Application, after: float | None = None) -> dict[s
     return (await solve_live_frame(app, after))[1]
 
 
-async def solve_live_frame(app: web.Application, after: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``solve_live``'s frame (its analysis, with the stars) and solution."""
+async def solve_live_frame(
+    app: web.Application, after: float | None = None, *, blind: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``solve_live``'s frame (its analysis, with the stars) and solution; ``blind`` False: no blind
+    search when the hints fail (SolveService.submit)."""
     frame = await (fresh_analysis(app) if after is None else analysis_after(app, after))
     source = {"kind": "preview", "timestamp": frame["timestamp"]}
-    return frame, await _solved(app, frame["stars"], frame["width"], frame["height"], source)
+    return frame, await _solved(app, frame["stars"], frame["width"], frame["height"], source, blind=blind)
 
 
 async def _solved(
-    app: web.Application, stars: list[dict[str, Any]], width: int, height: int, source: dict[str, Any]
+    app: web.Application,
+    stars: list[dict[str, Any]],
+    width: int,
+    height: int,
+    source: dict[str, Any],
+    *,
+    blind: bool = True,
 ) -> dict[str, Any]:
-    result: dict[str, Any] = await app[SOLVE].submit(stars, width, height, source)
+    result: dict[str, Any] = await app[SOLVE].submit(stars, width, height, source, blind=blind)
     if not result["solved"]:
         raise WandaError(ErrorCode.SOLVE_FAILED, f"not solved: {result['message']}", data=result)
     return result
