@@ -37,7 +37,7 @@ export async function api(method, path, body) {
 
 // Events seen per topic. A command's answer is older than any event that arrived while it was on
 // its way (REST and the WebSocket are two connections), so it is shown only if none did.
-export const eventsSeen = { camera: 0, mount: 0, session: 0, stack: 0 };
+export const eventsSeen = { camera: 0, mount: 0, session: 0, stack: 0, polar_align: 0 };
 
 export async function commandShowing(topic, show, output, method, path, body) {
   const before = eventsSeen[topic];

@@ -15,6 +15,7 @@ import { setupGallery } from "./gallery.js";
 import { pollStreamState, setupLiveView } from "./live.js";
 import { setupMount } from "./mount.js";
 import { setupNightMode } from "./night.js";
+import { setupPolar } from "./polar.js";
 import { setupSession } from "./session.js";
 import { setupSite } from "./site.js";
 import { setupSky } from "./sky.js";
@@ -32,6 +33,7 @@ setupMount();
 setupSite();
 setupSky(subscribe); // its Follow toggle asks for the solve topic
 setupStack();
+setupPolar();
 setupGallery();
 $("analysis-panel").addEventListener("toggle", subscribe); // the analysis topic follows its panel
 setupAnalysis();

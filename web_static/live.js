@@ -24,6 +24,22 @@ export const live = {
   },
 };
 
+/** Where the live image's picture is inside the viewport (its content box: `object-fit: contain`
+ * letterboxes it in fit mode), in the viewport's scrolled coordinates; null before a frame. */
+export function pictureBox() {
+  const image = $("live");
+  if (!image.naturalWidth || !image.clientWidth) return null;
+  const scale = Math.min(image.clientWidth / image.naturalWidth, image.clientHeight / image.naturalHeight);
+  const width = image.naturalWidth * scale;
+  const height = image.naturalHeight * scale;
+  return {
+    left: image.offsetLeft + image.clientLeft + (image.clientWidth - width) / 2,
+    top: image.offsetTop + image.clientTop + (image.clientHeight - height) / 2,
+    width,
+    height,
+  };
+}
+
 export function setupLiveView() {
   const image = $("live");
   const viewport = $("viewport");

@@ -6,6 +6,7 @@
 
 import { api, command } from "./api.js";
 import { $ } from "./dom.js";
+import { pictureBox } from "./live.js";
 
 const TARGET_KEY = "wanda.target"; // {name, ra, dec}: a reload keeps the target
 const MAX_MARKERS = 30; // the brightest of what is in the frame (a wide field holds hundreds)
@@ -167,22 +168,6 @@ function setLabels(on) {
     $("labels-note").textContent = "";
     drawOverlay();
   }
-}
-
-/** Where the live image's picture is inside the viewport (its content box: `object-fit: contain`
- * letterboxes it in fit mode), in the viewport's scrolled coordinates; null before a frame. */
-function pictureBox() {
-  const image = $("live");
-  if (!image.naturalWidth || !image.clientWidth) return null;
-  const scale = Math.min(image.clientWidth / image.naturalWidth, image.clientHeight / image.naturalHeight);
-  const width = image.naturalWidth * scale;
-  const height = image.naturalHeight * scale;
-  return {
-    left: image.offsetLeft + image.clientLeft + (image.clientWidth - width) / 2,
-    top: image.offsetTop + image.clientTop + (image.clientHeight - height) / 2,
-    width,
-    height,
-  };
 }
 
 /** Screen directions of north and east at the frame's centre, per pixel (from the WCS's CD matrix). */

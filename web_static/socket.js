@@ -10,6 +10,7 @@ import { $ } from "./dom.js";
 import { clearGalleryMessage, gallery, refreshFolders, refreshGallery } from "./gallery.js";
 import { live } from "./live.js";
 import { showMount } from "./mount.js";
+import { showPolar } from "./polar.js";
 import { offlineText, showOffline, showOnline } from "./offline.js";
 import { refreshResumable, showSession } from "./session.js";
 import { refreshSite, showSite } from "./site.js";
@@ -130,6 +131,8 @@ function handleMessage(message) {
     showStack(data);
   } else if (topic === "calibration") {
     showCalibrationEvent(event, data);
+  } else if (topic === "polar_align") {
+    showPolar(data);
   }
 }
 
