@@ -27,7 +27,7 @@ def knob(page, element_id: str) -> tuple[str, float]:
     return element.get_attribute("data-direction"), float(element.get_attribute("data-arcmin"))
 
 
-def test_the_observer_follows_the_arrows_until_the_panel_says_aligned(open_page, tmp_path):
+def test_the_observer_follows_the_arrows_until_the_panel_says_aligned(open_page, tmp_path, screenshots):
     with Wanda(tmp_path, args=MISALIGNED) as server:
         server.post("/api/camera/settings", {"exposure_seconds": 0.5, "gain": 2})
         page, console = open_page(server)
@@ -52,6 +52,7 @@ def test_the_observer_follows_the_arrows_until_the_panel_says_aligned(open_page,
         target = overlay.locator("circle.polar-target").bounding_box()
         picture = page.locator("#live").bounding_box()
         assert target["width"] > 0 and picture["width"] > 0
+        page.screenshot(path=screenshots / "polar.png")
         for _ in range(5):
             if status.get_attribute("data-phase") == "done":
                 break

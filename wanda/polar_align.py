@@ -3,17 +3,18 @@ far to turn the altitude and azimuth knobs, live, until the mount's axis is on t
 
 The routine (wanda/astro/polar.py has the geometry):
 
-1. solve a live frame: the camera's attitude, carried into the ground frame with the frame's time;
+1. solve the live view: the camera's attitude (refitted to the catalogue's stars in the frame,
+   five frames averaged), carried into the ground frame with each frame's time;
 2. turn the RA axis by ``rotate_deg``: by the stepper at its fastest, or by hand (the clutch
    released: WANDA solves frame after frame until the field has turned far enough and is still);
-3. solve again. The two attitudes differ by a turn about the mount's axis alone (tracking and
-   the Earth's turn are taken out by the ground frame), so the axis comes from the pair: no view
-   of the pole is needed, any part of the sky with stars will do. The error is the axis against
-   the refracted pole of the date;
+3. solve again (five frames). The two attitudes differ by a turn about the mount's axis alone
+   (tracking and the Earth's turn are taken out by the ground frame), so the axis comes from the
+   pair: no view of the pole is needed, any part of the sky with stars will do. The error is the
+   axis against the refracted pole of the date;
 4. while the observer turns the knobs, every new frame is solved and the axis carried along by
    the camera's turn since step 3 (the knobs turn the base, axis and camera together), so the
    error updates with each solve, about a second after a change, until it has stayed under
-   ``limit_arcmin`` for two solves.
+   ``limit_arcmin`` for three solves in a row.
 
 It says plainly when it cannot: no site, a failed solve (clouds, too few stars), a rotation too
 small to measure the axis (the clutch slipping, a hand turn that never came), a mount fault.
@@ -55,7 +56,7 @@ DEFAULT_HAND_WAIT_S = 300.0  # for a turn by hand
 HAND_WAIT_RANGE_S = (10.0, 1800.0)
 HAND_SHARE = 0.9  # a hand turn of this share of the angle asked for will do
 STILL_ARCMIN = 0.5  # two solves this close (the camera's turn between them): the field is still
-SIGHTS_PER_POSITION = 3  # frames averaged at each end of the turn the axis is measured from
+SIGHTS_PER_POSITION = 5  # frames averaged at each end of the turn the axis is measured from
 DONE_SOLVES = 3  # solves in a row under the limit
 SHORT_EXPOSURE_S = 0.2  # shorter live view frames: the state advises a longer exposure
 FIELDS = ("action", "rotate_deg", "direction", "mode", "limit_arcmin", "hand_wait_s")
