@@ -52,6 +52,9 @@ def test_the_observer_follows_the_arrows_until_the_panel_says_aligned(open_page,
         target = overlay.locator("circle.polar-target").bounding_box()
         picture = page.locator("#live").bounding_box()
         assert target["width"] > 0 and picture["width"] > 0
+        for panel in ("camera", "capture", "session", "mount"):  # open by default: the polar panel up top
+            page.locator(f"#{panel}-panel summary").click()
+        page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=screenshots / "polar.png")
         for _ in range(5):
             if status.get_attribute("data-phase") == "done":
