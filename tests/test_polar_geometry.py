@@ -48,8 +48,11 @@ def test_refraction_is_erfas_model_through_astropy(altitude):
     # Saemundsson's formula is fitted to the classic tables, which refract 3-5% more than ERFA's
     # model of dry air at 550 nm: a tenth of an arcminute at 15 degrees, the lowest pole we meet.
     assert ours == pytest.approx(theirs, rel=0.06), (ours, theirs)
-    # The inverse finds the true altitude back.
-    assert polar.true_altitude(polar.apparent_altitude(altitude)) == pytest.approx(altitude, abs=1e-8)
+    # A direction there is lifted by as much, towards the zenith, its azimuth kept.
+    seen = polar.refracted(enu(altitude, 200.0))
+    assert polar.alt_az(seen)[0] == pytest.approx(altitude + ours / 60, abs=1e-9)
+    assert polar.alt_az(seen)[1] == pytest.approx(200.0, abs=1e-9)
+    assert np.linalg.norm(seen) == pytest.approx(1.0)
 
 
 def test_refraction_scales_with_the_air_and_vanishes_at_the_zenith():
@@ -137,8 +140,11 @@ def test_the_error_of_a_misaligned_axis_is_what_it_was_built_with(latitude, alt,
     assert (error.alt_arcmin, error.az_arcmin) == pytest.approx((alt, az), abs=1e-6)
     if math.hypot(alt, az) <= 60:  # beyond a degree the sky's curvature shows
         assert error.total_arcmin == pytest.approx(math.hypot(alt, az), rel=0.02)
-    # The correction brings it onto the pole.
-    assert polar.correction(axis, latitude) @ axis == pytest.approx(polar.pole(latitude), abs=1e-12)
+    # The correction brings it onto the refracted pole, the altitude knob first.
+    altitude_knob, both_knobs = polar.correction(axis, latitude)
+    assert both_knobs @ axis == pytest.approx(polar.refracted_pole(latitude), abs=1e-12)
+    assert polar.alt_az(altitude_knob @ axis)[0] == pytest.approx(polar.alt_az(polar.refracted_pole(latitude))[0])
+    assert polar.alt_az(altitude_knob @ axis)[1] == pytest.approx(polar.alt_az(axis)[1])
 
 
 def enu(alt: float, az: float) -> np.ndarray:
@@ -148,16 +154,32 @@ def enu(alt: float, az: float) -> np.ndarray:
 
 def test_the_knobs_in_the_north_an_axis_high_and_east_goes_down_and_west_to_the_left():
     # At 45 degrees north the pole stands at azimuth 0: an axis 30' higher and 20' of azimuth east.
+    # The axis is where the mount physically points; the pole is seen 1' higher than it is.
     error = polar.polar_error(enu(45.5, 20 / 60), 45.0)
-    refraction_change = polar.refraction_arcmin(45.5) - polar.refraction_arcmin(45.0)
-    assert error.alt_arcmin == pytest.approx(30 + refraction_change, abs=1e-6)
+    assert error.alt_arcmin == pytest.approx(30 - polar.refraction_arcmin(45.0), abs=1e-6)
     assert error.az_arcmin == pytest.approx(20 * math.cos(math.radians(polar.apparent_altitude(45.0))), abs=1e-6)
     knobs = error.knobs()
     assert knobs["altitude"]["direction"] == "down" and knobs["altitude"]["text"].startswith("lower the axis")
     assert (knobs["azimuth"]["direction"], knobs["azimuth"]["side"]) == ("west", "left")
     low_west = polar.polar_error(enu(43.0, -0.5), 45.0).knobs()
-    assert low_west["altitude"]["direction"] == "up" and low_west["altitude"]["text"] == "raise the axis 2.00°"
+    assert low_west["altitude"]["direction"] == "up" and low_west["altitude"]["text"] == "raise the axis 2.02°"
     assert (low_west["azimuth"]["direction"], low_west["azimuth"]["side"]) == ("east", "right")
+
+
+@pytest.mark.parametrize(("altitude", "azimuth"), [(20.0, 30.0), (35.0, 180.0), (60.0, 270.0)])
+def test_a_solved_attitude_lifted_by_refraction_is_where_the_camera_points(altitude, azimuth):
+    """A camera pointing at ``altitude`` sees the star that is really lower by the refraction at
+    that lower place: a solve gives that. ``physical_attitude`` lifts it back."""
+    # Rows: the camera's axes in east-north-up (attitude() reads east-north-up as x, y, z).
+    camera = attitude(90.0 - azimuth, altitude, 40.0)
+    assert polar.alt_az(camera[2]) == pytest.approx((altitude, azimuth))
+    # The star seen at the centre: the geometric direction whose refracted place is the centre.
+    below = altitude
+    for _ in range(50):
+        below = altitude - polar.refraction_arcmin(below) / 60
+    solved = camera @ polar.knob_rotation(camera[2], below - altitude, 0.0).T
+    assert polar.rotation_angle(solved.T @ camera) * 60 == pytest.approx(polar.refraction_arcmin(below), rel=1e-3)
+    assert polar.rotation_angle(polar.physical_attitude(solved).T @ camera) * 3600 < 0.1
 
 
 def test_the_knobs_in_the_south_an_axis_east_of_the_pole_goes_west_to_the_right():

@@ -36,14 +36,15 @@ from typing import Any
 import numpy as np
 
 from wanda.astro import polar
-from wanda.astro.catalog import StarCatalogue, load_catalogue, radec_of, unit_vectors
+from wanda.astro.catalog import StarCatalogue, load_catalogue, unit_vectors
+from wanda.astro.projection import project
 from wanda.astro.sidereal import SIDEREAL_ARCSEC_PER_S, julian_epoch
 from wanda.errors import ErrorCode, WandaError
 from wanda.events import EventBus
 from wanda.mount import MountControl
 from wanda.site import Site
 from wanda.solver import Wcs
-from wanda.validate import choice, json_object, known_fields, number, within
+from wanda.validate import choice, known_fields, number, within
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,11 @@ LIMIT_RANGE_ARCMIN = (0.1, 60.0)
 DEFAULT_HAND_WAIT_S = 300.0  # for a turn by hand
 HAND_WAIT_RANGE_S = (10.0, 1800.0)
 HAND_SHARE = 0.9  # a hand turn of this share of the angle asked for will do
-STILL_ARCMIN = 0.5  # two solves this close (the camera's turn between them): the field is still
+STILL_ARCMIN = 0.5  # two solves this close on the sky: the field is still (the clutch locked again)
 SIGHTS_PER_POSITION = 5  # frames averaged at each end of the turn the axis is measured from
 DONE_SOLVES = 3  # solves in a row under the limit
 SHORT_EXPOSURE_S = 0.2  # shorter live view frames: the state advises a longer exposure
+IDLE_LIMIT_S = 600.0  # while the knobs are turned, this long without a solved frame ends it
 FIELDS = ("action", "rotate_deg", "direction", "mode", "limit_arcmin", "hand_wait_s")
 
 
@@ -90,7 +92,7 @@ class Options:
 class Sighting:
     """A solved frame: the camera's attitude in the ground frame at the frame's time."""
 
-    ground: np.ndarray  # rows: image right, image down, line of sight; east-north-up
+    ground: np.ndarray  # rows: image right, image down, line of sight; east-north-up, as it points
     unix: float
     wcs: Wcs
     to_ground: np.ndarray  # ICRS to east-north-up at ``unix``
@@ -114,23 +116,27 @@ def attitude_of_wcs(wcs: Wcs) -> np.ndarray:
 
 
 def sighting(frame: dict[str, Any], solved: dict[str, Any], site: Site, catalogue: StarCatalogue) -> Sighting:
-    """The ground attitude of a solved frame of the live view, fitted again to all its stars that
-    the catalogue has (polar.refined_attitude). Blocking (a thread's): the catalogue is read the
+    """Where the camera physically pointed for a solved frame of the live view: its attitude fitted
+    again to all its stars that the catalogue has, each where the air shows it
+    (polar.refined_attitude), in the ground frame. Blocking (a thread's): the catalogue is read the
     first time."""
     assert site.latitude is not None and site.longitude is not None
     wcs = Wcs.from_dict(solved["wcs"])
     unix = float(solved["source"]["timestamp"])
+    to_ground = polar.horizon_matrix(unix, site.latitude, site.longitude)
+    # The solve is of the catalogue's sky: lifted at its centre first, near enough to pair the stars.
+    lifted = polar.physical_attitude(attitude_of_wcs(wcs) @ to_ground.T) @ to_ground
     stars = frame["stars"]
     attitude, matched = polar.refined_attitude(
-        attitude_of_wcs(wcs),
+        lifted,
         np.array([s["x"] for s in stars], float),
         np.array([s["y"] for s in stars], float),
         wcs.image_size,
         wcs.scale,
         catalogue,
         julian_epoch(unix),
+        seen_through=lambda xyz: polar.refracted(xyz @ to_ground.T) @ to_ground,
     )
-    to_ground = polar.horizon_matrix(unix, site.latitude, site.longitude)
     return Sighting(attitude @ to_ground.T, unix, wcs, to_ground, matched, float(solved.get("seconds") or 0.0))
 
 
@@ -150,26 +156,30 @@ def turned_deg(first: Sighting, then: Sighting) -> float:
     return polar.rotation_angle(then.ground.T @ first.ground)
 
 
+def moved_on_the_sky_arcmin(first: Sighting, then: Sighting) -> float:
+    """How far the field moved on the sky between two sightings (arcminutes): nothing while the
+    mount tracks, however far the ground turned meanwhile."""
+    return polar.rotation_angle((then.ground @ then.to_ground).T @ (first.ground @ first.to_ground)) * 60
+
+
 def overlay(seen: Sighting, axis: np.ndarray, latitude: float, limit_arcmin: float) -> dict[str, Any]:
     """What the live view shows: the knobs turn the field with the base, so the star at the centre
-    now must go where the correction takes it (the target, a circle of the limit's radius), first
-    along the altitude knob's path (the corner), then the azimuth knob's. Pixels of the solved
-    frame (its width and height given, for a view of another size)."""
-    wcs = seen.wcs
+    now moves, as they bring the axis onto the pole, to the target (a circle of the limit's radius):
+    first along the altitude knob's leg (to the corner), then the azimuth knob's. Pixels of the
+    solved frame (its width and height given, for a view of another size)."""
+    width, height = seen.wcs.image_size
     centre = seen.ground[2]
-    raise_only = polar.knob_rotation(axis, polar.alt_az(polar.pole(latitude))[0] - polar.alt_az(axis)[0], 0.0)
-    points = [centre, raise_only @ centre, polar.correction(axis, latitude) @ centre]
-    # Back to ICRS with the frame's own time, then through its WCS.
-    ra, dec = radec_of(np.array(points) @ seen.to_ground)
-    x, y = wcs.sky_to_pixel(ra, dec)
-    width, height = wcs.image_size
+    altitude_knob, both_knobs = polar.correction(axis, latitude)
+    # The camera turns with the base: the centre's star goes the other way, seen from the camera.
+    points = np.array([centre, altitude_knob.T @ centre, both_knobs.T @ centre])
+    x, y, _ = project(seen.ground, points, seen.wcs.scale, (width, height))
     return {
         "width": width,
         "height": height,
         "from": [round(float(x[0]), 1), round(float(y[0]), 1)],
         "corner": [round(float(x[1]), 1), round(float(y[1]), 1)],
         "to": [round(float(x[2]), 1), round(float(y[2]), 1)],
-        "radius_px": round(limit_arcmin * 60 / wcs.scale, 1),
+        "radius_px": round(limit_arcmin * 60 / seen.wcs.scale, 1),
     }
 
 
@@ -205,6 +215,7 @@ class PolarAlign:
         self._catalogue = catalogue
         self._exposure_s = exposure_s
         self._task: asyncio.Task[None] | None = None
+        self._aligning_at = Site(None, None, None)
         self.state: dict[str, Any] | None = None
         bus.add_status_provider("polar_align", lambda: self.state or {"running": False, "phase": None})
 
@@ -212,9 +223,8 @@ class PolarAlign:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def start(self, body: Any) -> dict[str, Any]:
-        """Begin a routine (``body``: its options); returns its first state at once."""
-        options = Options.parse(json_object(body))
+    def start(self, options: Options) -> dict[str, Any]:
+        """Begin a routine; returns its first state at once."""
         if self.running:
             raise WandaError(ErrorCode.MOUNT_BUSY, "polar alignment is already running: cancel it first")
         site = self._site()
@@ -258,6 +268,7 @@ class PolarAlign:
                 "better and measures the axis more precisely"
             )
         self.state = state
+        self._aligning_at = site  # every frame of the routine is taken to the ground of this site
         self._task = asyncio.create_task(self._run(state, options, site), name="polar alignment")
         self._publish("align_start")
         return state
@@ -317,9 +328,16 @@ class PolarAlign:
 
     async def _look(self, since: float, *, blind: bool = False) -> Sighting:
         """The next frame exposed after ``since``, solved and fitted (WandaError when there is none
-        or it does not solve)."""
-        frame, solved = await self._solve_after(since, blind)
-        site = self._site()
+        or it does not solve). A solve somebody else asked for that pushed ours out of the solver's
+        queue (BUSY) is no failure of ours: the frame is solved again."""
+        while True:
+            try:
+                frame, solved = await self._solve_after(since, blind)
+                break
+            except WandaError as exc:
+                if exc.code != ErrorCode.BUSY:
+                    raise
+        site = self._aligning_at
         return await asyncio.to_thread(lambda: sighting(frame, solved, site, self._catalogue()))
 
     async def _steady(self, state: dict[str, Any], since: float, what: str) -> Sighting:
@@ -370,7 +388,7 @@ class PolarAlign:
                 since = time.time()
                 continue
             turned = turned_deg(first, seen)
-            still = turned_deg(previous, seen) * 60 <= STILL_ARCMIN
+            still = moved_on_the_sky_arcmin(previous, seen) <= STILL_ARCMIN
             state.update(turned_deg=round(turned, 3), warning=None)
             self._publish("align_progress")
             if turned >= wanted and still:
@@ -388,15 +406,22 @@ class PolarAlign:
     ) -> None:
         under = 0
         since = reference.unix
+        solved_last = time.monotonic()
         while True:
             try:
                 seen = await self._look(since)
             except WandaError as exc:  # clouds, or the field moved off the hint: keep trying
+                if time.monotonic() - solved_last > IDLE_LIMIT_S:
+                    raise _Stop(
+                        "no_solve",
+                        f"no frame solved for {IDLE_LIMIT_S / 60:g} minutes ({_plain(exc)}): start again when "
+                        "the sky is clear",
+                    ) from None
                 state["warning"] = f"the last frame did not solve ({_plain(exc)}); waiting for stars"
                 self._publish("align_progress")
                 since = time.time()
                 continue
-            since = seen.unix
+            since, solved_last = seen.unix, time.monotonic()
             now_axis = polar.moved_axis(axis, reference.ground, seen.ground)
             error = polar.polar_error(now_axis, latitude)
             state["warning"] = None

@@ -36,6 +36,7 @@ export function showPolar(state) {
   const status = $("polar-status");
   status.dataset.updates = shown ? shown.updates : 0;
   status.dataset.phase = shown ? shown.phase : "";
+  status.dataset.frameTime = shown && shown.frame_time ? shown.frame_time : ""; // of the error shown
   if (!shown) {
     status.textContent = "Not aligning.";
   } else if (shown.running) {

@@ -5,21 +5,24 @@ Frames. Solutions are ICRS (J2000). ``horizon_matrix`` takes ICRS vectors to the
 at an instant: east, north, up (the *ground*, which turns with the Earth). A mount's axis is fixed
 in the ground while its knobs are left alone, and the RA axis turns the camera about it; so the
 camera's attitudes from solutions taken at different times, each carried into the ground with its
-own time, differ by rotations about the axis alone, whatever tracking did meanwhile.
+own time (and lifted by refraction, below), differ by rotations about the axis alone, whatever
+tracking did meanwhile.
 ``axis_of_attitudes`` finds it from two attitudes (the whole attitude, not only the centre, as a
 solve gives it) or more. Turning a knob turns the base, axis and camera together, so a later
 solution carries the axis along: ``moved_axis`` (the axis never needs measuring again).
 
-Refraction. A solver matches the stars it sees to their catalogue places, so a solved direction is
-the geometric direction of the star seen there: the optical axis itself points higher, by the
-refraction at that altitude. The physical axis thus stands at the solved axis's altitude plus its
-refraction; it must point at the refracted pole, the pole's altitude plus the refraction there
-(about which the apparent sky turns). The altitude error is the difference of those two
-refracted altitudes. Refraction is Saemundsson's formula (Meeus, Astronomical Algorithms 16.4) for
-a standard atmosphere, scaled by pressure and temperature; the tests check it against astropy's
-(ERFA's) model, which refracts 3-5% less (dry air at 550 nm). Only the difference of refraction
-between axis and pole enters the error, a fraction of an arcminute for a misalignment of degrees. The pole is the mean pole of the date (precession, IAU 2006); nutation moves it by
-under 10" and is left out, as is aberration (the whole sky by under 21").
+Refraction. The air lifts every star by the refraction at its altitude, so a solver, matching the
+stars it sees to their catalogue places, gives the attitude of a camera pointed lower than the real
+one by the refraction at its line of sight (the field's altitude, not the axis's: the two ends of a
+turn are lifted by different amounts, which a 15° turn would magnify fourfold into the axis).
+``physical_attitude`` lifts each solved attitude back by the refraction at its line of sight, so
+the axis comes out as the mount physically points; it must point at the refracted pole (the pole's
+altitude plus the refraction there, about which the apparent sky turns). Refraction is
+Saemundsson's formula (Meeus, Astronomical Algorithms 16.4) for a standard atmosphere, scaled by
+pressure and temperature; the tests check it against astropy's (ERFA's) model, which refracts
+3-5% less (dry air at 550 nm). The simulated sky at a site draws its stars lifted by the same
+formula. The pole is the mean pole of the date (precession, IAU 2006): nutation moves it by under
+20" and is left out, as is aberration (the whole sky by under 21").
 
 Errors are signed as the observer meets them: altitude positive when the axis points above the
 pole, azimuth positive when it points east of it, both in minutes of arc on the sky (the azimuth
@@ -31,11 +34,12 @@ vertical (``knob_rotation``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from wanda.astro.catalog import StarCatalogue, radec_of, unit_vectors
 from wanda.astro.projection import ARCSEC_PER_RADIAN
@@ -51,13 +55,16 @@ CLIP_FLOOR_PX = 0.5
 
 
 def refraction_arcmin(
-    true_altitude: float, pressure_hpa: float = STANDARD_PRESSURE_HPA, temperature_c: float = STANDARD_TEMPERATURE_C
-) -> float:
-    """How far refraction lifts a direction at ``true_altitude`` (degrees), in arcminutes
-    (Saemundsson 1986; it is 0.0' at the zenith, 34' at the horizon)."""
-    h = max(true_altitude, -1.0)
-    lift = 1.02 / math.tan(math.radians(h + 10.3 / (h + 5.11)))
-    return max(lift, 0.0) * (pressure_hpa / 1010.0) * (283.0 / (273.0 + temperature_c))
+    true_altitude: ArrayLike,
+    pressure_hpa: float = STANDARD_PRESSURE_HPA,
+    temperature_c: float = STANDARD_TEMPERATURE_C,
+) -> Any:
+    """How far refraction lifts a direction at ``true_altitude`` (degrees; a number or an array),
+    in arcminutes (Saemundsson 1986; 0' at the zenith, 29' at the horizon, nothing below -1°)."""
+    h = np.maximum(np.asarray(true_altitude, float), -1.0)
+    lift = 1.02 / np.tan(np.radians(h + 10.3 / (h + 5.11)))
+    lift = np.maximum(lift, 0.0) * (pressure_hpa / 1010.0) * (283.0 / (273.0 + temperature_c))
+    return float(lift) if lift.ndim == 0 else lift
 
 
 def apparent_altitude(true_altitude: float, **atmosphere: float) -> float:
@@ -65,14 +72,17 @@ def apparent_altitude(true_altitude: float, **atmosphere: float) -> float:
     return true_altitude + refraction_arcmin(true_altitude, **atmosphere) / 60.0
 
 
-def true_altitude(apparent: float, **atmosphere: float) -> float:
-    """Degrees: the inverse of ``apparent_altitude`` (a few fixed-point steps, exact to 1e-9°)."""
-    h = apparent
-    for _ in range(20):
-        previous, h = h, apparent - refraction_arcmin(h, **atmosphere) / 60.0
-        if abs(h - previous) < 1e-10:
-            break
-    return h
+def refracted(enu: np.ndarray, **atmosphere: float) -> np.ndarray:
+    """Directions (east-north-up unit vectors, (3,) or (N, 3)) where the air shows them: each turned
+    towards the zenith by the refraction at its altitude."""
+    v = np.atleast_2d(enu)
+    up = np.clip(v[:, 2], -1.0, 1.0)
+    lift = np.radians(refraction_arcmin(np.degrees(np.arcsin(up)), **atmosphere) / 60.0)
+    towards_zenith = np.stack((-up * v[:, 0], -up * v[:, 1], 1.0 - up * v[:, 2]), axis=1)
+    norm = np.linalg.norm(towards_zenith, axis=1)
+    towards_zenith /= np.where(norm > 1e-12, norm, 1.0)[:, None]  # at the zenith nothing moves
+    seen = v * np.cos(lift)[:, None] + towards_zenith * np.sin(lift)[:, None]
+    return seen.reshape(np.shape(enu))
 
 
 def enu_of_hour_angle_frame(latitude: float) -> np.ndarray:
@@ -130,35 +140,41 @@ def refined_attitude(
     catalogue: StarCatalogue,
     epoch: float,
     *,
+    seen_through: Callable[[np.ndarray], np.ndarray] | None = None,
     match_px: tuple[float, ...] = (10.0, 3.0),
     min_matches: int = 8,
 ) -> tuple[np.ndarray, int]:
     """A solved attitude (rows: image right, down, line of sight; ICRS) fitted again to every
     star of the frame (``x``, ``y``: array pixels) that lies near a catalogue star where the
-    attitude puts it, and the number matched. The solver fits its WCS to the few stars of its index
+    attitude puts it, and the number of stars of the last fit (0: none made, the attitude as given). The solver fits its WCS to the few stars of its index
     (a dozen in some fields: roll errors of tens of arcseconds); the catalogue has the frame's every
     bright star. Each pass matches within its radius of ``match_px`` and fits the rotation
     (Kabsch's) that best maps the catalogue's directions onto the stars' lines of sight at
     ``scale`` (arcsec per pixel); a last pass fits again without the stars left far off (CLIP_*).
-    A mirrored field's improper attitude stays improper. Fewer than ``min_matches``: the attitude
-    as it was."""
+    ``seen_through`` maps the catalogue's directions to where the camera sees them (the air's
+    refraction, each star by its own altitude): the fit is then where the camera physically points,
+    which lifting a solve by the refraction at its centre gets only to tens of arcseconds low in the
+    sky (the refraction changes across the field, and the matched stars are not centred on it). A
+    mirrored field's improper attitude stays improper. A pass that pairs fewer than ``min_matches``
+    ends the fitting with the last fit's attitude."""
     width, height = size
     per_pixel = scale / ARCSEC_PER_RADIAN
     radius = math.degrees(math.hypot(width, height) / 2 * per_pixel) * 1.05
     ra, dec = radec_of(attitude[2])
     known = unit_vectors(*catalogue.positions_at(catalogue.query(float(ra), float(dec), radius), epoch))
+    if seen_through is not None:
+        known = seen_through(known)
     stars = np.stack((np.asarray(x, float), np.asarray(y, float)), axis=1)
-    seen = np.stack(
-        (
-            (stars[:, 0] - (width - 1) / 2) * per_pixel,
-            (stars[:, 1] - (height - 1) / 2) * per_pixel,
-            np.ones(len(stars)),
-        ),
-        axis=1,
-    )
-    seen /= np.linalg.norm(seen, axis=1)[:, None]
+    offsets = stars - np.array([(width - 1) / 2, (height - 1) / 2])  # from the centre, pixels
+
+    def lines_of_sight(per_pixel: float) -> np.ndarray:
+        seen = np.concatenate((offsets * per_pixel, np.ones((len(stars), 1))), axis=1)
+        return seen / np.linalg.norm(seen, axis=1)[:, None]
+
+    seen = lines_of_sight(per_pixel)
     handed = 1.0 if np.linalg.det(attitude) > 0 else -1.0
     stars_of, entries = np.empty(0, int), np.empty(0, int)
+    fitted = 0  # stars in the last fit made
     for reach in (*match_px, None):
         if reach is None:  # a last pass without the stars the fit leaves far off (blends, clipped tops)
             residual = np.linalg.norm(seen[stars_of] - known[entries] @ attitude.T, axis=1) / per_pixel
@@ -167,12 +183,19 @@ def refined_attitude(
         else:
             stars_of, entries = _pairs(attitude, known, stars, per_pixel, size, reach)
         if len(stars_of) < min_matches:
-            return attitude, len(stars_of)
-        # seen_i = A @ sky_i: A = V diag(1, 1, d) U^T from the SVD of sum(sky_i seen_i^T) = U S V^T.
-        u, _, vt = np.linalg.svd(known[entries].T @ seen[stars_of])
-        d = np.sign(np.linalg.det(vt.T @ u.T)) * handed
-        attitude = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
-    return attitude, len(stars_of)
+            break
+        for _ in range(2):  # the rotation, then the scale the stars say (a solve's is the field's mean), again
+            # seen_i = A @ sky_i: A = V diag(1, 1, d) U^T from the SVD of sum(sky_i seen_i^T) = U S V^T.
+            u, _, vt = np.linalg.svd(known[entries].T @ seen[stars_of])
+            d = np.sign(np.linalg.det(vt.T @ u.T)) * handed
+            attitude = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+            camera = known[entries] @ attitude.T
+            tangent = camera[:, :2] / camera[:, 2:3]  # where the fit puts them, radians from the centre
+            measured = offsets[stars_of]
+            per_pixel = float(np.sum(tangent * measured) / np.sum(measured * measured))
+            seen = lines_of_sight(per_pixel)
+        fitted = len(stars_of)
+    return attitude, fitted
 
 
 def _pairs(
@@ -198,6 +221,14 @@ def _pairs(
 def attitude_in_ground(attitude_icrs: np.ndarray, unix: float, latitude: float, longitude: float) -> np.ndarray:
     """A camera attitude (rows: its axes in ICRS) as rows in east, north, up at ``unix``."""
     return attitude_icrs @ horizon_matrix(unix, latitude, longitude).T
+
+
+def physical_attitude(solved: np.ndarray, **atmosphere: float) -> np.ndarray:
+    """Where a camera really points (rows, east-north-up) whose solve gave the attitude ``solved``
+    (rows, east-north-up, from the catalogue's places): lifted by the refraction at its line of
+    sight, about the horizontal line across it."""
+    altitude, _ = alt_az(solved[2])
+    return solved @ knob_rotation(solved[2], refraction_arcmin(altitude, **atmosphere) / 60.0, 0.0).T
 
 
 def rotation_angle(turn: np.ndarray) -> float:
@@ -236,10 +267,10 @@ class PolarError:
 
     alt_arcmin: float
     az_arcmin: float
-    total_arcmin: float  # the angle between the refracted axis and the refracted pole
-    axis_alt: float  # degrees, refracted
+    total_arcmin: float  # the angle between the axis and the refracted pole
+    axis_alt: float  # degrees, where the axis physically points
     axis_az: float
-    pole_alt: float  # degrees, refracted
+    pole_alt: float  # degrees, the refracted pole
     pole_az: float
     southern: bool
 
@@ -287,41 +318,37 @@ def _azimuth_to_sky(pole_altitude: float) -> float:
     return max(math.cos(math.radians(pole_altitude)), 1e-3)
 
 
+def refracted_pole(latitude: float, **atmosphere: float) -> np.ndarray:
+    """The pole above the horizon as the air shows it: where a mount's axis must point."""
+    return refracted(pole(latitude), **atmosphere)
+
+
 def polar_error(axis: np.ndarray, latitude: float, **atmosphere: float) -> PolarError:
-    """The error of a mount's ``axis`` (east-north-up, as solutions give it) at ``latitude``."""
+    """The error of a mount's ``axis`` (east-north-up, as it physically points) at ``latitude``."""
     southern = latitude < 0
-    target = pole(latitude)
+    target = refracted_pole(latitude, **atmosphere)
     axis_alt, axis_az = alt_az(axis)
     pole_alt, pole_az = alt_az(target)
-    axis_apparent = apparent_altitude(axis_alt, **atmosphere)
-    pole_apparent = apparent_altitude(pole_alt, **atmosphere)
     east = east_to_azimuth(latitude, (axis_az - pole_az + 180.0) % 360.0 - 180.0)
-    alt_arcmin = (axis_apparent - pole_apparent) * 60
-    az_arcmin = east * 60 * _azimuth_to_sky(pole_apparent)
-    seen_axis = _direction(axis_apparent, axis_az)
-    seen_pole = _direction(pole_apparent, pole_az)
-    total = math.degrees(math.acos(max(-1.0, min(1.0, float(seen_axis @ seen_pole))))) * 60
-    return PolarError(alt_arcmin, az_arcmin, total, axis_apparent, axis_az, pole_apparent, pole_az, southern)
-
-
-def _direction(alt: float, az: float) -> np.ndarray:
-    a, z = math.radians(alt), math.radians(az)
-    return np.array([math.cos(a) * math.sin(z), math.cos(a) * math.cos(z), math.sin(a)])
+    alt_arcmin = (axis_alt - pole_alt) * 60
+    az_arcmin = east * 60 * _azimuth_to_sky(pole_alt)
+    total = math.degrees(math.acos(max(-1.0, min(1.0, float(axis @ target) / float(np.linalg.norm(axis)))))) * 60
+    return PolarError(alt_arcmin, az_arcmin, total, axis_alt, axis_az, pole_alt, pole_az, southern)
 
 
 def misaligned_axis(latitude: float, alt_arcmin: float, az_arcmin: float, **atmosphere: float) -> np.ndarray:
-    """The axis (east-north-up, geometric) whose ``polar_error`` is ``alt_arcmin``, ``az_arcmin``:
-    what the simulated mount is built with."""
+    """The axis (east-north-up) whose ``polar_error`` is ``alt_arcmin``, ``az_arcmin``: what the
+    simulated mount is built with."""
     return knob_rotation(pole(latitude), *knob_turns(latitude, alt_arcmin, az_arcmin, **atmosphere)) @ pole(latitude)
 
 
 def knob_turns(latitude: float, alt_arcmin: float, az_arcmin: float, **atmosphere: float) -> tuple[float, float]:
-    """The knobs' turns from the pole (``knob_rotation``'s degrees of true altitude raised and of
-    azimuth) that give a ``polar_error`` of ``alt_arcmin``, ``az_arcmin``."""
+    """The knobs' turns from the geometric pole (``knob_rotation``'s degrees of altitude raised and
+    of azimuth) that give a ``polar_error`` of ``alt_arcmin``, ``az_arcmin``."""
     pole_alt, _ = alt_az(pole(latitude))
-    pole_apparent = apparent_altitude(pole_alt, **atmosphere)
-    raised = true_altitude(pole_apparent + alt_arcmin / 60, **atmosphere) - pole_alt
-    return raised, east_to_azimuth(latitude, az_arcmin / 60 / _azimuth_to_sky(pole_apparent))
+    seen_alt = apparent_altitude(pole_alt, **atmosphere)
+    raised = seen_alt + alt_arcmin / 60 - pole_alt
+    return raised, east_to_azimuth(latitude, az_arcmin / 60 / _azimuth_to_sky(seen_alt))
 
 
 def east_to_azimuth(latitude: float, east_deg: float) -> float:
@@ -330,12 +357,11 @@ def east_to_azimuth(latitude: float, east_deg: float) -> float:
     return -east_deg if latitude < 0 else east_deg
 
 
-def correction(axis: np.ndarray, latitude: float) -> np.ndarray:
-    """The base's turn (ground frame) that brings ``axis`` onto the pole: the altitude knob first,
-    then the azimuth knob. The camera turns with it: a star at the centre of the frame now is
-    where the centre must go (the target on the live view)."""
-    target = pole(latitude)
+def correction(axis: np.ndarray, latitude: float, **atmosphere: float) -> tuple[np.ndarray, np.ndarray]:
+    """The base's turns (ground frame) that bring ``axis`` onto the refracted pole: the altitude
+    knob's, and then both knobs' (the altitude knob first, then the azimuth knob)."""
+    target = refracted_pole(latitude, **atmosphere)
     axis_alt, axis_az = alt_az(axis)
     pole_alt, pole_az = alt_az(target)
     d_az = (pole_az - axis_az + 180.0) % 360.0 - 180.0
-    return knob_rotation(axis, pole_alt - axis_alt, d_az)
+    return knob_rotation(axis, pole_alt - axis_alt, 0.0), knob_rotation(axis, pole_alt - axis_alt, d_az)

@@ -341,11 +341,12 @@ class SimulatedSky:
         # The mount's knobs: degrees of altitude raised and of azimuth turned from the pole.
         self._knobs = (0.0, 0.0)
         self._hand_rest = 0.0  # a turn by hand's part of a step not drawn yet
-        if any(polar_error):
-            field = self._require_site("a misaligned mount")
-            assert latitude is not None
+        if any(polar_error) and not self.has_axis:
+            self._require_site("a misaligned mount")
+        if self._field is not None and latitude is not None:
+            # At a site the mount has an axis of its own: on the refracted pole unless misaligned.
             self._knobs = polar.knob_turns(latitude, *polar_error)
-            field.set_base(self._base_in_ground(field), at_start=True)
+            self._field.set_base(self._base_in_ground(self._field), at_start=True)
         self._step_interval = step_interval_s if pointing is not None else None
         self._canvas = np.empty((height + 2 * self._pad, width + 2 * self._pad), np.float32)
         self._bg_cache: tuple[tuple, np.ndarray] | None = None

@@ -20,6 +20,11 @@ field only near its axis; elsewhere it drifts in declination and rotates slowly,
 misaligned mount's does. The Earth's angle is taken at the middle of each exposure: within one,
 only the mount's turn is drawn as a trail.
 
+At a site (``latitude``) the stars are seen through the air: each is drawn lifted towards the
+zenith by the refraction at its altitude (wanda/astro/polar.py), as a real camera sees them. The
+truth's WCS is then where the camera physically points; a plate solver finds one lower by the
+refraction at the centre, and a star's pixel is the projection of its refracted place.
+
 Stars: the catalogue (wanda/astro/catalog.py, to G 10) within a cap around the line of sight,
 moved by their proper motion to the date, plus faint *filler* stars from G 10 to 13 so that long
 exposures are not cut off at the catalogue's limit. Fillers are random (seeded), never in any
@@ -37,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wanda.astro.catalog import MAG_LIMIT, StarCatalogue, load_catalogue, radec_of, unit_vectors
-from wanda.astro.polar import enu_of_hour_angle_frame
+from wanda.astro.polar import enu_of_hour_angle_frame, horizon_matrix, refracted
 from wanda.astro.projection import TanWcs, attitude, project, wcs_of
 from wanda.astro.sidereal import (
     SIDEREAL_DEG_PER_S,
@@ -265,6 +270,9 @@ class CatalogueSky:
             near |= stars.xyz @ matrix[2] >= cos_reach
         indices = np.flatnonzero(near)
         xyz = stars.xyz[indices]
+        if self.latitude is not None:  # at a site the air lifts every star by its refraction
+            ground = horizon_matrix(self.start_unix + earth_s, self.latitude, self.longitude)
+            xyz = refracted(xyz @ ground.T) @ ground
         placed = []
         for matrix in matrices:
             x, y, _ = project(matrix, xyz, self.scale, self.size)

@@ -18,6 +18,7 @@ from wanda.handlers.camera_api import read_json
 from wanda.handlers.envelope import ok
 from wanda.handlers.ws import action
 from wanda.keys import CENTRING, POLAR_ALIGN, SESSIONS, SIM_MOUNT
+from wanda.polar_align import Options
 from wanda.validate import invalid, json_object, known_fields, number, within
 
 routes = web.RouteTableDef()
@@ -33,11 +34,12 @@ async def polar_align(app: web.Application, body: Any) -> dict[str, Any]:
         return await app[POLAR_ALIGN].cancel()
     if what != "start":
         raise WandaError(ErrorCode.INVALID_ACTION, f"action: must be start or cancel, got {what!r}")
+    options = Options.parse(body)
     if app[SESSIONS].active:
         raise WandaError(ErrorCode.MOUNT_BUSY, "a capture session is running: polar alignment would spoil its frames")
     if app[CENTRING].running:
         raise WandaError(ErrorCode.MOUNT_BUSY, "the mount is centring a target: align when it is done")
-    return app[POLAR_ALIGN].start(body)
+    return app[POLAR_ALIGN].start(options)
 
 
 @routes.post("/api/polar-align")
