@@ -9,16 +9,16 @@ holds it apart from its steps (wanda/backends/sky.py keeps the turn). Every fram
 stars from the turn, never moves pixels: a star near the pole draws an arc, one on the equator a
 line.
 
-A polar-aligned mount turns the camera about the pole of the date (precession from J2000 to the
-start's date). A misaligned one (``set_base``: the turn of its base by the altitude and azimuth
-knobs, wanda/astro/polar.py) turns it about its own axis, fixed to the ground, while the Earth
-turns the ground about the pole: in the ground frame (the equator of the date at the start, which
-turns with the Earth) the camera is ``K R(axis z of the base, mount's turn) c0``, and the sky sees
-it turned by the Earth's angle since the start. The mount's turn is the Earth's angle less the
-sky's turn, so the attitude needs both: ``attitude(turn, earth)``. A tracking mount then holds the
-field only near its axis; elsewhere it drifts in declination and rotates slowly, as a real
-misaligned mount's does. The Earth's angle is taken at the middle of each exposure: within one,
-only the mount's turn is drawn as a trail.
+Without a site the mount turns the camera about the pole of the date (precession from J2000 to
+the start's date). At one, its axis is a real one (``set_base``: the turn of its base by the
+altitude and azimuth knobs, wanda/astro/polar.py; on the refracted pole, or off it), fixed to the
+ground, while the Earth turns the ground about the pole: in the ground frame (the equator of the
+date at the start, which turns with the Earth) the camera is ``K R(axis z of the base, mount's
+turn) c0``, and the sky sees it turned by the Earth's angle since the start. The mount's turn is
+the Earth's angle less the sky's turn, so the attitude needs both: ``attitude(turn, earth)``. A
+tracking mount then holds the field only near its axis; elsewhere it drifts in declination and
+rotates slowly, as a real misaligned mount's does. The Earth's angle is taken at the middle of each
+exposure: within one, only the mount's turn is drawn as a trail.
 
 At a site (``latitude``) the stars are seen through the air: each is drawn lifted towards the
 zenith by the refraction at its altitude (wanda/astro/polar.py), as a real camera sees them. The
