@@ -19,8 +19,8 @@ MISALIGNED = [
     "--longitude=11",
     "--sim-ra=40",
     "--sim-dec=55",
-    "--sim-polar-error-alt=40",
-    "--sim-polar-error-az=-25",
+    "--sim-polar-error-alt=8",
+    "--sim-polar-error-az=-5",
 ]
 
 
@@ -42,7 +42,7 @@ def test_the_observer_follows_the_arrows_until_the_panel_says_aligned(open_page,
         server.post("/api/sim/mount", {"ra_by_hand_deg": 15, "seconds": 1})  # the observer's hands
         expect(page.locator("#polar-figures")).to_be_visible(timeout=60000)
         expect(page.locator("#polar-steps li[aria-current=step]")).to_have_text("Turn the knobs as the arrows show")
-        # Mounted 40' high and 25' west: down and east (to the right, facing the north pole).
+        # Mounted 8' high and 5' west: down and east (to the right, facing the north pole).
         assert knob(page, "polar-alt")[0] == "down" and knob(page, "polar-az")[0] == "east"
         expect(page.locator("#polar-alt")).to_contain_text("↓ lower the axis")
         expect(page.locator("#polar-az")).to_contain_text("→ turn the mount")

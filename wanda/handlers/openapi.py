@@ -12,7 +12,7 @@ from typing import Any
 from wanda import __version__
 from wanda.errors import ErrorCode
 from wanda.handlers.captures import MAX_OFFSET, MAX_PAGE, MAX_SELECTION, PAGE
-from wanda.handlers.polar_api import MAX_HAND_TURN_S
+from wanda.handlers.polar_api import HAND_TURN_DEG, KNOB_TURN_ARCMIN, MAX_HAND_TURN_S
 from wanda.polar_align import HAND_WAIT_RANGE_S, LIMIT_RANGE_ARCMIN, ROTATION_RANGE_DEG
 from wanda.sessions.checks import MAX_DITHER_STEPS, MAX_IMAGES, MAX_SETTLE_S
 from wanda.settings import FILE_FORMATS, FRAME_TYPES, MAX_SKIP_FRAMES, NIGHT_VISION_LIMITS, Limits
@@ -79,6 +79,10 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
     if required:
         schema["required"] = required
     return schema
+
+
+def _number(low: float, high: float) -> dict[str, Any]:
+    return {"type": "number", "minimum": low, "maximum": high}
 
 
 def _camera_settings(limits: Limits) -> dict[str, Any]:
@@ -314,23 +318,11 @@ def build_spec(limits: Limits) -> dict[str, Any]:
                     _object(
                         {
                             "action": {"type": "string", "enum": ["start", "cancel"]},
-                            "rotate_deg": {
-                                "type": "number",
-                                "minimum": ROTATION_RANGE_DEG[0],
-                                "maximum": ROTATION_RANGE_DEG[1],
-                            },
+                            "rotate_deg": _number(*ROTATION_RANGE_DEG),
                             "direction": {"type": "string", "enum": ["west", "east"]},
                             "mode": {"type": "string", "enum": ["stepper", "hand"]},
-                            "limit_arcmin": {
-                                "type": "number",
-                                "minimum": LIMIT_RANGE_ARCMIN[0],
-                                "maximum": LIMIT_RANGE_ARCMIN[1],
-                            },
-                            "hand_wait_s": {
-                                "type": "number",
-                                "minimum": HAND_WAIT_RANGE_S[0],
-                                "maximum": HAND_WAIT_RANGE_S[1],
-                            },
+                            "limit_arcmin": _number(*LIMIT_RANGE_ARCMIN),
+                            "hand_wait_s": _number(*HAND_WAIT_RANGE_S),
                         },
                         ["action"],
                     )
@@ -353,10 +345,10 @@ def build_spec(limits: Limits) -> dict[str, Any]:
                 requestBody=_json_body(
                     _object(
                         {
-                            "alt_knob_arcmin": {"type": "number", "minimum": -600, "maximum": 600},
-                            "az_knob_arcmin": {"type": "number", "minimum": -600, "maximum": 600},
-                            "ra_by_hand_deg": {"type": "number", "minimum": -90, "maximum": 90},
-                            "seconds": {"type": "number", "minimum": 0, "maximum": MAX_HAND_TURN_S},
+                            "alt_knob_arcmin": _number(-KNOB_TURN_ARCMIN, KNOB_TURN_ARCMIN),
+                            "az_knob_arcmin": _number(-KNOB_TURN_ARCMIN, KNOB_TURN_ARCMIN),
+                            "ra_by_hand_deg": _number(-HAND_TURN_DEG, HAND_TURN_DEG),
+                            "seconds": _number(0, MAX_HAND_TURN_S),
                             "clutch": {"type": "string", "enum": ["locked", "released"]},
                         }
                     )

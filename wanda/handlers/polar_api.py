@@ -24,6 +24,8 @@ from wanda.validate import invalid, json_object, known_fields, number, within
 routes = web.RouteTableDef()
 HAND_TURN_PIECES_PER_S = 10  # a turn by hand is spread over its seconds in this many pieces a second
 MAX_HAND_TURN_S = 10.0
+KNOB_TURN_ARCMIN = 600.0  # the most a knob is turned at once
+HAND_TURN_DEG = 90.0  # the most the RA axis is turned by hand at once
 
 
 async def polar_align(app: web.Application, body: Any) -> dict[str, Any]:
@@ -90,8 +92,8 @@ async def sim_mount_command(request: web.Request) -> web.Response:
     def amount(field: str, limit: float) -> float:
         return within(field, number(field, body.get(field, 0.0)), -limit, limit)
 
-    alt, az = amount("alt_knob_arcmin", 600.0), amount("az_knob_arcmin", 600.0)
-    by_hand = amount("ra_by_hand_deg", 90.0)
+    alt, az = amount("alt_knob_arcmin", KNOB_TURN_ARCMIN), amount("az_knob_arcmin", KNOB_TURN_ARCMIN)
+    by_hand = amount("ra_by_hand_deg", HAND_TURN_DEG)
     seconds = within("seconds", number("seconds", body.get("seconds", 2.0)), 0.0, MAX_HAND_TURN_S, " s")
     if "clutch" in body:
         if body["clutch"] not in ("locked", "released"):
