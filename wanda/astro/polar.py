@@ -346,9 +346,16 @@ def knob_turns(latitude: float, alt_arcmin: float, az_arcmin: float, **atmospher
     """The knobs' turns from the geometric pole (``knob_rotation``'s degrees of altitude raised and
     of azimuth) that give a ``polar_error`` of ``alt_arcmin``, ``az_arcmin``."""
     pole_alt, _ = alt_az(pole(latitude))
-    seen_alt = apparent_altitude(pole_alt, **atmosphere)
-    raised = seen_alt + alt_arcmin / 60 - pole_alt
-    return raised, east_to_azimuth(latitude, az_arcmin / 60 / _azimuth_to_sky(seen_alt))
+    to_refracted = apparent_altitude(pole_alt, **atmosphere) - pole_alt
+    raised, azimuth = knob_steps(latitude, alt_arcmin, az_arcmin, **atmosphere)
+    return to_refracted + raised, azimuth
+
+
+def knob_steps(latitude: float, alt_arcmin: float, az_arcmin: float, **atmosphere: float) -> tuple[float, float]:
+    """The knobs' turns (degrees of altitude raised, of azimuth) that move an axis near the pole
+    ``alt_arcmin`` up and ``az_arcmin`` east on the sky, as ``polar_error`` counts them."""
+    seen_alt = apparent_altitude(alt_az(pole(latitude))[0], **atmosphere)
+    return alt_arcmin / 60, east_to_azimuth(latitude, az_arcmin / 60 / _azimuth_to_sky(seen_alt))
 
 
 def east_to_azimuth(latitude: float, east_deg: float) -> float:

@@ -509,21 +509,19 @@ class SimulatedSky:
         figures are measured against."""
         field = self._require_site("the mount's axis")
         assert field.latitude is not None
-        return polar.polar_error(
-            polar.knob_rotation(polar.pole(field.latitude), *self._knobs) @ polar.pole(field.latitude), field.latitude
-        )
+        pole = polar.pole(field.latitude)
+        return polar.polar_error(polar.knob_rotation(pole, *self._knobs) @ pole, field.latitude)
 
     def turn_knobs(self, alt_arcmin: float = 0.0, az_arcmin: float = 0.0) -> polar.PolarError:
-        """The observer turns the mount's knobs: the axis rises ``alt_arcmin`` (true altitude) and
-        moves ``az_arcmin`` east on the sky (minutes of arc near the pole; negative: down, west).
-        The whole mount turns, the camera with it. Returns the new truth."""
+        """The observer turns the mount's knobs: the axis rises ``alt_arcmin`` and moves
+        ``az_arcmin`` east on the sky (minutes of arc near the pole; negative: down, west). The
+        whole mount turns, the camera with it. Returns the new truth."""
         field = self._require_site("turning the knobs")
         assert field.latitude is not None
-        pole_altitude = polar.apparent_altitude(abs(field.latitude))
-        east = az_arcmin / 60 / max(math.cos(math.radians(pole_altitude)), 1e-3)
+        raise_deg, azimuth_deg = polar.knob_steps(field.latitude, alt_arcmin, az_arcmin)
         with self._lock:
             raised, azimuth = self._knobs
-            self._knobs = (raised + alt_arcmin / 60, azimuth + polar.east_to_azimuth(field.latitude, east))
+            self._knobs = (raised + raise_deg, azimuth + azimuth_deg)
             field.set_base(self._base_in_ground(field))
         return self.polar_truth()
 
