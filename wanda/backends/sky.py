@@ -341,7 +341,7 @@ class SimulatedSky:
         # The mount's knobs: degrees of altitude raised and of azimuth turned from the pole.
         self._knobs = (0.0, 0.0)
         self._hand_rest = 0.0  # a turn by hand's part of a step not drawn yet
-        if any(polar_error) and not self.has_axis:
+        if any(polar_error):
             self._require_site("a misaligned mount")
         if self._field is not None and latitude is not None:
             # At a site the mount has an axis of its own: on the refracted pole unless misaligned.
@@ -493,7 +493,7 @@ class SimulatedSky:
         return self._field is not None and self._field.latitude is not None
 
     def _require_site(self, what: str) -> CatalogueSky:
-        if self._field is None or self._field.latitude is None:
+        if self._field is None or not self.has_axis:
             raise ValueError(f"{what} needs the real sky (sim_sky catalog) and the site's latitude and longitude")
         return self._field
 
