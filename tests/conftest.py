@@ -22,7 +22,15 @@ def pytest_configure(config):
 
 @pytest.fixture
 def config(tmp_path) -> Config:
-    return Config(camera="sim", captures=tmp_path / "captures", data_dir=tmp_path / "state", port=0)
+    # Alpaca discovery on a free port of the loopback: tests never listen beyond it.
+    return Config(
+        camera="sim",
+        captures=tmp_path / "captures",
+        data_dir=tmp_path / "state",
+        port=0,
+        host="127.0.0.1",
+        alpaca_discovery_port=0,
+    )
 
 
 @pytest.fixture

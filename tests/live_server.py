@@ -88,6 +88,7 @@ class Wanda:
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WANDA_")}
+        env["WANDA_ALPACA_DISCOVERY_PORT"] = "0"  # a free port: never 32227, which a real server may hold
         if self.password:
             env["WANDA_PASSWORD"] = self.password
         return env | self.extra_env

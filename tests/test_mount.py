@@ -235,6 +235,22 @@ async def test_a_hold_leaves_out_so_many_tracking_steps_with_the_coils_on(clock,
         mount.hold(0)
 
 
+async def test_a_shift_moves_the_tracking_steps_later_or_earlier_for_a_guide_pulse(clock, mount):
+    with pytest.raises(Exception, match="not tracking"):
+        mount.shift(0.5)  # a guide pulse at rest has no steps to move
+    mount.track(2.0, True)
+    await run_until_steps(mount, clock, 2, 2.0)  # steps at 0 and 2
+    mount.shift(0.5)  # east: the axis falls behind by half a second of sky
+    clock.limit = clock.now + 2.5 + 0.1
+    await wait_until(lambda: mount.steps >= 3)
+    mount.shift(-1.5)  # west: the next step comes 1.5 s early
+    clock.limit = clock.now + 2.0 - 1.5 + 2.0 + 0.1
+    await wait_until(lambda: mount.steps >= 5)
+    times = step_times(mount.pins)
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times)][:4] == [2.0, 2.5, 0.5, 2.0]
+    assert mount.status()["max_timing_error_ms"] == 0  # moved on the schedule, not late
+
+
 async def test_a_move_from_rest_ends_with_the_coils_off_and_stop_ends_a_move(clock, mount):
     heard = []
     mount.listeners.append(heard.append)

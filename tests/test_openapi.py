@@ -1,8 +1,10 @@
-"""The OpenAPI description: it describes exactly the routes the app registers, and the server
-holds to it under fuzzing (schemathesis), including a fuzzer of our own for the WebSocket."""
+"""The OpenAPI description: it describes exactly the routes the app registers (but Alpaca's, which
+ASCOM's Alpaca API describes: docs/alpaca.md), and the server holds to it under fuzzing
+(schemathesis), including a fuzzer of our own for the WebSocket."""
 
 from __future__ import annotations
 
+from wanda.alpaca.protocol import is_alpaca_path
 from wanda.app import create_app
 from wanda.handlers.openapi import build_spec
 from wanda.settings import Limits
@@ -11,7 +13,7 @@ from wanda.settings import Limits
 def registered_operations(app) -> set[tuple[str, str]]:
     operations = set()
     for route in app.router.routes():
-        if route.method == "HEAD":  # aiohttp answers HEAD for every GET by itself
+        if route.method == "HEAD" or is_alpaca_path(route.resource.canonical):  # HEAD: aiohttp answers it
             continue
         operations.add((route.method.lower(), route.resource.canonical))
     return operations

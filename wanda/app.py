@@ -18,6 +18,10 @@ from typing import Any
 from aiohttp import WSCloseCode, hdrs, web
 
 from wanda import SERVER
+from wanda.alpaca.camera import AlpacaCamera
+from wanda.alpaca.discovery import start_discovery
+from wanda.alpaca.server import AlpacaServer, unique_ids
+from wanda.alpaca.telescope import AlpacaTelescope
 from wanda.analysis import AnalysisWorker
 from wanda.auth import Guard
 from wanda.backends import CameraBackend
@@ -33,6 +37,7 @@ from wanda.control import CameraControl
 from wanda.events import EventBus
 from wanda.frames import FrameHub
 from wanda.handlers import (
+    alpaca_api,
     analysis_api,
     calibration_api,
     camera_api,
@@ -53,6 +58,7 @@ from wanda.handlers import (
 from wanda.handlers.envelope import error_middleware
 from wanda.jpeg import JpegEncoder
 from wanda.keys import (
+    ALPACA,
     ANALYSIS,
     AUTH,
     BUS,
@@ -133,6 +139,9 @@ def create_app(
     app.cleanup_ctx.append(_centring_ctx)
     app.cleanup_ctx.append(_polar_align_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
+    app.cleanup_ctx.append(_alpaca_ctx)
+    if config.alpaca_discovery:
+        app.cleanup_ctx.append(_discovery_ctx)
     app.cleanup_ctx.append(_lag_monitor_ctx)
     app.cleanup_ctx.append(objects_api.deepsky_ctx)
     app.on_shutdown.append(_on_shutdown)
@@ -155,6 +164,7 @@ def create_app(
         ws,
         system,
         login,
+        alpaca_api,
     ):
         app.add_routes(module.routes)
     captures.setup(app)
@@ -347,6 +357,42 @@ def _session_event(stacker: StackWorker, kind: str, folder: Path, record: dict[s
         stacker.session_event(kind, folder, saved_frame(folder, record) if record is not None else None)
     except ValueError as exc:  # a record that names no file of the folder
         log.warning("session %s: %s", folder.name, exc)
+
+
+async def _alpaca_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    ids = await asyncio.to_thread(unique_ids, config.state_dir, ["camera", "telescope"])
+    camera = AlpacaCamera(app[CONTROL], ids["camera"], save_to=app[CAPTURES] / "alpaca" if config.alpaca_save else None)
+    telescope = AlpacaTelescope(
+        app[MOUNT],
+        app[SOLVE],
+        lambda: app[SITE].current,
+        ids["telescope"],
+        focal_length_mm=config.focal_length_mm,
+        tracking_speed=config.mount_step_interval,
+        tracking_clockwise=config.mount_clockwise,
+    )
+    # The port discovery answers: the configured one until the server listens (wanda/cli.py).
+    app[ALPACA] = AlpacaServer([camera, telescope], http_port=config.alpaca_port or config.port)
+    yield
+    await camera.close()  # an exposure under way ends; its copy is written
+
+
+async def _discovery_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    server = app[ALPACA]
+    try:
+        transport, server.responder = await start_discovery(
+            config.host, config.alpaca_discovery_port, lambda: server.http_port
+        )
+    except OSError as exc:  # another program has the port without sharing it: the rest still works
+        log.warning("Alpaca discovery is off: UDP port %d: %s", config.alpaca_discovery_port, exc.strerror or exc)
+        yield
+        return
+    server.discovery_port = transport.get_extra_info("sockname")[1]
+    log.info("Alpaca discovery answers on UDP port %d", server.discovery_port)
+    yield
+    transport.close()
 
 
 async def _lag_monitor_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -24,7 +24,9 @@ class Holder:
     name: str | None = None
 
     def describe(self) -> str:
-        return f"{self.kind} {self.name!r}" if self.name else f"a {self.kind}"
+        if self.name:
+            return f"{self.kind} {self.name!r}"
+        return f"{'an' if self.kind[:1].lower() in 'aeiou' else 'a'} {self.kind}"
 
     def as_dict(self) -> dict[str, str | None]:
         return {"kind": self.kind, "name": self.name}

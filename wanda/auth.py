@@ -1,7 +1,7 @@
 """The password: with ``--password`` set, nobody else on the star party's Wi-Fi moves the mount.
 
 Off by default (the original backend had none). When set, every endpoint but the login page needs
-it: scripts send ``Authorization: Bearer <password>``; a browser logs in once at ``/login`` and
+it: scripts send ``Authorization: Bearer <password>`` (Alpaca clients HTTP Basic, any user name); a browser logs in once at ``/login`` and
 gets a session cookie (HttpOnly, SameSite=Strict) that also opens the stream and the WebSocket.
 The cookie is signed with the password (``nonce.HMAC(password, nonce)``), so it survives a
 restart of the server and changing the password ends every session. Wrong or missing credentials
@@ -13,6 +13,8 @@ up on slow answers, learns nothing faster.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
@@ -54,11 +56,22 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def bearer_password(request: web.Request) -> str | None:
-    """The password of an ``Authorization: Bearer <password>`` header, if the request has one."""
+def request_password(request: web.Request) -> str | None:
+    """The password a request carries: ``Authorization: Bearer <password>`` (scripts), or HTTP
+    Basic with any user name (Alpaca clients: N.I.N.A., ASCOM's clients, a URL's ``user:pass@``)."""
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
+    credentials = credentials.strip()
+    if not credentials:
+        return None
+    if scheme.lower() == "bearer":
+        return credentials
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        _, colon, password = decoded.partition(":")
+        return password if colon and password else None
     return None
 
 

@@ -28,6 +28,7 @@ from wanda.config import (
 )
 from wanda.connections import GATE, GatedSite, raise_descriptor_limit
 from wanda.jpeg import JpegUnavailable
+from wanda.keys import ALPACA
 from wanda.mount import MountUnavailable
 from wanda.systemd import SystemdNotifier
 
@@ -113,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ARCMIN",
         help="the simulated mount's axis east (+) or west of the pole",
     )
+    add(
+        "--alpaca-port",
+        type=int,
+        metavar="PORT",
+        help="serve the Alpaca devices on this port too (default: the page's)",
+    )
+    add(
+        "--alpaca-discovery",
+        choices=("on", "off"),
+        help="answer Alpaca discovery on UDP port 32227 (default on)",
+    )
+    add("--alpaca-save", choices=("on", "off"), help="keep a FITS copy of each Alpaca exposure (default off)")
     add("--version", action="version", version=f"wanda {__version__}")
     return parser
 
@@ -172,11 +185,16 @@ async def serve(config: Config) -> None:
     runner = web.AppRunner(app, shutdown_timeout=config.shutdown_timeout, access_log=access_log)
     try:
         await runner.setup()  # a start that fails half-way is unwound by the cleanup below
-        site = GatedSite(runner, config.host, config.port, app[GATE])
-        try:
-            await site.start()
-        except OSError as exc:
-            raise CannotListen(exc.strerror or str(exc)) from exc
+        ports = [config.port]
+        if config.alpaca_port and config.alpaca_port != config.port:
+            ports.append(config.alpaca_port)  # the same server on a second port, for Alpaca clients
+        for port in ports:
+            site = GatedSite(runner, config.host, port, app[GATE])
+            try:
+                await site.start()
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise CannotListen(reason if port == config.port else f"the Alpaca port {port}: {reason}") from exc
         log.info(
             "at most %d connections (open files: %d); %g s for a request's headers, %g s for its body",
             app[GATE].limit,
@@ -185,6 +203,7 @@ async def serve(config: Config) -> None:
             config.body_timeout,
         )
         port = runner.addresses[0][1] if runner.addresses else config.port
+        app[ALPACA].http_port = config.alpaca_port or port  # what discovery answers
         urls = await asyncio.to_thread(_urls, config.host, port)  # name lookups may block
         log.info("wanda %s serving: open %s", __version__, " or ".join(urls))
         systemd.notify(f"READY=1\nSTATUS=serving on port {port}")

@@ -100,6 +100,12 @@ class Config:
     sim_polar_error_alt: float = 0.0
     sim_polar_error_az: float = 0.0
 
+    # ASCOM Alpaca (docs/alpaca.md): the camera and the mount for N.I.N.A., PHD2, Ekos. Served on
+    # the page's port, or also on alpaca_port when set; discovery answers on UDP alpaca_discovery_port.
+    alpaca_port: int = 0
+    alpaca_discovery: bool = True
+    alpaca_discovery_port: int = 32227
+    alpaca_save: bool = False  # keep a FITS copy of each Alpaca exposure in captures/alpaca/
     # The frame path.
     max_fps: float = 30.0
     jpeg_quality: int = 80
@@ -130,7 +136,8 @@ class Config:
             "must be two gains (red, blue), each above 0 and at most 32",
         )
         _check(self.log_level in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
-        _check(0 <= self.port <= 65535, "port", "must be 0..65535")
+        for name in ("port", "alpaca_port", "alpaca_discovery_port"):
+            _check(0 <= getattr(self, name) <= 65535, name, "must be 0..65535")
         _check(0.5 <= self.sim_fwhm <= 30, "sim_fwhm", "must be 0.5..30 pixels")
         _check(1 <= self.focal_length_mm <= 10000, "focal_length_mm", "must be 1..10000 mm")
         _check(0.5 <= self.pixel_size_um <= 30, "pixel_size_um", "must be 0.5..30 microns")

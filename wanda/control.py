@@ -223,28 +223,59 @@ class CameraControl:
             raise WandaError(ErrorCode.CAPTURE_BUSY, f"{lease.holder.describe()} no longer holds the camera")
         return await self._capture(files, settings, extra_metadata)
 
+    async def expose(self, settings: CameraSettings, lease: Lease) -> StillImage:
+        """Take one still as ``lease``'s holder and return it unsaved (an Alpaca client downloads
+        it; wanda/alpaca/camera.py). The status, the progress events and Cancel are a capture's."""
+        if not lease.held:
+            raise WandaError(ErrorCode.CAPTURE_BUSY, f"{lease.holder.describe()} no longer holds the camera")
+        image, _ = await self._expose_and_save(None, settings, {}, save=False)
+        return image
+
+    async def save(
+        self, files: NumberedFiles, image: StillImage, settings: CameraSettings, extra: dict[str, Any] | None = None
+    ) -> SavedFile:
+        """Write a still taken by ``expose`` (on the storage thread, atomically)."""
+        return await self._save(files, image, settings, dict(extra or {}))
+
     async def _capture(
         self, files: NumberedFiles | None, settings: CameraSettings | None, extra_metadata: dict[str, Any] | None
     ) -> dict[str, Any]:
+        _, result = await self._expose_and_save(files, settings, extra_metadata or {}, save=True)
+        return result
+
+    async def _expose_and_save(
+        self,
+        files: NumberedFiles | None,
+        settings: CameraSettings | None,
+        extra_metadata: dict[str, Any],
+        *,
+        save: bool,
+    ) -> tuple[StillImage, dict[str, Any]]:
+        """One still with ``settings`` (the camera's by default), saved into ``files`` (by default
+        the frame type's numbered files) or, without ``save``, kept in memory only; with a capture's
+        events. The image, and what ``capture_complete`` said."""
         async with self._settings_lock:  # a settings change in flight lands first
             settings = settings or self.settings
-            files = files or self.root_files(settings.frame_type)
-            # Before the exposure, not after it: a 5-minute frame that cannot be saved is 5 minutes lost.
-            unwritable = await asyncio.to_thread(unwritable_reason, files.folder)
-            if unwritable is not None:
-                raise WandaError(
-                    ErrorCode.CAPTURE_FAILED,
-                    f"nothing can be saved: {unwritable}",
-                    answer_as=ErrorCode.READ_ONLY_STORAGE,
-                )
+            if save:
+                files = files or self.root_files(settings.frame_type)
+                # Before the exposure, not after it: a 5-minute frame that cannot be saved is 5 minutes lost.
+                unwritable = await asyncio.to_thread(unwritable_reason, files.folder)
+                if unwritable is not None:
+                    raise WandaError(
+                        ErrorCode.CAPTURE_FAILED,
+                        f"nothing can be saved: {unwritable}",
+                        answer_as=ErrorCode.READ_ONLY_STORAGE,
+                    )
             cancel = threading.Event()
-            self.exposure = Exposure(time.monotonic(), time.time(), settings.exposure_seconds, files.stem)
+            stem = files.stem if files is not None else "unsaved"
+            self.exposure = Exposure(time.monotonic(), time.time(), settings.exposure_seconds, stem)
             self._cancel = cancel
         self.bus.publish("camera", "capture_start", {**self._capture_state(), **self.exposure.progress()})
         self.bus.publish("camera", "status", self.status())
         ticker = asyncio.create_task(self._publish_progress(), name="capture-progress")
         failure: WandaError | None = None
         left_on = _controls(settings)  # what the still leaves on the camera
+        saved: SavedFile | None = None
         try:
             try:
                 image = await self.worker.call(_take_still, settings, cancel)
@@ -253,12 +284,15 @@ class CameraControl:
                 raise
             left_on = (image.exposure_s, image.gain, settings.frame_type)
             self._cancel = None  # the exposure is over; saving is not cancelled half-way
-            extra = dict(extra_metadata or {})
-            height, width = image.pixels.shape[:2]
-            solution = self.astrometry(width, height) if self.astrometry and settings.frame_type == "light" else None
-            if solution is not None:
-                extra["solution"] = solution
-            saved = await self._save(files, image, settings, extra)
+            if files is not None:
+                extra = dict(extra_metadata)
+                height, width = image.pixels.shape[:2]
+                solution = (
+                    self.astrometry(width, height) if self.astrometry and settings.frame_type == "light" else None
+                )
+                if solution is not None:
+                    extra["solution"] = solution
+                saved = await self._save(files, image, settings, extra)
         except CaptureCancelled:
             failure = WandaError(ErrorCode.CAPTURE_CANCELLED, "the capture was cancelled")
         except OSError as exc:
@@ -295,12 +329,7 @@ class CameraControl:
             raise failure
         result = {
             **self._capture_state(),
-            "file": saved.path.name,
-            "path": str(saved.path.relative_to(self.captures_root)),
-            "url": self.url_of(saved.path),
-            "files": [saved.path.name, *(c.name for c in saved.companions)],
-            "sidecar": saved.sidecar.name if saved.sidecar else None,
-            "raw_file": next((c.name for c in saved.companions if c.suffix == ".dng"), None),
+            **(self._files_of(saved) if saved is not None else {"file": None, "path": None}),
             "exposure_seconds": image.exposure_s,
             "gain": image.gain,
             "iso": round(image.gain * 100, 6),
@@ -309,7 +338,17 @@ class CameraControl:
         }
         self.bus.publish("camera", "capture_complete", result)
         self.bus.publish("camera", "status", self.status())
-        return result
+        return image, result
+
+    def _files_of(self, saved: SavedFile) -> dict[str, Any]:
+        return {
+            "file": saved.path.name,
+            "path": str(saved.path.relative_to(self.captures_root)),
+            "url": self.url_of(saved.path),
+            "files": [saved.path.name, *(c.name for c in saved.companions)],
+            "sidecar": saved.sidecar.name if saved.sidecar else None,
+            "raw_file": next((c.name for c in saved.companions if c.suffix == ".dng"), None),
+        }
 
     async def _save(
         self, files: NumberedFiles, image: StillImage, settings: CameraSettings, extra: dict[str, Any]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from wanda.alpaca.server import AlpacaServer
 from wanda.analysis import AnalysisWorker
 from wanda.auth import Guard
 from wanda.backends.sky import SimulatedSky
@@ -49,4 +50,5 @@ SIM_MOUNT = web.AppKey("sim_mount", SimulatedSky)  # only when the simulated sky
 CAPTURES = web.AppKey("captures", Path)  # where captures go (chosen once, at start)
 MEASURER = web.AppKey("measurer", Measurer)  # the `measure` thread: stars and HFR of each saved frame
 TRUSTED_HOSTS = web.AppKey("trusted_hosts", frozenset)  # Host names a browser may use to reach us
+ALPACA = web.AppKey("alpaca", AlpacaServer)  # the Alpaca camera and telescope (wanda/alpaca/)
 AUTH = web.AppKey("auth", Guard)  # present only when a password is set

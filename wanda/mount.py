@@ -292,6 +292,21 @@ class StepperMount:
             self._cond.notify_all()
             return steps * self._interval
 
+    def shift(self, seconds: float) -> None:
+        """While tracking, move every tracking step still due ``seconds`` later (earlier when
+        negative): the axis falls behind the sky by that much sidereal time, or gains on it. A guide
+        pulse's correction (a move under way keeps its own steps; tracking's resume shifted)."""
+        with self._cond:
+            if self.failure is not None:
+                raise MountUnavailable(f"the mount failed: {self.failure}")
+            if not self._tracking:
+                raise MountUnavailable("the mount is not tracking: a guide pulse shifts the tracking steps")
+            if self._move_left:
+                self._track_anchor += seconds
+            else:
+                self._anchor += seconds
+            self._cond.notify_all()
+
     def stop_move(self) -> None:
         """End the move under way (if any) where it is; tracking, if on, goes on from there."""
         with self._cond:
@@ -529,6 +544,14 @@ class MountControl:
             raise WandaError(ErrorCode.MOUNT_ERROR, str(exc)) from None
         self.bus.publish("mount", "hold", {**self.status(), "steps": steps, "seconds": round(seconds, 3)})
         return seconds
+
+    def shift(self, seconds: float) -> None:
+        """Shift the tracking schedule (StepperMount.shift): a guide pulse. MOUNT_ERROR when the
+        mount is not tracking or has failed."""
+        try:
+            self.mount.shift(seconds)
+        except MountUnavailable as exc:
+            raise WandaError(ErrorCode.MOUNT_ERROR, str(exc)) from None
 
     @property
     def move_offset(self) -> int:

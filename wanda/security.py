@@ -15,8 +15,10 @@ import socket
 from aiohttp import web
 from yarl import URL
 
-from wanda.auth import PUBLIC, bearer_password
+from wanda.alpaca.protocol import is_alpaca_path
+from wanda.auth import PUBLIC, request_password
 from wanda.errors import ErrorCode, WandaError
+from wanda.handlers.envelope import error_response
 from wanda.keys import AUTH, CONFIG, TRUSTED_HOSTS
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -84,14 +86,22 @@ async def auth_middleware(request: web.Request, handler):
     # and a cookie cannot be guessed.
     if guard is None or request.path in PUBLIC or guard.has_session(request):
         return await handler(request)
-    password = bearer_password(request)
+    password = request_password(request)
     if password is None and request.method == "GET" and request.path == "/":
         raise web.HTTPFound("/login")  # a browser: to the login page, which says so if it is throttled
     address = request.remote or "?"
-    if password is None:
-        guard.refuse_if_throttled(address)  # a throttled address gets 429 whatever it sends
-    elif guard.try_password(address, password):
-        return await handler(request)
-    raise WandaError(
-        ErrorCode.UNAUTHORIZED, "a password is needed: Authorization: Bearer <password>, or log in at /login"
-    )
+    try:
+        if password is None:
+            guard.refuse_if_throttled(address)  # a throttled address gets 429 whatever it sends
+        if password is None or not guard.try_password(address, password):
+            raise WandaError(
+                ErrorCode.UNAUTHORIZED, "a password is needed: Authorization: Bearer <password>, or log in at /login"
+            )
+    except WandaError as exc:
+        if exc.code != ErrorCode.UNAUTHORIZED or not is_alpaca_path(request.path):
+            raise
+        # Alpaca clients send the password as HTTP Basic once asked for it.
+        response = error_response(exc)
+        response.headers["WWW-Authenticate"] = 'Basic realm="WANDA", charset="UTF-8"'
+        return response
+    return await handler(request)

@@ -150,7 +150,7 @@ function handleCameraEvent(event, data) {
     showExposing(data);
   } else if (event === "capture_complete") {
     showExposing(null);
-    if (!data.path.includes("/")) { // a single capture, not a session's frame
+    if (data.path && !data.path.includes("/")) { // a single capture (not a session's frame, nor an unsaved Alpaca one)
       showLastCapture(data);
       if (gallery.folder === "") refreshGallery();
     }

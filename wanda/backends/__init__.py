@@ -73,7 +73,19 @@ class CameraBackend(Protocol):
     # a gamma curve (picamera2), which the analysis undoes.
     preview_linear: bool
     instrument: str  # FITS INSTRUME
+    sensor_name: str  # the sensor's model ("IMX477"), as an Alpaca client shows it
     pixel_size_um: float  # of a still's pixel (FITS XPIXSZ / YPIXSZ)
+    # A still's linear data (``StillImage.linear`` when asked for raw): its values' bits, and its
+    # Bayer pattern ("RGGB", ...; None: one value a pixel, no mosaic).
+    raw_bit_depth: int
+    raw_bayer: str | None
+
+    @property
+    def sensor_temperature(self) -> float | None:
+        """The sensor's temperature in Celsius from its latest frame, where the camera reports one
+        (None before that, or never)."""
+        ...
+
     # What /api/health says about the camera beyond its name (software versions, tuning, ...):
     # what someone helping over the network asks first. Known after open().
     details: dict[str, Any]

@@ -107,7 +107,11 @@ class Picamera2Backend:
         self._preview_config: dict[str, Any] = {}  # picamera2's preview configuration, once open
         self.sensor_size = FULL_SIZE
         self.instrument = "Raspberry Pi camera"
+        self.sensor_name = "IMX477"
         self.pixel_size_um = 1.55
+        self.raw_bit_depth = SENSOR_BIT_DEPTH
+        self.raw_bayer: str | None = RAW_FORMAT[1:5]  # the order asked for; each still's mosaic says its own
+        self.sensor_temperature: float | None = None  # from the frames' metadata
         self.exposure_limits = (0.0001, 230.0)
         self.gain_limits = (1.0, 16.0)
         self.exposure_s = 1 / 30
@@ -146,6 +150,7 @@ class Picamera2Backend:
             self._read_limits()
             properties = getattr(camera, "camera_properties", {}) or {}
             self.instrument = f"Raspberry Pi camera ({properties.get('Model', 'unknown sensor')})"
+            self.sensor_name = str(properties.get("Model", self.sensor_name)).upper()
             if "UnitCellSize" in properties:  # nanometres
                 self.pixel_size_um = properties["UnitCellSize"][0] / 1000
             self._camera = camera
@@ -324,6 +329,7 @@ class Picamera2Backend:
             metadata = request.get_metadata()
         finally:
             request.release()
+        self._heard_temperature(metadata)
         return PreviewFrame(
             pixels,
             "BGR",
@@ -390,6 +396,9 @@ class Picamera2Backend:
         finally:
             if streaming is not None:
                 self.start_stream(streaming)
+        self._heard_temperature(metadata)
+        if bayer is not None:
+            self.raw_bayer = bayer
         applied_exposure = metadata.get("ExposureTime", exposure_s * 1e6) / 1e6
         applied_gain = float(metadata.get("AnalogueGain", gain))
         _warn_on_mismatch("exposure", exposure_s, applied_exposure, "s")
@@ -412,6 +421,11 @@ class Picamera2Backend:
             black_level=black_levels[0] / 2 ** (16 - SENSOR_BIT_DEPTH) if mosaic is not None and black_levels else None,
             sensor_dpc=read_sensor_dpc(),
         )
+
+    def _heard_temperature(self, metadata: dict[str, Any]) -> None:
+        temperature = metadata.get("SensorTemperature")
+        if isinstance(temperature, int | float):
+            self.sensor_temperature = float(temperature)
 
     def _mosaic(self, request) -> tuple[np.ndarray, str]:
         """The raw Bayer mosaic as uint16 holding the sensor's 12-bit values, and its pattern.

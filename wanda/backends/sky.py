@@ -225,6 +225,9 @@ class SimulatedSky:
     encodes_preview = False
     preview_linear = True
     instrument = "WANDA simulated sky (IMX477 model)"
+    sensor_name = "IMX477 (simulated)"
+    raw_bit_depth = 16  # a still's linear data: one 16-bit value a pixel, no mosaic
+    raw_bayer: str | None = None
 
     def __init__(
         self,
@@ -408,6 +411,10 @@ class SimulatedSky:
         if gain is not None:
             self.gain = min(max(float(gain), GAIN_LIMITS[0]), GAIN_LIMITS[1])
         self._pending = None
+
+    @property
+    def sensor_temperature(self) -> float:
+        return self.temperature_c
 
     def capture_still(
         self,

@@ -1,0 +1,149 @@
+"""The Alpaca API over HTTP (wanda/alpaca/ has the devices and the rules): the device API under
+``/api/v1/{device_type}/{device_number}/{member}``, the management API under ``/management/`` and
+the setup pages under ``/setup``. None of these paths meets WANDA's own ``/api/<part>/...``.
+
+Answers are Alpaca's, not WANDA's envelope: HTTP 200 with ``ErrorNumber`` for what the device
+refuses, HTTP 400 with a plain-text reason for a request the server cannot read. The password, the
+Origin rule and the connection gate are the middlewares', as for every other path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import inspect
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from wanda.alpaca.camera import AlpacaImage
+from wanda.alpaca.images import IMAGE_BYTES, error_bytes, image_bytes, image_json
+from wanda.alpaca.protocol import DRIVER_ERROR, AlpacaError, BadRequest, Parameters, envelope
+from wanda.alpaca.server import API_VERSIONS
+from wanda.errors import WandaError
+from wanda.keys import ALPACA, AUTH
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+
+def _bad_request(reason: str) -> web.Response:
+    return web.Response(status=400, text=reason)
+
+
+async def _parameters(request: web.Request) -> Parameters:
+    if request.method == "PUT":
+        if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data") and (
+            request.can_read_body
+        ):
+            raise BadRequest(
+                f"a PUT's parameters are a form (application/x-www-form-urlencoded), not {request.content_type}"
+            )
+        form = await request.post()
+        return Parameters({name: value for name, value in form.items() if isinstance(value, str)}, exact=True)
+    return Parameters(request.query, exact=False)
+
+
+def _answer(body: dict[str, Any]) -> web.Response:
+    return web.json_response(body)
+
+
+@routes.get("/management/apiversions")
+async def api_versions(request: web.Request) -> web.Response:
+    return await _management(request, API_VERSIONS)
+
+
+@routes.get("/management/v1/description")
+async def description(request: web.Request) -> web.Response:
+    return await _management(request, request.app[ALPACA].description())
+
+
+@routes.get("/management/v1/configureddevices")
+async def configured_devices(request: web.Request) -> web.Response:
+    return await _management(request, request.app[ALPACA].configured_devices())
+
+
+async def _management(request: web.Request, value: Any) -> web.Response:
+    try:
+        _, client_transaction = (await _parameters(request)).transaction_ids()
+    except BadRequest as exc:
+        return _bad_request(str(exc))
+    return _answer(envelope(client_transaction, request.app[ALPACA].transactions.next(), value))
+
+
+@routes.route("*", "/api/v1/{device_type}/{device_number}/{member}")
+async def device_call(request: web.Request) -> web.StreamResponse:
+    if request.method not in ("GET", "PUT"):
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT"])
+    server = request.app[ALPACA]
+    device_type, number, member = (request.match_info[k] for k in ("device_type", "device_number", "member"))
+    try:
+        if request.path != request.path.lower():
+            raise BadRequest(f"Alpaca's paths are lower case: {request.path}")
+        parameters = await _parameters(request)
+        _, client_transaction = parameters.transaction_ids()
+        device = server.device(device_type, number)
+        if not device.knows(member):
+            raise BadRequest(f"{member!r} is not a member of the Alpaca {device_type} interface")
+    except BadRequest as exc:
+        return _bad_request(str(exc))
+    server_transaction = server.transactions.next()
+    wants_bytes = IMAGE_BYTES in request.headers.get("Accept", "")
+    try:
+        call = device.member(member, request.method)
+        if call is None:
+            other = "PUT" if request.method == "GET" else "GET"
+            raise web.HTTPMethodNotAllowed(request.method, [other], text=f"{member} answers {other} only")
+        value = call(parameters)
+        if inspect.isawaitable(value):
+            value = await value
+    except BadRequest as exc:
+        return _bad_request(str(exc))
+    except AlpacaError as exc:
+        if wants_bytes and member in ("imagearray", "imagearrayvariant"):
+            body = error_bytes(exc.number, exc.message, client_transaction, server_transaction)
+            return web.Response(body=body, content_type=IMAGE_BYTES)
+        return _answer(envelope(client_transaction, server_transaction, error=exc))
+    except WandaError as exc:  # a part of WANDA refused: the device's own failure
+        return _answer(envelope(client_transaction, server_transaction, error=AlpacaError(DRIVER_ERROR, exc.message)))
+    if isinstance(value, AlpacaImage):
+        if wants_bytes:
+            body = await asyncio.to_thread(image_bytes, value.pixels, client_transaction, server_transaction)
+            return web.Response(body=body, content_type=IMAGE_BYTES)
+        body = await asyncio.to_thread(image_json, value.pixels, client_transaction, server_transaction)
+        return web.Response(body=body, content_type="application/json", charset="utf-8")
+    return _answer(envelope(client_transaction, server_transaction, value))
+
+
+# -- the setup pages -------------------------------------------------------------------------------
+
+SETUP_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>WANDA: Alpaca devices</title>
+<style>body{{font:16px system-ui,sans-serif;background:#111;color:#ddd;margin:2em;max-width:42em}}
+a{{color:#f88}}td,th{{padding:.3em .8em;text-align:left}}code{{color:#fc9}}</style></head><body>
+<h1>WANDA's Alpaca devices</h1>
+<p>Add these in N.I.N.A., PHD2 or KStars/Ekos as Alpaca devices: they are found by discovery, or
+give this machine's address and port <code>{port}</code>.{password}</p>
+<table><tr><th>device</th><th>number</th><th>connected</th><th>unique ID</th></tr>{rows}</table>
+<p>Nothing to set here: exposure limits, the site and the optic are WANDA's settings, on
+<a href="/">WANDA's page</a> and in its configuration. See docs/alpaca.md for what each device does.</p>
+</body></html>"""
+
+
+@routes.get("/setup")
+@routes.get("/setup/v1/{device_type}/{device_number}/setup")
+async def setup_page(request: web.Request) -> web.Response:
+    server = request.app[ALPACA]
+    rows = "".join(
+        f"<tr><td>{html.escape(device.name)} ({device.device_type})</td><td>0</td>"
+        f"<td>{'yes' if device.connected else 'no'}</td><td><code>{html.escape(device.unique_id)}</code></td></tr>"
+        for device in server.devices.values()
+    )
+    password = (
+        " WANDA has a password: give it as the Alpaca device's password (any user name)." if AUTH in request.app else ""
+    )
+    return web.Response(
+        text=SETUP_PAGE.format(port=server.http_port, rows=rows, password=password), content_type="text/html"
+    )
