@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import aiohttp.web_app
 import pytest
 
 from wanda.app import create_app
@@ -18,6 +19,18 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: a real `wanda` process or another subprocess, a browser, crashes or fuzzing (the slow tier)"
     )
+
+
+@pytest.fixture(autouse=True)
+def _forget_finished_apps():
+    """aiohttp caches each (handler, app) pair's middleware chain, up to 1024 of them
+    (``web_app._cached_build_middleware``): in a test run that cache keeps hundreds of finished
+    apps alive, each with its simulated sky and buffers (the suite grew past 20 GB and was killed).
+    A server has one app for its life; the tests make one a test, so the cache goes with each."""
+    yield
+    cached = getattr(aiohttp.web_app, "_cached_build_middleware", None)
+    if cached is not None:
+        cached.cache_clear()
 
 
 @pytest.fixture
