@@ -8,8 +8,8 @@ top left), as ASCOM's ImageArray is indexed. ImageBytes (``Accept: application/i
     ImageElementType, TransmissionElementType, Rank, Dimension1, Dimension2, Dimension3
 
 ImageElementType is Int32 (2: what ImageArray holds) and the pixels travel as UInt16 (8), the
-sensor's values being 0..65535. A failure is the header with its ErrorNumber, the element types,
-rank and dimensions 0, and the message in UTF-8 from DataStart on.
+sensor's values being 0..65535. A failure is answered in JSON whatever was asked for, as ASCOM's
+own servers do (the client reads the Content-Type).
 
 Pure functions of arrays (run on a thread: a 12-megapixel frame is 24 MB of ImageBytes and about
 60 MB of JSON).
@@ -38,14 +38,6 @@ def image_bytes(pixels: np.ndarray, client_transaction: int, server_transaction:
         METADATA_VERSION, 0, client_transaction, server_transaction, HEADER.size, INT32, UINT16, 2, width, height, 0
     )
     return header + np.ascontiguousarray(pixels.T, dtype="<u2").tobytes()
-
-
-def error_bytes(number: int, message: str, client_transaction: int, server_transaction: int) -> bytes:
-    """A failure as ImageBytes: the header with ``number``, then ``message``."""
-    header = HEADER.pack(
-        METADATA_VERSION, number, client_transaction, server_transaction, HEADER.size, 0, 0, 0, 0, 0, 0
-    )
-    return header + message.encode("utf-8")
 
 
 def image_json(pixels: np.ndarray, client_transaction: int, server_transaction: int) -> bytes:

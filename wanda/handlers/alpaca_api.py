@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from wanda.alpaca.camera import AlpacaImage
-from wanda.alpaca.images import IMAGE_BYTES, error_bytes, image_bytes, image_json
+from wanda.alpaca.images import IMAGE_BYTES, image_bytes, image_json
 from wanda.alpaca.protocol import DRIVER_ERROR, AlpacaError, BadRequest, Parameters, envelope
 from wanda.alpaca.server import API_VERSIONS
 from wanda.errors import WandaError
@@ -89,7 +89,6 @@ async def device_call(request: web.Request) -> web.StreamResponse:
     except BadRequest as exc:
         return _bad_request(str(exc))
     server_transaction = server.transactions.next()
-    wants_bytes = IMAGE_BYTES in request.headers.get("Accept", "")
     try:
         call = device.member(member, request.method)
         if call is None:
@@ -101,14 +100,13 @@ async def device_call(request: web.Request) -> web.StreamResponse:
     except BadRequest as exc:
         return _bad_request(str(exc))
     except AlpacaError as exc:
-        if wants_bytes and member in ("imagearray", "imagearrayvariant"):
-            body = error_bytes(exc.number, exc.message, client_transaction, server_transaction)
-            return web.Response(body=body, content_type=IMAGE_BYTES)
+        # JSON even when ImageBytes was asked for, as ASCOM's own servers answer: clients read the
+        # Content-Type (alpyca 3.1 cannot read an ImageBytes failure).
         return _answer(envelope(client_transaction, server_transaction, error=exc))
     except WandaError as exc:  # a part of WANDA refused: the device's own failure
         return _answer(envelope(client_transaction, server_transaction, error=AlpacaError(DRIVER_ERROR, exc.message)))
     if isinstance(value, AlpacaImage):
-        if wants_bytes:
+        if IMAGE_BYTES in request.headers.get("Accept", ""):
             body = await asyncio.to_thread(image_bytes, value.pixels, client_transaction, server_transaction)
             return web.Response(body=body, content_type=IMAGE_BYTES)
         body = await asyncio.to_thread(image_json, value.pixels, client_transaction, server_transaction)
