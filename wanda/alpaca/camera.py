@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from wanda.alpaca.device import AlpacaDevice, constant, fits_time
+from wanda.alpaca.images import json_values, pixel_bytes
 from wanda.alpaca.protocol import (
     INVALID_OPERATION,
     INVALID_VALUE,
@@ -102,6 +103,17 @@ class AlpacaImage:
     pixels: np.ndarray
     started: float  # Unix time the exposure started
     duration: float  # seconds, as the sensor applied them
+    _encodings: dict[str, asyncio.Future[bytes]] = field(default_factory=dict, compare=False, repr=False)
+
+    async def encoded(self, kind: str) -> bytes:
+        """The pixels as ImageBytes' data (``kind`` "bytes") or ImageArray's JSON ``Value``
+        ("json"), encoded once on a thread however often and by however many they are downloaded:
+        a client fetching the frame again (or two clients fetching it) costs a send, not another
+        encoding of millions of pixels."""
+        if kind not in self._encodings:
+            encode = pixel_bytes if kind == "bytes" else json_values
+            self._encodings[kind] = asyncio.ensure_future(asyncio.to_thread(encode, self.pixels))
+        return await asyncio.shield(self._encodings[kind])  # a download given up leaves it for the next
 
 
 class AlpacaCamera(AlpacaDevice):

@@ -9,7 +9,6 @@ Origin rule and the connection gate are the middlewares', as for every other pat
 
 from __future__ import annotations
 
-import asyncio
 import html
 import inspect
 import logging
@@ -18,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from wanda.alpaca.camera import AlpacaImage
-from wanda.alpaca.images import IMAGE_BYTES, image_bytes, image_json
+from wanda.alpaca.images import IMAGE_BYTES, bytes_header, json_parts
 from wanda.alpaca.protocol import DRIVER_ERROR, AlpacaError, BadRequest, Parameters, envelope
 from wanda.alpaca.server import API_VERSIONS
 from wanda.errors import WandaError
@@ -106,12 +105,32 @@ async def device_call(request: web.Request) -> web.StreamResponse:
     except WandaError as exc:  # a part of WANDA refused: the device's own failure
         return _answer(envelope(client_transaction, server_transaction, error=AlpacaError(DRIVER_ERROR, exc.message)))
     if isinstance(value, AlpacaImage):
-        if IMAGE_BYTES in request.headers.get("Accept", ""):
-            body = await asyncio.to_thread(image_bytes, value.pixels, client_transaction, server_transaction)
-            return web.Response(body=body, content_type=IMAGE_BYTES)
-        body = await asyncio.to_thread(image_json, value.pixels, client_transaction, server_transaction)
-        return web.Response(body=body, content_type="application/json", charset="utf-8")
+        return await _send_image(request, value, client_transaction, server_transaction)
     return _answer(envelope(client_transaction, server_transaction, value))
+
+
+async def _send_image(
+    request: web.Request, image: AlpacaImage, client_transaction: int, server_transaction: int
+) -> web.StreamResponse:
+    """ImageArray as ImageBytes when the client accepts it, else as JSON; the pixels' encoding is
+    the image's own (made once), sent after the answer's own header."""
+    height, width = image.pixels.shape
+    if IMAGE_BYTES in request.headers.get("Accept", ""):
+        parts: tuple[bytes, ...] = (
+            bytes_header(width, height, client_transaction, server_transaction),
+            await image.encoded("bytes"),
+        )
+        content_type = IMAGE_BYTES
+    else:
+        parts = json_parts(await image.encoded("json"), client_transaction, server_transaction)
+        content_type = "application/json; charset=utf-8"
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response.content_length = sum(len(part) for part in parts)
+    await response.prepare(request)
+    for part in parts:
+        await response.write(part)
+    await response.write_eof()
+    return response
 
 
 # -- the setup pages -------------------------------------------------------------------------------
