@@ -270,9 +270,21 @@ async def test_alpaca_and_the_web_page_take_the_camera_one_at_a_time(client):
     refused = await client.post("/api/camera/capture", json={})
     body = await refused.json()
     assert refused.status == 409 and body["code"] == "CAPTURE_BUSY" and "an Alpaca client" in body["error"]
+    session = await client.post("/api/session/start", json={"name": "m42", "total_images": 2})
+    assert session.status == 409 and "an Alpaca client" in (await session.json())["error"]
     status = await (await client.get("/api/camera/status")).json()
     assert status["data"]["capture_status"] == "Capturing"  # the page shows the camera exposing
     await put(client, f"{CAMERA}/abortexposure")
+
+    session = await client.post(
+        "/api/session/start",
+        json={"name": "m42", "total_images": 2, "use_current_settings": False, "exposure_seconds": 5},
+    )
+    assert session.status == 200, await session.text()
+    refused = await put(client, f"{CAMERA}/startexposure", Duration=0.1, Light=True)
+    assert refused["ErrorNumber"] == 0x40B and "session 'm42'" in refused["ErrorMessage"]
+    assert (await client.post("/api/session/stop", json={})).status == 200
+    await wait_until(lambda: client.app[CONTROL].arbiter.holder is None)
 
     capture = asyncio.create_task(client.post("/api/camera/capture", json={}))
     await wait_until(lambda: client.app[CONTROL].exposure is not None)
