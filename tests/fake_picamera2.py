@@ -481,6 +481,10 @@ class Picamera2:
         self.sent.append(dict(config["controls"]))
         self.configurations.append(copy.deepcopy(config))
 
+    def camera_configuration(self):
+        """What was configured, as validation left it (picamera2 returns its own dict)."""
+        return self.camera_config
+
     def _check_control(self, name):
         if name not in self.camera_controls:
             raise RuntimeError(f"Control {name} is not advertised by libcamera")

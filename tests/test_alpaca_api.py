@@ -102,6 +102,10 @@ async def test_get_parameters_match_in_any_case_and_put_fields_exactly(client):
         ("PUT", f"{CAMERA}/connected", {"Connected": "maybe"}, "True or False"),
         ("PUT", f"{CAMERA}/connected", {}, "Connected is missing"),
         ("PUT", f"{TELESCOPE}/pulseguide", {"Direction": "east", "Duration": "100"}, "not an integer"),
+        ("PUT", f"{TELESCOPE}/pulseguide", {"Direction": "2", "Duration": "1_000"}, "not an integer"),
+        ("PUT", f"{TELESCOPE}/pulseguide", {"Direction": "\u0662", "Duration": "100"}, "not an integer"),
+        ("GET", f"{CAMERA}/connected", {"ClientTransactionID": "x" * 5000}, "..."),
+        ("GET", "/setup/v1/camera/7/setup", {}, "camera 0 only"),
     ],
 )
 async def test_malformed_requests_are_400_with_a_reason(client, method, path, params, words):
@@ -112,6 +116,34 @@ async def test_malformed_requests_are_400_with_a_reason(client, method, path, pa
         response = await client.put(path, data=params)
     assert response.status == 400
     assert words in await response.text()
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "words"),
+    [
+        ({"Content-Type": "application/x-www-form-urlencoded; charset=latin-1"}, b"Connected=true", "UTF-8"),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, b"Connected=tr\xffue", "cannot be read"),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, b"Connected=%ff", "cannot be read"),
+        ({"Content-Type": "multipart/form-data; boundary=xx"}, b"garbage", "form"),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, b"&".join([b"a=1"] * 100), "cannot be read"),
+    ],
+)
+async def test_a_form_that_cannot_be_read_is_400_not_a_traceback(client, headers, body, words):
+    response = await client.put(f"{CAMERA}/connected", data=body, headers=headers)
+    assert response.status == 400 and words in await response.text()
+
+
+async def test_a_form_that_never_arrives_is_let_go_like_any_body(make_client):
+    client = await make_client(body_timeout=0.5)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        b"PUT /api/v1/camera/0/connected HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nC"
+    )
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 30)  # answered, not held open
+    assert b" 408 " in status_line
+    writer.close()
 
 
 async def test_a_put_must_be_a_form_and_a_member_its_verb(client):
@@ -263,6 +295,19 @@ async def test_abort_ends_an_exposure_and_keeps_nothing(client):
     assert (await put(client, f"{CAMERA}/abortexposure"))["ErrorNumber"] == 0  # harmless when idle
 
 
+async def test_abort_before_the_camera_exposes_ends_it_at_once_and_keeps_nothing(client):
+    await connected(client)
+    control = client.app[CONTROL]
+    # A settings change in flight holds the camera's settings (as a slow disk would): the exposure
+    # waits for it, and an abort meanwhile must not wait the exposure out.
+    async with control._settings_lock:
+        assert (await put(client, f"{CAMERA}/startexposure", Duration=30, Light=True))["ErrorNumber"] == 0
+        assert (await put(client, f"{CAMERA}/abortexposure"))["ErrorNumber"] == 0
+    assert value(await get(client, f"{CAMERA}/camerastate")) == CameraState.IDLE
+    assert value(await get(client, f"{CAMERA}/imageready")) is False
+    assert control.arbiter.holder is None and control.exposure is None
+
+
 async def test_alpaca_and_the_web_page_take_the_camera_one_at_a_time(client):
     await connected(client)
     assert (await put(client, f"{CAMERA}/startexposure", Duration=30, Light=True))["ErrorNumber"] == 0
@@ -270,6 +315,8 @@ async def test_alpaca_and_the_web_page_take_the_camera_one_at_a_time(client):
     refused = await client.post("/api/camera/capture", json={})
     body = await refused.json()
     assert refused.status == 409 and body["code"] == "CAPTURE_BUSY" and "an Alpaca client" in body["error"]
+    cancel = await (await client.post("/api/camera/capture/cancel", json={})).json()  # the page's Cancel
+    assert cancel["data"]["cancelled"] is False and "an Alpaca client has the camera" in cancel["message"]
     session = await client.post("/api/session/start", json={"name": "m42", "total_images": 2})
     assert session.status == 409 and "an Alpaca client" in (await session.json())["error"]
     status = await (await client.get("/api/camera/status")).json()
@@ -321,10 +368,30 @@ async def test_the_telescope_tracks_guides_and_knows_where_it_points(make_client
     mount = await (await client.get("/api/mount/status")).json()
     assert mount["data"]["tracking"] is True  # the page sees what the client did
 
+    stepper = client.app[MOUNT].mount
+    await wait_until(lambda: stepper.steps >= 1)  # the first step comes at once: the next is 3.5 s on
+    due = stepper.next_due()
     assert (await put(client, f"{TELESCOPE}/pulseguide", Direction=3, Duration=2000))["ErrorNumber"] == 0
     assert value(await get(client, f"{TELESCOPE}/ispulseguiding")) is True
+    assert stepper.next_due() == pytest.approx(due - 1.0)  # west, 2 s at 0.5 x sidereal: a second early
+    busy = await put(client, f"{TELESCOPE}/pulseguide", Direction=2, Duration=2000)
+    assert busy["ErrorNumber"] == 0x40B and "under way" in busy["ErrorMessage"]  # one pulse at a time
+    await wait_until(lambda: not client.app[ALPACA].devices["telescope"].pulse_guiding, attempts=400)
+    due = stepper.next_due()
+    assert (await put(client, f"{TELESCOPE}/pulseguide", Direction=2, Duration=3000))["ErrorNumber"] == 0
+    assert stepper.next_due() == pytest.approx(due + 1.5)  # east: later
+    too_long = await put(client, f"{TELESCOPE}/pulseguide", Direction=2, Duration=10_001)
+    assert too_long["ErrorNumber"] == 0x401
     await put(client, f"{TELESCOPE}/tracking", Tracking=False)
     assert not client.app[MOUNT].tracking
+
+    # Tracking on keeps the speed and direction the page set (a southern site turns the other way).
+    await client.post("/api/mount/tracking", json={"action": "start", "speed": 2.0, "direction": "ccw"})
+    await client.post("/api/mount/tracking", json={"action": "stop"})
+    await put(client, f"{TELESCOPE}/tracking", Tracking=True)
+    mount = (await (await client.get("/api/mount/status")).json())["data"]
+    assert (mount["tracking"], mount["speed"], mount["direction"]) == (True, 2.0, False)
+    await put(client, f"{TELESCOPE}/tracking", Tracking=False)
 
     solve = client.app[SOLVE]
     assert solve.solution is None
@@ -349,8 +416,16 @@ async def test_with_a_password_alpaca_asks_for_basic_and_discovery_still_answers
     assert (await client.get(f"{CAMERA}/connected", headers={"Authorization": f"Basic {wrong}"})).status == 401
     bearer = await client.get("/management/apiversions", headers={"Authorization": "Bearer dark skies"})
     assert bearer.status == 200
+    listing = await client.get("/management/v1/configureddevices")
+    assert listing.status == 401 and listing.headers["WWW-Authenticate"].startswith("Basic")
+    connect = await client.put(
+        f"{CAMERA}/connected", data={"Connected": "true"}, headers={"Authorization": f"Basic {basic}"}
+    )
+    assert connect.status == 200 and (await connect.json())["ErrorNumber"] == 0
     page = await client.get("/api/camera/status")  # WANDA's own API: no Basic challenge for browsers
     assert page.status == 401 and "WWW-Authenticate" not in page.headers
+    setup = await client.get("/setup", allow_redirects=False)  # a page for browsers: to the login page
+    assert setup.status == 302 and setup.headers["Location"] == "/login" and "WWW-Authenticate" not in setup.headers
     assert await discover(client.app[ALPACA].discovery_port) == {"AlpacaPort": client.app[ALPACA].http_port}
 
 

@@ -135,10 +135,11 @@ def test_alpyca_tracks_and_guides_the_telescope_and_hears_what_it_cannot_do(serv
     assert 0 <= telescope.SiderealTime < 24
     telescope.Tracking = True
     assert telescope.Tracking and server.get("/api/mount/status")["tracking"] is True
-    steps = server.get("/api/mount/status")["steps"]
     telescope.PulseGuide(GuideDirections.guideWest, 3000)  # 1.5 s of sky: the next step comes early
     assert telescope.IsPulseGuiding
-    wait_for(lambda: server.get("/api/mount/status")["steps"] > steps, what="a step")
+    with pytest.raises(InvalidOperationException):
+        telescope.PulseGuide(GuideDirections.guideEast, 500)  # one pulse at a time
+    wait_for(lambda: not telescope.IsPulseGuiding, what="the pulse to end")
     with pytest.raises(NotImplementedException):
         telescope.PulseGuide(GuideDirections.guideNorth, 500)
     with pytest.raises(NotImplementedException):

@@ -121,7 +121,7 @@ async def test_settings_survive_a_restart(aiohttp_client, config):
     assert (status["exposure_seconds"], status["iso"], status["frame_type"]) == (0.5, 1600, "flat")
     assert second.app[CONTROL].worker.backend.exposure_s == 0.5  # applied to the camera, not only shown
     state_files = sorted(p.name for p in config.data_dir.iterdir())
-    assert state_files == ["camera_settings.json"]  # no temporary left behind
+    assert state_files == ["alpaca.json", "camera_settings.json"]  # no temporary left behind
     json.loads((config.data_dir / "camera_settings.json").read_text())
 
 

@@ -26,6 +26,7 @@ from wanda.backends.picam import Picamera2Backend
 from wanda.backends.sky import SimulatedSky
 from wanda.config import Config
 from wanda.jpeg import JpegEncoder
+from wanda.keys import ALPACA
 
 TESTS = Path(__file__).parent
 
@@ -280,6 +281,34 @@ def test_picam_stalled_camera_is_a_clear_error_not_a_hang(picamera2, backend, mo
 
 
 # -- through the API ---------------------------------------------------------------------------
+
+
+async def test_the_alpaca_camera_on_a_pi_is_the_hq_cameras_bayer_mosaic(picamera2, aiohttp_client, config):
+    """An Alpaca client sees the sensor as picamera2 delivers it: 4056 x 3040 of 12-bit values in
+    the order the HQ camera's flips make of its RGGB (BGGR), and gets that mosaic, unbinned."""
+    client = await aiohttp_client(create_app(dataclasses.replace(config, camera="auto")))
+    camera = "/api/v1/camera/0"
+
+    async def get(member: str):
+        body = await (await client.get(f"{camera}/{member}")).json()
+        assert body["ErrorNumber"] == 0, body
+        return body["Value"]
+
+    assert (await client.put(f"{camera}/connected", data={"Connected": "true"})).status == 200
+    properties = ("cameraxsize", "cameraysize", "sensortype", "bayeroffsetx", "bayeroffsety", "maxadu", "maxbinx")
+    assert [await get(name) for name in properties] == [4056, 3040, 2, 1, 1, 4095, 1]  # BGGR: red at (1, 1)
+    assert await get("sensorname") == "IMX477" and await get("pixelsizex") == 1.55
+    binned = await (await client.put(f"{camera}/binx", data={"BinX": "2"})).json()
+    assert binned["ErrorNumber"] == 0x401  # a binned mosaic would mix its colours
+    started = await (await client.put(f"{camera}/startexposure", data={"Duration": "0.01", "Light": "true"})).json()
+    assert started["ErrorNumber"] == 0
+    await wait_until(lambda: client.app[ALPACA].devices["camera"].image_ready, attempts=400)
+    response = await client.get(f"{camera}/imagearray", headers={"Accept": "application/imagebytes"})
+    data = await response.read()
+    mosaic = np.frombuffer(data[44:], dtype="<u2").reshape(4056, 3040).T
+    assert (mosaic[1::2, 1::2] == fake_picamera2.RAW_RED).all()  # the sensor's values, not shifted to 16 bits
+    assert mosaic[0, 0] >= fake_picamera2.RAW_BLUE and mosaic.max() <= 4095
+    assert await get("ccdtemperature") == 31.0  # as the still's metadata reported it
 
 
 async def test_picam_still_through_the_api_writes_jpeg_dng_and_what_the_sensor_applied(

@@ -19,7 +19,7 @@ from aiohttp import WSCloseCode, hdrs, web
 
 from wanda import SERVER
 from wanda.alpaca.camera import AlpacaCamera
-from wanda.alpaca.discovery import start_discovery
+from wanda.alpaca.discovery import discovery_address, start_discovery
 from wanda.alpaca.server import AlpacaServer, unique_ids
 from wanda.alpaca.telescope import AlpacaTelescope
 from wanda.analysis import AnalysisWorker
@@ -369,8 +369,6 @@ async def _alpaca_ctx(app: web.Application) -> AsyncIterator[None]:
         lambda: app[SITE].current,
         ids["telescope"],
         focal_length_mm=config.focal_length_mm,
-        tracking_speed=config.mount_step_interval,
-        tracking_clockwise=config.mount_clockwise,
     )
     # The port discovery answers: the configured one until the server listens (wanda/cli.py).
     app[ALPACA] = AlpacaServer([camera, telescope], http_port=config.alpaca_port or config.port)
@@ -383,7 +381,7 @@ async def _discovery_ctx(app: web.Application) -> AsyncIterator[None]:
     server = app[ALPACA]
     try:
         transport, server.responder = await start_discovery(
-            config.host, config.alpaca_discovery_port, lambda: server.http_port
+            discovery_address(config.host), config.alpaca_discovery_port, lambda: server.http_port
         )
     except OSError as exc:  # another program has the port without sharing it: the rest still works
         log.warning("Alpaca discovery is off: UDP port %d: %s", config.alpaca_discovery_port, exc.strerror or exc)

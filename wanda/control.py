@@ -225,7 +225,7 @@ class CameraControl:
 
     async def expose(self, settings: CameraSettings, lease: Lease) -> StillImage:
         """Take one still as ``lease``'s holder and return it unsaved (an Alpaca client downloads
-        it; wanda/alpaca/camera.py). The status, the progress events and Cancel are a capture's."""
+        it; wanda/alpaca/camera.py). The status and the progress events are a capture's; ``cancel`` ends it."""
         if not lease.held:
             raise WandaError(ErrorCode.CAPTURE_BUSY, f"{lease.holder.describe()} no longer holds the camera")
         image, _ = await self._expose_and_save(None, settings, {}, save=False)

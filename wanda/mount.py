@@ -167,6 +167,7 @@ class StepperMount:
         self.steps = 0
         self.restarts = 0  # schedules restarted because the thread fell too far behind
         self.last_error = 0.0  # seconds the last step was late (actual - due)
+        self._last_step: float | None = None  # when the last step was made (the clock's time)
         # |error| of the last ERROR_WINDOW_S of steps since tracking started, as (due time,
         # |error|) with the errors decreasing: the window's max is the first. One late step
         # (a hiccup an hour ago, another speed) must not show as the mount's timing for ever.
@@ -292,10 +293,13 @@ class StepperMount:
             self._cond.notify_all()
             return steps * self._interval
 
-    def shift(self, seconds: float) -> None:
+    def shift(self, seconds: float) -> float:
         """While tracking, move every tracking step still due ``seconds`` later (earlier when
         negative): the axis falls behind the sky by that much sidereal time, or gains on it. A guide
-        pulse's correction (a move under way keeps its own steps; tracking's resume shifted)."""
+        pulse's correction (a move under way keeps its own steps; tracking's resume shifted).
+        Earlier is never so early that the next step would follow the last one sooner than a move's
+        fastest step (MOVE_INTERVAL): the motor is never asked for a burst it could lose. Returns
+        the shift made."""
         with self._cond:
             if self.failure is not None:
                 raise MountUnavailable(f"the mount failed: {self.failure}")
@@ -304,8 +308,20 @@ class StepperMount:
             if self._move_left:
                 self._track_anchor += seconds
             else:
+                if seconds < 0 and self._last_step is not None:
+                    next_due = self._anchor + self._next * self._interval
+                    seconds = max(seconds, min(0.0, self._last_step + MOVE_INTERVAL - next_due))
                 self._anchor += seconds
             self._cond.notify_all()
+            return seconds
+
+    def next_due(self) -> float | None:
+        """When the next step is due (the clock's time), or None while the axis is at rest."""
+        with self._cond:
+            if not (self._tracking or self._move_left):
+                return None
+            interval = self._move_interval if self._move_left else self._interval
+            return self._anchor + self._next * interval
 
     def stop_move(self) -> None:
         """End the move under way (if any) where it is; tracking, if on, goes on from there."""
@@ -425,6 +441,7 @@ class StepperMount:
         self.steps += 1
         self._next += 1
         self.last_error = error
+        self._last_step = actual
         # A sliding-window max: smaller errors before this one can never be the max again.
         while self._recent_errors and self._recent_errors[-1][1] <= abs(error):
             self._recent_errors.pop()
@@ -545,11 +562,11 @@ class MountControl:
         self.bus.publish("mount", "hold", {**self.status(), "steps": steps, "seconds": round(seconds, 3)})
         return seconds
 
-    def shift(self, seconds: float) -> None:
-        """Shift the tracking schedule (StepperMount.shift): a guide pulse. MOUNT_ERROR when the
-        mount is not tracking or has failed."""
+    def shift(self, seconds: float) -> float:
+        """Shift the tracking schedule (StepperMount.shift): a guide pulse; the shift made.
+        MOUNT_ERROR when the mount is not tracking or has failed."""
         try:
-            self.mount.shift(seconds)
+            return self.mount.shift(seconds)
         except MountUnavailable as exc:
             raise WandaError(ErrorCode.MOUNT_ERROR, str(exc)) from None
 

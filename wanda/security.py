@@ -15,7 +15,7 @@ import socket
 from aiohttp import web
 from yarl import URL
 
-from wanda.alpaca.protocol import is_alpaca_path
+from wanda.alpaca.protocol import asks_for_basic
 from wanda.auth import PUBLIC, request_password
 from wanda.errors import ErrorCode, WandaError
 from wanda.handlers.envelope import error_response
@@ -87,7 +87,7 @@ async def auth_middleware(request: web.Request, handler):
     if guard is None or request.path in PUBLIC or guard.has_session(request):
         return await handler(request)
     password = request_password(request)
-    if password is None and request.method == "GET" and request.path == "/":
+    if password is None and request.method == "GET" and (request.path == "/" or request.path.startswith("/setup")):
         raise web.HTTPFound("/login")  # a browser: to the login page, which says so if it is throttled
     address = request.remote or "?"
     try:
@@ -98,7 +98,7 @@ async def auth_middleware(request: web.Request, handler):
                 ErrorCode.UNAUTHORIZED, "a password is needed: Authorization: Bearer <password>, or log in at /login"
             )
     except WandaError as exc:
-        if exc.code != ErrorCode.UNAUTHORIZED or not is_alpaca_path(request.path):
+        if exc.code != ErrorCode.UNAUTHORIZED or not asks_for_basic(request.path):
             raise
         # Alpaca clients send the password as HTTP Basic once asked for it.
         response = error_response(exc)

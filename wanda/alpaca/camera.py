@@ -4,13 +4,15 @@ An exposure goes through the same camera as everything else: it takes the camera
 (wanda/arbiter.py) as holder ``alpaca``, so while it runs a capture or a session from the web page
 is refused with CAPTURE_BUSY naming it, and while one of those runs StartExposure answers 0x40B
 naming that. It is a still like any other (CameraControl.expose: the web page shows it exposing,
-Cancel and the status are a capture's), taken with raw data: the simulated sky's 16-bit linear
+its progress events and status are a capture's), taken with raw data: the simulated sky's 16-bit linear
 frame, the HQ camera's 12-bit Bayer mosaic. The image is kept in memory for the client to download
 (ImageArray, as JSON or ImageBytes); with ``alpaca_save`` a FITS copy goes to ``captures/alpaca/``
 too, and a copy that cannot be written never fails the exposure.
 
-Binning (1..4, both axes alike) is the mean of the binned pixels and subframes are cut from the
-full frame, both here after the exposure: the sensor always reads the whole field.
+Binning (1..4, both axes alike; none on a Bayer sensor, whose binned blocks would mix its colours)
+is the mean of the binned pixels, and subframes are cut from the full frame, both here after the
+exposure: the sensor always reads the whole field. BayerOffsetX/Y are the full frame's, as ASCOM
+has them: a client cutting an odd StartX or StartY takes the pattern's phase from them.
 """
 
 from __future__ import annotations
@@ -112,8 +114,15 @@ class AlpacaImage:
         encoding of millions of pixels."""
         if kind not in self._encodings:
             encode = pixel_bytes if kind == "bytes" else json_values
-            self._encodings[kind] = asyncio.ensure_future(asyncio.to_thread(encode, self.pixels))
+            encoding = asyncio.ensure_future(asyncio.to_thread(encode, self.pixels))
+            encoding.add_done_callback(lambda done: self._forget_failed(kind, done))
+            self._encodings[kind] = encoding
         return await asyncio.shield(self._encodings[kind])  # a download given up leaves it for the next
+
+    def _forget_failed(self, kind: str, encoding: asyncio.Future[bytes]) -> None:
+        """A failed encoding is not kept: the next download tries again."""
+        if encoding.cancelled() or encoding.exception() is not None:
+            self._encodings.pop(kind, None)
 
 
 class AlpacaCamera(AlpacaDevice):
@@ -134,6 +143,7 @@ class AlpacaCamera(AlpacaDevice):
         self.last: tuple[float, float] | None = None  # the last exposure's start and duration
         self._lease: Lease | None = None
         self._task: asyncio.Task | None = None
+        self._aborting = False  # AbortExposure was asked for the exposure under way
         self.saving: set[asyncio.Task] = set()
         b = self.backend
         fixed = {
@@ -145,8 +155,6 @@ class AlpacaCamera(AlpacaDevice):
             "cansetccdtemperature": False,
             "canstopexposure": False,  # neither sensor can end an exposure early and read it out
             "hasshutter": False,
-            "maxbinx": MAX_BIN,
-            "maxbiny": MAX_BIN,
             "readoutmodes": READOUT_MODES,
         }
         self.gets.update({name: constant(value) for name, value in fixed.items()})
@@ -154,6 +162,8 @@ class AlpacaCamera(AlpacaDevice):
             {
                 "bayeroffsetx": lambda p: self._bayer_offsets()[0],
                 "bayeroffsety": lambda p: self._bayer_offsets()[1],
+                "maxbinx": lambda p: self.max_bin,
+                "maxbiny": lambda p: self.max_bin,
                 "binx": lambda p: self.frame.binning,
                 "biny": lambda p: self.frame.binning,
                 "camerastate": lambda p: int(self.state),
@@ -227,6 +237,11 @@ class AlpacaCamera(AlpacaDevice):
         backend = self.backend
         return getattr(backend, "sensor_size", backend.preview_size)
 
+    @property
+    def max_bin(self) -> int:
+        """4, but 1 on a Bayer sensor: a binned mosaic would mix its colours and still claim them."""
+        return MAX_BIN if self.backend.raw_bayer is None else 1
+
     @staticmethod
     def _iso(gain: float) -> int:
         """Alpaca's Gain is WANDA's ISO: 100 x the analogue gain (1..16 on the HQ camera: 100..1600)."""
@@ -286,8 +301,8 @@ class AlpacaCamera(AlpacaDevice):
     def _set_binning(self, parameters: Parameters) -> None:
         name = "BinX" if parameters.raw("BinX") is not None else "BinY"
         binning = parameters.integer(name)
-        if not 1 <= binning <= MAX_BIN:
-            raise AlpacaError(INVALID_VALUE, f"{name} must be 1..{MAX_BIN}, not {binning}")
+        if not 1 <= binning <= self.max_bin:
+            raise AlpacaError(INVALID_VALUE, f"{name} must be 1..{self.max_bin}, not {binning}")
         self._set_frame(binning=binning)  # both axes: binning is symmetric
 
     def _set_gain(self, parameters: Parameters) -> None:
@@ -344,7 +359,7 @@ class AlpacaCamera(AlpacaDevice):
             lease = self.control.arbiter.acquire("Alpaca client")
         except WandaError as exc:
             raise AlpacaError(INVALID_OPERATION, exc.message) from None
-        self.image, self.failure = None, None
+        self.image, self.failure, self._aborting = None, None, False
         self.state = CameraState.EXPOSING
         self._lease = lease
         self._task = asyncio.create_task(self._expose(lease, settings, self.frame), name="alpaca-exposure")
@@ -353,6 +368,9 @@ class AlpacaCamera(AlpacaDevice):
         try:
             with lease:
                 still = await self.control.expose(settings, lease)
+            if self._aborting:  # aborted as the exposure ended: nothing is kept
+                self.state = CameraState.IDLE
+                return
             self.state = CameraState.READING
             if still.linear is None:
                 raise WandaError(ErrorCode.CAPTURE_FAILED, "the camera gave no linear data")
@@ -364,6 +382,9 @@ class AlpacaCamera(AlpacaDevice):
                 task = asyncio.create_task(self._save(still, settings), name="alpaca-save")
                 self.saving.add(task)
                 task.add_done_callback(self.saving.discard)
+        except asyncio.CancelledError:  # aborted before or after the camera's part
+            self.state = CameraState.IDLE
+            raise
         except WandaError as exc:
             if exc.code == ErrorCode.CAPTURE_CANCELLED:
                 self.state = CameraState.IDLE
@@ -383,12 +404,18 @@ class AlpacaCamera(AlpacaDevice):
             log.warning("an Alpaca exposure's copy was not saved in %s: %s", self.save_to, exc)
 
     async def abort(self) -> None:
-        """End the exposure under way, if any; nothing is kept. Harmless when none runs."""
-        task, lease = self._task, self._lease
+        """End the exposure under way, if any; nothing is kept. Harmless when none runs.
+
+        While the camera thread exposes, the exposure is cancelled the way a capture's is (the
+        sensor stops at once, the page hears ``capture_error``); before that (waiting for a
+        settings change in flight) and after it (while the frame is cut), the task is cancelled."""
+        task = self._task
         if task is None or task.done():
             return
-        if lease is not None and lease.held:
-            self.control.cancel()
+        self._aborting = True
+        exposing = self.control.exposure is not None and self._lease is not None and self._lease.held
+        if not (exposing and self.control.cancel()["cancelled"]):
+            task.cancel()
         await asyncio.wait({task})
 
     async def disconnect(self) -> None:

@@ -81,6 +81,9 @@ class AlpacaDevice:
             "action": self._action,
         }
         self.not_implemented: set[str] = {"commandblind", "commandbool", "commandstring"}
+        # Properties that are read here and set elsewhere (or nowhere): a PUT answers 0x400, with
+        # where to set it when there is such a place.
+        self.read_only: dict[str, str] = {}
 
     def configured(self, number: int) -> dict[str, Any]:
         """The device as /management/v1/configureddevices lists it."""
@@ -94,6 +97,10 @@ class AlpacaDevice:
     def member(self, name: str, verb: str) -> Member | None:
         """The function that answers ``verb`` (GET or PUT) on ``name``; None when the other verb has it."""
         table = self.gets if verb == "GET" else self.puts
+        if verb == "PUT" and name in self.read_only:
+            hint = self.read_only[name]
+            error = not_implemented(f"setting {name}")
+            raise AlpacaError(error.number, f"{error.message} ({hint})" if hint else error.message)
         if name in table:
             if not self.connected and name not in ALWAYS:
                 raise AlpacaError(NOT_CONNECTED, f"the {self.device_type} is not connected: connect it first")
@@ -103,7 +110,7 @@ class AlpacaDevice:
         return None
 
     def knows(self, name: str) -> bool:
-        return name in self.gets or name in self.puts or name in self.not_implemented
+        return name in self.gets or name in self.puts or name in self.not_implemented or name in self.read_only
 
     # -- connection -----------------------------------------------------------------------------
 

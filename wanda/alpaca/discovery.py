@@ -10,6 +10,7 @@ several Alpaca servers on one machine can all hear a broadcast.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from collections.abc import Callable
@@ -39,6 +40,17 @@ class DiscoveryResponder(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("Alpaca discovery: %s", exc)
+
+
+def discovery_address(host: str) -> str:
+    """Where the responder listens for a server on ``host``: every interface, since a broadcast
+    reaches only a socket bound to all of them; only a server kept to the loopback keeps its
+    discovery there too."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    return host if loopback else "0.0.0.0"
 
 
 async def start_discovery(

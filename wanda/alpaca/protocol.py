@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,8 +32,26 @@ UINT32_MAX = 2**32 - 1
 PATH_PREFIXES = ("/api/v1/", "/management/", "/setup")
 
 
+# Numbers as the specification writes them: ASCII digits (Python's int() would take "1_000" and
+# other scripts' digits).
+INTEGER = re.compile(r"[+-]?[0-9]+")
+DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
 def is_alpaca_path(path: str) -> bool:
     return path.startswith(PATH_PREFIXES)
+
+
+def asks_for_basic(path: str) -> bool:
+    """Where a 401 asks for HTTP Basic: the device and management API, which clients call. Not the
+    setup page, which browsers open: a browser that learned Basic credentials would send them with
+    every request to WANDA, from any site, until it is closed."""
+    return path.startswith(PATH_PREFIXES[:2])
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """A client's text as a reason quotes it: repr, cut short."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 class AlpacaError(Exception):
@@ -76,26 +95,21 @@ class Parameters:
 
     def number(self, name: str) -> float:
         text = self.required(name)
-        try:
-            value = float(text)
-        except ValueError:
-            raise BadRequest(f"{name}: {text!r} is not a number") from None
-        if not math.isfinite(value):
-            raise BadRequest(f"{name}: {text!r} is not a finite number")
+        if not DECIMAL.fullmatch(text) or not math.isfinite(value := float(text)):
+            raise BadRequest(f"{name}: {shown(text)} is not a number")
         return value
 
     def integer(self, name: str) -> int:
         text = self.required(name)
-        try:
-            return int(text.strip())
-        except ValueError:
-            raise BadRequest(f"{name}: {text!r} is not an integer") from None
+        if not INTEGER.fullmatch(text):
+            raise BadRequest(f"{name}: {shown(text)} is not an integer")
+        return int(text)
 
     def boolean(self, name: str) -> bool:
-        text = self.required(name).strip().lower()
-        if text not in ("true", "false"):
-            raise BadRequest(f"{name}: {self.required(name)!r} is not True or False")
-        return text == "true"
+        text = self.required(name)
+        if text.lower() not in ("true", "false"):
+            raise BadRequest(f"{name}: {shown(text)} is not True or False")
+        return text.lower() == "true"
 
     def transaction_ids(self) -> tuple[int, int]:
         """ClientID and ClientTransactionID: 0 when absent, 400 when not a uint32."""
@@ -106,10 +120,9 @@ def _uint32(parameters: Parameters, name: str) -> int:
     text = parameters.raw(name)
     if text is None or text == "":
         return 0
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise BadRequest(f"{name}: {text!r} is not an unsigned 32-bit integer") from None
+    if not INTEGER.fullmatch(text):
+        raise BadRequest(f"{name}: {shown(text)} is not an unsigned 32-bit integer")
+    value = int(text)
     if not 0 <= value <= UINT32_MAX:
         raise BadRequest(f"{name}: {value} is not an unsigned 32-bit integer (0..{UINT32_MAX})")
     return value

@@ -11,8 +11,9 @@ says so in its Can* properties, and those members answer 0x400.
   one set from the page); ValueNotSet while there is none.
 - PulseGuide east and west: each pulse shifts the stepper's tracking schedule by the guide rate
   times its duration (0.5 x sidereal: a 1 s pulse west brings the next steps 0.5 s earlier), so the
-  correction lands in the mount's next steps. North and south answer 0x400: there is no
-  declination motor.
+  correction lands in the mount's next steps; never so early that the motor would step faster than
+  a move (StepperMount.shift). One pulse at a time, of at most 10 s. North and south answer 0x400:
+  there is no declination motor.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from wanda.alpaca.protocol import (
     VALUE_NOT_SET,
     AlpacaError,
     Parameters,
-    not_implemented,
 )
 from wanda.astro.sidereal import local_sidereal_time
 from wanda.errors import WandaError
@@ -41,7 +41,7 @@ from wanda.timestamps import utc_iso
 
 SIDEREAL_RATE_DEG_S = 360.0 / 86164.0905  # the sky's turn, degrees a second
 GUIDE_RATE = 0.5  # of the sidereal rate, for guide pulses
-MAX_PULSE_MS = 30_000
+MAX_PULSE_MS = 10_000
 DRIVE_SIDEREAL = 0
 # ASCOM's GuideDirections.
 NORTH, SOUTH, EAST, WEST = range(4)
@@ -60,15 +60,11 @@ class AlpacaTelescope(AlpacaDevice):
         unique_id: str,
         *,
         focal_length_mm: float,
-        tracking_speed: float,
-        tracking_clockwise: bool,
     ):
         super().__init__("WANDA mount", "WANDA's equatorial mount: a stepper on the RA axis", unique_id)
         self.mount = mount
         self.solve = solve
         self.site = site
-        self.tracking_speed = tracking_speed
-        self.tracking_clockwise = tracking_clockwise
         self._guiding_until = 0.0  # monotonic time the last guide pulse ends
         capabilities = {
             "canfindhome": False,
@@ -87,7 +83,7 @@ class AlpacaTelescope(AlpacaDevice):
             "cansync": False,
             "cansyncaltaz": False,
             "canunpark": False,
-            "athome": False,
+            "athome": False,  # no home, no park: never at either
             "atpark": False,
             "slewing": False,
             "declinationrate": 0.0,
@@ -120,11 +116,16 @@ class AlpacaTelescope(AlpacaDevice):
                 "pulseguide": self._pulse_guide,
             }
         )
-        # Settable elsewhere, not here: the verb that is missing answers 0x400 too.
-        for name in ("declinationrate", "rightascensionrate", "guideraterightascension"):
-            self.puts[name] = self._lacks(name)
-        for name in ("sitelatitude", "sitelongitude", "utcdate"):
-            self.puts[name] = self._lacks(name, "set the site and the clock on WANDA's page")
+        self.read_only.update(
+            {
+                "declinationrate": "",
+                "rightascensionrate": "",
+                "guideraterightascension": "",
+                "sitelatitude": "set the site on WANDA's page",
+                "sitelongitude": "set the site on WANDA's page",
+                "utcdate": "WANDA's page sets the Pi's clock",
+            }
+        )
         self.not_implemented |= {
             "abortslew",
             "alignmentmode",
@@ -157,16 +158,6 @@ class AlpacaTelescope(AlpacaDevice):
         }
 
     @staticmethod
-    def _lacks(name: str, hint: str = "") -> Callable[[Parameters], None]:
-        def refuse(parameters: Parameters) -> None:
-            error = not_implemented(name)
-            if hint:
-                error.message += f" ({hint})"
-            raise error
-
-        return refuse
-
-    @staticmethod
     def _axis(parameters: Parameters) -> bool:
         axis = parameters.integer("Axis")
         if axis not in (0, 1, 2):
@@ -184,7 +175,9 @@ class AlpacaTelescope(AlpacaDevice):
         values["IsPulseGuiding"] = self.pulse_guiding
         if self.site().known:
             values["SiderealTime"] = self._sidereal_time()
-        values.update(Slewing=False, Tracking=self.mount.tracking, UTCDate=utc_iso(time.time()))
+        values.update(
+            AtHome=False, AtPark=False, Slewing=False, Tracking=self.mount.tracking, UTCDate=utc_iso(time.time())
+        )
         return values
 
     def _pointing(self) -> tuple[float, float]:
@@ -208,9 +201,13 @@ class AlpacaTelescope(AlpacaDevice):
         return local_sidereal_time(time.time(), self._site()[1]) / 15.0
 
     async def _set_tracking(self, parameters: Parameters) -> None:
+        """On at the speed and direction the mount has (the configured sidereal step, or what the
+        page set: a southern site turns the other way); a mount already tracking is left as it is."""
         try:
             if parameters.boolean("Tracking"):
-                self.mount.start(self.tracking_speed, self.tracking_clockwise)
+                if not self.mount.tracking:
+                    status = self.mount.status()
+                    self.mount.start(status["speed"], status["direction"])
             else:
                 await self.mount.stop()
         except WandaError as exc:
@@ -236,6 +233,8 @@ class AlpacaTelescope(AlpacaDevice):
                 NOT_IMPLEMENTED,
                 "this mount has no declination motor: guide in RA only (PHD2: Dec guide mode Off)",
             )
+        if self.pulse_guiding:
+            raise AlpacaError(INVALID_OPERATION, "a guide pulse is under way: wait until IsPulseGuiding is false")
         # East: the axis falls behind the sky (its steps come later); west: it gains on it.
         seconds = GUIDE_RATE * duration_ms / 1000 * (1 if direction == EAST else -1)
         try:

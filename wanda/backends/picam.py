@@ -110,7 +110,7 @@ class Picamera2Backend:
         self.sensor_name = "IMX477"
         self.pixel_size_um = 1.55
         self.raw_bit_depth = SENSOR_BIT_DEPTH
-        self.raw_bayer: str | None = RAW_FORMAT[1:5]  # the order asked for; each still's mosaic says its own
+        self.raw_bayer: str | None = RAW_FORMAT[1:5]  # until open() reads the order the sensor delivers
         self.sensor_temperature: float | None = None  # from the frames' metadata
         self.exposure_limits = (0.0001, 230.0)
         self.gain_limits = (1.0, 16.0)
@@ -144,8 +144,14 @@ class Picamera2Backend:
             # 66.7 ms): configure the still mode once and read the limits of the mode long
             # exposures are taken in, then the preview.
             camera.configure(
-                camera.create_still_configuration(main={"size": self.sensor_size, "format": "RGB888"}, raw=None)
+                camera.create_still_configuration(
+                    main={"size": self.sensor_size, "format": "RGB888"},
+                    raw={"size": self.sensor_size, "format": RAW_FORMAT},
+                )
             )
+            # The order the sensor delivers its mosaic in, as libcamera's validation wrote it back
+            # (the HQ camera's 180 degree mounting is undone by flips: RGGB arrives as BGGR).
+            self.raw_bayer = bayer_order(camera.camera_configuration()["raw"]["format"]) or self.raw_bayer
             self._available = dict(camera.camera_controls)
             self._read_limits()
             properties = getattr(camera, "camera_properties", {}) or {}
@@ -607,6 +613,12 @@ def _clamp(value: float, low: float, high: float) -> float:
 def _warn_on_mismatch(what: str, requested: float, applied: float, unit: str) -> None:
     if abs(applied - requested) > max(MISMATCH * requested, MISMATCH_FLOOR[what]):
         log.warning("the camera applied %s %g%s instead of the requested %g%s", what, applied, unit, requested, unit)
+
+
+def bayer_order(raw_format: str) -> str | None:
+    """The Bayer order of a libcamera raw format ("SBGGR12_CSI2P", "BGGR_PISP_COMP1"), or None."""
+    order = raw_format.removeprefix("S")[:4]
+    return order if sorted(order) == ["B", "G", "G", "R"] else None
 
 
 def _plain(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -12,19 +12,23 @@ from __future__ import annotations
 import html
 import inspect
 import logging
+import urllib.parse
 from typing import Any
 
 from aiohttp import web
 
 from wanda.alpaca.camera import AlpacaImage
 from wanda.alpaca.images import IMAGE_BYTES, bytes_header, json_parts
-from wanda.alpaca.protocol import DRIVER_ERROR, AlpacaError, BadRequest, Parameters, envelope
+from wanda.alpaca.protocol import DRIVER_ERROR, AlpacaError, BadRequest, Parameters, envelope, shown
 from wanda.alpaca.server import API_VERSIONS
+from wanda.connections import read_body
 from wanda.errors import WandaError
-from wanda.keys import ALPACA, AUTH
+from wanda.keys import ALPACA, AUTH, CONFIG
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
+FORM = "application/x-www-form-urlencoded"
+MAX_FIELDS = 64  # the widest Alpaca call has a handful
 
 
 def _bad_request(reason: str) -> web.Response:
@@ -32,16 +36,22 @@ def _bad_request(reason: str) -> web.Response:
 
 
 async def _parameters(request: web.Request) -> Parameters:
-    if request.method == "PUT":
-        if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data") and (
-            request.can_read_body
-        ):
-            raise BadRequest(
-                f"a PUT's parameters are a form (application/x-www-form-urlencoded), not {request.content_type}"
-            )
-        form = await request.post()
-        return Parameters({name: value for name, value in form.items() if isinstance(value, str)}, exact=True)
-    return Parameters(request.query, exact=False)
+    """A GET's query, or a PUT's form, read as the rest of WANDA reads bodies: within
+    ``body_timeout``, and what does not parse is the client's 400, never a traceback of ours."""
+    if request.method != "PUT":
+        return Parameters(request.query, exact=False)
+    if request.can_read_body and request.content_type != FORM:
+        raise BadRequest(f"a PUT's parameters are a form ({FORM}), not {shown(request.content_type)}")
+    if (request.charset or "utf-8").lower() != "utf-8":
+        raise BadRequest(f"a form is read as UTF-8, not {shown(request.charset or '')}")
+    raw = await read_body(request, request.app[CONFIG].body_timeout)  # 408 when it never arrives
+    try:
+        fields = urllib.parse.parse_qsl(
+            raw.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=MAX_FIELDS
+        )
+    except ValueError as exc:  # not UTF-8 (UnicodeDecodeError is one), or too many fields
+        raise BadRequest(f"the form cannot be read: {shown(str(exc))}") from None
+    return Parameters(dict(fields), exact=True)
 
 
 def _answer(body: dict[str, Any]) -> web.Response:
@@ -90,9 +100,8 @@ async def device_call(request: web.Request) -> web.StreamResponse:
     server_transaction = server.transactions.next()
     try:
         call = device.member(member, request.method)
-        if call is None:
-            other = "PUT" if request.method == "GET" else "GET"
-            raise web.HTTPMethodNotAllowed(request.method, [other], text=f"{member} answers {other} only")
+        if call is None:  # the member answers the other verb only
+            raise web.HTTPMethodNotAllowed(request.method, ["PUT" if request.method == "GET" else "GET"])
         value = call(parameters)
         if inspect.isawaitable(value):
             value = await value
@@ -153,6 +162,11 @@ give this machine's address and port <code>{port}</code>.{password}</p>
 @routes.get("/setup/v1/{device_type}/{device_number}/setup")
 async def setup_page(request: web.Request) -> web.Response:
     server = request.app[ALPACA]
+    if "device_type" in request.match_info:
+        try:
+            server.device(request.match_info["device_type"], request.match_info["device_number"])
+        except BadRequest as exc:
+            return _bad_request(str(exc))
     rows = "".join(
         f"<tr><td>{html.escape(device.name)} ({device.device_type})</td><td>0</td>"
         f"<td>{'yes' if device.connected else 'no'}</td><td><code>{html.escape(device.unique_id)}</code></td></tr>"

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from wanda.arbiter import Holder
 from wanda.connections import read_body
 from wanda.errors import ErrorCode, WandaError
 from wanda.events import Subscriber
@@ -62,7 +63,7 @@ async def camera_capture_cancel(request: web.Request) -> web.Response:
     if "held_by" in result:
         return ok(
             result,
-            f"no capture is running: {result['held_by']['kind']} {result['held_by']['name']!r} has the camera (stop it instead)",
+            f"no capture is running: {Holder(**result['held_by']).describe()} has the camera (stop it instead)",
         )
     return ok(result, "no exposure was running")
 
