@@ -2,9 +2,10 @@
 
 A device lists its members as ``gets`` and ``puts``: lower-case name to a function of the
 request's parameters (which may be a coroutine function). Members of the ASCOM interface that the
-device lacks are named in ``not_implemented`` and answer 0x400 to either verb; a name in none of
-them is no member of the interface, and the request is malformed (HTTP 400). While a device is not
-connected, only the members in ``ALWAYS`` answer; the rest answer 0x407.
+device lacks are named in ``not_implemented`` and answer 0x400 to either verb, as a PUT to a
+property in ``read_only`` does; a name in none of them is no member of the interface, and the
+request is malformed (HTTP 400). While a device is not connected, only the members in ``ALWAYS``
+answer; the rest answer 0x407.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from wanda.alpaca.protocol import (
     AlpacaError,
     Parameters,
     not_implemented,
+    shown,
 )
 from wanda.timestamps import utc_iso
 
@@ -128,7 +130,9 @@ class AlpacaDevice:
 
     def _action(self, parameters: Parameters) -> None:
         action = parameters.required("Action")
-        raise AlpacaError(ACTION_NOT_IMPLEMENTED, f"the action {action!r} is not supported (SupportedActions is empty)")
+        raise AlpacaError(
+            ACTION_NOT_IMPLEMENTED, f"the action {shown(action)} is not supported (SupportedActions is empty)"
+        )
 
     # -- DeviceState ----------------------------------------------------------------------------
 
