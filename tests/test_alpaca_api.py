@@ -8,12 +8,15 @@ import base64
 import json
 import socket
 import struct
+import threading
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from helpers import wait_until
 
-from wanda.alpaca.camera import CameraState
+from wanda.alpaca.camera import CameraState, Frame, cut
+from wanda.backends.sky import SimulatedSky
 from wanda.keys import ALPACA, CONTROL, MOUNT, SOLVE
 
 CAMERA = "/api/v1/camera/0"
@@ -340,8 +343,11 @@ async def test_alpaca_and_the_web_page_take_the_camera_one_at_a_time(client):
     assert (await capture).status == 200
 
 
-async def test_a_dark_is_taken_capped_and_gain_is_the_iso(client):
+async def test_a_dark_is_taken_capped_at_the_clients_gain_and_the_page_keeps_its_camera(make_client, config):
+    client = await make_client(alpaca_save=True)
     await connected(client)
+    control = client.app[CONTROL]
+    page = (control.settings.exposure_seconds, control.settings.gain)
     await put(client, f"{CAMERA}/gain", Gain=1600)
     await exposed(client, duration=0.5, light=True)
     light = np.array(value(await get(client, f"{CAMERA}/imagearray")))
@@ -349,7 +355,49 @@ async def test_a_dark_is_taken_capped_and_gain_is_the_iso(client):
     dark = np.array(value(await get(client, f"{CAMERA}/imagearray")))
     bright = np.median(light) + 20000
     assert (light > bright).sum() > 10 * max(1, (dark > bright).sum())  # stars; capped, a few hot pixels
-    assert client.app[CONTROL].settings.frame_type == "light"  # the page's camera is untouched
+    saved = config.captures / "alpaca"
+    await wait_until(lambda: (saved / "dark_0001.fits").exists())
+    for name, frame_type in (("light_0001.fits", "light"), ("dark_0001.fits", "dark")):
+        header = fits.getheader(saved / name)
+        assert (header["GAIN"], header["EXPTIME"], header["IMAGETYP"].lower()) == (16.0, 0.5, f"{frame_type} frame")
+    backend = control.worker.backend  # the page's live view is back on its own settings
+    assert (backend.frame_type, backend.exposure_s, backend.gain) == ("light", *page)
+
+
+def test_binning_is_the_mean_of_each_block_of_the_subframe():
+    full = np.arange(12 * 16, dtype=np.uint16).reshape(12, 16)
+    part = cut(full, Frame(binning=2, start_x=1, start_y=2, num_x=3, num_y=2))
+    expected = full[4:8, 2:8].reshape(2, 2, 3, 2).mean(axis=(1, 3))
+    np.testing.assert_array_equal(part, np.rint(expected).astype(np.uint16))
+    np.testing.assert_array_equal(cut(full, Frame(1, 3, 1, 5, 4)), full[1:5, 3:8])
+
+
+class LateSky(SimulatedSky):
+    """A camera whose frame is already read out when a cancel comes: the still returns whole."""
+
+    def __init__(self):
+        super().__init__(seed=3)
+        self.release = threading.Event()
+        self.cancel_seen: threading.Event | None = None
+
+    def capture_still(self, exposure_s, gain, cancel, skip_frames=0, *, raw=False, dng=False):
+        self.cancel_seen = cancel
+        self.release.wait(30)
+        return super().capture_still(0.001, gain, threading.Event(), raw=raw)
+
+
+async def test_an_abort_as_the_still_comes_back_keeps_nothing(make_client):
+    sky = LateSky()
+    client = await make_client(camera=sky)
+    await connected(client)
+    assert (await put(client, f"{CAMERA}/startexposure", Duration=1, Light=True))["ErrorNumber"] == 0
+    await wait_until(lambda: sky.cancel_seen is not None)
+    abort = asyncio.create_task(put(client, f"{CAMERA}/abortexposure"))
+    await wait_until(lambda: sky.cancel_seen.is_set())  # asked to stop: too late, the frame is read
+    sky.release.set()
+    assert (await abort)["ErrorNumber"] == 0
+    assert value(await get(client, f"{CAMERA}/imageready")) is False
+    assert value(await get(client, f"{CAMERA}/camerastate")) == CameraState.IDLE
 
 
 async def test_the_telescope_tracks_guides_and_knows_where_it_points(make_client):
@@ -369,32 +417,32 @@ async def test_the_telescope_tracks_guides_and_knows_where_it_points(make_client
     assert mount["data"]["tracking"] is True  # the page sees what the client did
 
     stepper = client.app[MOUNT].mount
-    await wait_until(lambda: stepper.steps >= 1)  # the first step comes at once: the next is 3.5 s on
-    due = stepper.next_due()
-    assert (await put(client, f"{TELESCOPE}/pulseguide", Direction=3, Duration=2000))["ErrorNumber"] == 0
-    assert value(await get(client, f"{TELESCOPE}/ispulseguiding")) is True
-    assert stepper.next_due() == pytest.approx(due - 1.0)  # west, 2 s at 0.5 x sidereal: a second early
+    telescope = client.app[ALPACA].devices["telescope"]
+
+    async def pulse(direction: int, milliseconds: int) -> float:
+        """Right after a step (the next is seconds away), a pulse: how far it moved the next step."""
+        steps = stepper.steps
+        await wait_until(lambda: stepper.steps > steps, attempts=400)
+        due = stepper.next_due()
+        assert (await put(client, f"{TELESCOPE}/pulseguide", Direction=direction, Duration=milliseconds))[
+            "ErrorNumber"
+        ] == 0
+        assert value(await get(client, f"{TELESCOPE}/ispulseguiding")) is True
+        return stepper.next_due() - due
+
+    assert await pulse(3, 2000) == pytest.approx(-1.0)  # west, 2 s at 0.5 x sidereal: a second early
     busy = await put(client, f"{TELESCOPE}/pulseguide", Direction=2, Duration=2000)
     assert busy["ErrorNumber"] == 0x40B and "under way" in busy["ErrorMessage"]  # one pulse at a time
-    await wait_until(lambda: not client.app[ALPACA].devices["telescope"].pulse_guiding, attempts=400)
-    due = stepper.next_due()
-    assert (await put(client, f"{TELESCOPE}/pulseguide", Direction=2, Duration=3000))["ErrorNumber"] == 0
-    assert stepper.next_due() == pytest.approx(due + 1.5)  # east: later
+    await wait_until(lambda: not telescope.pulse_guiding, attempts=400)
+    assert await pulse(2, 3000) == pytest.approx(1.5)  # east: later
+    await wait_until(lambda: not telescope.pulse_guiding, attempts=400)
+    assert await pulse(3, 10_000) == pytest.approx(0.1 - 3.523, abs=0.01)  # cut short: 0.1 s after the last step
     too_long = await put(client, f"{TELESCOPE}/pulseguide", Direction=2, Duration=10_001)
     assert too_long["ErrorNumber"] == 0x401
-    await put(client, f"{TELESCOPE}/tracking", Tracking=False)
-    assert not client.app[MOUNT].tracking
 
-    # Tracking on keeps the speed and direction the page set (a southern site turns the other way).
-    await client.post("/api/mount/tracking", json={"action": "start", "speed": 2.0, "direction": "ccw"})
-    await client.post("/api/mount/tracking", json={"action": "stop"})
-    await put(client, f"{TELESCOPE}/tracking", Tracking=True)
-    mount = (await (await client.get("/api/mount/status")).json())["data"]
-    assert (mount["tracking"], mount["speed"], mount["direction"]) == (True, 2.0, False)
-    await put(client, f"{TELESCOPE}/tracking", Tracking=False)
-
+    # Where it points: the newest solution while it holds (solved while the mount tracks).
     solve = client.app[SOLVE]
-    assert solve.solution is None
+    assert (await get(client, f"{TELESCOPE}/rightascension"))["ErrorNumber"] == 0x402
     response = await client.post("/api/solve", json={})
     assert response.status == 200, await response.text()
     solution, _ = solve.solution
@@ -402,7 +450,23 @@ async def test_the_telescope_tracks_guides_and_knows_where_it_points(make_client
     assert value(await get(client, f"{TELESCOPE}/declination")) == pytest.approx(solution.dec)
     assert value(await get(client, f"{TELESCOPE}/equatorialsystem")) == 2  # J2000
     state = {item["Name"]: item["Value"] for item in value(await get(client, f"{TELESCOPE}/devicestate"))}
-    assert state["RightAscension"] == pytest.approx(solution.ra / 15) and state["Tracking"] is False
+    assert state["RightAscension"] == pytest.approx(solution.ra / 15) and state["Tracking"] is True
+    await put(client, f"{TELESCOPE}/tracking", Tracking=False)
+    assert not client.app[MOUNT].tracking
+    stale = await get(client, f"{TELESCOPE}/rightascension")  # the sky drifts on: no stale place
+    assert stale["ErrorNumber"] == 0x402 and "while the mount tracks" in stale["ErrorMessage"]
+
+    # Tracking on keeps the speed and direction the page set (a southern site turns the other way),
+    # and a mount already tracking is left as it is.
+    await client.post("/api/mount/tracking", json={"action": "start", "speed": 2.0, "direction": "ccw"})
+    since = client.app[MOUNT].tracking_since
+    await put(client, f"{TELESCOPE}/tracking", Tracking=True)
+    assert client.app[MOUNT].tracking_since == since
+    await client.post("/api/mount/tracking", json={"action": "stop"})
+    await put(client, f"{TELESCOPE}/tracking", Tracking=True)
+    mount = (await (await client.get("/api/mount/status")).json())["data"]
+    assert (mount["tracking"], mount["speed"], mount["direction"]) == (True, 2.0, False)
+    await put(client, f"{TELESCOPE}/tracking", Tracking=False)
 
 
 async def test_with_a_password_alpaca_asks_for_basic_and_discovery_still_answers(make_client):

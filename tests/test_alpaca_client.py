@@ -5,6 +5,7 @@ same exposure, an abort, tracking, guide pulses, the errors of the specification
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.error
 from pathlib import Path
@@ -28,11 +29,26 @@ from live_server import Wanda
 pytestmark = pytest.mark.slow
 
 
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("alpaca")
-    with Wanda(root, args=["--alpaca-save", "on", "--latitude", "52", "--longitude", "5"]) as wanda:
+    discovery = {"WANDA_ALPACA_DISCOVERY_PORT": str(free_udp_port())}
+    with Wanda(root, args=["--alpaca-save", "on", "--latitude", "52", "--longitude", "5"], env=discovery) as wanda:
         yield wanda
+
+
+def test_discovery_on_the_loopback_answers_with_the_port_wanda_serves_on(server):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.sendto(b"alpacadiscovery1", ("127.0.0.1", int(server.extra_env["WANDA_ALPACA_DISCOVERY_PORT"])))
+        answer, _ = sock.recvfrom(1024)
+    assert json.loads(answer) == {"AlpacaPort": server.port}
 
 
 def address(server: Wanda, credentials: str = "") -> str:
@@ -150,8 +166,12 @@ def test_alpyca_tracks_and_guides_the_telescope_and_hears_what_it_cannot_do(serv
     assert not telescope.Tracking
     with pytest.raises(InvalidOperationException):
         telescope.PulseGuide(GuideDirections.guideEast, 500)  # a pulse shifts tracking: none to shift
+    telescope.Tracking = True
     server.post("/api/solve", {})
     assert 5.0 < telescope.RightAscension < 6.0 and -7 < telescope.Declination < -3  # M42, as solved
+    telescope.Tracking = False
+    with pytest.raises(ValueNotSetException):
+        _ = telescope.RightAscension  # the sky drifts on: no stale place
     telescope.Disconnect()
 
 

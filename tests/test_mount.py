@@ -251,6 +251,18 @@ async def test_a_shift_moves_the_tracking_steps_later_or_earlier_for_a_guide_pul
     assert mount.status()["max_timing_error_ms"] == 0  # moved on the schedule, not late
 
 
+async def test_an_early_shift_never_makes_the_motor_burst(clock, mount):
+    mount.track(2.0, True)
+    await run_until_steps(mount, clock, 1, 2.0)  # the first step, at once
+    assert mount.shift(-5.0) == pytest.approx(-1.9)  # cut short: the next step 0.1 s after the last
+    clock.limit = clock.now + 0.1 + 2.0 + 0.05
+    await wait_until(lambda: mount.steps >= 3)
+    times = step_times(mount.pins)
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times)][:2] == [0.1, 2.0]
+    assert mount.shift(-10.0) == pytest.approx(-1.9)  # however long the pulse: one step, 0.1 s on
+    assert mount.next_due() + 2.0 > clock.now  # and the step after it is not due yet
+
+
 async def test_a_move_from_rest_ends_with_the_coils_off_and_stop_ends_a_move(clock, mount):
     heard = []
     mount.listeners.append(heard.append)

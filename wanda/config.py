@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from wanda.alpaca.discovery import DISCOVERY_PORT
 from wanda.astro.targets import resolve_pointing
 
 CAMERA_CHOICES = ("auto", "sim", "picamera2")
@@ -104,7 +105,7 @@ class Config:
     # the page's port, or also on alpaca_port when set; discovery answers on UDP alpaca_discovery_port.
     alpaca_port: int = 0
     alpaca_discovery: bool = True
-    alpaca_discovery_port: int = 32227
+    alpaca_discovery_port: int = DISCOVERY_PORT
     alpaca_save: bool = False  # keep a FITS copy of each Alpaca exposure in captures/alpaca/
     # The frame path.
     max_fps: float = 30.0

@@ -295,6 +295,9 @@ class CameraControl:
                 saved = await self._save(files, image, settings, extra)
         except CaptureCancelled:
             failure = WandaError(ErrorCode.CAPTURE_CANCELLED, "the capture was cancelled")
+        except asyncio.CancelledError:  # the caller's task was cancelled (an Alpaca abort, a shutdown)
+            failure = WandaError(ErrorCode.CAPTURE_CANCELLED, "the capture was cancelled")
+            raise
         except OSError as exc:
             log.error("saving a still failed: %s", exc)
             known = storage_error(exc)  # the disk's reason (full, read-only, ...), answered with its status
@@ -313,19 +316,21 @@ class CameraControl:
             ticker.cancel()
             self.exposure = None
             self._cancel = None
+            if failure is not None:  # said before the restore, which a cancelled caller may not outwait
+                self.bus.publish(
+                    "camera", "capture_error", {"code": failure.code, "error": failure.message, **self._capture_state()}
+                )
+                self.bus.publish("camera", "status", self.status())
             if left_on != _controls(self.settings):
                 # A session's own settings must not stay on the sensor, after a failed or cancelled
                 # frame either, nor when the session's task itself is cancelled (its darks would
-                # leave the preview capped): the preview follows the settings the status shows.
+                # leave the preview capped): the preview follows the settings the status shows. The
+                # job is shielded: a caller cancelled while it waits must not take the restore with it.
                 try:
-                    await self.worker.call(_apply_controls, *_controls(self.settings))
+                    await asyncio.shield(self.worker.call(_apply_controls, *_controls(self.settings)))
                 except Exception as exc:  # the camera's own failure is what the capture reports
                     log.warning("could not restore the camera's settings after a still: %s", exc)
         if failure is not None:
-            self.bus.publish(
-                "camera", "capture_error", {"code": failure.code, "error": failure.message, **self._capture_state()}
-            )
-            self.bus.publish("camera", "status", self.status())
             raise failure
         result = {
             **self._capture_state(),

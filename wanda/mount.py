@@ -297,9 +297,9 @@ class StepperMount:
         """While tracking, move every tracking step still due ``seconds`` later (earlier when
         negative): the axis falls behind the sky by that much sidereal time, or gains on it. A guide
         pulse's correction (a move under way keeps its own steps; tracking's resume shifted).
-        Earlier is never so early that the next step would follow the last one sooner than a move's
-        fastest step (MOVE_INTERVAL): the motor is never asked for a burst it could lose. Returns
-        the shift made."""
+        Earlier is never so early that two steps fall due at once, nor that the next would follow
+        the last one sooner than a move's fastest step (MOVE_INTERVAL): the motor is never asked for
+        a burst it could lose. Returns the shift made."""
         with self._cond:
             if self.failure is not None:
                 raise MountUnavailable(f"the mount failed: {self.failure}")
@@ -308,15 +308,21 @@ class StepperMount:
             if self._move_left:
                 self._track_anchor += seconds
             else:
-                if seconds < 0 and self._last_step is not None:
+                if seconds < 0:
+                    # At most the next step may fall due at once (the one after stays ahead of now),
+                    # and never within MOVE_INTERVAL of the last step of this run of tracking.
                     next_due = self._anchor + self._next * self._interval
-                    seconds = max(seconds, min(0.0, self._last_step + MOVE_INTERVAL - next_due))
+                    earliest = self._clock() + MOVE_INTERVAL - self._interval
+                    if self._next and self._last_step is not None:
+                        earliest = max(earliest, self._last_step + MOVE_INTERVAL)
+                    seconds = max(seconds, min(0.0, earliest - next_due))
                 self._anchor += seconds
             self._cond.notify_all()
             return seconds
 
     def next_due(self) -> float | None:
-        """When the next step is due (the clock's time), or None while the axis is at rest."""
+        """When the next step is due (the clock's time), or None while the axis is at rest: what a
+        guide pulse moved (the tests read it)."""
         with self._cond:
             if not (self._tracking or self._move_left):
                 return None

@@ -101,7 +101,9 @@ async def auth_middleware(request: web.Request, handler):
         if exc.code != ErrorCode.UNAUTHORIZED or not asks_for_basic(request.path):
             raise
         # Alpaca clients send the password as HTTP Basic once asked for it.
-        response = error_response(exc)
+        response = error_response(
+            WandaError(ErrorCode.UNAUTHORIZED, "a password is needed: HTTP Basic, any user name and WANDA's password")
+        )
         response.headers["WWW-Authenticate"] = 'Basic realm="WANDA", charset="UTF-8"'
         return response
     return await handler(request)

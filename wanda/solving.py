@@ -88,9 +88,9 @@ class SolveService:
         last = self._last_solution
         return (last[1], last[2]) if last is not None else None
 
-    def for_still(self, width: int, height: int, tracking_since: float | None) -> dict[str, Any] | None:
-        """The solution a still of ``width`` x ``height`` pixels carries: the newest one, when it is
-        fresh and the mount has tracked since before it (the field has not moved); None else."""
+    def holding(self, tracking_since: float | None) -> tuple[float, Solution] | None:
+        """The newest solution and its frame's time while it still says where the camera points:
+        fresh, and the mount has tracked since before its frame (the field has not moved); None else."""
         last = self._last_solution
         if last is None or tracking_since is None:
             return None
@@ -98,6 +98,14 @@ class SolveService:
         # The frame solved must have been taken after tracking began (the field held since).
         if taken < tracking_since or self._clock() - taken > STILL_FRESH_S:
             return None
+        return taken, solution
+
+    def for_still(self, width: int, height: int, tracking_since: float | None) -> dict[str, Any] | None:
+        """The solution a still of ``width`` x ``height`` pixels carries: the one that ``holding``."""
+        held = self.holding(tracking_since)
+        if held is None:
+            return None
+        taken, solution = held
         wcs = solution.wcs.scaled_to(width, height)
         if wcs is None:
             return None

@@ -1,7 +1,7 @@
 """Alpaca Camera 0: WANDA's camera as ICameraV4, for N.I.N.A., PHD2, Ekos and every Alpaca client.
 
 An exposure goes through the same camera as everything else: it takes the camera from the arbiter
-(wanda/arbiter.py) as holder ``alpaca``, so while it runs a capture or a session from the web page
+(wanda/arbiter.py) as holder "Alpaca client", so while it runs a capture or a session from the web page
 is refused with CAPTURE_BUSY naming it, and while one of those runs StartExposure answers 0x40B
 naming that. It is a still like any other (CameraControl.expose: the web page shows it exposing,
 its progress events and status are a capture's), taken with raw data: the simulated sky's 16-bit linear
@@ -103,8 +103,6 @@ class AlpacaImage:
     """The last exposure, as an Alpaca client downloads it: (NumY, NumX) pixels."""
 
     pixels: np.ndarray
-    started: float  # Unix time the exposure started
-    duration: float  # seconds, as the sensor applied them
     _encodings: dict[str, asyncio.Future[bytes]] = field(default_factory=dict, compare=False, repr=False)
 
     async def encoded(self, kind: str) -> bytes:
@@ -196,8 +194,8 @@ class AlpacaCamera(AlpacaDevice):
         )
         self.puts.update(
             {
-                "binx": self._set_binning,
-                "biny": self._set_binning,
+                "binx": lambda p: self._set_binning(p, "BinX"),
+                "biny": lambda p: self._set_binning(p, "BinY"),
                 "gain": self._set_gain,
                 "numx": lambda p: self._set_frame(num_x=self._at_least("NumX", p, 1)),
                 "numy": lambda p: self._set_frame(num_y=self._at_least("NumY", p, 1)),
@@ -298,8 +296,7 @@ class AlpacaCamera(AlpacaDevice):
 
     # -- settings -------------------------------------------------------------------------------
 
-    def _set_binning(self, parameters: Parameters) -> None:
-        name = "BinX" if parameters.raw("BinX") is not None else "BinY"
+    def _set_binning(self, parameters: Parameters, name: str) -> None:
         binning = parameters.integer(name)
         if not 1 <= binning <= self.max_bin:
             raise AlpacaError(INVALID_VALUE, f"{name} must be 1..{self.max_bin}, not {binning}")
@@ -363,6 +360,7 @@ class AlpacaCamera(AlpacaDevice):
         self.state = CameraState.EXPOSING
         self._lease = lease
         self._task = asyncio.create_task(self._expose(lease, settings, self.frame), name="alpaca-exposure")
+        self._task.add_done_callback(lambda task: self._ended(lease, task))
 
     async def _expose(self, lease: Lease, settings: CameraSettings, frame: Frame) -> None:
         try:
@@ -375,7 +373,7 @@ class AlpacaCamera(AlpacaDevice):
             if still.linear is None:
                 raise WandaError(ErrorCode.CAPTURE_FAILED, "the camera gave no linear data")
             pixels = await asyncio.to_thread(cut, still.linear, frame)
-            self.image = AlpacaImage(pixels, still.started, still.exposure_s)
+            self.image = AlpacaImage(pixels)
             self.last = (still.started, still.exposure_s)
             self.state = CameraState.IDLE
             if self.save_to is not None:
@@ -394,6 +392,13 @@ class AlpacaCamera(AlpacaDevice):
             log.exception("an Alpaca exposure failed")
             self.state, self.failure = CameraState.ERROR, f"{type(exc).__name__} (see the server log)"
 
+    def _ended(self, lease: Lease, task: asyncio.Task) -> None:
+        """The camera is given back however the exposure's task ended (a task cancelled before it
+        ran never reached its own ``with lease``)."""
+        lease.release()
+        if task.cancelled():
+            self.state = CameraState.IDLE
+
     async def _save(self, still: StillImage, settings: CameraSettings) -> None:
         """A FITS copy of the exposure; a failure is logged, and the client keeps its image."""
         assert self.save_to is not None
@@ -407,8 +412,10 @@ class AlpacaCamera(AlpacaDevice):
         """End the exposure under way, if any; nothing is kept. Harmless when none runs.
 
         While the camera thread exposes, the exposure is cancelled the way a capture's is (the
-        sensor stops at once, the page hears ``capture_error``); before that (waiting for a
-        settings change in flight) and after it (while the frame is cut), the task is cancelled."""
+        sensor stops at once); before that (waiting for a settings change in flight) and after it
+        (the settings being put back, the frame being cut) the task is cancelled, which
+        CameraControl withstands (its restore is shielded). An abort as the still comes back is
+        caught by ``_aborting``. Either way nothing is kept."""
         task = self._task
         if task is None or task.done():
             return

@@ -4,9 +4,10 @@ says so in its Can* properties, and those members answer 0x400.
 
 - Tracking: on and off at the sidereal rate (the only one: TrackingRates is [driveSidereal]).
 - RightAscension/Declination: the newest plate solution of the live view (J2000, as
-  EquatorialSystem says), ValueNotSet before one. WANDA solves the live view on request and
-  continuously while the page's Sky panel or a client listens; a client that wants the pointing
-  kept current solves itself (N.I.N.A. does) or asks WANDA to (`POST /api/solve`).
+  EquatorialSystem says) while it holds: solved in the last five minutes, the mount tracking since
+  (the rule a still's solution follows); ValueNotSet otherwise, never a stale place. WANDA solves
+  the live view on request and continuously while the page's Sky panel listens; a client that
+  wants the pointing kept current solves itself (N.I.N.A. does) or asks WANDA to (`POST /api/solve`).
 - SiderealTime and SiteLatitude/SiteLongitude from the site in force (the configuration's, or the
   one set from the page); ValueNotSet while there is none.
 - PulseGuide east and west: each pulse shifts the stepper's tracking schedule by the guide rate
@@ -19,6 +20,7 @@ says so in its Can* properties, and those members answer 0x400.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +40,8 @@ from wanda.mount import MountControl
 from wanda.site import Site
 from wanda.solving import SolveService
 from wanda.timestamps import utc_iso
+
+log = logging.getLogger(__name__)
 
 SIDEREAL_RATE_DEG_S = 360.0 / 86164.0905  # the sky's turn, degrees a second
 GUIDE_RATE = 0.5  # of the sidereal rate, for guide pulses
@@ -170,8 +174,9 @@ class AlpacaTelescope(AlpacaDevice):
 
     def operational(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        if self.solve.solution is not None:
-            values["RightAscension"], values["Declination"] = self._pointing()[0] / 15.0, self._pointing()[1]
+        held = self.solve.holding(self.mount.tracking_since)
+        if held is not None:
+            values["RightAscension"], values["Declination"] = held[1].ra % 360.0 / 15.0, held[1].dec
         values["IsPulseGuiding"] = self.pulse_guiding
         if self.site().known:
             values["SiderealTime"] = self._sidereal_time()
@@ -181,13 +186,15 @@ class AlpacaTelescope(AlpacaDevice):
         return values
 
     def _pointing(self) -> tuple[float, float]:
-        """RA and Dec (degrees, J2000) of the newest plate solution of the live view."""
-        solved = self.solve.solution
-        if solved is None:
+        """RA and Dec (degrees, J2000) of the newest plate solution of the live view, while it holds:
+        solved in the last five minutes and tracked since (the rule a still's solution follows)."""
+        held = self.solve.holding(self.mount.tracking_since)
+        if held is None:
             raise AlpacaError(
-                VALUE_NOT_SET, "WANDA does not know where it points yet: plate-solve the live view (Sky panel)"
+                VALUE_NOT_SET,
+                "WANDA does not know where it points now: plate-solve the live view while the mount tracks (Sky panel)",
             )
-        solution, _ = solved
+        _, solution = held
         return solution.ra % 360.0, solution.dec
 
     def _site(self) -> tuple[float, float]:
@@ -238,8 +245,12 @@ class AlpacaTelescope(AlpacaDevice):
         # East: the axis falls behind the sky (its steps come later); west: it gains on it.
         seconds = GUIDE_RATE * duration_ms / 1000 * (1 if direction == EAST else -1)
         try:
-            self.mount.shift(seconds)
+            made = self.mount.shift(seconds)
         except WandaError as exc:
             raise AlpacaError(INVALID_OPERATION, exc.message) from None
+        if made != seconds:  # the client cannot be told: the log says it
+            log.info(
+                "a %d ms guide pulse west was cut short to %.3f s of sky: the motor steps no faster", duration_ms, -made
+            )
         loop_now = asyncio.get_running_loop().time()
         self._guiding_until = max(self._guiding_until, loop_now + duration_ms / 1000)
