@@ -12,7 +12,7 @@ from typing import Any
 from wanda import __version__
 from wanda.alpaca.device import AlpacaDevice
 from wanda.alpaca.discovery import DiscoveryResponder
-from wanda.alpaca.protocol import BadRequest, TransactionCounter
+from wanda.alpaca.protocol import BadRequest, TransactionCounter, shown
 from wanda.storage.disk import write_atomic
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,9 @@ class AlpacaServer:
         device = self.devices.get(device_type)
         if device is None:
             known = ", ".join(sorted(self.devices))
-            raise BadRequest(f"there is no device type {device_type!r} here (this server has: {known})")
+            raise BadRequest(f"there is no device type {shown(device_type)} here (this server has: {known})")
         if number != "0":
-            raise BadRequest(f"there is no {device_type} {number!r} here: this server has {device_type} 0 only")
+            raise BadRequest(f"there is no {device_type} {shown(number)} here: this server has {device_type} 0 only")
         return device
 
     def description(self) -> dict[str, Any]:

@@ -89,12 +89,12 @@ async def device_call(request: web.Request) -> web.StreamResponse:
     device_type, number, member = (request.match_info[k] for k in ("device_type", "device_number", "member"))
     try:
         if request.path != request.path.lower():
-            raise BadRequest(f"Alpaca's paths are lower case: {request.path}")
+            raise BadRequest(f"Alpaca's paths are lower case, not {shown(request.path, 80)}")
         parameters = await _parameters(request)
         _, client_transaction = parameters.transaction_ids()
         device = server.device(device_type, number)
         if not device.knows(member):
-            raise BadRequest(f"{member!r} is not a member of the Alpaca {device_type} interface")
+            raise BadRequest(f"{shown(member)} is not a member of the Alpaca {device_type} interface")
     except BadRequest as exc:
         return _bad_request(str(exc))
     server_transaction = server.transactions.next()
