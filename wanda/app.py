@@ -24,7 +24,7 @@ from wanda.alpaca.server import AlpacaServer, unique_ids
 from wanda.alpaca.telescope import AlpacaTelescope
 from wanda.analysis import AnalysisWorker
 from wanda.auth import Guard
-from wanda.backends import CameraBackend
+from wanda.backends import CameraBackend, still_size
 from wanda.backends.choose import create_backend
 from wanda.backends.sky import SimulatedSky, optic_scale
 from wanda.calibration import CalibrationLibrary
@@ -178,7 +178,7 @@ def _camera_ctx(backend: CameraBackend | None):
         chosen = backend if backend is not None else create_backend(config)
         loop = asyncio.get_running_loop()
         bus = app[BUS]
-        full_width = getattr(chosen, "sensor_size", chosen.preview_size)[0]
+        full_width = still_size(chosen)[0]
         analysis = AnalysisWorker(
             loop,
             partial(_analysed, app),

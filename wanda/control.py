@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from wanda.arbiter import CameraArbiter, Lease
-from wanda.backends import CameraBackend, CameraUnavailable, CaptureCancelled, StillImage
+from wanda.backends import CameraBackend, CameraUnavailable, CaptureCancelled, StillImage, still_size
 from wanda.camera import CameraWorker
 from wanda.errors import ErrorCode, WandaError, storage_error
 from wanda.events import EventBus
@@ -219,15 +219,13 @@ class CameraControl:
         if lease is None:
             with self.arbiter.acquire("capture"):
                 return await self._capture(files, settings, extra_metadata)
-        if not lease.held:
-            raise WandaError(ErrorCode.CAPTURE_BUSY, f"{lease.holder.describe()} no longer holds the camera")
+        _still_held(lease)
         return await self._capture(files, settings, extra_metadata)
 
     async def expose(self, settings: CameraSettings, lease: Lease) -> StillImage:
         """Take one still as ``lease``'s holder and return it unsaved (an Alpaca client downloads
         it; wanda/alpaca/camera.py). The status and the progress events are a capture's; ``cancel`` ends it."""
-        if not lease.held:
-            raise WandaError(ErrorCode.CAPTURE_BUSY, f"{lease.holder.describe()} no longer holds the camera")
+        _still_held(lease)
         image, _ = await self._expose_and_save(None, settings, {}, save=False)
         return image
 
@@ -396,8 +394,7 @@ class CameraControl:
         sizes = list(self._still_sizes.get((file_format, save_raw), ()))
         if sizes:
             return sum(sizes) // len(sizes)
-        backend = self.worker.backend
-        width, height = getattr(backend, "sensor_size", backend.preview_size)  # stills may be full size
+        width, height = still_size(self.worker.backend)  # stills may be full size
         sixteen_bit = width * height * 2  # a DNG or a FITS frame: 16 bits a pixel
         jpeg = width * height * 3 // 8 if "jpeg" in file_format else 0
         fits = sixteen_bit if "fits" in file_format else 0
@@ -434,6 +431,12 @@ class CameraControl:
             except Exception:  # the still is saved whatever a listener does
                 log.exception("after saving %s", saved.path.name)
         return saved
+
+
+def _still_held(lease: Lease) -> None:
+    """CAPTURE_BUSY when ``lease`` no longer holds the camera (its holder ended meanwhile)."""
+    if not lease.held:
+        raise WandaError(ErrorCode.CAPTURE_BUSY, f"{lease.holder.describe()} no longer holds the camera")
 
 
 def _controls(settings: CameraSettings) -> tuple[float, float, str]:

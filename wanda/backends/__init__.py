@@ -57,6 +57,12 @@ class StillImage:
     sensor_dpc: bool | None = None  # the sensor's own defective pixel correction, where it has one
 
 
+def still_size(backend: CameraBackend) -> tuple[int, int]:
+    """A still's width and height: the full sensor where the backend knows one (the Pi), else the
+    preview's (the simulated sky's stills are its frames)."""
+    return getattr(backend, "sensor_size", backend.preview_size)
+
+
 class CameraBackend(Protocol):
     """What the worker needs from a camera. Called only from the worker thread."""
 
