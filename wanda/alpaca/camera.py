@@ -33,12 +33,13 @@ from wanda.alpaca.images import json_values, pixel_bytes
 from wanda.alpaca.protocol import (
     INVALID_OPERATION,
     INVALID_VALUE,
+    NOT_IMPLEMENTED,
     VALUE_NOT_SET,
     AlpacaError,
     Parameters,
 )
 from wanda.arbiter import Lease
-from wanda.backends import CameraBackend, StillImage
+from wanda.backends import CameraBackend, StillImage, still_size
 from wanda.control import CameraControl
 from wanda.errors import ErrorCode, WandaError
 from wanda.settings import CameraSettings
@@ -232,8 +233,7 @@ class AlpacaCamera(AlpacaDevice):
     @property
     def size(self) -> tuple[int, int]:
         """The sensor's pixels as a still has them (the full sensor on a Pi; the simulated sky's frame)."""
-        backend = self.backend
-        return getattr(backend, "sensor_size", backend.preview_size)
+        return still_size(self.backend)
 
     @property
     def max_bin(self) -> int:
@@ -263,7 +263,7 @@ class AlpacaCamera(AlpacaDevice):
     def _bayer_offsets(self) -> tuple[int, int]:
         bayer = self.backend.raw_bayer
         if bayer is None:
-            raise AlpacaError(0x400, "the sensor is monochrome: it has no Bayer offsets")
+            raise AlpacaError(NOT_IMPLEMENTED, "the sensor is monochrome: it has no Bayer offsets")
         return BAYER_OFFSETS[bayer]
 
     def _temperature(self) -> float:
@@ -290,8 +290,9 @@ class AlpacaCamera(AlpacaDevice):
     def _image(self) -> AlpacaImage:
         if self.state == CameraState.ERROR:
             raise AlpacaError(INVALID_OPERATION, f"there is no image: the last exposure failed: {self.failure}")
-        if self.image is None or self.state != CameraState.IDLE:
+        if not self.image_ready:
             raise AlpacaError(INVALID_OPERATION, "there is no image: start an exposure and wait for ImageReady")
+        assert self.image is not None
         return self.image
 
     # -- settings -------------------------------------------------------------------------------

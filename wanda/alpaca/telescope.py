@@ -34,7 +34,7 @@ from wanda.alpaca.protocol import (
     AlpacaError,
     Parameters,
 )
-from wanda.astro.sidereal import local_sidereal_time
+from wanda.astro.sidereal import SIDEREAL_DEG_PER_S, local_sidereal_time
 from wanda.errors import WandaError
 from wanda.mount import MountControl
 from wanda.site import Site
@@ -43,7 +43,6 @@ from wanda.timestamps import utc_iso
 
 log = logging.getLogger(__name__)
 
-SIDEREAL_RATE_DEG_S = 360.0 / 86164.0905  # the sky's turn, degrees a second
 GUIDE_RATE = 0.5  # of the sidereal rate, for guide pulses
 MAX_PULSE_MS = 10_000
 DRIVE_SIDEREAL = 0
@@ -94,7 +93,7 @@ class AlpacaTelescope(AlpacaDevice):
             "rightascensionrate": 0.0,
             "equatorialsystem": EQUATORIAL_J2000,
             "focallength": focal_length_mm / 1000,  # metres
-            "guideraterightascension": GUIDE_RATE * SIDEREAL_RATE_DEG_S,
+            "guideraterightascension": GUIDE_RATE * SIDEREAL_DEG_PER_S,
             "trackingrate": DRIVE_SIDEREAL,
             "trackingrates": [DRIVE_SIDEREAL],
         }
@@ -174,9 +173,9 @@ class AlpacaTelescope(AlpacaDevice):
 
     def operational(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        held = self.solve.holding(self.mount.tracking_since)
-        if held is not None:
-            values["RightAscension"], values["Declination"] = held[1].ra % 360.0 / 15.0, held[1].dec
+        place = self._place()
+        if place is not None:
+            values["RightAscension"], values["Declination"] = place[0] / 15.0, place[1]
         values["IsPulseGuiding"] = self.pulse_guiding
         if self.site().known:
             values["SiderealTime"] = self._sidereal_time()
@@ -185,17 +184,20 @@ class AlpacaTelescope(AlpacaDevice):
         )
         return values
 
-    def _pointing(self) -> tuple[float, float]:
+    def _place(self) -> tuple[float, float] | None:
         """RA and Dec (degrees, J2000) of the newest plate solution of the live view, while it holds:
         solved in the last five minutes and tracked since (the rule a still's solution follows)."""
         held = self.solve.holding(self.mount.tracking_since)
-        if held is None:
+        return (held[1].ra % 360.0, held[1].dec) if held is not None else None
+
+    def _pointing(self) -> tuple[float, float]:
+        place = self._place()
+        if place is None:
             raise AlpacaError(
                 VALUE_NOT_SET,
                 "WANDA does not know where it points now: plate-solve the live view while the mount tracks (Sky panel)",
             )
-        _, solution = held
-        return solution.ra % 360.0, solution.dec
+        return place
 
     def _site(self) -> tuple[float, float]:
         site = self.site()
@@ -252,5 +254,4 @@ class AlpacaTelescope(AlpacaDevice):
             log.info(
                 "a %d ms guide pulse west was cut short to %.3f s of sky: the motor steps no faster", duration_ms, -made
             )
-        loop_now = asyncio.get_running_loop().time()
-        self._guiding_until = max(self._guiding_until, loop_now + duration_ms / 1000)
+        self._guiding_until = asyncio.get_running_loop().time() + duration_ms / 1000  # none overlaps
