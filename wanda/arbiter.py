@@ -1,11 +1,11 @@
 """The one owner of the camera's stills: who may expose now.
 
-Manual captures, sessions and Alpaca exposures all want the sensor for stills. Each of them acquires the camera here before it exposes and releases it on
-every path; a second user is refused at once with ``409 CAPTURE_BUSY`` naming the holder. The
-check and the take are one synchronous step in the event loop, with no ``await`` between them, so
-two requests arriving together cannot both pass the check: the race is impossible by
-construction, not by timing. The preview is not an owner: it runs between stills on the camera
-thread.
+Manual captures, sessions and Alpaca exposures all want the sensor for stills. Each of them
+acquires the camera here before it exposes and releases it on every path; a second user is refused
+at once with ``409 CAPTURE_BUSY`` naming the holder. The check and the take are one synchronous
+step in the event loop, with no ``await`` between them, so two requests arriving together cannot
+both pass the check: the race is impossible by construction, not by timing. The preview is not an
+owner: it runs between stills on the camera thread.
 """
 
 from __future__ import annotations

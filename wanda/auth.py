@@ -1,9 +1,9 @@
 """The password: with ``--password`` set, nobody else on the star party's Wi-Fi moves the mount.
 
 Off by default (the original backend had none). When set, every endpoint but the login page needs
-it: scripts send ``Authorization: Bearer <password>`` (Alpaca clients HTTP Basic, any user name); a browser logs in once at ``/login`` and
-gets a session cookie (HttpOnly, SameSite=Strict) that also opens the stream and the WebSocket.
-The cookie is signed with the password (``nonce.HMAC(password, nonce)``), so it survives a
+it: scripts send ``Authorization: Bearer <password>`` (Alpaca clients HTTP Basic, any user name);
+a browser logs in once at ``/login`` and gets a session cookie (HttpOnly, SameSite=Strict) that
+also opens the stream and the WebSocket. The cookie is signed with the password (``nonce.HMAC(password, nonce)``), so it survives a
 restart of the server and changing the password ends every session. Wrong or missing credentials
 are 401 in the envelope. Wrong passwords are rationed per address: five, then one every ten
 seconds. An address that has used them up gets 429 for every request without a valid cookie, the

@@ -90,20 +90,16 @@ async def auth_middleware(request: web.Request, handler):
     if password is None and request.method == "GET" and (request.path == "/" or request.path.startswith("/setup")):
         raise web.HTTPFound("/login")  # a browser: to the login page, which says so if it is throttled
     address = request.remote or "?"
-    try:
-        if password is None:
-            guard.refuse_if_throttled(address)  # a throttled address gets 429 whatever it sends
-        if password is None or not guard.try_password(address, password):
-            raise WandaError(
-                ErrorCode.UNAUTHORIZED, "a password is needed: Authorization: Bearer <password>, or log in at /login"
-            )
-    except WandaError as exc:
-        if exc.code != ErrorCode.UNAUTHORIZED or not asks_for_basic(request.path):
-            raise
-        # Alpaca clients send the password as HTTP Basic once asked for it.
+    if password is None:
+        guard.refuse_if_throttled(address)  # a throttled address gets 429 whatever it sends
+    elif guard.try_password(address, password):
+        return await handler(request)
+    if asks_for_basic(request.path):  # Alpaca clients send the password as HTTP Basic once asked for it
         response = error_response(
             WandaError(ErrorCode.UNAUTHORIZED, "a password is needed: HTTP Basic, any user name and WANDA's password")
         )
         response.headers["WWW-Authenticate"] = 'Basic realm="WANDA", charset="UTF-8"'
         return response
-    return await handler(request)
+    raise WandaError(
+        ErrorCode.UNAUTHORIZED, "a password is needed: Authorization: Bearer <password>, or log in at /login"
+    )

@@ -54,10 +54,6 @@ async def _parameters(request: web.Request) -> Parameters:
     return Parameters(dict(fields), exact=True)
 
 
-def _answer(body: dict[str, Any]) -> web.Response:
-    return web.json_response(body)
-
-
 @routes.get("/management/apiversions")
 async def api_versions(request: web.Request) -> web.Response:
     return await _management(request, API_VERSIONS)
@@ -78,7 +74,7 @@ async def _management(request: web.Request, value: Any) -> web.Response:
         _, client_transaction = (await _parameters(request)).transaction_ids()
     except BadRequest as exc:
         return _bad_request(str(exc))
-    return _answer(envelope(client_transaction, request.app[ALPACA].transactions.next(), value))
+    return web.json_response(envelope(client_transaction, request.app[ALPACA].transactions.next(), value))
 
 
 @routes.route("*", "/api/v1/{device_type}/{device_number}/{member}")
@@ -110,12 +106,14 @@ async def device_call(request: web.Request) -> web.StreamResponse:
     except AlpacaError as exc:
         # JSON even when ImageBytes was asked for, as ASCOM's own servers answer: clients read the
         # Content-Type (alpyca 3.1 cannot read an ImageBytes failure).
-        return _answer(envelope(client_transaction, server_transaction, error=exc))
+        return web.json_response(envelope(client_transaction, server_transaction, error=exc))
     except WandaError as exc:  # a part of WANDA refused: the device's own failure
-        return _answer(envelope(client_transaction, server_transaction, error=AlpacaError(DRIVER_ERROR, exc.message)))
+        return web.json_response(
+            envelope(client_transaction, server_transaction, error=AlpacaError(DRIVER_ERROR, exc.message))
+        )
     if isinstance(value, AlpacaImage):
         return await _send_image(request, value, client_transaction, server_transaction)
-    return _answer(envelope(client_transaction, server_transaction, value))
+    return web.json_response(envelope(client_transaction, server_transaction, value))
 
 
 async def _send_image(
